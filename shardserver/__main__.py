@@ -1,0 +1,5 @@
+import sys
+
+from shardserver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""DynamoDB's error types as one exception hierarchy.
+
+Handlers raise these; only the protocol layer turns them into the wire
+envelope (`{"__type": ..., "message": ...}` with the HTTP status).  Nothing
+here knows about sockets or JSON.
+"""
+
+PREFIX = "com.amazonaws.dynamodb.v20120810#"
+COYOTE = "com.amazon.coral.service#"
+
+
+class DynamoDBError(Exception):
+    """Base of every error the API returns to a client."""
+
+    type_name = "InternalServerError"
+    type_prefix = PREFIX
+    status = 400
+    retryable = False
+
+    def __init__(self, message: str = ""):
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def wire_type(self) -> str:
+        return self.type_prefix + self.type_name
+
+    def extra_fields(self) -> dict:
+        """Additional top-level fields of the error body (e.g. Item)."""
+        return {}
+
+
+class ValidationException(DynamoDBError):
+    type_name = "ValidationException"
+    type_prefix = COYOTE
+
+
+class SerializationException(DynamoDBError):
+    type_name = "SerializationException"
+    type_prefix = COYOTE
+
+
+class UnknownOperationException(DynamoDBError):
+    type_name = "UnknownOperationException"
+    type_prefix = COYOTE
+
+
+class ResourceNotFoundException(DynamoDBError):
+    type_name = "ResourceNotFoundException"
+
+
+class ResourceInUseException(DynamoDBError):
+    type_name = "ResourceInUseException"
+
+
+class LimitExceededException(DynamoDBError):
+    type_name = "LimitExceededException"
+
+
+class ConditionalCheckFailedException(DynamoDBError):
+    type_name = "ConditionalCheckFailedException"
+
+    def __init__(self, message: str = "The conditional request failed", item: dict | None = None):
+        super().__init__(message)
+        self.item = item
+
+    def extra_fields(self) -> dict:
+        return {"Item": self.item} if self.item is not None else {}
+
+
+class TransactionCanceledException(DynamoDBError):
+    type_name = "TransactionCanceledException"
+
+    def __init__(self, message: str, reasons: list | None = None):
+        super().__init__(message)
+        self.reasons = reasons or []
+
+    def extra_fields(self) -> dict:
+        return {"CancellationReasons": self.reasons}
+
+
+class ItemCollectionSizeLimitExceededException(DynamoDBError):
+    type_name = "ItemCollectionSizeLimitExceededException"
+
+
+class ProvisionedThroughputExceededException(DynamoDBError):
+    type_name = "ProvisionedThroughputExceededException"
+    retryable = True
+
+
+class RequestLimitExceeded(DynamoDBError):
+    type_name = "RequestLimitExceeded"
+    retryable = True
+
+
+class MissingAuthenticationTokenException(DynamoDBError):
+    type_name = "MissingAuthenticationTokenException"
+    type_prefix = COYOTE
+
+
+class UnrecognizedClientException(DynamoDBError):
+    type_name = "UnrecognizedClientException"
+    type_prefix = COYOTE
+
+
+class InvalidSignatureException(DynamoDBError):
+    type_name = "InvalidSignatureException"
+    type_prefix = COYOTE
+
+
+class AccessDeniedException(DynamoDBError):
+    type_name = "AccessDeniedException"
+    type_prefix = COYOTE
+
+
+class InternalServerError(DynamoDBError):
+    type_name = "InternalServerError"
+    status = 500
+    retryable = True
+
+
+class ServiceUnavailableException(DynamoDBError):
+    """A shard is restarting or unreachable: the client should retry."""
+
+    type_name = "ServiceUnavailable"
+    type_prefix = COYOTE
+    status = 503
+    retryable = True

@@ -1,0 +1,54 @@
+"""The DynamoDB JSON envelope: request targets, error bodies, response bodies.
+
+Functions of bytes and dicts only.  Handlers raise ``shardserver.errors``
+exceptions; this module is the one place that turns them into DynamoDB's
+``{"__type": ..., "message": ...}`` body with the right HTTP status.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from shardserver.errors import (DynamoDBError, InternalServerError, SerializationException,
+                                UnknownOperationException)
+
+TARGET_PREFIX = "DynamoDB_20120810."
+STREAMS_TARGET_PREFIX = "DynamoDBStreams_20120810."
+
+
+def operation_of(target: str | None) -> str:
+    """Operation name from an ``X-Amz-Target`` header."""
+    if target and target.startswith(TARGET_PREFIX):
+        return target[len(TARGET_PREFIX):]
+    if target and target.startswith(STREAMS_TARGET_PREFIX):
+        return "Streams." + target[len(STREAMS_TARGET_PREFIX):]
+    raise UnknownOperationException("")
+
+
+def parse_body(body: bytes) -> dict:
+    """The request's JSON object, or SerializationException."""
+    if not body:
+        return {}
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise SerializationException("Start of structure or map found where not expected.") from None
+    if not isinstance(request, dict):
+        raise SerializationException("Start of structure or map found where not expected.")
+    return request
+
+
+def error_body(error: DynamoDBError) -> bytes:
+    body = {"__type": error.wire_type, "message": error.message}
+    body.update(error.extra_fields())
+    return orjson.dumps(body)
+
+
+def error_response(error: BaseException) -> tuple[int, bytes]:
+    if not isinstance(error, DynamoDBError):
+        error = InternalServerError("Internal server error")
+    return error.status, error_body(error)
+
+
+def dumps(value) -> bytes:
+    return orjson.dumps(value)

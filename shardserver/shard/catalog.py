@@ -1,0 +1,149 @@
+"""The catalog: every table's definition, persisted atomically, known to every shard.
+
+One JSON file (``<data-dir>/catalog.json``) holds all table definitions.
+Only the catalog coordinator (shard 0) writes it, with write-temp, fsync,
+rename; every shard reads it at start and again when the coordinator
+broadcasts a schema change.  This module knows nothing of the rings.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+import orjson
+
+CATALOG_FILE = "catalog.json"
+REGION = "us-east-1"
+ACCOUNT = "000000000000"
+
+
+@dataclass
+class TableSchema:
+    name: str
+    table_id: str
+    hash_key: str
+    hash_type: str
+    range_key: str | None
+    range_type: str | None
+    attribute_definitions: list
+    creation_time: float
+    billing_mode: str = "PROVISIONED"
+    read_capacity: int = 0
+    write_capacity: int = 0
+    local_indexes: list = field(default_factory=list)
+    global_indexes: list = field(default_factory=list)
+    stream_specification: dict | None = None
+    tags: list = field(default_factory=list)
+    ttl_attribute: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.name}"
+
+    @property
+    def key_schema(self) -> list:
+        schema = [{"AttributeName": self.hash_key, "KeyType": "HASH"}]
+        if self.range_key:
+            schema.append({"AttributeName": self.range_key, "KeyType": "RANGE"})
+        return schema
+
+    @property
+    def key_names(self) -> tuple:
+        return (self.hash_key, self.range_key) if self.range_key else (self.hash_key,)
+
+    def index_key_names(self, index_name: str) -> tuple[str, str | None]:
+        """(hash, range) key names of a secondary index, or ValidationException."""
+        from shardserver.errors import ValidationException
+        for index in self.local_indexes + self.global_indexes:
+            if index.get("IndexName") == index_name:
+                names = {e["KeyType"]: e["AttributeName"] for e in index["KeySchema"]}
+                return names["HASH"], names.get("RANGE")
+        raise ValidationException(f"The table does not have the specified index: {index_name}")
+
+    def description(self, item_count: int = 0, size_bytes: int = 0, status: str = "ACTIVE") -> dict:
+        description = {
+            "TableName": self.name,
+            "TableId": self.table_id,
+            "TableArn": self.arn,
+            "TableStatus": status,
+            "CreationDateTime": self.creation_time,
+            "KeySchema": self.key_schema,
+            "AttributeDefinitions": self.attribute_definitions,
+            "ItemCount": item_count,
+            "TableSizeBytes": size_bytes,
+            "ProvisionedThroughput": {
+                "NumberOfDecreasesToday": 0,
+                "ReadCapacityUnits": self.read_capacity,
+                "WriteCapacityUnits": self.write_capacity,
+            },
+            "BillingModeSummary": {
+                "BillingMode": self.billing_mode,
+                "LastUpdateToPayPerRequestDateTime": self.creation_time,
+            },
+            "DeletionProtectionEnabled": False,
+        }
+        if self.stream_specification and self.stream_specification.get("StreamEnabled"):
+            description["StreamSpecification"] = self.stream_specification
+        return description
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TableSchema":
+        return cls(**data)
+
+
+def new_table_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Catalog:
+    """In-memory view of catalog.json; writes only through ``save``."""
+
+    def __init__(self, data_dir: str):
+        self.path = os.path.join(data_dir, CATALOG_FILE)
+        self.tables: dict[str, TableSchema] = {}
+        self.version = 0
+
+    def load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                data = orjson.loads(f.read())
+        except FileNotFoundError:
+            self.tables, self.version = {}, 0
+            return
+        self.version = data.get("version", 0)
+        self.tables = {t["name"]: TableSchema.from_json(t) for t in data.get("tables", [])}
+
+    def save(self) -> None:
+        """Atomically replaces catalog.json (write temp, fsync, rename, fsync dir)."""
+        self.version += 1
+        payload = orjson.dumps({"version": self.version,
+                                "tables": [t.to_json() for t in self.tables.values()]},
+                               option=orjson.OPT_INDENT_2)
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def get(self, name: str) -> TableSchema | None:
+        return self.tables.get(name)
+
+    def by_id(self) -> dict[str, TableSchema]:
+        return {t.table_id: t for t in self.tables.values()}
+
+
+def now() -> float:
+    return round(time.time(), 3)

@@ -1,0 +1,238 @@
+"""BatchWriteItem and BatchGetItem: scatter by owner shard, gather, report what was not done.
+
+The acceptor validates the whole batch, groups its requests by the shard
+that owns each key, and sends each owner one sub-batch (the same operation
+with only that owner's requests); owners apply theirs with a single commit
+log sync.  A shard that cannot take its part (it is restarting) has its
+requests returned as UnprocessedItems/UnprocessedKeys, never reported done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from shardserver.errors import ServiceUnavailableException, ValidationException
+from shardserver.shard import values
+from shardserver.shard.executor import capacity, operation
+from shardserver.shard.executor.tables import constraint_error, table_of
+from shardserver.shard.keys import key_of_item, key_of_request
+
+MAX_WRITES = 25
+MAX_GET_KEYS = 100
+MAX_BATCH_GET_BYTES = 16 * 1024 * 1024
+
+
+def _request_items(request: dict, field: str = "requestItems") -> dict:
+    items = request.get("RequestItems")
+    if not isinstance(items, dict):
+        raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
+    if not items:
+        raise constraint_error([f"Value '{{}}' at '{field}' failed to satisfy constraint: "
+                                "Member must have length greater than or equal to 1"])
+    return items
+
+
+async def _scatter(svc, op: str, parts: dict[int, dict]) -> dict[int, dict | None]:
+    """Sends each owner its sub-request; None for a shard that could not take it."""
+    async def one(shard: int, sub: dict):
+        if shard == svc.shard_id:
+            return orjson.loads(await svc.operations[op].execute(svc, sub))
+        try:
+            reply = await svc.submit_to_owner(shard, op, orjson.dumps(sub))
+        except ServiceUnavailableException:
+            return None
+        return reply
+
+    shards = list(parts)
+    results = await asyncio.gather(*(one(s, parts[s]) for s in shards))
+    return dict(zip(shards, results))
+
+
+# ------------------------------------------------------------------ BatchWriteItem
+
+def _parse_write(svc, request: dict):
+    """Validated [(shard, table name, schema, kind, payload, storage key)] of a BatchWriteItem."""
+    items = _request_items(request)
+    total = sum(len(v) if isinstance(v, list) else 0 for v in items.values())
+    if total > MAX_WRITES:
+        raise ValidationException("Too many items requested for the BatchWriteItem call")
+    writes = []
+    for name, requests in items.items():
+        schema = table_of(svc, {"TableName": name})
+        if not isinstance(requests, list) or not requests:
+            raise constraint_error([f"Value '{requests}' at 'requestItems.{name}.member' failed to satisfy "
+                                    "constraint: Member must have length greater than or equal to 1"])
+        seen = set()
+        for write in requests:
+            if not isinstance(write, dict) or len(write) != 1 or not (
+                    "PutRequest" in write or "DeleteRequest" in write):
+                raise ValidationException("Supplied AttributeValue has more than one datatypes set, must contain "
+                                          "exactly one of the supported datatypes"
+                                          if isinstance(write, dict) and len(write) > 1 else
+                                          "1 validation error detected: WriteRequest must contain exactly one "
+                                          "of PutRequest or DeleteRequest")
+            if "PutRequest" in write:
+                item = (write["PutRequest"] or {}).get("Item") if isinstance(write["PutRequest"], dict) else None
+                pk, sk = key_of_item(schema, item)
+                values.validate_item(item)
+                values.check_item_size(item)
+                kind, payload = "put", item
+            else:
+                key = (write["DeleteRequest"] or {}).get("Key") if isinstance(write["DeleteRequest"], dict) else None
+                pk, sk = key_of_request(schema, key)
+                kind, payload = "delete", key
+            storage_key = values.encode_key(pk, sk)
+            if storage_key in seen:
+                raise ValidationException("Provided list of item keys contains duplicates")
+            seen.add(storage_key)
+            writes.append((svc.owner_of(pk), name, schema, kind, payload, storage_key, write))
+    return writes
+
+
+@operation("BatchWriteItem")
+async def batch_write_item(svc, request: dict) -> bytes:
+    writes = _parse_write(svc, request)
+    mode = capacity.requested_mode(request)
+    mine = [w for w in writes if w[0] == svc.shard_id]
+    others: dict[int, dict] = {}
+    for shard, name, _, _, _, _, write in writes:
+        if shard != svc.shard_id:
+            others.setdefault(shard, {}).setdefault(name, []).append(write)
+    unprocessed: dict[str, list] = {}
+    if others:
+        results = await _scatter(svc, "BatchWriteItem",
+                                 {s: {"RequestItems": r} for s, r in others.items()})
+        for shard, result in results.items():
+            if result is None:
+                for name, requests in others[shard].items():
+                    unprocessed.setdefault(name, []).extend(requests)
+                continue
+            for name, requests in result.get("UnprocessedItems", {}).items():
+                unprocessed.setdefault(name, []).extend(requests)
+    if mine:
+        for _, name, schema, kind, payload, key, _ in mine:
+            stored = None
+            if svc.needs_old_image(schema):
+                raw = await svc.storage.get(schema.table_id, key)
+                stored = orjson.loads(raw) if raw is not None else None
+            if kind == "put":
+                svc.storage.put(schema.table_id, key, orjson.dumps(payload))
+                svc.after_write(schema, key, stored, payload)
+            else:
+                svc.storage.delete(schema.table_id, key)
+                svc.after_write(schema, key, stored, None)
+        await svc.storage.sync()
+    response = {"UnprocessedItems": unprocessed}
+    if mode != "NONE":
+        response["ConsumedCapacity"] = [
+            capacity.consumed(mode, name, _write_units_of(writes, name)) for name in _table_names(writes)]
+    return orjson.dumps(response)
+
+
+def _table_names(entries) -> list[str]:
+    return list(dict.fromkeys(e[1] for e in entries))
+
+
+def _write_units_of(writes, name: str) -> float:
+    return sum(capacity.write_units(values.item_size(w[4]) if w[3] == "put" else 0)
+               for w in writes if w[1] == name)
+
+
+# ------------------------------------------------------------------ BatchGetItem
+
+def _parse_get(svc, request: dict):
+    items = _request_items(request)
+    total = 0
+    reads = []
+    for name, spec in items.items():
+        schema = table_of(svc, {"TableName": name})
+        if not isinstance(spec, dict) or not isinstance(spec.get("Keys"), list):
+            raise constraint_error([f"Value null at 'requestItems.{name}.member.keys' failed to satisfy "
+                                    "constraint: Member must not be null"])
+        keys = spec["Keys"]
+        if not keys:
+            raise constraint_error([f"Value '[]' at 'requestItems.{name}.member.keys' failed to satisfy "
+                                    "constraint: Member must have length greater than or equal to 1"])
+        total += len(keys)
+        if total > MAX_GET_KEYS:
+            raise ValidationException("Too many items requested for the BatchGetItem call")
+        consistent = spec.get("ConsistentRead", False)
+        if not isinstance(consistent, bool):
+            raise ValidationException("ConsistentRead must be a boolean")
+        projection = svc.prepare_expressions(spec, schema, "BatchGetItem").projection
+        seen = set()
+        for key in keys:
+            pk, sk = key_of_request(schema, key)
+            storage_key = values.encode_key(pk, sk)
+            if storage_key in seen:
+                raise ValidationException("Provided list of item keys contains duplicates")
+            seen.add(storage_key)
+            reads.append((svc.owner_of(pk), name, schema, key, storage_key, projection, consistent))
+    return reads
+
+
+@operation("BatchGetItem")
+async def batch_get_item(svc, request: dict) -> bytes:
+    reads = _parse_get(svc, request)
+    mode = capacity.requested_mode(request)
+    responses: dict[str, list] = {name: [] for name in _table_names(reads)}
+    unprocessed: dict[str, dict] = {}
+    units: dict[str, float] = {name: 0.0 for name in responses}
+    others: dict[int, dict] = {}
+    specs = request["RequestItems"]
+    for shard, name, _, key, _, _, _ in reads:
+        if shard != svc.shard_id:
+            sub = others.setdefault(shard, {})
+            if name not in sub:
+                sub[name] = {k: v for k, v in specs[name].items() if k != "Keys"}
+                sub[name]["Keys"] = []
+            sub[name]["Keys"].append(key)
+    pending = None
+    if others:
+        pending = asyncio.ensure_future(_scatter(
+            svc, "BatchGetItem", {s: {"RequestItems": r, "ReturnConsumedCapacity": mode} for s, r in others.items()}))
+    total_bytes = 0
+    for shard, name, schema, key, storage_key, projection, consistent in reads:
+        if shard != svc.shard_id:
+            continue
+        if total_bytes > MAX_BATCH_GET_BYTES:
+            _add_unprocessed(unprocessed, specs, name, key)
+            continue
+        stored = await svc.storage.get(schema.table_id, storage_key)
+        size = 0
+        if stored is not None:
+            total_bytes += len(stored)
+            if projection is None:
+                responses[name].append(orjson.Fragment(stored))
+            else:
+                responses[name].append(projection(orjson.loads(stored)))
+            if mode != "NONE":
+                size = values.item_size(orjson.loads(stored))
+        units[name] += capacity.read_units(size, consistent)
+    if pending is not None:
+        for shard, result in (await pending).items():
+            if result is None:
+                for name, sub in others[shard].items():
+                    for key in sub["Keys"]:
+                        _add_unprocessed(unprocessed, specs, name, key)
+                continue
+            for name, items in result.get("Responses", {}).items():
+                responses.setdefault(name, []).extend(orjson.Fragment(orjson.dumps(i)) for i in items)
+            for name, sub in result.get("UnprocessedKeys", {}).items():
+                for key in sub["Keys"]:
+                    _add_unprocessed(unprocessed, specs, name, key)
+            for used in result.get("ConsumedCapacity", []) or []:
+                units[used["TableName"]] = units.get(used["TableName"], 0.0) + used["CapacityUnits"]
+    response = {"Responses": responses, "UnprocessedKeys": unprocessed}
+    if mode != "NONE":
+        response["ConsumedCapacity"] = [capacity.consumed(mode, name, u) for name, u in units.items()]
+    return orjson.dumps(response)
+
+
+def _add_unprocessed(unprocessed: dict, specs: dict, name: str, key: dict) -> None:
+    if name not in unprocessed:
+        unprocessed[name] = {k: v for k, v in specs[name].items() if k != "Keys"}
+        unprocessed[name]["Keys"] = []
+    unprocessed[name]["Keys"].append(key)

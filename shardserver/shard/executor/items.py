@@ -1,0 +1,145 @@
+"""Single-item operations: PutItem, GetItem, DeleteItem.
+
+Each runs on the shard that owns the item's partition, so its
+read-modify-write (conditions, ReturnValues) completes on one event loop
+without interleaving.  ``route`` runs on the acceptor and names the owner;
+``execute`` runs on the owner: validate, read what is needed, apply, shape
+the response.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from shardserver.errors import ValidationException
+from shardserver.shard import values
+from shardserver.shard.executor import capacity, operation
+from shardserver.shard.executor.tables import table_of
+from shardserver.shard.keys import key_of_item, key_of_request
+
+RETURN_VALUES_ENUM = "[ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
+
+
+def route_by_key(svc, request: dict) -> int:
+    """Owner shard of the item a request names by ``Key``."""
+    schema = table_of(svc, request)
+    pk, _ = key_of_request(schema, request.get("Key"))
+    return svc.owner_of(pk)
+
+
+def route_by_item(svc, request: dict) -> int:
+    """Owner shard of the item a PutItem writes."""
+    schema = table_of(svc, request)
+    pk, _ = key_of_item(schema, request.get("Item"))
+    return svc.owner_of(pk)
+
+
+def return_values(request: dict, allowed: tuple[str, ...]) -> str:
+    value = request.get("ReturnValues", "NONE")
+    if value not in ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"):
+        raise ValidationException(
+            f"1 validation error detected: Value '{value}' at 'returnValues' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: {RETURN_VALUES_ENUM}")
+    if value not in allowed:
+        raise ValidationException("ReturnValues can only be " + " or ".join(allowed) + " for this operation")
+    return value
+
+
+def storage_key(schema, pk: dict, sk: dict | None) -> bytes:
+    return values.encode_key(pk, sk)
+
+
+def response(fields: dict) -> bytes:
+    return orjson.dumps(fields) if fields else b"{}"
+
+
+# ------------------------------------------------------------------ GetItem
+
+@operation("GetItem", route=route_by_key)
+async def get_item(svc, request: dict) -> bytes:
+    schema = table_of(svc, request)
+    pk, sk = key_of_request(schema, request.get("Key"))
+    projection = svc.prepare_expressions(request, schema, "GetItem").projection
+    mode = capacity.requested_mode(request)
+    consistent = request.get("ConsistentRead", False)
+    if not isinstance(consistent, bool):
+        raise ValidationException("1 validation error detected: Value at 'consistentRead' failed to satisfy "
+                                  "constraint: Member must be a boolean")
+    stored = await svc.storage.get(schema.table_id, storage_key(schema, pk, sk))
+    used = None
+    if mode != "NONE":
+        size = values.item_size(orjson.loads(stored)) if stored else 0
+        used = capacity.consumed(mode, schema.name, capacity.read_units(size, consistent), read=True)
+    if stored is None:
+        return response({"ConsumedCapacity": used} if used else {})
+    if projection is None and used is None:
+        # Splice the stored JSON into the response: no decode, no re-encode.
+        return b'{"Item":' + stored + b"}"
+    item = orjson.loads(stored)
+    if projection is not None:
+        item = projection(item)
+    fields = {"Item": item}
+    if used:
+        fields["ConsumedCapacity"] = used
+    return orjson.dumps(fields)
+
+
+# ------------------------------------------------------------------ PutItem
+
+@operation("PutItem", route=route_by_item)
+async def put_item(svc, request: dict) -> bytes:
+    schema = table_of(svc, request)
+    item = request.get("Item")
+    pk, sk = key_of_item(schema, item)
+    values.validate_item(item)
+    size = values.check_item_size(item)
+    rv = return_values(request, ("NONE", "ALL_OLD"))
+    mode = capacity.requested_mode(request)
+    condition = svc.prepare_expressions(request, schema, "PutItem").condition
+    key = storage_key(schema, pk, sk)
+    table_id = schema.table_id
+    old = None
+    if rv == "ALL_OLD" or condition is not None or svc.needs_old_image(schema):
+        stored = await svc.storage.get(table_id, key)
+        old = orjson.loads(stored) if stored is not None else None
+        if condition is not None:
+            condition(old)
+    svc.storage.put(table_id, key, orjson.dumps(item))
+    svc.after_write(schema, key, old, item)
+    await svc.storage.sync()
+    fields = {}
+    if rv == "ALL_OLD" and old is not None:
+        fields["Attributes"] = old
+    if mode != "NONE":
+        old_size = values.item_size(old) if old else 0
+        fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name,
+                                                       capacity.write_units(max(size, old_size)), read=False)
+    return response(fields)
+
+
+# ------------------------------------------------------------------ DeleteItem
+
+@operation("DeleteItem", route=route_by_key)
+async def delete_item(svc, request: dict) -> bytes:
+    schema = table_of(svc, request)
+    pk, sk = key_of_request(schema, request.get("Key"))
+    rv = return_values(request, ("NONE", "ALL_OLD"))
+    mode = capacity.requested_mode(request)
+    condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
+    key = storage_key(schema, pk, sk)
+    table_id = schema.table_id
+    stored = await svc.storage.get(table_id, key)
+    old = orjson.loads(stored) if stored is not None else None
+    if condition is not None:
+        condition(old)
+    if old is not None:
+        svc.storage.delete(table_id, key)
+        svc.after_write(schema, key, old, None)
+        await svc.storage.sync()
+    fields = {}
+    if rv == "ALL_OLD" and old is not None:
+        fields["Attributes"] = old
+    if mode != "NONE":
+        size = values.item_size(old) if old else 0
+        fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name, capacity.write_units(size), read=False)
+    return response(fields)

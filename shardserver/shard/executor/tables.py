@@ -1,0 +1,302 @@
+"""Table operations: CreateTable, DeleteTable, DescribeTable, ListTables, and friends.
+
+Schema changes run on the catalog coordinator (shard 0): it validates,
+writes catalog.json atomically, and broadcasts the change so every shard
+knows the table before the client hears back.  Reads of the catalog
+(DescribeTable, ListTables) are answered from the acceptor's own copy.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from shardserver.errors import (LimitExceededException, ResourceInUseException,
+                                ResourceNotFoundException, ValidationException)
+from shardserver.shard.catalog import TableSchema, new_table_id, now
+from shardserver.shard.executor import operation
+
+TABLE_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
+MAX_TABLES = 2500
+
+
+def constraint_error(errors: list[str]) -> ValidationException:
+    count = len(errors)
+    noun = "error" if count == 1 else "errors"
+    return ValidationException(f"{count} validation {noun} detected: " + "; ".join(errors))
+
+
+def table_name_errors(name, field: str = "tableName") -> list[str]:
+    if not isinstance(name, str):
+        return [f"Value null at '{field}' failed to satisfy constraint: Member must not be null"]
+    errors = []
+    if len(name) < 3:
+        errors.append(f"Value '{name}' at '{field}' failed to satisfy constraint: "
+                      "Member must have length greater than or equal to 3")
+    if len(name) > 255:
+        errors.append(f"Value '{name}' at '{field}' failed to satisfy constraint: "
+                      "Member must have length less than or equal to 255")
+    if not TABLE_NAME_RE.match(name):
+        errors.append(f"Value '{name}' at '{field}' failed to satisfy constraint: "
+                      "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")
+    return errors
+
+
+def check_table_name(name, field: str = "tableName") -> str:
+    errors = table_name_errors(name, field)
+    if errors:
+        raise constraint_error(errors)
+    return name
+
+
+def table_of(svc, request: dict):
+    """The schema of the request's TableName, or ResourceNotFoundException."""
+    name = request.get("TableName")
+    schema = svc.catalog.tables.get(name) if isinstance(name, str) else None
+    if schema is None:
+        check_table_name(name)
+        raise ResourceNotFoundException("Requested resource not found")
+    return schema
+
+
+def _table_or_not_found(svc, request: dict) -> TableSchema:
+    name = check_table_name(request.get("TableName"))
+    schema = svc.catalog.tables.get(name)
+    if schema is None:
+        raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+    return schema
+
+
+def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
+    if not isinstance(key_schema, list) or not key_schema:
+        raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"]
+                               if key_schema is None else
+                               [f"Value '[]' at '{field}' failed to satisfy constraint: "
+                                "Member must have length greater than or equal to 1"])
+    if len(key_schema) > 2:
+        raise constraint_error([f"Value '{key_schema}' at '{field}' failed to satisfy constraint: "
+                                "Member must have length less than or equal to 2"])
+    names, types = [], []
+    for i, element in enumerate(key_schema, 1):
+        if not isinstance(element, dict) or not isinstance(element.get("AttributeName"), str):
+            raise constraint_error([f"Value null at '{field}.{i}.member.attributeName' failed to satisfy "
+                                    "constraint: Member must not be null"])
+        kind = element.get("KeyType")
+        if kind not in ("HASH", "RANGE"):
+            raise constraint_error([f"Value '{kind}' at '{field}.{i}.member.keyType' failed to satisfy "
+                                    "constraint: Member must satisfy enum value set: [HASH, RANGE]"])
+        if not 1 <= len(element["AttributeName"]) <= 255:
+            raise constraint_error([f"Value '{element['AttributeName']}' at '{field}.{i}.member.attributeName' "
+                                    "failed to satisfy constraint: Member must have length between 1 and 255"])
+        names.append(element["AttributeName"])
+        types.append(kind)
+    if types[0] != "HASH":
+        raise ValidationException("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
+    if len(types) == 2:
+        if types[1] != "RANGE":
+            raise ValidationException("Invalid KeySchema: The second KeySchemaElement is not a RANGE key type")
+        if names[0] == names[1]:
+            raise ValidationException("Both the Hash Key and the Range Key element in the KeySchema have "
+                                      "the same name")
+        return names[0], names[1]
+    return names[0], None
+
+
+def _parse_attribute_definitions(definitions) -> dict[str, str]:
+    if not isinstance(definitions, list):
+        raise constraint_error(["Value null at 'attributeDefinitions' failed to satisfy constraint: "
+                                "Member must not be null"])
+    types: dict[str, str] = {}
+    for i, definition in enumerate(definitions, 1):
+        if not isinstance(definition, dict) or not isinstance(definition.get("AttributeName"), str):
+            raise constraint_error([f"Value null at 'attributeDefinitions.{i}.member.attributeName' failed to "
+                                    "satisfy constraint: Member must not be null"])
+        kind = definition.get("AttributeType")
+        if kind not in ("S", "N", "B"):
+            raise constraint_error([f"Value '{kind}' at 'attributeDefinitions.{i}.member.attributeType' failed "
+                                    "to satisfy constraint: Member must satisfy enum value set: [B, N, S]"])
+        name = definition["AttributeName"]
+        if name in types:
+            raise ValidationException("Cannot have two attributes with the same name")
+        types[name] = kind
+    return types
+
+
+def _parse_billing(request: dict) -> tuple[str, int, int]:
+    mode = request.get("BillingMode", "PROVISIONED")
+    if mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
+        raise constraint_error([f"Value '{mode}' at 'billingMode' failed to satisfy constraint: "
+                                "Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"])
+    throughput = request.get("ProvisionedThroughput")
+    if mode == "PAY_PER_REQUEST":
+        if throughput is not None:
+            raise ValidationException("One or more parameter values were invalid: Neither ReadCapacityUnits "
+                                      "nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST")
+        return mode, 0, 0
+    if throughput is None:
+        raise ValidationException("One or more parameter values were invalid: ReadCapacityUnits and "
+                                  "WriteCapacityUnits must both be specified when BillingMode is PROVISIONED")
+    read, write = throughput.get("ReadCapacityUnits"), throughput.get("WriteCapacityUnits")
+    errors = []
+    for value, field in ((read, "readCapacityUnits"), (write, "writeCapacityUnits")):
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.append(f"Value null at 'provisionedThroughput.{field}' failed to satisfy constraint: "
+                          "Member must not be null")
+        elif value < 1:
+            errors.append(f"Value '{value}' at 'provisionedThroughput.{field}' failed to satisfy constraint: "
+                          "Member must have value greater than or equal to 1")
+    if errors:
+        raise constraint_error(errors)
+    return mode, read, write
+
+
+def schema_from_create_request(request: dict) -> TableSchema:
+    """Validates a CreateTable request and builds the new table's schema."""
+    name = check_table_name(request.get("TableName"))
+    hash_key, range_key = _parse_key_schema(request.get("KeySchema"))
+    types = _parse_attribute_definitions(request.get("AttributeDefinitions"))
+    mode, read, write = _parse_billing(request)
+    key_names = [hash_key] + ([range_key] if range_key else [])
+    used = set(key_names)
+    for index_field in ("LocalSecondaryIndexes", "GlobalSecondaryIndexes"):
+        for index in request.get(index_field) or []:
+            for element in index.get("KeySchema") or []:
+                if isinstance(element, dict) and isinstance(element.get("AttributeName"), str):
+                    used.add(element["AttributeName"])
+    missing = [n for n in key_names if n not in types]
+    if missing:
+        raise ValidationException(
+            "One or more parameter values were invalid: Some index key attributes are not defined in "
+            f"AttributeDefinitions. Keys: [{', '.join(missing)}], AttributeDefinitions: [{', '.join(types)}]")
+    if set(types) != used:
+        raise ValidationException(
+            "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly "
+            "match number of attributes defined in AttributeDefinitions")
+    stream = request.get("StreamSpecification")
+    return TableSchema(
+        name=name, table_id=new_table_id(),
+        hash_key=hash_key, hash_type=types[hash_key],
+        range_key=range_key, range_type=types[range_key] if range_key else None,
+        attribute_definitions=[{"AttributeName": n, "AttributeType": t} for n, t in types.items()],
+        creation_time=now(), billing_mode=mode, read_capacity=read, write_capacity=write,
+        local_indexes=list(request.get("LocalSecondaryIndexes") or []),
+        global_indexes=list(request.get("GlobalSecondaryIndexes") or []),
+        stream_specification=stream if isinstance(stream, dict) else None,
+        tags=list(request.get("Tags") or []),
+    )
+
+
+# ------------------------------------------------------------------ operations
+
+async def describe(svc, schema: TableSchema, status: str = "ACTIVE") -> dict:
+    count, size = await svc.table_totals(schema)
+    return schema.description(count, size, status)
+
+
+@operation("CreateTable")
+async def create_table(svc, request: dict) -> bytes:
+    schema = schema_from_create_request(request)
+    if svc.catalog.tables.get(schema.name) is not None:
+        raise ResourceInUseException(f"Table already exists: {schema.name}")
+    if len(svc.catalog.tables) >= MAX_TABLES:
+        raise LimitExceededException(f"Subscriber limit exceeded: Only {MAX_TABLES} tables are allowed")
+    await svc.change_catalog(b"create", orjson.dumps(schema.to_json()))
+    return orjson.dumps({"TableDescription": schema.description(0, 0, "ACTIVE")})
+
+
+@operation("DeleteTable")
+async def delete_table(svc, request: dict) -> bytes:
+    schema = _table_or_not_found(svc, request)
+    description = await describe(svc, schema, "DELETING")
+    await svc.change_catalog(b"delete", schema.name.encode())
+    return orjson.dumps({"TableDescription": description})
+
+
+@operation("DescribeTable")
+async def describe_table(svc, request: dict) -> bytes:
+    schema = _table_or_not_found(svc, request)
+    return orjson.dumps({"Table": await describe(svc, schema)})
+
+
+@operation("ListTables")
+async def list_tables(svc, request: dict) -> bytes:
+    limit = request.get("Limit", 100)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+        raise constraint_error([f"Value '{limit}' at 'limit' failed to satisfy constraint: Member must have "
+                                "value " + ("less than or equal to 100" if isinstance(limit, int) and limit > 100
+                                            else "greater than or equal to 1")])
+    start = request.get("ExclusiveStartTableName")
+    if start is not None:
+        check_table_name(start, "exclusiveStartTableName")
+    names = sorted(svc.catalog.tables)
+    if start is not None:
+        names = [n for n in names if n > start]
+    page = names[:limit]
+    response = {"TableNames": page}
+    if len(names) > limit:
+        response["LastEvaluatedTableName"] = page[-1]
+    return orjson.dumps(response)
+
+
+@operation("DescribeEndpoints")
+async def describe_endpoints(svc, request: dict) -> bytes:
+    return orjson.dumps({"Endpoints": [{"Address": svc.public_address(), "CachePeriodInMinutes": 1440}]})
+
+
+@operation("DescribeLimits")
+async def describe_limits(svc, request: dict) -> bytes:
+    return orjson.dumps({"AccountMaxReadCapacityUnits": 80000, "AccountMaxWriteCapacityUnits": 80000,
+                         "TableMaxReadCapacityUnits": 40000, "TableMaxWriteCapacityUnits": 40000})
+
+
+@operation("DescribeTimeToLive")
+async def describe_time_to_live(svc, request: dict) -> bytes:
+    schema = _table_or_not_found(svc, request)
+    if schema.ttl_attribute:
+        return orjson.dumps({"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED",
+                                                        "AttributeName": schema.ttl_attribute}})
+    return orjson.dumps({"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}})
+
+
+def _schema_by_arn(svc, arn) -> TableSchema:
+    if not isinstance(arn, str) or not arn.startswith("arn:"):
+        raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")
+    name = arn.rsplit("/", 1)[-1]
+    schema = svc.catalog.tables.get(name)
+    if schema is None or schema.arn != arn:
+        raise ResourceNotFoundException(f"Requested resource not found: ResourcArn: {arn} not found")
+    return schema
+
+
+@operation("ListTagsOfResource")
+async def list_tags_of_resource(svc, request: dict) -> bytes:
+    schema = _schema_by_arn(svc, request.get("ResourceArn"))
+    return orjson.dumps({"Tags": schema.tags})
+
+
+@operation("TagResource")
+async def tag_resource(svc, request: dict) -> bytes:
+    schema = _schema_by_arn(svc, request.get("ResourceArn"))
+    tags = request.get("Tags")
+    if not isinstance(tags, list) or not all(isinstance(t, dict) and isinstance(t.get("Key"), str)
+                                             and isinstance(t.get("Value"), str) for t in tags):
+        raise ValidationException("One or more parameter values were invalid: Tags must be a list of Key/Value")
+    merged = {t["Key"]: t["Value"] for t in schema.tags}
+    merged.update({t["Key"]: t["Value"] for t in tags})
+    if len(merged) > 50:
+        raise ValidationException("One or more parameter values were invalid: Too many tags")
+    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name,
+                                                    "tags": [{"Key": k, "Value": v} for k, v in merged.items()]}))
+    return b"{}"
+
+
+@operation("UntagResource")
+async def untag_resource(svc, request: dict) -> bytes:
+    schema = _schema_by_arn(svc, request.get("ResourceArn"))
+    keys = request.get("TagKeys")
+    if not isinstance(keys, list):
+        raise ValidationException("One or more parameter values were invalid: TagKeys must be a list")
+    remaining = [t for t in schema.tags if t["Key"] not in set(keys)]
+    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": remaining}))
+    return b"{}"

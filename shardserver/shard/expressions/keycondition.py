@@ -1,0 +1,151 @@
+"""Query's KeyConditionExpression: from a parsed condition to key bounds.
+
+Owns the restrictions DynamoDB puts on a key condition (an AND of at most
+two comparisons, equality on the partition key, one of = < <= > >=
+BETWEEN begins_with on the sort key, literal operands of the key's type)
+and their error messages.  It returns the partition key value and the sort
+key predicate for the Query executor to turn into a storage range; it never
+reads storage itself.
+"""
+
+from __future__ import annotations
+
+from shardserver.errors import ValidationException
+from shardserver.shard.expressions import ast
+from shardserver.shard.expressions.compare import kind_of
+from shardserver.shard.expressions.conditions import ALL_FUNCTIONS, ARITY, check_between_literals
+from shardserver.shard.expressions.parser import invalid
+
+KIND = "KeyConditionExpression"
+_REVERSED = {"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+TYPE_MISMATCH = "One or more parameter values were invalid: Condition parameter type does not match schema type"
+
+
+def _flatten(node, out: list) -> None:
+    cls = node.__class__
+    if cls is ast.And:
+        _flatten(node.left, out)
+        _flatten(node.right, out)
+    elif cls is ast.Or:
+        raise invalid(KIND, "Invalid operator used in KeyConditionExpression: OR")
+    elif cls is ast.Not:
+        raise invalid(KIND, "Invalid operator used in KeyConditionExpression: NOT")
+    else:
+        out.append(node)
+
+
+def _key_name(node, ctx) -> str:
+    if node.__class__ is not ast.Path:
+        raise invalid(KIND, "Invalid condition in KeyConditionExpression: "
+                            "a key attribute must be compared with a value")
+    path = ctx.resolve_path(node.elements, KIND)
+    if len(path) != 1:
+        raise invalid(KIND, "KeyConditionExpressions cannot contain nested attributes")
+    return path[0]
+
+
+def _literal(node, ctx) -> dict:
+    if node.__class__ is not ast.ValueRef:
+        raise invalid(KIND, "Invalid condition in KeyConditionExpression: "
+                            "a key attribute must be compared with a value")
+    return ctx.value(node.name, KIND)
+
+
+def _one(node, ctx):
+    """(key name, operator, [literal values]) of one primitive condition."""
+    cls = node.__class__
+    if cls is ast.Compare:
+        if node.op == "<>":
+            raise invalid(KIND, "Invalid operator used in KeyConditionExpression: <>")
+        if node.left.__class__ is ast.ValueRef and node.right.__class__ is ast.Path:
+            return _key_name(node.right, ctx), _REVERSED[node.op], [_literal(node.left, ctx)]
+        return _key_name(node.left, ctx), node.op, [_literal(node.right, ctx)]
+    if cls is ast.In:
+        raise invalid(KIND, "Invalid operator used in KeyConditionExpression: IN")
+    if cls is ast.Between:
+        return _key_name(node.operand, ctx), "BETWEEN", [_literal(node.low, ctx), _literal(node.high, ctx)]
+    call = node.call
+    if call.name not in ALL_FUNCTIONS:
+        raise invalid(KIND, f"Invalid function name; function: {call.name}")
+    if call.name != "begins_with":
+        raise invalid(KIND, "The function is not allowed to be used this way in an expression; "
+                            f"function: {call.name}")
+    if len(call.args) != ARITY["begins_with"]:
+        raise invalid(KIND, "Incorrect number of operands for operator or function; "
+                            f"operator or function: begins_with, number of operands: {len(call.args)}")
+    return _key_name(call.args[0], ctx), "begins_with", [_literal(call.args[1], ctx)]
+
+
+def _check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: dict | None):
+    if hash_name not in parts:
+        raise ValidationException(f"Query condition missed key schema element: {hash_name}")
+    for name in parts:
+        if name != hash_name and name != range_name:
+            if range_name is None:
+                raise ValidationException("Query key condition not supported")
+            raise ValidationException(f"Query condition missed key schema element: {range_name}")
+    op, operands = parts[hash_name]
+    if op != "=":
+        raise ValidationException("Query key condition not supported")
+    for name, (op, operands) in parts.items():
+        wanted = (key_types or {}).get(name)
+        for av in operands:
+            kind = kind_of(av)
+            if (wanted is not None and kind != wanted) or kind not in ("S", "N", "B"):
+                raise ValidationException(TYPE_MISMATCH)
+        if op == "begins_with" and kind_of(operands[0]) == "N":
+            raise invalid(KIND, "Incorrect operand type for operator or function; "
+                                "operator or function: begins_with, operand type: N")
+        if op == "BETWEEN":
+            check_between_literals(KIND, operands[0], operands[1])
+    hash_value = parts[hash_name][1][0]
+    if range_name is not None and range_name in parts:
+        op, operands = parts[range_name]
+        return hash_value, op, operands
+    return hash_value, None, []
+
+
+def key_condition_parts(cond: ast.Condition, ctx, hash_name: str, range_name: str | None,
+                        key_types: dict | None = None):
+    """(partition key value, sort key operator or None, sort key operand values).
+
+    Operators: "=", "<", "<=", ">", ">=", "BETWEEN" (two operands), "begins_with".
+    key_types maps key attribute names to "S"/"N"/"B" for the type check."""
+    conditions: list = []
+    _flatten(cond.root, conditions)
+    if len(conditions) > 2:
+        raise invalid(KIND, "Conditions can be of length 1 or 2 only")
+    parts: dict = {}
+    for node in conditions:
+        name, op, operands = _one(node, ctx)
+        if name in parts:
+            raise ValidationException("KeyConditionExpressions must only contain one condition per key")
+        parts[name] = (op, operands)
+    return _check_parts(parts, hash_name, range_name, key_types)
+
+
+_LEGACY_KEY_OPS = {"EQ": ("=", 1), "LT": ("<", 1), "LE": ("<=", 1), "GT": (">", 1), "GE": (">=", 1),
+                   "BETWEEN": ("BETWEEN", 2), "BEGINS_WITH": ("begins_with", 1)}
+
+
+def key_conditions_parts(key_conditions: dict, hash_name: str, range_name: str | None,
+                         key_types: dict | None = None):
+    """The same as key_condition_parts, for the legacy KeyConditions map."""
+    if not isinstance(key_conditions, dict):
+        raise ValidationException("KeyConditions must be a map")
+    if len(key_conditions) > 2:
+        raise ValidationException("Conditions can be of length 1 or 2 only")
+    parts = {}
+    for name, spec in key_conditions.items():
+        if not isinstance(spec, dict):
+            raise ValidationException("KeyConditions must map attribute names to Condition objects")
+        operator = spec.get("ComparisonOperator")
+        if operator not in _LEGACY_KEY_OPS:
+            raise ValidationException("Attempted conditional constraint is not an indexable operation")
+        op, count = _LEGACY_KEY_OPS[operator]
+        values = spec.get("AttributeValueList") or []
+        if not isinstance(values, list) or len(values) != count:
+            raise ValidationException("One or more parameter values were invalid: Invalid number of argument(s) "
+                                      f"for the {operator} ComparisonOperator")
+        parts[name] = (op, values)
+    return _check_parts(parts, hash_name, range_name, key_types)

@@ -1,0 +1,314 @@
+"""UpdateExpression binding and application (SET, REMOVE, ADD, DELETE).
+
+Owns DynamoDB's update semantics: every right-hand side is read from the
+item as it was before the update; list indexes refer to the old positions
+(REMOVE shifts the survivors afterwards, SET past the end appends in index
+order); ADD creates missing numbers and sets; DELETE that empties a set
+removes the attribute; paths may not overlap or conflict, may not touch a
+key attribute, and must run through existing maps/lists.  Application
+never mutates the input item: it shallow-copies the item and deep-copies
+only the top-level attributes a nested path writes into.
+"""
+
+from __future__ import annotations
+
+from shardserver.errors import ValidationException
+from shardserver.shard.expressions import ast
+from shardserver.shard.expressions.compare import SET_TYPES, kind_of, set_difference, set_union
+from shardserver.shard.expressions.conditions import check_function, operand_type_error, path_getter
+from shardserver.shard.expressions.parser import invalid
+from shardserver.shard.expressions.paths import check_paths
+from shardserver.shard.expressions.projection import build_tree, project_tree
+from shardserver.shard.values import MAX_ITEM_SIZE, add_numbers, item_size
+
+KIND = "UpdateExpression"
+_SET_FUNCTIONS = frozenset(("if_not_exists", "list_append"))
+
+MISSING_ATTRIBUTE = "The provided expression refers to an attribute that does not exist in the item"
+WRONG_DATA_TYPE = "An operand in the update expression has an incorrect data type"
+INVALID_PATH = "The document path provided in the update expression is invalid for update"
+ITEM_TOO_LARGE = "Item size to update has exceeded the maximum allowed size"
+
+# DynamoDB names the literal's type in words for ADD and DELETE errors.
+_TYPE_WORDS = {"S": "STRING", "N": "NUMBER", "B": "BINARY", "BOOL": "BOOLEAN", "NULL": "NULL",
+               "L": "LIST", "M": "MAP", "SS": "STRING_SET", "NS": "NUMBER_SET", "BS": "BINARY_SET"}
+
+
+class BoundUpdate:
+    __slots__ = ("sets", "removes", "adds", "deletes", "paths", "touched", "_tree")
+
+    def __init__(self, sets, removes, adds, deletes):
+        self.sets = sets            # [(path, value_fn)]
+        self.removes = removes      # [path]
+        self.adds = adds            # [(path, av)]
+        self.deletes = deletes      # [(path, av)]
+        self.paths = [p for p, _ in sets] + list(removes) + [p for p, _ in adds] + [p for p, _ in deletes]
+        self.touched = {p[0] for p in self.paths}
+        self._tree = None
+
+    @property
+    def tree(self) -> dict:
+        if self._tree is None:
+            self._tree = build_tree(self.paths)
+        return self._tree
+
+
+# ------------------------------------------------------------ binding
+
+def _bind_value(node, ctx, in_list_append: bool = False):
+    """(fn(item) -> AttributeValue, literal or None) for a SET operand."""
+    cls = node.__class__
+    if cls is ast.ValueRef:
+        av = ctx.value(node.name, KIND)
+        return (lambda item: av), av
+    if cls is ast.Path:
+        get = path_getter(ctx.resolve_path(node.elements, KIND))
+
+        def read(item):
+            value = get(item)
+            if value is None:
+                raise ValidationException(MISSING_ATTRIBUTE)
+            return value
+        return read, None
+    if cls is ast.Arith:
+        return _bind_arith(node, ctx), None
+    check_function(KIND, node, _SET_FUNCTIONS)
+    # Arguments are resolved before the function's own checks, as DynamoDB
+    # reports an undefined :value before a misplaced one.
+    if node.name == "if_not_exists":
+        fallback, _ = _bind_value(node.args[1], ctx, in_list_append)
+        if node.args[0].__class__ is not ast.Path:
+            _bind_value(node.args[0], ctx, in_list_append)
+            raise invalid(KIND, "Operator or function requires a document path; operator or function: if_not_exists")
+        get = path_getter(ctx.resolve_path(node.args[0].elements, KIND))
+
+        def if_not_exists(item):
+            value = get(item)
+            return value if value is not None else fallback(item)
+        return if_not_exists, None
+    if in_list_append:
+        raise invalid(KIND, "The function is not allowed to be used this way in an expression; function: list_append")
+    (first, c1), (second, c2) = (_bind_value(a, ctx, True) for a in node.args)
+    for literal in (c1, c2):
+        if literal is not None and kind_of(literal) != "L":
+            raise operand_type_error(KIND, "list_append", literal)
+
+    def list_append(item):
+        a, b = first(item), second(item)
+        if kind_of(a) != "L" or kind_of(b) != "L":
+            raise ValidationException(WRONG_DATA_TYPE)
+        return {"L": a["L"] + b["L"]}
+    return list_append, None
+
+
+def _bind_arith(node: ast.Arith, ctx):
+    (left, c1), (right, c2) = _bind_value(node.left, ctx), _bind_value(node.right, ctx)
+    for literal in (c1, c2):
+        if literal is not None and kind_of(literal) != "N":
+            raise operand_type_error(KIND, node.op, literal)
+    subtract = node.op == "-"
+
+    def arith(item):
+        a, b = left(item), right(item)
+        x, y = a.get("N"), b.get("N")
+        if x is None or y is None:
+            raise ValidationException(WRONG_DATA_TYPE)
+        return {"N": add_numbers(x, y, subtract)}
+    return arith
+
+
+def bind_update(upd: ast.UpdateExpr, ctx) -> BoundUpdate:
+    sets = []
+    for path, value in upd.sets:
+        resolved = ctx.resolve_path(path.elements, KIND)
+        fn, _ = _bind_value(value, ctx)
+        sets.append((resolved, fn))
+    removes = [ctx.resolve_path(p.elements, KIND) for p in upd.removes]
+    adds = []
+    for path, ref in upd.adds:
+        resolved = ctx.resolve_path(path.elements, KIND)
+        av = ctx.value(ref.name, KIND)
+        kind = kind_of(av)
+        if kind != "N" and kind not in SET_TYPES:
+            raise invalid(KIND, "Incorrect operand type for operator or function; "
+                                f"operator: ADD, operand type: {_TYPE_WORDS[kind]}")
+        adds.append((resolved, av))
+    deletes = []
+    for path, ref in upd.deletes:
+        resolved = ctx.resolve_path(path.elements, KIND)
+        av = ctx.value(ref.name, KIND)
+        kind = kind_of(av)
+        if kind not in SET_TYPES:
+            raise invalid(KIND, "Incorrect operand type for operator or function; "
+                                f"operator: DELETE, operand type: {_TYPE_WORDS[kind]}")
+        deletes.append((resolved, av))
+    bound = BoundUpdate(sets, removes, adds, deletes)
+    check_paths(bound.paths, KIND)
+    return bound
+
+
+# ------------------------------------------------------------ application
+
+def _add(current, av: dict) -> dict:
+    if current is None:
+        return av
+    kind = kind_of(av)
+    if kind_of(current) != kind:
+        raise ValidationException(WRONG_DATA_TYPE)
+    if kind == "N":
+        return {"N": add_numbers(current["N"], av["N"])}
+    return {kind: set_union(kind, current[kind], av[kind])}
+
+
+def _delete(current: dict, av: dict):
+    """The set left after DELETE, or None when nothing is left."""
+    kind = kind_of(av)
+    if kind_of(current) != kind:
+        raise ValidationException(WRONG_DATA_TYPE)
+    rest = set_difference(kind, current[kind], av[kind])
+    return {kind: rest} if rest else None
+
+
+def _copy(av: dict) -> dict:
+    # Scalars and sets are never modified in place, so only containers are copied.
+    (kind, value), = av.items()
+    if kind == "M":
+        return {"M": {k: _copy(v) for k, v in value.items()}}
+    if kind == "L":
+        return {"L": [_copy(v) for v in value]}
+    return av
+
+
+def _apply_nested(new: dict, nested: list, item_missing: bool) -> None:
+    copied = set()
+    targets = []
+    # Resolve every parent container before changing anything: list indexes
+    # name positions in the old item, and REMOVE must not shift them early.
+    for op, path, value in nested:
+        top = path[0]
+        if top not in copied:
+            current = new.get(top)
+            if current is None:
+                if op == "REMOVE" and item_missing:
+                    continue            # DynamoDB ignores REMOVE a.b on an absent item
+                raise ValidationException(INVALID_PATH)
+            new[top] = _copy(current)
+            copied.add(top)
+        parent = new[top]
+        for element in path[1:-1]:
+            if element.__class__ is int:
+                inner = parent.get("L")
+                if inner is None or element >= len(inner):
+                    raise ValidationException(INVALID_PATH)
+                parent = inner[element]
+            else:
+                inner = parent.get("M")
+                child = None if inner is None else inner.get(element)
+                if child is None:
+                    raise ValidationException(INVALID_PATH)
+                parent = child
+        last = path[-1]
+        container = parent.get("L") if last.__class__ is int else parent.get("M")
+        if container is None:
+            raise ValidationException(INVALID_PATH)
+        targets.append((op, container, last, value))
+
+    appends: dict = {}
+    removals: dict = {}
+    for op, container, last, value in targets:
+        if last.__class__ is int:
+            present = last < len(container)
+            if op == "SET" or (op == "ADD" and not present):
+                if present:
+                    container[last] = value
+                else:
+                    appends.setdefault(id(container), (container, []))[1].append((last, value))
+            elif op == "ADD":
+                container[last] = _add(container[last], value)
+            elif present:
+                rest = None if op == "REMOVE" else _delete(container[last], value)
+                if rest is None:
+                    removals.setdefault(id(container), (container, set()))[1].add(last)
+                else:
+                    container[last] = rest
+        elif op == "SET":
+            container[last] = value
+        elif op == "REMOVE":
+            container.pop(last, None)
+        elif op == "ADD":
+            container[last] = _add(container.get(last), value)
+        else:
+            current = container.get(last)
+            if current is not None:
+                rest = _delete(current, value)
+                if rest is None:
+                    del container[last]
+                else:
+                    container[last] = rest
+    for container, entries in appends.values():
+        entries.sort(key=lambda entry: entry[0])
+        container.extend(value for _, value in entries)
+    for container, indexes in removals.values():
+        for index in sorted(indexes, reverse=True):
+            del container[index]
+
+
+def run_update(bound: BoundUpdate, item: dict | None, key_names) -> dict:
+    for path in bound.paths:
+        if path[0] in key_names:
+            raise ValidationException("One or more parameter values were invalid: "
+                                      f"Cannot update attribute {path[0]}. This attribute is part of the key")
+    old = item if item is not None else {}
+    values = [fn(old) for _, fn in bound.sets]
+    new = dict(old)
+    nested = []
+    for (path, _), value in zip(bound.sets, values):
+        if len(path) == 1:
+            new[path[0]] = value
+        else:
+            nested.append(("SET", path, value))
+    for path in bound.removes:
+        if len(path) == 1:
+            new.pop(path[0], None)
+        else:
+            nested.append(("REMOVE", path, None))
+    for path, av in bound.adds:
+        if len(path) == 1:
+            new[path[0]] = _add(old.get(path[0]), av)
+        else:
+            nested.append(("ADD", path, av))
+    for path, av in bound.deletes:
+        if len(path) == 1:
+            current = old.get(path[0])
+            if current is not None:
+                rest = _delete(current, av)
+                if rest is None:
+                    del new[path[0]]
+                else:
+                    new[path[0]] = rest
+        else:
+            nested.append(("DELETE", path, av))
+    if nested:
+        _apply_nested(new, nested, item is None)
+    if item_size(new) > MAX_ITEM_SIZE:
+        raise ValidationException(ITEM_TOO_LARGE)
+    return new
+
+
+def apply_update(upd, item: dict | None, ctx, key_names) -> tuple[dict, set]:
+    """(new item, top-level attribute names the update touched).
+
+    upd is a parsed UpdateExpr (bound against ctx once per request) or a
+    BoundUpdate.  item None means the item does not exist (upsert)."""
+    bound = upd if upd.__class__ is BoundUpdate else ctx.bound(upd, bind_update)
+    return run_update(bound, item, key_names), bound.touched
+
+
+def updated_values(old: dict | None, new: dict, upd, ctx, which: str) -> dict:
+    """ReturnValues UPDATED_OLD / UPDATED_NEW: the updated paths only, in the
+    shape of the item (a nested SET a.b returns {"a": {"M": {"b": ...}}})."""
+    bound = upd if upd.__class__ is BoundUpdate else ctx.bound(upd, bind_update)
+    source = old if which == "UPDATED_OLD" else new
+    if source is None:
+        return {}
+    return project_tree(source, bound.tree)

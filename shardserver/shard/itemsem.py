@@ -1,0 +1,149 @@
+"""A request's expressions, prepared once: key condition, filter, projection, condition, update.
+
+``prepare`` reads every expression parameter of one request (and the
+legacy ones), binds them to the request's ExpressionAttributeNames/Values,
+checks that every name and value was used, and hands back small callables
+the operations apply to items.  Everything is validated before any item
+is read, so a bad request never touches data.
+"""
+
+from __future__ import annotations
+
+from shardserver.errors import ConditionalCheckFailedException, ValidationException
+from shardserver.shard import expressions as ex
+
+_RANGE_OPERATORS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "BETWEEN": "BETWEEN",
+                    "begins_with": "BEGINS_WITH", "EQ": "EQ", "LT": "LT", "LE": "LE", "GT": "GT", "GE": "GE",
+                    "BEGINS_WITH": "BEGINS_WITH"}
+
+
+class Prepared:
+    """The bound expressions of one request; absent ones are None."""
+
+    __slots__ = ("key_condition", "filter", "projection", "condition", "update", "legacy_updates",
+                 "return_old_on_failure")
+
+    def __init__(self):
+        self.key_condition = None     # (partition key AV, range op or None, [range operand AVs])
+        self.filter = None            # item -> bool
+        self.projection = None        # item -> projected item
+        self.condition = None         # old item or None -> None, raises ConditionalCheckFailedException
+        self.update = None            # BoundUpdate
+        self.legacy_updates = None    # AttributeUpdates map
+        self.return_old_on_failure = False
+
+    def check_condition(self, old: dict | None) -> None:
+        if self.condition is not None:
+            self.condition(old)
+
+
+def _text(request: dict, name: str) -> str | None:
+    value = request.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValidationException(f"1 validation error detected: Value at '{name[0].lower() + name[1:]}' "
+                                  "failed to satisfy constraint: Member must be a string")
+    return value
+
+
+def _condition_function(bound, return_old: bool):
+    test = bound.test
+
+    def check(old):
+        if not test(old if old is not None else {}):
+            raise ConditionalCheckFailedException("The conditional request failed",
+                                                  item=old if return_old and old is not None else None)
+    return check
+
+
+def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepared:
+    ex.check_legacy_mix(request, op)
+    ctx = ex.ExpressionContext(request.get("ExpressionAttributeNames"), request.get("ExpressionAttributeValues"))
+    prepared = Prepared()
+    key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
+
+    if op == "Query":
+        hash_name, range_name = schema.hash_key, schema.range_key
+        index = request.get("IndexName")
+        if index is not None:
+            hash_name, range_name = schema.index_key_names(index)
+        text = _text(request, "KeyConditionExpression")
+        if text is not None:
+            parts = ex.key_condition_parts(ex.parse_key_condition(text), ctx, hash_name, range_name, key_types)
+        elif request.get("KeyConditions") is not None:
+            parts = ex.key_conditions_parts(request["KeyConditions"], hash_name, range_name, key_types)
+        else:
+            raise ValidationException("Either the KeyConditions or KeyConditionExpression parameter must be "
+                                      "specified in the request.")
+        pk, range_op, operands = parts
+        prepared.key_condition = (pk, _RANGE_OPERATORS[range_op] if range_op else None, list(operands or []))
+
+    if op in ("Query", "Scan"):
+        text = _text(request, "FilterExpression")
+        legacy = request.get("QueryFilter" if op == "Query" else "ScanFilter")
+        bound = None
+        if text is not None:
+            bound = ctx.bind_condition(ex.parse_condition(text, "FilterExpression"))
+        elif legacy is not None:
+            bound = ex.filter_from_legacy(legacy, request.get("ConditionalOperator"))
+        if bound is not None:
+            if op == "Query":
+                _reject_key_attributes_in_filter(bound, request, schema)
+            test = bound.test
+            prepared.filter = lambda item: test(item)
+
+    text = _text(request, "ProjectionExpression")
+    if text is not None:
+        prepared.projection = ctx.bind_projection(ex.parse_projection(text)).apply
+    elif request.get("AttributesToGet") is not None:
+        prepared.projection = ex.attributes_to_get_projection(request["AttributesToGet"]).apply
+
+    if op in ("PutItem", "DeleteItem", "UpdateItem"):
+        return_old = request.get("ReturnValuesOnConditionCheckFailure", "NONE")
+        if return_old not in ("NONE", "ALL_OLD"):
+            raise ValidationException(
+                f"1 validation error detected: Value '{return_old}' at 'returnValuesOnConditionCheckFailure' "
+                "failed to satisfy constraint: Member must satisfy enum value set: [ALL_OLD, NONE]")
+        text = _text(request, "ConditionExpression")
+        if text is not None:
+            prepared.condition = _condition_function(
+                ctx.bind_condition(ex.parse_condition(text, "ConditionExpression")), return_old == "ALL_OLD")
+        elif request.get("Expected") is not None:
+            prepared.condition = _condition_function(
+                ex.expected_to_condition(request["Expected"], request.get("ConditionalOperator")),
+                return_old == "ALL_OLD")
+        elif request.get("ConditionalOperator") is not None:
+            raise ValidationException("ConditionalOperator can only be used when Expected or QueryFilter or "
+                                      "ScanFilter are present")
+
+    if op == "UpdateItem":
+        text = _text(request, "UpdateExpression")
+        if text is not None:
+            prepared.update = ctx.bind_update(ex.parse_update(text))
+        elif request.get("AttributeUpdates") is not None:
+            prepared.legacy_updates = request["AttributeUpdates"]
+
+    if check_unused:
+        ctx.check_all_used()
+    return prepared
+
+
+def _reject_key_attributes_in_filter(bound, request: dict, schema) -> None:
+    """Query filters may not name key attributes (DynamoDB's rule)."""
+    names = getattr(bound, "top_level_names", None)
+    if not names:
+        return
+    keys = set(schema.key_names)
+    for name in names:
+        if name in keys:
+            raise ValidationException("Filter Expression can only contain non-primary key attributes: "
+                                      f"Primary key attribute: {name}")
+
+
+# Convenience wrappers used by the single-item operations.
+
+def projection_of(request: dict, schema):
+    return prepare(request, schema, "GetItem").projection
+
+
+def write_condition(request: dict, schema, op: str):
+    return prepare(request, schema, op).condition

@@ -1,0 +1,86 @@
+"""Primary keys of requests and items, checked against a table's key schema.
+
+Turns a request's ``Key`` (or an item) into the partition- and sort-key
+AttributeValues, with DynamoDB's validation messages, and into the
+storage key the engine sorts by.  Pure functions; no storage, no routing.
+"""
+
+from __future__ import annotations
+
+from shardserver.errors import ValidationException
+from shardserver.shard.values import (MAX_HASH_KEY_BYTES, MAX_RANGE_KEY_BYTES, key_component_bytes,
+                                      validate_value)
+
+KEY_MISMATCH = "The provided key element does not match the schema"
+
+
+def _check_key_value(name: str, av: dict, expected_type: str, *, is_range: bool, in_item: bool) -> None:
+    if not isinstance(av, dict) or len(av) != 1:
+        validate_value(av)
+    (kind, value), = av.items()
+    if kind != expected_type:
+        if in_item:
+            raise ValidationException(
+                "One or more parameter values were invalid: Type mismatch for key "
+                f"{name} expected: {expected_type} actual: {kind}")
+        raise ValidationException(KEY_MISMATCH)
+    validate_value(av)
+    if value == "":
+        kind_word = "string" if kind == "S" else "binary"
+        raise ValidationException(
+            "One or more parameter values are not valid. The AttributeValue for a key attribute "
+            f"cannot contain an empty {kind_word} value. Key: {name}")
+    size = len(key_component_bytes(av)) if kind != "N" else 0
+    if not is_range and size > MAX_HASH_KEY_BYTES:
+        raise ValidationException("One or more parameter values were invalid: Size of hashkey has "
+                                  "exceeded the maximum size limit of2048 bytes")
+    if is_range and size > MAX_RANGE_KEY_BYTES:
+        raise ValidationException("One or more parameter values were invalid: Aggregated size of all "
+                                  "range keys has exceeded the size limit of 1024 bytes")
+
+
+def key_of_request(schema, key) -> tuple[dict, dict | None]:
+    """(partition key AV, sort key AV or None) of a request's ``Key``."""
+    if not isinstance(key, dict):
+        raise ValidationException(KEY_MISMATCH)
+    expected = 2 if schema.range_key else 1
+    if len(key) != expected:
+        raise ValidationException(KEY_MISMATCH)
+    pk = key.get(schema.hash_key)
+    if pk is None:
+        raise ValidationException(KEY_MISMATCH)
+    _check_key_value(schema.hash_key, pk, schema.hash_type, is_range=False, in_item=False)
+    sk = None
+    if schema.range_key:
+        sk = key.get(schema.range_key)
+        if sk is None:
+            raise ValidationException(KEY_MISMATCH)
+        _check_key_value(schema.range_key, sk, schema.range_type, is_range=True, in_item=False)
+    return pk, sk
+
+
+def key_of_item(schema, item) -> tuple[dict, dict | None]:
+    """(partition key AV, sort key AV or None) of a whole item (PutItem)."""
+    if not isinstance(item, dict):
+        raise ValidationException("One or more parameter values were invalid: Item must be a map")
+    pk = item.get(schema.hash_key)
+    if pk is None:
+        raise ValidationException(
+            f"One or more parameter values were invalid: Missing the key {schema.hash_key} in the item")
+    _check_key_value(schema.hash_key, pk, schema.hash_type, is_range=False, in_item=True)
+    sk = None
+    if schema.range_key:
+        sk = item.get(schema.range_key)
+        if sk is None:
+            raise ValidationException(
+                f"One or more parameter values were invalid: Missing the key {schema.range_key} in the item")
+        _check_key_value(schema.range_key, sk, schema.range_type, is_range=True, in_item=True)
+    return pk, sk
+
+
+def key_attributes(schema, item: dict) -> dict:
+    """The primary-key attributes of a stored item (LastEvaluatedKey, UnprocessedKeys)."""
+    key = {schema.hash_key: item[schema.hash_key]}
+    if schema.range_key:
+        key[schema.range_key] = item[schema.range_key]
+    return key

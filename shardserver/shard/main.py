@@ -1,0 +1,165 @@
+"""A shard process: pin to a CPU, open storage, attach the rings, serve.
+
+``run_shard`` is what the supervisor forks.  It pins the process to its
+CPU (unless overprovisioned), runs a uvloop event loop, replays its storage
+before it listens, listens on the API (and metrics) port with SO_REUSEPORT,
+and on SIGTERM stops accepting, finishes in-flight requests, flushes its
+memtables and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+
+import uvloop
+
+from shardserver.protocol.server import ApiFrontend, ApiProtocol
+from shardserver.protocol.tls import make_server_context
+from shardserver.shard.stats import LoopStallDetector, ShardStats
+
+log = logging.getLogger("shardserver.shard")
+
+DRAIN_SECONDS = 10.0
+
+
+def pin_to_cpu(shard_id: int, cpus: list[int]) -> int | None:
+    cpu = cpus[shard_id % len(cpus)]
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        log.warning("shard %d: could not pin to cpu %d: %s", shard_id, cpu, exc)
+        return None
+    return cpu
+
+
+def listen_socket(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((address, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def storage_options(config):
+    from shardserver.shard.storage import StorageOptions
+    names = {f for f in StorageOptions.__dataclass_fields__}
+    return StorageOptions(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+
+
+class Shard:
+    def __init__(self, shard_id: int, config, segments, cpus: list[int]):
+        self.shard_id = shard_id
+        self.config = config
+        self.segments = segments
+        self.cpus = cpus
+        self.stop_requested = asyncio.Event()
+        self.servers = []
+
+    async def run(self) -> None:
+        from shardserver.reactor.smp import Fabric
+        from shardserver.shard.service import ShardService
+        from shardserver.shard.storage import ShardStorage
+        config, shard_id = self.config, self.shard_id
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_credentials)
+
+        stats = _make_stats(shard_id, loop, config)
+        started = time.monotonic()
+        directory = os.path.join(config.data_dir, f"shard-{shard_id}")
+        os.makedirs(directory, exist_ok=True)
+        storage = ShardStorage(directory, shard_id, storage_options(config), log=log)
+        await storage.open()
+        service = ShardService(shard_id, config.smp, config, storage, stats)
+        service.load_catalog()
+        self.service = service
+        fabric = Fabric(shard_id, config.smp, self.segments, loop, service.on_message)
+        service.fabric = fabric
+        await fabric.start()
+        log.info("shard %d: storage open and commit log replayed in %.2fs", shard_id, time.monotonic() - started)
+
+        self.front = ApiFrontend(service, config, authenticator=_make_authenticator(config),
+                                 codec=_codec(config))
+        front = self.front
+        self.servers.append(await loop.create_server(
+            lambda: ApiProtocol(front), sock=listen_socket(config.alternator_address, config.alternator_port)))
+        if config.alternator_https_port:
+            context = make_server_context(config.alternator_certificate, config.alternator_key)
+            self.servers.append(await loop.create_server(
+                lambda: ApiProtocol(front),
+                sock=listen_socket(config.alternator_address, config.alternator_https_port), ssl=context))
+        if config.prometheus_port:
+            from shardserver.shard.metrics_http import MetricsProtocol
+            self.servers.append(await loop.create_server(
+                lambda: MetricsProtocol(service),
+                sock=listen_socket(config.metrics_address, config.prometheus_port)))
+        log.info("shard %d: serving on %s:%d", shard_id, config.alternator_address, config.alternator_port)
+
+        await self.stop_requested.wait()
+        log.info("shard %d: stopping", shard_id)
+        for server in self.servers:
+            server.close()
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while front.open_connections and time.monotonic() < deadline and _busy(front):
+            await asyncio.sleep(0.02)
+        await storage.close()
+        await fabric.stop()
+        log.info("shard %d: stopped", shard_id)
+
+    def _reload_credentials(self) -> None:
+        authenticator = getattr(getattr(self, "front", None), "authenticator", None)
+        if authenticator is not None and hasattr(authenticator, "reload"):
+            authenticator.reload()
+            log.info("shard %d: credentials re-read", self.shard_id)
+
+
+def _busy(front) -> bool:
+    stats = front.service.stats
+    return bool(getattr(stats, "in_flight", 0))
+
+
+def _make_stats(shard_id, loop, config):
+    stats = ShardStats(shard_id)
+    stats.stall_detector = LoopStallDetector(loop, config.stall_threshold_in_ms, stats)
+    stats.stall_detector.start()
+    return stats
+
+
+def _make_authenticator(config):
+    if not config.alternator_enforce_authorization:
+        return None
+    from shardserver.protocol.auth import Authenticator
+    return Authenticator(config.alternator_credentials_file)
+
+
+def _codec(config):
+    from shardserver.protocol import compression
+    return compression
+
+
+def run_shard(shard_id: int, config, segments, cpus: list[int]) -> int:
+    """Entry point of a forked shard process; returns the exit status."""
+    from shardserver.logs import setup_logging
+    setup_logging(config.log_level, shard_id)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    if not config.overprovisioned:
+        cpu = pin_to_cpu(shard_id, cpus)
+        if cpu is not None:
+            log.info("shard %d: pinned to cpu %d (pid %d)", shard_id, cpu, os.getpid())
+    shard = Shard(shard_id, config, segments, cpus)
+    try:
+        uvloop.run(shard.run())
+    except Exception:
+        log.exception("shard %d: fatal error", shard_id)
+        return 1
+    return 0

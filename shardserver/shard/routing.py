@@ -1,0 +1,29 @@
+"""Which shard owns a key: Scylla's token-to-shard arithmetic.
+
+The owner of a token is computed exactly as Scylla's sharder does with
+``ignore_msb = 12``: bias the token to unsigned, drop the 12 high bits, and
+scale into [0, N).  Neighbouring tokens therefore spread round-robin over
+the shards.  Pure arithmetic; never touches storage or the rings.
+"""
+
+from shardserver.shard.values import TOKEN_BIAS, token_of
+
+IGNORE_MSB = 12
+_MASK64 = (1 << 64) - 1
+
+
+def shard_of_token(token: int, nshards: int) -> int:
+    unsigned = token + TOKEN_BIAS
+    return ((((unsigned << IGNORE_MSB) & _MASK64) * nshards) >> 64)
+
+
+def shard_of_key(pk: dict, nshards: int) -> tuple[int, int]:
+    """(owner shard, token) of a partition-key AttributeValue."""
+    token = token_of(pk)
+    return shard_of_token(token, nshards), token
+
+
+def segment_bounds(segment: int, total_segments: int) -> tuple[int, int]:
+    """Parallel-scan segment as a half-open range of unsigned (biased) tokens."""
+    span = 1 << 64
+    return segment * span // total_segments, (segment + 1) * span // total_segments

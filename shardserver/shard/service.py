@@ -1,0 +1,261 @@
+"""The shard service: one instance per shard process (Seastar's ``sharded<>``).
+
+It owns this shard's catalog view, storage and metrics, and is the only
+place where requests meet the cross-shard fabric: ``handle`` runs a request
+as its acceptor (executing locally or forwarding to the owner with
+``submit_to``), and ``on_message`` serves what other shards send.  Every
+cross-shard hop in the server goes through ``self.fabric``.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+
+import orjson
+
+from shardserver import errors
+from shardserver.errors import (DynamoDBError, InternalServerError, ResourceInUseException,
+                                ResourceNotFoundException, ServiceUnavailableException,
+                                UnknownOperationException, ValidationException)
+from shardserver.protocol import wire
+from shardserver.shard import itemsem, routing
+from shardserver.shard.catalog import Catalog, TableSchema
+from shardserver.shard.executor import FABRIC_VERBS, load_all
+
+log = logging.getLogger("shardserver.shard")
+
+_STATUS = struct.Struct(">H")
+CATALOG_SHARD = 0
+
+# Verbs on the fabric.
+OP = b"op"               # payload: op name, NUL, raw request body -> status + response body
+CATALOG = b"catalog"     # payload: kind, NUL, data (coordinator only) -> b""
+RELOAD = b"reload"       # re-read catalog.json and reconcile storage -> b""
+TABLE_STATS = b"tstats"  # payload: table id -> orjson [count, bytes]
+METRICS = b"metrics"     # -> orjson snapshot of this shard's metrics
+
+
+class ShardService:
+    def __init__(self, shard_id: int, nshards: int, config, storage, stats=None):
+        self.shard_id = shard_id
+        self.nshards = nshards
+        self.config = config
+        self.storage = storage
+        self.stats = stats
+        self.catalog = Catalog(config.data_dir)
+        self.fabric = None          # set by the shard main once the rings are attached
+        self.operations = load_all()
+
+    # ------------------------------------------------------------ set-up
+
+    def load_catalog(self) -> None:
+        self.catalog.load()
+        self._reconcile_storage()
+
+    def _reconcile_storage(self) -> None:
+        live = {t.table_id for t in self.catalog.tables.values()}
+        for table_id in live:
+            self.storage.create_table(table_id)
+        for table_id in list(self.storage.table_ids()):
+            if table_id not in live:
+                self.storage.drop_table(table_id)
+
+    # ------------------------------------------------------------ routing
+
+    def owner_of(self, pk: dict) -> int:
+        return routing.shard_of_key(pk, self.nshards)[0]
+
+    def public_address(self) -> str:
+        return f"{self.config.alternator_address}:{self.config.alternator_port}"
+
+    async def submit_to(self, shard: int, verb: bytes, payload: bytes) -> bytes:
+        if shard == self.shard_id:
+            return await self.on_message(shard, verb, payload)
+        try:
+            return await self.fabric.submit_to(shard, verb, payload)
+        except Exception as exc:
+            if _is_peer_unavailable(exc):
+                raise ServiceUnavailableException(
+                    f"Shard {shard} is restarting; retry the request") from None
+            raise
+
+    async def submit_to_owner(self, shard: int, op: str, body: bytes) -> dict:
+        """Runs API operation ``op`` with request ``body`` on ``shard``; its response as a dict."""
+        reply = await self.submit_to(shard, OP, op.encode() + b"\0" + body)
+        status, payload = _STATUS.unpack_from(reply)[0], reply[2:]
+        response = orjson.loads(payload)
+        if status != 200:
+            name = response.get("__type", "").rsplit("#", 1)[-1]
+            error_class = getattr(errors, name, None)
+            if isinstance(error_class, type) and issubclass(error_class, DynamoDBError):
+                raise error_class(response.get("message", ""))
+            raise InternalServerError(response.get("message", "Internal server error"))
+        return response
+
+    async def broadcast(self, verb: bytes, payload: bytes) -> list[bytes]:
+        if self.nshards == 1:
+            return [await self.on_message(self.shard_id, verb, payload)]
+        try:
+            return await self.fabric.broadcast(verb, payload)
+        except Exception as exc:
+            if _is_peer_unavailable(exc):
+                raise ServiceUnavailableException("A shard is restarting; retry the request") from None
+            raise
+
+    # ------------------------------------------------------------ requests
+
+    async def handle(self, op: str, body: bytes) -> tuple[int, bytes]:
+        """Runs one API request as its acceptor; returns (HTTP status, body)."""
+        started = time.perf_counter()
+        try:
+            operation = self.operations.get(op)
+            if operation is None:
+                raise UnknownOperationException("")
+            request = wire.parse_body(body)
+            if operation.route is not None:
+                owner = operation.route(self, request)
+                if owner != self.shard_id:
+                    if self.stats is not None:
+                        self.stats.forwarded_out += 1
+                    reply = await self.submit_to(owner, OP, op.encode() + b"\0" + body)
+                    return _STATUS.unpack_from(reply)[0], reply[2:]
+            result = await operation.execute(self, request)
+            if self.stats is not None:
+                self.stats.op(op, time.perf_counter() - started)
+            return 200, result
+        except DynamoDBError as error:
+            if self.stats is not None:
+                self.stats.error(op, error.type_name)
+            return wire.error_response(error)
+        except Exception:
+            log.exception("shard %d: internal error in %s", self.shard_id, op)
+            if self.stats is not None:
+                self.stats.error(op, "InternalServerError")
+            return wire.error_response(InternalServerError("Internal server error"))
+
+    async def _execute_forwarded(self, payload: bytes) -> bytes:
+        started = time.perf_counter()
+        name, _, body = payload.partition(b"\0")
+        op = name.decode()
+        if self.stats is not None:
+            self.stats.forwarded_in += 1
+        try:
+            result = await self.operations[op].execute(self, wire.parse_body(body))
+            if self.stats is not None:
+                self.stats.op(op, time.perf_counter() - started)
+            return b"\x00\xc8" + result
+        except DynamoDBError as error:
+            if self.stats is not None:
+                self.stats.error(op, error.type_name)
+            status, body = wire.error_response(error)
+        except Exception:
+            log.exception("shard %d: internal error in forwarded %s", self.shard_id, op)
+            if self.stats is not None:
+                self.stats.error(op, "InternalServerError")
+            status, body = wire.error_response(InternalServerError("Internal server error"))
+        return _STATUS.pack(status) + body
+
+    async def on_message(self, src: int, verb: bytes, payload: bytes) -> bytes:
+        """Serves a message from another shard (or from this one, for uniformity)."""
+        if verb == OP:
+            return await self._execute_forwarded(payload)
+        if verb == TABLE_STATS:
+            return orjson.dumps(self.storage.table_stats(payload.decode()))
+        if verb == RELOAD:
+            self.load_catalog()
+            return b""
+        if verb == CATALOG:
+            return await self._coordinate_catalog(payload)
+        if verb == METRICS:
+            return orjson.dumps(self.metrics_snapshot())
+        handler = FABRIC_VERBS.get(verb)
+        if handler is None:
+            raise ValueError(f"unknown fabric verb {verb!r}")
+        return await handler(self, src, payload)
+
+    # ------------------------------------------------------------ catalog
+
+    async def change_catalog(self, kind: bytes, data: bytes) -> bytes:
+        """Runs a schema change on the catalog coordinator; returns once every shard knows it."""
+        reply = await self.submit_to(CATALOG_SHARD, CATALOG, kind + b"\0" + data)
+        if reply:
+            error = orjson.loads(reply)
+            raise getattr(errors, error["type"])(error["message"])
+        return reply
+
+    async def _coordinate_catalog(self, payload: bytes) -> bytes:
+        kind, _, data = payload.partition(b"\0")
+        tables = self.catalog.tables
+        try:
+            if kind == b"create":
+                schema = TableSchema.from_json(orjson.loads(data))
+                if schema.name in tables:
+                    raise ResourceInUseException(f"Table already exists: {schema.name}")
+                tables[schema.name] = schema
+            elif kind == b"delete":
+                name = data.decode()
+                if name not in tables:
+                    raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+                del tables[name]
+            elif kind == b"tags":
+                change = orjson.loads(data)
+                tables[change["name"]].tags = change["tags"]
+            elif kind == b"replace":
+                schema = TableSchema.from_json(orjson.loads(data))
+                tables[schema.name] = schema
+            else:
+                raise ValidationException(f"unknown catalog change {kind!r}")
+        except DynamoDBError as error:
+            return orjson.dumps({"type": type(error).__name__, "message": error.message})
+        self.catalog.save()
+        self._reconcile_storage()
+        if self.nshards > 1:
+            await self.fabric.broadcast(RELOAD, b"")
+        return b""
+
+    async def table_totals(self, schema: TableSchema) -> tuple[int, int]:
+        replies = await self.broadcast(TABLE_STATS, schema.table_id.encode())
+        count = size = 0
+        for reply in replies:
+            c, s = orjson.loads(reply)
+            count += c
+            size += s
+        return count, size
+
+    # ------------------------------------------------------------ hooks for item semantics
+
+    def prepare_expressions(self, request: dict, schema, op: str, check_unused: bool = True):
+        """The request's expressions, validated and bound (see ``itemsem.prepare``)."""
+        return itemsem.prepare(request, schema, op, check_unused)
+
+    async def query_index(self, request: dict, schema, prepared) -> bytes:
+        raise ValidationException(f"The table does not have the specified index: {request.get('IndexName')}")
+
+    async def scan_index_page(self, part: dict, schema, prepared) -> bytes:
+        raise ValidationException(f"The table does not have the specified index: {part['request'].get('IndexName')}")
+
+    def index_start_key(self, request: dict, schema, exclusive: dict):
+        raise ValidationException(f"The table does not have the specified index: {request.get('IndexName')}")
+
+    def needs_old_image(self, schema) -> bool:
+        """Whether writes must read the old item (indexes, streams)."""
+        return False
+
+    def after_write(self, schema, key: bytes, old: dict | None, new: dict | None) -> None:
+        """Index and stream maintenance after a write was applied (extended by the index code)."""
+
+    # ------------------------------------------------------------ metrics
+
+    def metrics_snapshot(self) -> dict:
+        extra = {"storage": self.storage.stats() if self.storage else {},
+                 "fabric": self.fabric.stats() if self.fabric else {},
+                 "tables": {t.name: self.storage.table_stats(t.table_id) for t in self.catalog.tables.values()}}
+        if self.stats is None:
+            return {"shard": self.shard_id, **extra}
+        return self.stats.snapshot(extra)
+
+
+def _is_peer_unavailable(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PeerUnavailable"

@@ -1,0 +1,866 @@
+"""A shard's storage engine: commit log, memtables, SSTables, compaction, row cache.
+
+Owns everything under the shard's data directory:
+
+    <directory>/commitlog/CommitLog-<shard>-<segment>.log   (docs/commitlog_format.md)
+    <directory>/tables/<table dir>/MANIFEST                  live SSTables, stats, replay position
+    <directory>/tables/<table dir>/sst-<generation>.db       (docs/sstable_format.md)
+
+and the API the shard's executor calls (get/put/delete/scan/sync and table
+life cycle).  Writes go to the commit log buffer and the memtable at once;
+memtables over the shard's threshold are flushed in the background to
+SSTables; size-tiered compaction merges them; point reads check memtables,
+the row cache, then SSTables newest first behind their bloom filters.
+
+It must never block the event loop for long (flush, compaction and scans
+yield), never acknowledge a batch-mode sync before fdatasync, and never let a
+dropped table's data come back.  Keys and values are opaque bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import struct
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import orjson
+
+from shardserver.errors import InternalServerError, ResourceNotFoundException
+from shardserver.reactor.aio import AIOContext
+from shardserver.shard.commitlog import CommitLog, _fsync_dir
+from shardserver.shard.memtable import MISSING, Memtable, is_tombstone
+from shardserver.sstable import compaction as compaction_mod
+from shardserver.sstable.merge import MemtableSource, MergeIterator
+from shardserver.sstable.reader import BlockCache, CorruptSSTable, SSTableReader
+from shardserver.sstable.reader import MISSING as SST_MISSING
+from shardserver.sstable.writer import DEFAULT_BLOCK_SIZE, SSTableWriter
+
+# Commit-log record kinds owned by the storage layer; 16..255 are free for
+# callers of append_record() (e.g. index maintenance), replayed through a hook.
+KIND_PUT = 1
+KIND_DELETE = 2
+KIND_DROP_TABLE = 3
+FIRST_USER_KIND = 16
+
+_INC_TID = struct.Struct("<QH")      # table incarnation, table id length
+_KEYLEN = struct.Struct("<I")
+
+MANIFEST = "MANIFEST"
+SSTABLE_PREFIX = "sst-"
+SSTABLE_SUFFIX = ".db"
+TMP_SUFFIX = ".tmp"
+
+_SAFE_DIR_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+@dataclass
+class StorageOptions:
+    commitlog_sync: str = "periodic"            # or "batch"
+    commitlog_sync_period_in_ms: int = 10000
+    commitlog_sync_batch_window_in_ms: float = 2.0
+    commitlog_segment_size_in_mb: int = 32
+    memtable_flush_threshold_in_mb: int = 64     # per shard, all tables together
+    aio_queue_depth: int = 128
+    compaction_min_threshold: int = 4
+    compaction_max_threshold: int = 32
+    tombstone_gc_grace_seconds: int = 864000
+    row_cache_items: int = 100_000
+    block_cache_in_mb: int = 32
+    sstable_block_size_in_kb: int = 16
+    bloom_bits_per_key: float = 10.0
+    commitlog_total_space_in_mb: int = 0        # 0: 2 x flush threshold + 2 segments
+    force_thread_io: bool = False               # use the thread pool even where Linux AIO works
+    # tests only: byte counts instead of MB for thresholds (None = use the MB fields)
+    memtable_flush_threshold_bytes: int | None = None
+    commitlog_segment_size_bytes: int | None = None
+
+
+def table_dir_name(table_id: str) -> str:
+    """A directory name for a table id, reversible, safe on any filesystem."""
+    if table_id and table_id[0] != "." and set(table_id) <= _SAFE_DIR_CHARS and len(table_id) < 200:
+        return table_id
+    return "~" + table_id.encode().hex()[:400]
+
+
+def table_id_of_dir(name: str) -> str:
+    if name.startswith("~"):
+        return bytes.fromhex(name[1:]).decode()
+    return name
+
+
+def _sstable_name(generation: int) -> str:
+    return f"{SSTABLE_PREFIX}{generation:010d}{SSTABLE_SUFFIX}"
+
+
+def _encode_head(incarnation: int, table_id: str) -> bytes:
+    tid = table_id.encode()
+    return _INC_TID.pack(incarnation, len(tid)) + tid
+
+
+def _decode_head(payload: bytes) -> tuple[int, str, int]:
+    incarnation, tlen = _INC_TID.unpack_from(payload, 0)
+    start = _INC_TID.size
+    return incarnation, payload[start:start + tlen].decode(), start + tlen
+
+
+class _Table:
+    """One table on this shard: memtables, SSTables (newest first) and its stats."""
+
+    def __init__(self, table_id: str, path: str, incarnation: int):
+        self.table_id = table_id
+        self.path = path
+        self.incarnation = incarnation
+        self.active = Memtable()
+        self.frozen: list[Memtable] = []          # oldest first, being flushed
+        self.sstables: list[SSTableReader] = []   # newest first
+        self.sst_items = 0                        # live items as of the SSTables alone
+        self.sst_bytes = 0
+        self.live_items = 0                       # including every memtable's delta
+        self.live_bytes = 0
+        self.replay_position = (0, 0)             # records at or before this are in SSTables
+        self.next_generation = 1
+        self.epoch = 0                            # bumped whenever the SSTable set changes
+        self.dropped = False
+        self.compacting = False
+        self.lock = asyncio.Lock()                # serializes manifest updates
+
+    def memtables_newest_first(self) -> list[Memtable]:
+        return [self.active, *reversed(self.frozen)]
+
+    def manifest(self) -> dict:
+        return {
+            "format": 1,
+            "table_id": self.table_id,
+            "incarnation": self.incarnation,
+            "sstables": [os.path.basename(r.path) for r in self.sstables],
+            "live_items": self.sst_items,
+            "live_bytes": self.sst_bytes,
+            "replay_position": list(self.replay_position),
+            "next_generation": self.next_generation,
+        }
+
+
+def _write_file_durably(path: str, data: bytes) -> None:
+    """tmp + fsync + rename + fsync(dir): the file is either old or new after a crash."""
+    tmp = path + TMP_SUFFIX
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+class ShardStorage:
+    def __init__(self, directory: str, shard_id: int, options: StorageOptions | None = None,
+                 log: logging.Logger | None = None):
+        self.directory = directory
+        self.shard_id = shard_id
+        self.options = options or StorageOptions()
+        self.log = log or logging.getLogger(f"shardserver.storage.{shard_id}")
+        o = self.options
+        self.flush_threshold = (o.memtable_flush_threshold_bytes
+                                if o.memtable_flush_threshold_bytes is not None
+                                else o.memtable_flush_threshold_in_mb << 20)
+        segment_size = (o.commitlog_segment_size_bytes if o.commitlog_segment_size_bytes is not None
+                        else o.commitlog_segment_size_in_mb << 20)
+        self.segment_size = segment_size
+        self.commitlog_limit = ((o.commitlog_total_space_in_mb << 20) if o.commitlog_total_space_in_mb
+                                else 2 * self.flush_threshold + 2 * segment_size)
+        self.block_size = max(1024, o.sstable_block_size_in_kb * 1024) or DEFAULT_BLOCK_SIZE
+        self.tables_dir = os.path.join(directory, "tables")
+        self.aio = AIOContext(o.aio_queue_depth, log=self.log, force_threads=o.force_thread_io)
+        self.commitlog = CommitLog(os.path.join(directory, "commitlog"), shard_id,
+                                   sync_mode=o.commitlog_sync,
+                                   sync_period_ms=o.commitlog_sync_period_in_ms,
+                                   batch_window_ms=o.commitlog_sync_batch_window_in_ms,
+                                   segment_size=segment_size, aio=self.aio, log=self.log)
+        self.block_cache = BlockCache(o.block_cache_in_mb << 20)
+        self._tables: dict[str, _Table] = {}
+        self._row_cache: OrderedDict = OrderedDict()
+        self._memtable_bytes = 0
+        self._open = False
+        self._closing = False
+        self._flush_task: asyncio.Task | None = None
+        self._compaction_task: asyncio.Task | None = None
+        self._flush_waiters: list[asyncio.Future] = []
+        self._replaying = False
+        self.replay_hook = None      # callable(kind, payload) for kinds >= FIRST_USER_KIND
+
+        self.flushes_total = 0
+        self.flush_bytes_total = 0
+        self.compactions_total = 0
+        self.compaction_bytes_in_total = 0
+        self.compaction_bytes_out_total = 0
+        self.tombstones_purged_total = 0
+        self.checksum_errors_total = 0
+        self.row_cache_hits = 0
+        self.row_cache_misses = 0
+        self.bloom_negatives_total = 0
+        self.sstable_reads_total = 0
+        self.blind_write_reads_total = 0
+        self.get_retries_total = 0
+        self.background_errors_total = 0
+        self.unknown_records_total = 0
+        self.replay_applied_total = 0
+
+    # ================================================================== life cycle
+    async def open(self) -> None:
+        """Open the AIO context and the SSTables, replay the commit log, start writing."""
+        os.makedirs(self.tables_dir, exist_ok=True)
+        await self.aio.open()
+        for name in sorted(os.listdir(self.tables_dir)):
+            path = os.path.join(self.tables_dir, name)
+            if os.path.isdir(path):
+                self._load_table(table_id_of_dir(name), path)
+        highest = 0
+        self._replaying = True
+        try:
+            highest = self.commitlog.replay(self._replay_record)
+        finally:
+            self._replaying = False
+        for t in self._tables.values():
+            highest = max(highest, t.replay_position[0])
+        self.commitlog.start(highest + 1)
+        self._open = True
+        self._release_segments()
+        if self.commitlog.replayed_records_total or self.commitlog.corrupt_records_total:
+            self.log.info("storage: commit log replay: %d records read, %d applied (the rest "
+                          "were already in SSTables), %d damaged",
+                          self.commitlog.replayed_records_total, self.replay_applied_total,
+                          self.commitlog.corrupt_records_total)
+        self._maybe_flush()
+        for t in self._tables.values():
+            self._maybe_compact(t)
+
+    def _load_table(self, table_id: str, path: str) -> None:
+        manifest_path = os.path.join(path, MANIFEST)
+        try:
+            with open(manifest_path, "rb") as f:
+                manifest = orjson.loads(f.read())
+        except FileNotFoundError:
+            # create_table crashed before its manifest landed: the table never existed
+            self.log.warning("storage: %s has no manifest; removing the half-created table", path)
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        t = _Table(manifest.get("table_id", table_id), path, int(manifest["incarnation"]))
+        t.sst_items = t.live_items = int(manifest["live_items"])
+        t.sst_bytes = t.live_bytes = int(manifest["live_bytes"])
+        t.replay_position = tuple(manifest["replay_position"])
+        t.next_generation = int(manifest["next_generation"])
+        listed = set(manifest["sstables"])
+        for name in manifest["sstables"]:
+            try:
+                reader = SSTableReader.load(os.path.join(path, name), self.aio, self.block_cache,
+                                            self._count_checksum_error, self.log)
+            except (OSError, CorruptSSTable, ValueError) as exc:
+                self.checksum_errors_total += 1
+                self.log.error("storage: cannot open SSTable %s of table %s: %s", name, table_id, exc)
+                raise InternalServerError(f"Internal server error: damaged SSTable {name}") from exc
+            t.sstables.append(reader.acquire())
+        for name in os.listdir(path):
+            if name == MANIFEST or name in listed:
+                continue
+            # leftovers of a flush or compaction that crashed before its manifest update
+            self.log.info("storage: removing unlisted file %s of table %s", name, table_id)
+            os.unlink(os.path.join(path, name))
+        self._tables[t.table_id] = t
+
+    async def close(self) -> None:
+        """Flush every memtable, sync and close the commit log, close files and AIO."""
+        if not self._open:
+            return
+        self._closing = True
+        if self._compaction_task is not None and not self._compaction_task.done():
+            self._compaction_task.cancel()
+            try:
+                await self._compaction_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._flush_task is not None and not self._flush_task.done():
+            try:
+                await self._flush_task
+            except Exception:
+                pass
+        for t in list(self._tables.values()):
+            if len(t.active) and not t.dropped:
+                try:
+                    await self._flush_table(t)
+                except Exception as exc:  # the commit log still holds the data
+                    self.log.error("storage: flush of %s at close failed: %s", t.table_id, exc)
+        self._release_segments()
+        await self.commitlog.close()
+        self._release_segments()
+        for t in self._tables.values():
+            for r in t.sstables:
+                r.mark_obsolete(unlink=False)
+                r.release()
+        self.aio.close()
+        self._open = False
+
+    # ================================================================== tables
+    def create_table(self, table_id: str) -> None:
+        """Idempotent.  Blocks briefly on an fsync: table creation is rare."""
+        if table_id in self._tables:
+            return
+        path = os.path.join(self.tables_dir, table_dir_name(table_id))
+        if os.path.isdir(path):
+            shutil.rmtree(path)     # a leftover nobody owns (its manifest says otherwise)
+        os.makedirs(path)
+        t = _Table(table_id, path, secrets.randbits(63) or 1)
+        _write_file_durably(os.path.join(path, MANIFEST), orjson.dumps(t.manifest()))
+        _fsync_dir(self.tables_dir)
+        self._tables[table_id] = t
+
+    def drop_table(self, table_id: str) -> None:
+        """The table's data is gone, from disk and from any future replay."""
+        t = self._tables.get(table_id)
+        if t is None:
+            return
+        if self._open:
+            self.commitlog.append(KIND_DROP_TABLE, _encode_head(t.incarnation, table_id))
+            self.commitlog.sync_blocking()   # the record must be durable before files go
+        self._forget_table(t)
+
+    def _forget_table(self, t: _Table) -> None:
+        t.dropped = True
+        self._tables.pop(t.table_id, None)
+        for m in t.memtables_newest_first():
+            self._memtable_bytes -= m.memory_bytes
+        t.active = Memtable()
+        t.frozen = []
+        for r in t.sstables:
+            r.mark_obsolete(unlink=False)
+            r.release()
+        t.sstables = []
+        t.epoch += 1
+        shutil.rmtree(t.path, ignore_errors=True)
+        if self._open:
+            self._release_segments()
+
+    def has_table(self, table_id) -> bool:
+        return table_id in self._tables
+
+    def table_ids(self) -> list[str]:
+        return list(self._tables)
+
+    def _table(self, table_id: str) -> _Table:
+        t = self._tables.get(table_id)
+        if t is None:
+            raise ResourceNotFoundException("Requested resource not found")
+        return t
+
+    # ================================================================== writes
+    def put(self, table_id: str, key: bytes, value: bytes) -> None:
+        t = self._table(table_id)
+        old_len = self._current_len(t, key)
+        head = _encode_head(t.incarnation, table_id)
+        seg, _ = self.commitlog.append(KIND_PUT, b"".join((head, _KEYLEN.pack(len(key)), key, value)))
+        self._apply(t, key, value, seg, old_len)
+
+    def delete(self, table_id: str, key: bytes) -> None:
+        t = self._table(table_id)
+        old_len = self._current_len(t, key)
+        head = _encode_head(t.incarnation, table_id)
+        seg, _ = self.commitlog.append(KIND_DELETE, head + key)
+        self._apply(t, key, int(time.time()), seg, old_len)
+
+    def append_record(self, kind: int, payload: bytes) -> tuple[int, int]:
+        """Log an opaque record of a caller-defined kind (16..255); replayed via replay_hook."""
+        if not FIRST_USER_KIND <= kind <= 255:
+            raise ValueError("record kinds below 16 belong to the storage engine")
+        return self.commitlog.append(kind, payload)
+
+    def _apply(self, t: _Table, key: bytes, value, segment: int | None, old_len: int) -> None:
+        """Put value (bytes) or a tombstone (int) into the active memtable and the stats."""
+        m = t.active
+        before = m.memory_bytes
+        m.apply(key, value, segment)
+        self._memtable_bytes += m.memory_bytes - before
+        if is_tombstone(value):
+            if old_len >= 0:
+                m.count_delta -= 1
+                m.bytes_delta -= old_len
+                t.live_items -= 1
+                t.live_bytes -= old_len
+            new = None
+        else:
+            if old_len < 0:
+                m.count_delta += 1
+                t.live_items += 1
+            else:
+                m.bytes_delta -= old_len
+                t.live_bytes -= old_len
+            m.bytes_delta += len(value)
+            t.live_bytes += len(value)
+            new = value
+        ck = (t.incarnation, key)
+        if ck in self._row_cache:
+            self._row_cache[ck] = new
+        if not self._replaying and (self._memtable_bytes > self.flush_threshold
+                                    or self.commitlog.disk_bytes() > self.commitlog_limit):
+            self._maybe_flush()
+
+    def _current_len(self, t: _Table, key: bytes) -> int:
+        """Length of the live value for key, -1 if absent: what a write replaces.
+
+        Memtables and the row cache answer without I/O (a read-modify-write just
+        cached the key); otherwise bloom filters, and for a blind write whose
+        key may be on disk a blocking page-cache read: table stats stay exact.
+        """
+        for m in t.memtables_newest_first():
+            v = m.data.get(key, MISSING)
+            if v is not MISSING:
+                return -1 if type(v) is int else len(v)
+        ck = (t.incarnation, key)
+        cache = self._row_cache
+        if ck in cache:
+            v = cache[ck]
+            return -1 if v is None else len(v)
+        for r in t.sstables:
+            if not r.might_contain(key):
+                continue
+            self.blind_write_reads_total += 1
+            v = r.get_blocking(key)
+            if v is not SST_MISSING:
+                return -1 if type(v) is int else len(v)
+        return -1
+
+    # ================================================================== reads
+    async def get(self, table_id: str, key: bytes) -> bytes | None:
+        """The value current when this coroutine returns (None if absent or deleted)."""
+        t = self._table(table_id)
+        while True:
+            for m in t.memtables_newest_first():
+                v = m.data.get(key, MISSING)
+                if v is not MISSING:
+                    return None if type(v) is int else v
+            ck = (t.incarnation, key)
+            cache = self._row_cache
+            if ck in cache:
+                cache.move_to_end(ck)
+                self.row_cache_hits += 1
+                return cache[ck]
+            self.row_cache_misses += 1
+            epoch = t.epoch
+            readers = [r.acquire() for r in t.sstables]
+            found = SST_MISSING
+            try:
+                for r in readers:
+                    if not r.might_contain(key):
+                        self.bloom_negatives_total += 1
+                        continue
+                    self.sstable_reads_total += 1
+                    found = await r.get(key)
+                    if found is not SST_MISSING:
+                        break
+            finally:
+                for r in readers:
+                    r.release()
+            if t.dropped:
+                return None
+            if t.epoch != epoch:
+                # a flush or compaction swapped files while we read: look again
+                self.get_retries_total += 1
+                continue
+            for m in t.memtables_newest_first():
+                v = m.data.get(key, MISSING)
+                if v is not MISSING:   # written while we were reading the disk
+                    return None if type(v) is int else v
+            value = None if found is SST_MISSING or type(found) is int else found
+            self._cache_row(ck, value)
+            return value
+
+    def _cache_row(self, ck, value) -> None:
+        cache = self._row_cache
+        cap = self.options.row_cache_items
+        if cap <= 0:
+            return
+        cache[ck] = value
+        cache.move_to_end(ck)
+        while len(cache) > cap:
+            cache.popitem(last=False)
+
+    async def scan(self, table_id: str, start: bytes | None, end: bytes | None, *,
+                   start_exclusive: bool = False, reverse: bool = False,
+                   limit: int = 1 << 62, max_bytes: int = 1 << 62) -> list[tuple[bytes, bytes]]:
+        """Live (key, value) pairs with start <= key < end, ascending or descending.
+
+        Bounds are the same in both directions: `start` the inclusive lower bound
+        (exclusive with start_exclusive), `end` the exclusive upper bound; None is
+        unbounded.  Resume a forward scan after key K with start=K,
+        start_exclusive=True; resume a reverse scan below K with end=K.
+        Stops after `limit` items or once the values' total length reaches
+        max_bytes (the item crossing it is included).
+        """
+        t = self._table(table_id)
+        if start is not None and end is not None and (start > end or (start == end)):
+            return []
+        low_incl = not start_exclusive
+        sources = [MemtableSource(m, start, low_incl, end, False, reverse)
+                   for m in t.memtables_newest_first()]
+        readers = [r.acquire() for r in t.sstables]
+        try:
+            sources += [r.cursor(start, low_incl, end, False, reverse) for r in readers]
+            merged = MergeIterator(sources, reverse)
+            out = []
+            total = 0
+            loop = asyncio.get_running_loop()
+            last_yield = loop.time()
+            while len(out) < limit and total < max_bytes:
+                batch = await merged.batch(256)
+                if not batch:
+                    break
+                for key, value in batch:
+                    if type(value) is int:
+                        continue
+                    out.append((key, value))
+                    total += len(value)
+                    if len(out) >= limit or total >= max_bytes:
+                        break
+                if loop.time() - last_yield > 0.002:
+                    await asyncio.sleep(0)
+                    last_yield = loop.time()
+            return out
+        finally:
+            for r in readers:
+                r.release()
+
+    # ================================================================== durability
+    async def sync(self) -> None:
+        """batch: wait for the fdatasync covering every write applied so far (group commit).
+        periodic: the writes reach the page cache (survive a process crash) and return.
+        Also the place where writers wait when memtables outgrow twice the threshold."""
+        await self.commitlog.sync()
+        while (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
+               and not self._flush_task.done()):
+            fut = asyncio.get_running_loop().create_future()
+            self._flush_waiters.append(fut)
+            await fut
+
+    # ================================================================== flush
+    def _maybe_flush(self) -> None:
+        if self._closing or not self._open:
+            return
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    def _flush_needed(self) -> _Table | None:
+        """The table to flush next, or None."""
+        live = [t for t in self._tables.values() if len(t.active)]
+        if not live:
+            return None
+        if self._memtable_bytes > self.flush_threshold:
+            return max(live, key=lambda t: t.active.memory_bytes)
+        if self.commitlog.disk_bytes() > self.commitlog_limit:
+            # the oldest segment is pinned by some memtable: flush whoever pins it
+            ids = self.commitlog.segment_ids()
+            for seg in ids[:-1]:
+                for t in live:
+                    if seg in t.active.segments:
+                        return t
+        return None
+
+    async def _flush_loop(self) -> None:
+        try:
+            while not self._closing:
+                t = self._flush_needed()
+                if t is None:
+                    break
+                await self._flush_table(t)
+                self._wake_flush_waiters()
+        except Exception as exc:
+            self.background_errors_total += 1
+            self.log.error("storage: memtable flush failed: %s (data stays in the commit log; "
+                           "will retry on the next write)", exc)
+        finally:
+            self._wake_flush_waiters()
+
+    def _wake_flush_waiters(self) -> None:
+        waiters, self._flush_waiters = self._flush_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def flush(self, table_id: str | None = None) -> None:
+        """Flush one table's (or every table's) memtable now (tests, nodetool-like use)."""
+        if self._flush_task is not None and not self._flush_task.done():
+            await asyncio.shield(self._flush_task)
+        for t in ([self._table(table_id)] if table_id else list(self._tables.values())):
+            if len(t.active):
+                await self._flush_table(t)
+
+    async def _flush_table(self, t: _Table) -> None:
+        m = t.active
+        m.frozen = True
+        m.flush_position = self.commitlog.position()
+        t.frozen.append(m)
+        t.active = Memtable()
+        try:
+            await self._write_memtable(t, m)
+        except BaseException:
+            # keep the data readable: thaw the memtable back in front of the new one
+            if not t.dropped and m in t.frozen:
+                t.frozen.remove(m)
+                newer = t.active
+                m.frozen = False
+                before = m.memory_bytes
+                for k, v in newer.data.items():
+                    m.apply(k, v, None)
+                m.segments |= newer.segments
+                m.count_delta += newer.count_delta
+                m.bytes_delta += newer.bytes_delta
+                self._memtable_bytes += m.memory_bytes - before - newer.memory_bytes
+                t.active = m
+            raise
+
+    async def _write_memtable(self, t: _Table, m: Memtable) -> None:
+        async with t.lock:
+            generation = t.next_generation
+            t.next_generation += 1
+            final = os.path.join(t.path, _sstable_name(generation))
+            tmp = final + TMP_SUFFIX
+            writer = SSTableWriter(tmp, self.aio, block_size=self.block_size,
+                                   bits_per_key=self.options.bloom_bits_per_key)
+            loop = asyncio.get_running_loop()
+            last_yield = loop.time()
+            try:
+                i = 0
+                for key, value in m.data.items():
+                    writer.add(key, value)
+                    i += 1
+                    if i & 255 == 0:
+                        await writer.write_pending()
+                        if loop.time() - last_yield > 0.002:
+                            await asyncio.sleep(0)
+                            last_yield = loop.time()
+                            if t.dropped:
+                                raise asyncio.CancelledError()
+                meta = await writer.finish({"generation": generation, "table_id": t.table_id,
+                                            "level": 0})
+            except asyncio.CancelledError:
+                writer.abort()
+                if t.dropped:
+                    return
+                raise
+            except BaseException:
+                writer.abort()
+                raise
+            if t.dropped:
+                os.unlink(tmp)
+                return
+            os.replace(tmp, final)
+            reader = SSTableReader.load(final, self.aio, self.block_cache,
+                                        self._count_checksum_error, self.log)
+            new_sst_items = t.sst_items + m.count_delta
+            new_sst_bytes = t.sst_bytes + m.bytes_delta
+            old_position = t.replay_position
+            t.sstables.insert(0, reader.acquire())
+            t.sst_items, t.sst_bytes = new_sst_items, new_sst_bytes
+            t.replay_position = m.flush_position
+            try:
+                await self._persist_manifest(t)
+            except BaseException:
+                t.sstables.remove(reader)
+                reader.mark_obsolete(unlink=True)
+                reader.release()
+                t.sst_items -= m.count_delta
+                t.sst_bytes -= m.bytes_delta
+                t.replay_position = old_position
+                raise
+            t.frozen.remove(m)
+            t.epoch += 1
+            self._memtable_bytes -= m.memory_bytes
+            self.flushes_total += 1
+            self.flush_bytes_total += meta["file_size"]
+        self._release_segments()
+        self._maybe_compact(t)
+
+    async def _persist_manifest(self, t: _Table) -> None:
+        data = orjson.dumps(t.manifest())
+        await asyncio.get_running_loop().run_in_executor(
+            None, _write_file_durably, os.path.join(t.path, MANIFEST), data)
+
+    def _release_segments(self) -> None:
+        pinned: set[int] = set()
+        for t in self._tables.values():
+            for m in t.memtables_newest_first():
+                pinned |= m.segments
+        self.commitlog.release(pinned)
+
+    # ================================================================== compaction
+    def _maybe_compact(self, t: _Table) -> None:
+        if self._closing or t.dropped or self.options.compaction_min_threshold < 2:
+            return
+        if self._compaction_task is None or self._compaction_task.done():
+            self._compaction_task = asyncio.get_running_loop().create_task(self._compaction_loop())
+
+    async def _compaction_loop(self) -> None:
+        try:
+            progress = True
+            while progress and not self._closing:
+                progress = False
+                for t in list(self._tables.values()):
+                    if self._closing:
+                        return
+                    if t.dropped:
+                        continue
+                    run = compaction_mod.select_run(
+                        [r.file_size for r in t.sstables], self.options.compaction_min_threshold,
+                        self.options.compaction_max_threshold)
+                    if run is None:
+                        continue
+                    await self._compact(t, run[0], run[1])
+                    progress = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.background_errors_total += 1
+            self.log.error("storage: compaction failed: %s (the old SSTables stay in use)", exc)
+
+    async def compact(self, table_id: str) -> bool:
+        """Compact every SSTable of a table into one now (major compaction)."""
+        t = self._table(table_id)
+        if self._compaction_task is not None and not self._compaction_task.done():
+            await asyncio.shield(self._compaction_task)
+        if len(t.sstables) < 2 and not any(r.meta.get("tombstones") for r in t.sstables):
+            return False
+        await self._compact(t, 0, len(t.sstables))
+        return True
+
+    async def _compact(self, t: _Table, start: int, end: int) -> None:
+        inputs = [r.acquire() for r in t.sstables[start:end]]
+        older = [r.acquire() for r in t.sstables[end:]]
+        t.compacting = True
+        try:
+            generation = t.next_generation
+            t.next_generation += 1
+            final = os.path.join(t.path, _sstable_name(generation))
+            tmp = final + TMP_SUFFIX
+            meta, purged, _dropped = await compaction_mod.compact(
+                inputs, older, tmp, self.aio,
+                gc_grace_seconds=self.options.tombstone_gc_grace_seconds,
+                block_size=self.block_size,
+                extra_meta={"generation": generation, "table_id": t.table_id,
+                            "level": 1 + max(r.meta.get("level", 0) for r in inputs)})
+            async with t.lock:
+                current = t.sstables
+                try:
+                    first = current.index(inputs[0])
+                except ValueError:
+                    first = -1
+                if t.dropped or first < 0 or current[first:first + len(inputs)] != inputs:
+                    if meta is not None:
+                        os.unlink(tmp)
+                    return
+                new_reader = None
+                if meta is not None:
+                    os.replace(tmp, final)
+                    new_reader = SSTableReader.load(final, self.aio, self.block_cache,
+                                                    self._count_checksum_error, self.log).acquire()
+                replacement = [new_reader] if new_reader is not None else []
+                t.sstables = current[:first] + replacement + current[first + len(inputs):]
+                try:
+                    await self._persist_manifest(t)
+                except BaseException:
+                    t.sstables = current
+                    if new_reader is not None:
+                        new_reader.mark_obsolete(unlink=True)
+                        new_reader.release()
+                    raise
+                t.epoch += 1
+                for r in inputs:
+                    r.mark_obsolete(unlink=True)
+                    r.release()           # the table's own reference
+                self.compactions_total += 1
+                self.tombstones_purged_total += purged
+                self.compaction_bytes_in_total += sum(r.file_size for r in inputs)
+                self.compaction_bytes_out_total += meta["file_size"] if meta else 0
+        finally:
+            t.compacting = False
+            for r in inputs + older:
+                r.release()
+
+    # ================================================================== replay
+    def _replay_record(self, kind: int, payload: bytes, position: tuple[int, int]) -> None:
+        if kind == KIND_PUT or kind == KIND_DELETE:
+            incarnation, table_id, off = _decode_head(payload)
+            t = self._tables.get(table_id)
+            if t is None or t.incarnation != incarnation:
+                return   # the table was dropped (and maybe re-created) after this record
+            if position <= t.replay_position:
+                return   # already in an SSTable
+            if kind == KIND_PUT:
+                (klen,) = _KEYLEN.unpack_from(payload, off)
+                key = payload[off + 4:off + 4 + klen]
+                value = payload[off + 4 + klen:]
+            else:
+                key = payload[off:]
+                value = int(time.time())
+            self._apply(t, key, value, position[0], self._current_len(t, key))
+            self.replay_applied_total += 1
+        elif kind == KIND_DROP_TABLE:
+            incarnation, table_id, _ = _decode_head(payload)
+            t = self._tables.get(table_id)
+            if t is not None and t.incarnation == incarnation:
+                # crashed between logging the drop and removing the files
+                self._forget_table(t)
+        elif kind >= FIRST_USER_KIND and self.replay_hook is not None:
+            self.replay_hook(kind, payload)
+        else:
+            self.unknown_records_total += 1
+
+    # ================================================================== stats
+    def _count_checksum_error(self) -> None:
+        self.checksum_errors_total += 1
+
+    def table_stats(self, table_id) -> tuple[int, int]:
+        """(live item count, sum of value lengths), exact."""
+        t = self._table(table_id)
+        return t.live_items, t.live_bytes
+
+    def stats(self) -> dict:
+        sstables = [r for t in self._tables.values() for r in t.sstables]
+        out = {
+            "memtable_bytes": self._memtable_bytes,
+            "memtables_flushing": sum(len(t.frozen) for t in self._tables.values()),
+            "sstables_count": len(sstables),
+            "sstables_bytes": sum(r.file_size for r in sstables),
+            "flushes_total": self.flushes_total,
+            "flush_bytes_total": self.flush_bytes_total,
+            "compactions_total": self.compactions_total,
+            "compaction_bytes_in_total": self.compaction_bytes_in_total,
+            "compaction_bytes_out_total": self.compaction_bytes_out_total,
+            "compactions_pending": int(self._compaction_task is not None
+                                       and not self._compaction_task.done()),
+            "tombstones_purged_total": self.tombstones_purged_total,
+            "checksum_errors_total": self.checksum_errors_total,
+            "row_cache_items": len(self._row_cache),
+            "row_cache_hits_total": self.row_cache_hits,
+            "row_cache_misses_total": self.row_cache_misses,
+            "block_cache_bytes": self.block_cache.size,
+            "block_cache_hits_total": self.block_cache.hits,
+            "block_cache_misses_total": self.block_cache.misses,
+            "bloom_filter_negatives_total": self.bloom_negatives_total,
+            "sstable_reads_total": self.sstable_reads_total,
+            "blind_write_reads_total": self.blind_write_reads_total,
+            "get_retries_total": self.get_retries_total,
+            "background_errors_total": self.background_errors_total,
+            "unknown_records_total": self.unknown_records_total,
+            "replay_applied_total": self.replay_applied_total,
+            "tables": len(self._tables),
+        }
+        out.update(self.commitlog.stats())
+        out.update(self.aio.stats())
+        return out

@@ -1,0 +1,325 @@
+"""DynamoDB's AttributeValue type system: validation, numbers, sizes, key encoding.
+
+An item is the DynamoDB JSON dict exactly as on the wire
+(``{"id": {"S": "u1"}, "n": {"N": "42"}}``); binary values stay base64 text.
+This module validates such values, normalizes numbers to DynamoDB's form,
+computes item sizes by DynamoDB's rules, and turns primary keys into the
+order-preserving byte strings the storage engine sorts by.  It never does
+I/O and never knows about shards or HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import decimal
+import re
+import struct
+
+import mmh3
+
+from shardserver.errors import ValidationException
+
+MAX_ITEM_SIZE = 400 * 1024
+MAX_NESTING_DEPTH = 32
+MAX_HASH_KEY_BYTES = 2048
+MAX_RANGE_KEY_BYTES = 1024
+
+NUMBER_CONTEXT = decimal.Context(
+    prec=38, rounding=decimal.ROUND_HALF_EVEN, Emax=125, Emin=-130,
+    traps=[decimal.Overflow, decimal.Underflow, decimal.InvalidOperation, decimal.Inexact,
+           decimal.Subnormal, decimal.Clamped])
+
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+SCALAR_TYPES = ("S", "N", "B")
+ALL_TYPES = frozenset(("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"))
+_SET_NAMES = {"SS": "string", "NS": "number", "BS": "binary"}
+
+NOT_A_NUMBER = "A value provided cannot be converted into a number"
+TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits in a Number"
+OVERFLOW = "Number overflow. Attempting to store a number with magnitude larger than supported range"
+UNDERFLOW = "Number underflow. Attempting to store a number with magnitude smaller than supported range"
+
+
+# ---------------------------------------------------------------- numbers
+
+def _digits_exponent(text: str) -> tuple[int, str, int]:
+    """(sign, significant digits without leading/trailing zeros, exponent of last digit)."""
+    if not isinstance(text, str) or not _NUMBER_RE.match(text):
+        raise ValidationException(NOT_A_NUMBER)
+    sign, digits, exponent = decimal.Decimal(text).as_tuple()
+    ds = "".join(map(str, digits)).lstrip("0")
+    if not ds:
+        return 0, "", 0
+    stripped = ds.rstrip("0")
+    exponent += len(ds) - len(stripped)
+    return sign, stripped, exponent
+
+
+def _check_magnitude(digits: str, exponent: int) -> None:
+    if len(digits) > 38:
+        raise ValidationException(TOO_MANY_DIGITS)
+    adjusted = exponent + len(digits) - 1
+    if adjusted > 125:
+        raise ValidationException(OVERFLOW)
+    if adjusted < -130:
+        raise ValidationException(UNDERFLOW)
+
+
+def _plain(sign: int, digits: str, exponent: int) -> str:
+    if not digits:
+        return "0"
+    if exponent >= 0:
+        body = digits + "0" * exponent
+    else:
+        point = len(digits) + exponent
+        body = (digits[:point] + "." + digits[point:]) if point > 0 else ("0." + "0" * -point + digits)
+    return "-" + body if sign else body
+
+
+def normalize_number(text: str) -> str:
+    """DynamoDB's canonical text of a number, or ValidationException."""
+    sign, digits, exponent = _digits_exponent(text)
+    _check_magnitude(digits, exponent)
+    return _plain(sign, digits, exponent)
+
+
+def to_decimal(text: str) -> decimal.Decimal:
+    return decimal.Decimal(text)
+
+
+def from_decimal(value: decimal.Decimal) -> str:
+    """Normalized text of an arithmetic result; DynamoDB's range errors."""
+    if not value.is_finite():
+        raise ValidationException(OVERFLOW)
+    return normalize_number(str(value))
+
+
+def add_numbers(a: str, b: str, subtract: bool = False) -> str:
+    """a + b (or a - b) with DynamoDB's 38-digit precision and range errors."""
+    x, y = decimal.Decimal(a), decimal.Decimal(b)
+    ctx = decimal.Context(prec=39, rounding=decimal.ROUND_HALF_EVEN, Emax=999999, Emin=-999999)
+    result = ctx.subtract(x, y) if subtract else ctx.add(x, y)
+    sign, digits, exponent = result.as_tuple()
+    ds = "".join(map(str, digits)).lstrip("0").rstrip("0")
+    if len(ds) > 38:
+        raise ValidationException(TOO_MANY_DIGITS)
+    return from_decimal(result)
+
+
+def binary_of(b64: str) -> bytes:
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValidationException("Invalid Binary value: not valid base64") from None
+
+
+# ---------------------------------------------------------------- validation
+
+def _invalid(message: str) -> ValidationException:
+    return ValidationException("One or more parameter values were invalid: " + message)
+
+
+def validate_value(av, depth: int = 0) -> None:
+    """Validates one AttributeValue in place (numbers are normalized in place)."""
+    if not isinstance(av, dict):
+        raise ValidationException("Supplied AttributeValue is empty, must contain exactly one of the supported datatypes")
+    if len(av) != 1:
+        if not av:
+            raise ValidationException("Supplied AttributeValue is empty, must contain exactly one of the supported datatypes")
+        raise ValidationException("Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes")
+    (kind, value), = av.items()
+    if kind == "S":
+        if not isinstance(value, str):
+            raise ValidationException("Invalid attribute value type: S must be a string")
+    elif kind == "N":
+        if not isinstance(value, str):
+            raise ValidationException(NOT_A_NUMBER)
+        av["N"] = normalize_number(value)
+    elif kind == "B":
+        if not isinstance(value, str):
+            raise ValidationException("Invalid attribute value type: B must be base64 text")
+        binary_of(value)
+    elif kind == "BOOL":
+        if not isinstance(value, bool):
+            raise ValidationException("Invalid attribute value type: BOOL must be true or false")
+    elif kind == "NULL":
+        if value is not True:
+            raise _invalid("Null attribute value types must have the value of true")
+    elif kind == "M":
+        if not isinstance(value, dict):
+            raise ValidationException("Invalid attribute value type: M must be a map")
+        if depth >= MAX_NESTING_DEPTH:
+            raise ValidationException("Nesting Levels have exceeded supported limits")
+        for sub in value.values():
+            validate_value(sub, depth + 1)
+    elif kind == "L":
+        if not isinstance(value, list):
+            raise ValidationException("Invalid attribute value type: L must be a list")
+        if depth >= MAX_NESTING_DEPTH:
+            raise ValidationException("Nesting Levels have exceeded supported limits")
+        for sub in value:
+            validate_value(sub, depth + 1)
+    elif kind in _SET_NAMES:
+        if not isinstance(value, list):
+            raise ValidationException(f"Invalid attribute value type: {kind} must be a list")
+        if not value:
+            raise _invalid(f"An {_SET_NAMES[kind]} set  may not be empty")
+        for element in value:
+            if not isinstance(element, str):
+                raise ValidationException(f"Invalid attribute value type: {kind} elements must be strings")
+        if kind == "NS":
+            value = av["NS"] = [normalize_number(v) for v in value]
+            if len(set(map(decimal.Decimal, value))) != len(value):
+                raise _invalid(f"Input collection {_show_list(value)} contains duplicates.")
+            return
+        if kind == "BS":
+            canon = [binary_of(v) for v in value]
+            if len(set(canon)) != len(canon):
+                raise _invalid(f"Input collection {_show_list(value)} contains duplicates.")
+            return
+        if len(set(value)) != len(value):
+            raise _invalid(f"Input collection {_show_list(value)} contains duplicates.")
+    else:
+        raise ValidationException(f"Supplied AttributeValue has an unsupported datatype: {kind}"
+                                  if isinstance(kind, str) else "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes")
+
+
+def _show_list(values) -> str:
+    return "[" + ", ".join(values) + "]"
+
+
+def validate_item(item) -> None:
+    if not isinstance(item, dict):
+        raise ValidationException("Item must be a map of attribute names to AttributeValues")
+    for name, av in item.items():
+        if not name:
+            raise _invalid("An AttributeName cannot be empty")
+        validate_value(av)
+
+
+# ---------------------------------------------------------------- sizes
+
+def _number_size(text: str) -> int:
+    digits = text.lstrip("-").replace(".", "").strip("0")
+    return (len(digits) + 1) // 2 + 1
+
+
+def value_size(av: dict) -> int:
+    (kind, value), = av.items()
+    if kind == "S":
+        return len(value.encode())
+    if kind == "N":
+        return _number_size(value)
+    if kind == "B":
+        return len(value) * 3 // 4 - value[-2:].count("=")
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(v.encode()) for v in value)
+    if kind == "NS":
+        return sum(_number_size(v) for v in value)
+    if kind == "BS":
+        return sum(len(v) * 3 // 4 - v[-2:].count("=") for v in value)
+    if kind == "L":
+        return 3 + sum(value_size(v) + 1 for v in value)
+    # M
+    return 3 + sum(len(k.encode()) + value_size(v) + 1 for k, v in value.items())
+
+
+def item_size(item: dict) -> int:
+    return sum(len(name.encode()) + value_size(av) for name, av in item.items())
+
+
+def check_item_size(item: dict) -> int:
+    size = item_size(item)
+    if size > MAX_ITEM_SIZE:
+        raise ValidationException("Item size has exceeded the maximum allowed size")
+    return size
+
+
+# ---------------------------------------------------------------- comparisons
+
+def key_component_bytes(av: dict) -> bytes:
+    """Canonical bytes of a key attribute value (S utf-8, B raw, N normalized text)."""
+    (kind, value), = av.items()
+    if kind == "S":
+        return value.encode()
+    if kind == "B":
+        return binary_of(value)
+    return value.encode()
+
+
+def compare_key(a: dict, b: dict) -> int:
+    (ka, va), = a.items()
+    (_, vb), = b.items()
+    if ka == "N":
+        x, y = decimal.Decimal(va), decimal.Decimal(vb)
+    elif ka == "S":
+        x, y = va.encode(), vb.encode()
+    else:
+        x, y = binary_of(va), binary_of(vb)
+    return (x > y) - (x < y)
+
+
+# ---------------------------------------------------------------- tokens and storage keys
+
+_TOKEN = struct.Struct(">Q")
+TOKEN_BIAS = 1 << 63
+
+
+def token_of(pk: dict) -> int:
+    """Signed 64-bit token: first half of MurmurHash3 x64_128 of the key's bytes."""
+    return mmh3.hash64(key_component_bytes(pk), signed=True)[0]
+
+
+def token_prefix(token: int) -> bytes:
+    """8 bytes that sort as the token does (biased to unsigned, big-endian)."""
+    return _TOKEN.pack(token + TOKEN_BIAS)
+
+
+def _escape(raw: bytes) -> bytes:
+    # 0x00 is escaped so the terminator 0x00 0x01 sorts below any continuation.
+    return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+
+
+def encode_number_ordered(text: str) -> bytes:
+    """Bytes whose bytewise order is the numeric order of the numbers."""
+    sign, digits, exponent = _digits_exponent(text)
+    if not digits:
+        return b"\x80"
+    adjusted = exponent + len(digits) - 1 + 200        # 70 .. 325, fits two bytes
+    if not sign:
+        return b"\x81" + adjusted.to_bytes(2, "big") + digits.encode()
+    inverted = digits.translate(_INVERT_DIGITS)
+    return b"\x7f" + (0xFFFF - adjusted).to_bytes(2, "big") + inverted.encode() + b"\xff"
+
+
+_INVERT_DIGITS = str.maketrans("0123456789", "9876543210")
+
+
+def encode_sort_component(av: dict) -> bytes:
+    (kind, value), = av.items()
+    if kind == "S":
+        return value.encode()
+    if kind == "B":
+        return binary_of(value)
+    return encode_number_ordered(value)
+
+
+def partition_prefix(pk: dict, token: int | None = None) -> bytes:
+    """Storage-key prefix shared by every item of one partition."""
+    if token is None:
+        token = token_of(pk)
+    return token_prefix(token) + _escape(key_component_bytes(pk))
+
+
+def encode_key(pk: dict, sk: dict | None = None, token: int | None = None) -> bytes:
+    """Order-preserving storage key of (token, partition key, sort key)."""
+    prefix = partition_prefix(pk, token)
+    return prefix if sk is None else prefix + encode_sort_component(sk)
+
+
+def token_of_storage_key(key: bytes) -> int:
+    return _TOKEN.unpack_from(key)[0] - TOKEN_BIAS

@@ -1,0 +1,278 @@
+"""SSTable reader: point lookups and ordered cursors over one immutable file.
+
+Owns an open SSTable: its bloom filter and sparse index in memory, data blocks
+read on demand through the shard's AIO context into a shared block cache,
+each block's CRC32C verified before use.  A mismatch is logged, counted and
+raised as InternalServerError: never garbage.  Reference counts keep the file
+open for reads in flight after compaction replaced it.
+
+It must never write to the file and never return an entry outside the range
+it was asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+
+import orjson
+
+from shardserver.errors import InternalServerError
+from shardserver.sstable import block as block_mod
+from shardserver.sstable.bloom import BloomFilter
+from shardserver.sstable.format import (BLOCK_TRAILER, FOOTER_SIZE, INDEX_ENTRY, U32, FooterError,
+                                        checksum, decode_footer)
+
+MISSING = block_mod.MISSING
+_ids = itertools.count(1)
+
+
+class CorruptSSTable(Exception):
+    """Raised while opening a file whose structure is damaged."""
+
+
+class BlockCache:
+    """LRU of verified data blocks, shared by every SSTable of a shard."""
+
+    def __init__(self, capacity_bytes: int = 32 << 20):
+        self.capacity = capacity_bytes
+        self.size = 0
+        self._blocks: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key):
+        data = self._blocks.get(key)
+        if data is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._blocks.move_to_end(key)
+        return data
+
+    def put(self, key, data: bytes) -> None:
+        if self.capacity <= 0 or len(data) > self.capacity // 4:
+            return
+        old = self._blocks.pop(key, None)
+        if old is not None:
+            self.size -= len(old)
+        self._blocks[key] = data
+        self.size += len(data)
+        while self.size > self.capacity:
+            _, evicted = self._blocks.popitem(last=False)
+            self.size -= len(evicted)
+
+    def forget(self, reader_uid: int, nblocks: int) -> None:
+        for i in range(nblocks):
+            data = self._blocks.pop((reader_uid, i), None)
+            if data is not None:
+                self.size -= len(data)
+
+
+class SSTableReader:
+    def __init__(self, path: str, fd: int, size: int, bloom: BloomFilter,
+                 offsets: list[int], lengths: list[int], last_keys: list[bytes], meta: dict,
+                 aio, cache: BlockCache, on_checksum_error, log):
+        self.uid = next(_ids)
+        self.path = path
+        self.fd = fd
+        self.file_size = size
+        self.bloom = bloom
+        self.offsets = offsets
+        self.lengths = lengths
+        self.last_keys = last_keys
+        self.meta = meta
+        self.aio = aio
+        self.cache = cache
+        self.on_checksum_error = on_checksum_error
+        self.log = log
+        self.refs = 0
+        self.obsolete = False
+        self._unlink_when_done = False
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def load(cls, path: str, aio, cache: BlockCache, on_checksum_error=None,
+             log: logging.Logger | None = None) -> "SSTableReader":
+        """Open a finished SSTable (blocking reads of footer, bloom, index, meta)."""
+        log = log or logging.getLogger("shardserver.sstable")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size < FOOTER_SIZE:
+                raise CorruptSSTable(f"{path}: file too short for a footer")
+            try:
+                footer = decode_footer(os.pread(fd, FOOTER_SIZE, size - FOOTER_SIZE))
+            except FooterError as exc:
+                raise CorruptSSTable(f"{path}: {exc}") from None
+
+            def section(name):
+                off, length = footer[name]
+                raw = os.pread(fd, length + BLOCK_TRAILER.size, off)
+                if len(raw) != length + BLOCK_TRAILER.size:
+                    raise CorruptSSTable(f"{path}: {name} block truncated")
+                body = raw[:length]
+                if checksum(body) != BLOCK_TRAILER.unpack_from(raw, length)[0]:
+                    raise CorruptSSTable(f"{path}: {name} block checksum mismatch")
+                return body
+
+            bloom = BloomFilter.from_bytes(section("bloom"))
+            index = section("index")
+            meta = orjson.loads(section("meta"))
+            (count,) = U32.unpack_from(index, 0)
+            pos = U32.size
+            offsets, lengths, last_keys = [], [], []
+            for _ in range(count):
+                off, length, klen = INDEX_ENTRY.unpack_from(index, pos)
+                pos += INDEX_ENTRY.size
+                offsets.append(off)
+                lengths.append(length)
+                last_keys.append(index[pos:pos + klen])
+                pos += klen
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, size, bloom, offsets, lengths, last_keys, meta, aio, cache,
+                   on_checksum_error, log)
+
+    # ------------------------------------------------------------------ life cycle
+    def acquire(self) -> "SSTableReader":
+        self.refs += 1
+        return self
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.obsolete and self.refs <= 0:
+            self._close()
+
+    def mark_obsolete(self, unlink: bool) -> None:
+        """No longer part of the table: close (and unlink) once the last reader is done."""
+        self.obsolete = True
+        self._unlink_when_done = unlink
+        if self.refs <= 0:
+            self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.cache.forget(self.uid, len(self.offsets))
+        if self._unlink_when_done:
+            self._unlink_when_done = False
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    @property
+    def nblocks(self) -> int:
+        return len(self.offsets)
+
+    # ------------------------------------------------------------------ blocks
+    def _verify(self, i: int, raw: bytes) -> bytes:
+        length = self.lengths[i]
+        if len(raw) == length + BLOCK_TRAILER.size:
+            body = raw[:length]
+            if checksum(body) == BLOCK_TRAILER.unpack_from(raw, length)[0]:
+                self.cache.put((self.uid, i), body)
+                return body
+        if self.on_checksum_error is not None:
+            self.on_checksum_error()
+        self.log.error("SSTable %s: checksum mismatch in data block %d at offset %d "
+                       "(%d bytes read); refusing to return its contents",
+                       self.path, i, self.offsets[i], len(raw))
+        raise InternalServerError("Internal server error")
+
+    async def read_block(self, i: int) -> bytes:
+        cached = self.cache.get((self.uid, i))
+        if cached is not None:
+            return cached
+        raw = await self.aio.read(self.fd, self.offsets[i], self.lengths[i] + BLOCK_TRAILER.size)
+        return self._verify(i, raw)
+
+    def read_block_blocking(self, i: int) -> bytes:
+        cached = self.cache.get((self.uid, i))
+        if cached is not None:
+            return cached
+        raw = os.pread(self.fd, self.lengths[i] + BLOCK_TRAILER.size, self.offsets[i])
+        return self._verify(i, raw)
+
+    # ------------------------------------------------------------------ lookups
+    def might_contain(self, key: bytes) -> bool:
+        return self.bloom.might_contain(key)
+
+    def block_for(self, key: bytes) -> int:
+        """Index of the only block that may hold key, or -1."""
+        i = bisect_left(self.last_keys, key)
+        return i if i < len(self.last_keys) else -1
+
+    async def get(self, key: bytes):
+        """Value bytes, tombstone int, or MISSING."""
+        i = self.block_for(key)
+        if i < 0:
+            return MISSING
+        return block_mod.find(await self.read_block(i), key)
+
+    def get_blocking(self, key: bytes):
+        i = self.block_for(key)
+        if i < 0:
+            return MISSING
+        return block_mod.find(self.read_block_blocking(i), key)
+
+    def cursor(self, low, low_inclusive, high, high_inclusive, reverse) -> "SSTableCursor":
+        return SSTableCursor(self, low, low_inclusive, high, high_inclusive, reverse)
+
+
+class SSTableCursor:
+    """Walks the blocks overlapping [low, high] in key order (or reverse), one block per chunk."""
+
+    __slots__ = ("reader", "low", "low_inclusive", "high", "high_inclusive", "reverse", "block",
+                 "done")
+
+    def __init__(self, reader: SSTableReader, low, low_inclusive, high, high_inclusive, reverse):
+        self.reader = reader
+        self.low = low
+        self.low_inclusive = low_inclusive
+        self.high = high
+        self.high_inclusive = high_inclusive
+        self.reverse = reverse
+        n = reader.nblocks
+        if not reverse:
+            self.block = bisect_left(reader.last_keys, low) if low is not None else 0
+        else:
+            self.block = bisect_left(reader.last_keys, high) if high is not None else n - 1
+            if self.block >= n:
+                self.block = n - 1
+        self.done = n == 0
+
+    async def next_chunk(self) -> list[tuple[bytes, object]]:
+        """The next non-empty run of in-range entries in scan order; [] once exhausted."""
+        reader = self.reader
+        n = reader.nblocks
+        while not self.done and 0 <= self.block < n:
+            ents = block_mod.entries(await reader.read_block(self.block))
+            keys = [e[0] for e in ents]
+            lo = 0
+            hi = len(ents)
+            if self.low is not None:
+                lo = bisect_left(keys, self.low) if self.low_inclusive else bisect_right(keys, self.low)
+            if self.high is not None:
+                hi = bisect_right(keys, self.high) if self.high_inclusive else bisect_left(keys, self.high)
+            if not self.reverse:
+                self.block += 1
+                if hi < len(ents):
+                    self.done = True      # this block already passes the upper bound
+            else:
+                self.block -= 1
+                if lo > 0:
+                    self.done = True
+            if lo < hi:
+                chunk = ents[lo:hi]
+                if self.reverse:
+                    chunk.reverse()
+                return chunk
+        self.done = True
+        return []

@@ -1,0 +1,202 @@
+"""The supervisor: checks the system, owns the shared memory, starts and watches shards.
+
+It is the parent process.  It never serves requests: it validates the
+configuration and the data directory, creates every shared-memory segment
+and doorbell (so only it unlinks them), forks one shard per CPU, restarts a
+shard that dies (after the survivors have let go of its rings), and on
+SIGTERM/SIGINT stops every shard and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import orjson
+
+log = logging.getLogger("shardserver.supervisor")
+
+META_FILE = "shardserver.json"
+DATA_FORMAT = 1
+STOP_TIMEOUT_SECONDS = 60.0
+RESTART_BACKOFF_SECONDS = 0.2
+
+
+class StartupError(Exception):
+    """A condition that forbids starting, with a message for the operator."""
+
+
+def check_data_dir(config) -> None:
+    """Creates the data directory, or checks it was written with the same number of shards."""
+    os.makedirs(config.data_dir, exist_ok=True)
+    path = os.path.join(config.data_dir, META_FILE)
+    try:
+        with open(path, "rb") as f:
+            meta = orjson.loads(f.read())
+    except FileNotFoundError:
+        with open(path + ".tmp", "wb") as f:
+            f.write(orjson.dumps({"smp": config.smp, "format": DATA_FORMAT}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+        return
+    if meta.get("smp") != config.smp:
+        raise StartupError(
+            f"the data directory {config.data_dir} was written by {meta.get('smp')} shards, and this server "
+            f"was started with --smp {config.smp}. Every item lives on the shard that owns its token, so "
+            f"changing the shard count needs resharding, which this version does not do: start with "
+            f"--smp {meta.get('smp')} (use --overprovisioned if this machine has fewer CPUs), or export the "
+            f"data and load it into a fresh data directory.")
+
+
+def check_aio(config) -> None:
+    from shardserver.check import aio_check
+    ok, message = aio_check(config.smp, config.aio_queue_depth)
+    if ok:
+        return
+    if config.developer_mode:
+        log.warning("%s (continuing: --developer-mode)", message)
+        return
+    raise StartupError(message + " (or start with --developer-mode to continue anyway)")
+
+
+class Supervisor:
+    def __init__(self, config):
+        self.config = config
+        self.children: dict[int, int] = {}      # shard id -> pid
+        self.awaiting_up: dict[int, int] = {}   # restarted shard id -> pid, until its fabric attaches
+        self.stopping = False
+        self.segments = None
+        self.cpus = sorted(os.sched_getaffinity(0))
+
+    def _spawn(self, shard_id: int) -> int:
+        from shardserver.shard.main import run_shard
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                status = run_shard(shard_id, self.config, self.segments, self.cpus)
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        self.children[shard_id] = pid
+        return pid
+
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            for pid in self.children.values():
+                _kill(pid, signal.SIGHUP)
+            return
+        self.stopping = True
+
+    def run(self) -> int:
+        from shardserver.reactor.smp import Fabric
+        config = self.config
+        check_data_dir(config)
+        check_aio(config)
+        self.segments = Fabric.create_segments(config.smp, config.ring_size_in_kb * 1024)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        try:
+            log.info("starting %d shards (data in %s, API on %s:%d)", config.smp, config.data_dir,
+                     config.alternator_address, config.alternator_port)
+            for shard_id in range(config.smp):
+                self._spawn(shard_id)
+            self._watch()
+        finally:
+            self._stop_children()
+            self.segments.unlink()
+            log.info("stopped")
+        return 0
+
+    def _watch(self) -> None:
+        while not self.stopping:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                self._mark_started_shards_up()
+                time.sleep(0.05)
+                continue
+            shard_id = next((s for s, p in self.children.items() if p == pid), None)
+            if shard_id is None or self.stopping:
+                continue
+            del self.children[shard_id]
+            self.awaiting_up.pop(shard_id, None)
+            log.error("shard %d (pid %d) died (%s); restarting it", shard_id, pid, _describe_status(status))
+            self._restart(shard_id)
+
+    def _restart(self, shard_id: int) -> None:
+        """The restart protocol of ``FabricSegments``: survivors let go, rings reset, replacement up."""
+        segments = self.segments
+        segments.mark_down(shard_id)
+        laggards = segments.wait_acks(shard_id, timeout=5.0)
+        for laggard in laggards:
+            # Its rings with the dead shard are about to be reset under it: restart it too.
+            log.error("shard %d did not acknowledge the restart of shard %d in time; restarting it",
+                      laggard, shard_id)
+            _kill(self.children.get(laggard, 0), signal.SIGKILL)
+        segments.reset_peer(shard_id)
+        time.sleep(RESTART_BACKOFF_SECONDS)
+        if self.stopping:
+            return
+        pid = self._spawn(shard_id)
+        self.awaiting_up[shard_id] = pid
+
+    def _mark_started_shards_up(self) -> None:
+        """A replacement counts as up once its fabric has attached (it replayed its storage first)."""
+        for shard_id, pid in list(self.awaiting_up.items()):
+            if self.segments.attached_pid(shard_id) == pid:
+                self.segments.mark_up(shard_id)
+                del self.awaiting_up[shard_id]
+                log.info("shard %d is back (pid %d)", shard_id, pid)
+
+    def _stop_children(self) -> None:
+        for pid in self.children.values():
+            _kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            self.children = {s: p for s, p in self.children.items() if p != pid}
+        for shard_id, pid in self.children.items():
+            log.error("shard %d (pid %d) did not stop in time; killing it", shard_id, pid)
+            _kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.children.clear()
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def serve(config) -> int:
+    from shardserver.logs import setup_logging
+    setup_logging(config.log_level, None)
+    try:
+        return Supervisor(config).run()
+    except StartupError as exc:
+        print(f"shardserver: {exc}", file=sys.stderr)
+        return 2

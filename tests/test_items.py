@@ -1,0 +1,182 @@
+"""PutItem, GetItem and DeleteItem through boto3: the type system, keys and limits."""
+
+import base64
+import threading
+from decimal import Decimal
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import create_table
+
+
+def error_of(excinfo):
+    return excinfo.value.response["Error"]["Code"], excinfo.value.response["Error"]["Message"]
+
+
+def test_user_story(server, table_name):
+    ddb = server.resource()
+    t = ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST")
+    t.wait_until_exists()
+    t.put_item(Item={"id": "u1", "age": 42, "tags": {"a", "b"}})
+    assert t.get_item(Key={"id": "u1"})["Item"] == {"id": "u1", "age": Decimal(42), "tags": {"a", "b"}}
+    t.delete()
+
+
+def test_every_type_round_trips(ddb, hash_table):
+    item = {
+        "pk": {"S": "all"}, "s": {"S": "héllo ✓"}, "n": {"N": "-12.50"}, "b": {"B": b"\x00\x01\xff"},
+        "t": {"BOOL": True}, "f": {"BOOL": False}, "z": {"NULL": True},
+        "ss": {"SS": ["x", "y"]}, "ns": {"NS": ["1", "2.5", "-3"]}, "bs": {"BS": [b"a", b"b"]},
+        "l": {"L": [{"S": "a"}, {"N": "1"}, {"L": []}, {"M": {}}]},
+        "m": {"M": {"inner": {"M": {"deep": {"L": [{"NULL": True}]}}}}},
+        "empty_s": {"S": ""}, "empty_b": {"B": b""},
+    }
+    ddb.put_item(TableName=hash_table, Item=item)
+    got = ddb.get_item(TableName=hash_table, Key={"pk": {"S": "all"}}, ConsistentRead=True)["Item"]
+    assert got["n"] == {"N": "-12.5"}
+    assert sorted(got["ns"]["NS"]) == ["-3", "1", "2.5"]
+    assert set(got["bs"]["BS"]) == {b"a", b"b"}
+    for name in ("s", "b", "t", "f", "z", "l", "m", "empty_s", "empty_b"):
+        assert got[name] == item[name], name
+
+
+@pytest.mark.parametrize("text, normalized", [
+    ("1.0", "1"), ("0001.2300", "1.23"), ("1e3", "1000"), ("-0.000", "0"), ("1E-5", "0.00001"),
+    ("12345678901234567890123456789012345678", "12345678901234567890123456789012345678"),
+    ("9.9999999999999999999999999999999999999E+125", "99999999999999999999999999999999999999" + "0" * 88),
+    ("1E-130", "0." + "0" * 129 + "1"),
+])
+def test_numbers_are_normalized(ddb, hash_table, text, normalized):
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": "n"}, "v": {"N": text}})
+    assert ddb.get_item(TableName=hash_table, Key={"pk": {"S": "n"}})["Item"]["v"]["N"] == normalized
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("1e126", "Number overflow"), ("1e-131", "Number underflow"),
+    ("123456789012345678901234567890123456789", "38 significant digits"),
+    ("abc", "cannot be converted"), ("NaN", "cannot be converted"), ("", "cannot be converted"),
+])
+def test_bad_numbers(ddb, hash_table, text, fragment):
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "n"}, "v": {"N": text}})
+    code, message = error_of(e)
+    assert code == "ValidationException" and fragment in message
+
+
+def test_set_rules(ddb, hash_table):
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "s"}, "v": {"SS": []}})
+    assert "may not be empty" in error_of(e)[1]
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "s"}, "v": {"SS": ["a", "a"]}})
+    assert "contains duplicates" in error_of(e)[1]
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "s"}, "v": {"NS": ["1", "1.0"]}})
+    assert "contains duplicates" in error_of(e)[1]
+
+
+def test_key_validation(ddb, table_name):
+    create_table(ddb, table_name, hash_key=("h", "S"), range_key=("r", "N"))
+    cases = [
+        ({"r": {"N": "1"}}, "Missing the key h in the item"),
+        ({"h": {"S": "a"}}, "Missing the key r in the item"),
+        ({"h": {"N": "1"}, "r": {"N": "1"}}, "Type mismatch for key h expected: S actual: N"),
+        ({"h": {"S": ""}, "r": {"N": "1"}}, "cannot contain an empty string value"),
+        ({"h": {"S": "x" * 2049}, "r": {"N": "1"}}, "Size of hashkey has exceeded"),
+    ]
+    for item, fragment in cases:
+        with pytest.raises(ClientError) as e:
+            ddb.put_item(TableName=table_name, Item=item)
+        assert error_of(e)[0] == "ValidationException"
+        assert fragment in error_of(e)[1], (item, error_of(e))
+    for key in ({"h": {"S": "a"}}, {"h": {"S": "a"}, "r": {"S": "1"}},
+                {"h": {"S": "a"}, "r": {"N": "1"}, "x": {"S": "y"}}):
+        with pytest.raises(ClientError) as e:
+            ddb.get_item(TableName=table_name, Key=key)
+        assert error_of(e) == ("ValidationException", "The provided key element does not match the schema")
+    ddb.delete_table(TableName=table_name)
+
+
+def test_item_size_limit(ddb, hash_table):
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": "big"}, "v": {"S": "x" * (400 * 1024 - 10)}})
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "big"}, "v": {"S": "x" * (400 * 1024)}})
+    assert error_of(e) == ("ValidationException", "Item size has exceeded the maximum allowed size")
+    assert len(ddb.get_item(TableName=hash_table, Key={"pk": {"S": "big"}})["Item"]["v"]["S"]) == 400 * 1024 - 10
+
+
+def test_nesting_limit(ddb, hash_table):
+    value = {"S": "leaf"}
+    for _ in range(31):
+        value = {"L": [value]}
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": "deep"}, "v": value})
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "deep"}, "v": {"M": {"x": {"L": [value]}}}})
+    assert error_of(e)[0] == "ValidationException"
+
+
+def test_return_values_all_old(ddb, hash_table):
+    first = ddb.put_item(TableName=hash_table, Item={"pk": {"S": "r"}, "v": {"N": "1"}}, ReturnValues="ALL_OLD")
+    assert "Attributes" not in first
+    second = ddb.put_item(TableName=hash_table, Item={"pk": {"S": "r"}, "v": {"N": "2"}}, ReturnValues="ALL_OLD")
+    assert second["Attributes"] == {"pk": {"S": "r"}, "v": {"N": "1"}}
+    deleted = ddb.delete_item(TableName=hash_table, Key={"pk": {"S": "r"}}, ReturnValues="ALL_OLD")
+    assert deleted["Attributes"] == {"pk": {"S": "r"}, "v": {"N": "2"}}
+    assert "Item" not in ddb.get_item(TableName=hash_table, Key={"pk": {"S": "r"}})
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "r"}}, ReturnValues="ALL_NEW")
+    assert error_of(e)[0] == "ValidationException"
+
+
+def test_binary_and_number_keys(ddb, table_name):
+    create_table(ddb, table_name, hash_key=("h", "B"), range_key=("r", "N"))
+    for i in range(20):
+        ddb.put_item(TableName=table_name, Item={"h": {"B": bytes([i, 0, 255])}, "r": {"N": str(i - 10)},
+                                                 "v": {"N": str(i)}})
+    for i in range(20):
+        got = ddb.get_item(TableName=table_name, Key={"h": {"B": bytes([i, 0, 255])}, "r": {"N": str(i - 10)}})
+        assert got["Item"]["v"] == {"N": str(i)}
+    # 1.0 and 1 are the same number key
+    ddb.put_item(TableName=table_name, Item={"h": {"B": b"x"}, "r": {"N": "1.0"}, "v": {"S": "a"}})
+    assert ddb.get_item(TableName=table_name, Key={"h": {"B": b"x"}, "r": {"N": "1"}})["Item"]["v"] == {"S": "a"}
+    ddb.delete_table(TableName=table_name)
+
+
+def test_many_items_from_threads(server, ddb, hash_table):
+    errors = []
+
+    def writer(worker):
+        client = server.client()
+        try:
+            for i in range(150):
+                client.put_item(TableName=hash_table,
+                                Item={"pk": {"S": f"w{worker}-{i}"}, "v": {"N": str(i)}, "w": {"N": str(worker)}})
+        except Exception as exc:     # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    client = server.client()
+    for worker in range(8):
+        for i in range(150):
+            item = client.get_item(TableName=hash_table, Key={"pk": {"S": f"w{worker}-{i}"}})["Item"]
+            assert item == {"pk": {"S": f"w{worker}-{i}"}, "v": {"N": str(i)}, "w": {"N": str(worker)}}
+    assert ddb.describe_table(TableName=hash_table)["Table"]["ItemCount"] == 1200
+
+
+def test_consumed_capacity(ddb, hash_table):
+    resp = ddb.put_item(TableName=hash_table, Item={"pk": {"S": "c"}, "v": {"S": "x" * 3000}},
+                        ReturnConsumedCapacity="TOTAL")
+    assert resp["ConsumedCapacity"] == {"TableName": hash_table, "CapacityUnits": 3.0, "WriteCapacityUnits": 3.0}
+    resp = ddb.get_item(TableName=hash_table, Key={"pk": {"S": "c"}}, ReturnConsumedCapacity="TOTAL")
+    assert resp["ConsumedCapacity"]["CapacityUnits"] == 0.5
+    resp = ddb.get_item(TableName=hash_table, Key={"pk": {"S": "c"}}, ReturnConsumedCapacity="TOTAL",
+                        ConsistentRead=True)
+    assert resp["ConsumedCapacity"]["CapacityUnits"] == 1.0

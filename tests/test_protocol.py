@@ -1,0 +1,116 @@
+"""The wire protocol over raw sockets: framing, envelopes, errors, health endpoints."""
+
+import json
+import socket
+import zlib
+
+import pytest
+
+from shardserver.protocol.http import HttpError, RequestParser, build_response
+
+
+def raw(server, data: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def post(target: str, body: bytes, extra: bytes = b"") -> bytes:
+    return (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.0\r\n"
+            b"X-Amz-Target: " + target.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+            b"\r\n" + extra + b"\r\n" + body)
+
+
+def split_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, _, v in (line.decode().partition(":") for line in lines[1:])}
+        length = int(headers["content-length"])
+        out.append((status, headers, rest[:length]))
+        data = rest[length:]
+    return out
+
+
+def test_health_and_localnodes(server):
+    (status, _, body), = split_responses(raw(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert status == 200 and body == f"healthy: 127.0.0.1:{server.port}".encode()
+    (status, _, body), = split_responses(raw(server, b"GET /localnodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert status == 200 and json.loads(body) == ["127.0.0.1"]
+
+
+def test_malformed_json_is_serialization_exception(server):
+    (status, headers, body), = split_responses(raw(server, post("DynamoDB_20120810.ListTables", b"{not json")))
+    assert status == 400
+    assert json.loads(body)["__type"].endswith("#SerializationException")
+    assert headers["x-amz-crc32"] == str(zlib.crc32(body))
+
+
+def test_unknown_operation(server):
+    (status, _, body), = split_responses(raw(server, post("DynamoDB_20120810.NoSuchThing", b"{}")))
+    assert status == 400 and json.loads(body)["__type"].endswith("#UnknownOperationException")
+    (status, _, body), = split_responses(raw(server, post("Bogus.Target", b"{}")))
+    assert status == 400 and json.loads(body)["__type"].endswith("#UnknownOperationException")
+
+
+@pytest.mark.parametrize("body", [
+    b'{"TableName": 5, "Key": {}}', b'{"TableName": "x", "Key": []}', b'[]', b'"str"', b'{"TableName": null}',
+    b'{"TableName": "abc", "Key": {"id": {"S": 5}}}', b'{"TableName": "abc", "Item": {"a": {"Q": "x"}}}',
+])
+def test_wrong_types_get_validation_errors(server, body):
+    for op in ("GetItem", "PutItem", "DeleteItem"):
+        (status, _, reply), = split_responses(raw(server, post("DynamoDB_20120810." + op, body)))
+        assert status == 400, reply
+        assert json.loads(reply)["__type"].rsplit("#", 1)[1] in (
+            "ValidationException", "SerializationException", "ResourceNotFoundException")
+
+
+def test_keep_alive_and_pipelining(server):
+    one = post("DynamoDB_20120810.ListTables", b"{}")
+    data = raw(server, one * 5 + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    responses = split_responses(data)
+    assert [r[0] for r in responses] == [200] * 6
+    assert all("TableNames" in json.loads(r[2]) for r in responses[:5])
+    assert responses[5][2].startswith(b"healthy")
+
+
+def test_truncated_and_garbage_http(server):
+    assert raw(server, b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"a\"") == b""
+    reply = raw(server, b"\x00\x01\x02garbage\r\n\r\n")
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 400")
+    # the server still answers afterwards
+    assert split_responses(raw(server, post("DynamoDB_20120810.ListTables", b"{}")))[0][0] == 200
+
+
+def test_huge_content_length_refused(server):
+    reply = raw(server, b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
+                        b"Content-Length: 99999999999\r\n\r\n{}")
+    assert reply.startswith(b"HTTP/1.1 413")
+
+
+def test_parser_is_sans_io():
+    parser = RequestParser()
+    wire = post("DynamoDB_20120810.GetItem", b'{"a":1}')
+    requests = []
+    for i in range(len(wire)):
+        requests += parser.feed(wire[i:i + 1])
+    assert len(requests) == 1
+    assert requests[0].headers["x-amz-target"] == "DynamoDB_20120810.GetItem"
+    assert requests[0].body == b'{"a":1}'
+    with pytest.raises(HttpError):
+        RequestParser().feed(b"NOT HTTP AT ALL\r\n\r\n")
+
+
+def test_build_response_crc():
+    response = build_response(200, b'{"x":1}', request_id=b"abc")
+    assert b"x-amz-crc32: " + str(zlib.crc32(b'{"x":1}')).encode() in response
+    assert response.endswith(b'\r\n\r\n{"x":1}')

@@ -1,0 +1,171 @@
+"""The server as a process tree: pinning, restarts, clean shutdown, configuration."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import create_table
+from serverutil import ServerProcess, free_port
+
+
+def shm_segments() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except OSError:
+        return set()
+
+
+def test_shards_pinned_to_distinct_cpus(server):
+    pids = server.shard_pids()
+    assert len(pids) == 2
+    affinities = [psutil.Process(p).cpu_affinity() for p in pids]
+    assert all(len(a) == 1 for a in affinities)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert affinities[0] != affinities[1]
+
+
+def test_keys_spread_over_all_shards(server, ddb, hash_table):
+    from shardserver.shard.routing import shard_of_key
+    owners = {shard_of_key({"S": f"spread{i}"}, 2)[0] for i in range(100)}
+    assert owners == {0, 1}
+    for i in range(100):
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": f"spread{i}"}})
+    for i in range(100):
+        assert "Item" in ddb.get_item(TableName=hash_table, Key={"pk": {"S": f"spread{i}"}})
+
+
+def test_kill_one_shard_restarts_it_and_loses_nothing(tmp_path):
+    srv = ServerProcess(tmp_path / "data", smp=2, extra=["--commitlog-sync", "batch"]).start()
+    try:
+        ddb = srv.client()
+        create_table(ddb, "killme")
+        for i in range(200):
+            ddb.put_item(TableName="killme", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
+        victim, survivor = srv.shard_pids()
+        stop = threading.Event()
+        survivor_errors = []
+
+        def hammer():
+            # a client pinned to a live connection keeps working while the other shard restarts
+            client = srv.client(retries=20)
+            while not stop.is_set():
+                try:
+                    client.list_tables()
+                except Exception as exc:     # asserted below
+                    survivor_errors.append(exc)
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = srv.shard_pids()
+            if len(pids) == 2 and victim not in pids and srv.all_shards_up():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("shard was not restarted:\n" + srv.log())
+        stop.set()
+        thread.join()
+        assert not survivor_errors
+        assert survivor in srv.shard_pids()
+        for i in range(200):
+            item = ddb.get_item(TableName="killme", Key={"pk": {"S": f"k{i}"}})["Item"]
+            assert item["v"] == {"N": str(i)}
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sigterm_stops_everything_cleanly(tmp_path):
+    before = shm_segments()
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    children = srv.shard_pids()
+    assert shm_segments() - before, "no shared memory segments were created"
+    assert srv.stop() == 0
+    for pid in children:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not (shm_segments() - before), "shared memory left behind"
+
+
+def test_data_survives_a_clean_restart(tmp_path):
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    ddb = srv.client()
+    create_table(ddb, "persist", range_key=("sk", "N"))
+    for i in range(300):
+        ddb.put_item(TableName="persist", Item={"pk": {"S": f"p{i % 7}"}, "sk": {"N": str(i)}, "v": {"S": "x" * i}})
+    ddb.delete_item(TableName="persist", Key={"pk": {"S": "p0"}, "sk": {"N": "0"}})
+    assert srv.stop() == 0
+    srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
+    try:
+        ddb = srv.client()
+        table = ddb.describe_table(TableName="persist")["Table"]
+        assert table["ItemCount"] == 299
+        for i in range(1, 300):
+            item = ddb.get_item(TableName="persist", Key={"pk": {"S": f"p{i % 7}"}, "sk": {"N": str(i)}})["Item"]
+            assert item["v"]["S"] == "x" * i
+        assert "Item" not in ddb.get_item(TableName="persist", Key={"pk": {"S": "p0"}, "sk": {"N": "0"}})
+    finally:
+        assert srv.stop() == 0
+
+
+def test_whole_server_kill9_loses_no_acknowledged_write(tmp_path):
+    srv = ServerProcess(tmp_path / "data", smp=2, extra=["--commitlog-sync", "batch"]).start()
+    ddb = srv.client()
+    create_table(ddb, "crash")
+    acknowledged = []
+    for i in range(300):
+        ddb.put_item(TableName="crash", Item={"pk": {"S": f"c{i}"}})
+        acknowledged.append(i)
+    srv.kill()
+    srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
+    try:
+        ddb = srv.client()
+        missing = [i for i in acknowledged
+                   if "Item" not in ddb.get_item(TableName="crash", Key={"pk": {"S": f"c{i}"}})]
+        assert missing == []
+    finally:
+        assert srv.stop() == 0
+
+
+def test_changing_smp_is_refused_clearly(tmp_path):
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    assert srv.stop() == 0
+    result = subprocess.run([sys.executable, "-m", "shardserver", "--smp", "1", "--developer-mode",
+                             "--data-dir", str(tmp_path / "data"), "--alternator-port", str(free_port()),
+                             "--prometheus-port", "0"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "written by 2 shards" in result.stderr and "--smp 2" in result.stderr
+
+
+def test_yaml_config_and_flags(tmp_path):
+    port = free_port()
+    config = tmp_path / "shardserver.yaml"
+    config.write_text(f"alternator_port: {port}\ncommitlog_sync: batch\nsmp: 1\noverprovisioned: true\n"
+                      f"prometheus_port: 0\ndeveloper_mode: true\ndata_dir: {tmp_path / 'data'}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "shardserver", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        srv = ServerProcess(tmp_path / "data", smp=1, port=port)
+        srv.proc = proc
+        srv.log_path = os.devnull
+        srv.wait_healthy()
+        assert len(srv.shard_pids()) == 1
+        child = psutil.Process(srv.shard_pids()[0])
+        assert len(child.cpu_affinity()) == len(os.sched_getaffinity(0))   # overprovisioned: not pinned
+        srv.client().list_tables()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_option: 1\n")
+    result = subprocess.run([sys.executable, "-m", "shardserver", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "no_such_option" in result.stderr

@@ -1,0 +1,153 @@
+"""Table operations through boto3 against a real server."""
+
+import pytest
+from botocore.exceptions import ClientError, ParamValidationError
+
+from conftest import create_table
+
+
+def error_of(excinfo):
+    return excinfo.value.response["Error"]["Code"], excinfo.value.response["Error"]["Message"]
+
+
+def test_create_describe_list_delete(ddb, table_name):
+    resp = ddb.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "n", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"},
+                              {"AttributeName": "n", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST")
+    desc = resp["TableDescription"]
+    assert desc["TableName"] == table_name
+    assert desc["KeySchema"][1] == {"AttributeName": "n", "KeyType": "RANGE"}
+    ddb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.1})
+    table = ddb.describe_table(TableName=table_name)["Table"]
+    assert table["TableStatus"] == "ACTIVE"
+    assert table["TableArn"].endswith(":table/" + table_name)
+    assert table["TableId"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["ItemCount"] == 0 and table["TableSizeBytes"] == 0
+    assert table_name in ddb.list_tables()["TableNames"]
+    ddb.delete_table(TableName=table_name)
+    with pytest.raises(ClientError) as e:
+        ddb.describe_table(TableName=table_name)
+    assert error_of(e)[0] == "ResourceNotFoundException"
+    assert table_name not in ddb.list_tables()["TableNames"]
+
+
+def test_create_existing_table(ddb, hash_table):
+    with pytest.raises(ClientError) as e:
+        create_table(ddb, hash_table)
+    assert error_of(e) == ("ResourceInUseException", f"Table already exists: {hash_table}")
+
+
+def test_item_count_and_size(ddb, hash_table):
+    for i in range(50):
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": f"k{i}"}, "v": {"S": "x" * 10}})
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": "k0"}, "v": {"S": "y"}})
+    ddb.delete_item(TableName=hash_table, Key={"pk": {"S": "k1"}})
+    table = ddb.describe_table(TableName=hash_table)["Table"]
+    assert table["ItemCount"] == 49
+    assert table["TableSizeBytes"] > 0
+
+
+def test_list_tables_paging(ddb):
+    names = [f"page_{i:02d}" for i in range(7)]
+    for name in names:
+        create_table(ddb, name)
+    try:
+        seen, start = [], None
+        while True:
+            kwargs = {"Limit": 3}
+            if start:
+                kwargs["ExclusiveStartTableName"] = start
+            resp = ddb.list_tables(**kwargs)
+            assert len(resp["TableNames"]) <= 3
+            seen += resp["TableNames"]
+            start = resp.get("LastEvaluatedTableName")
+            if not start:
+                break
+        assert [n for n in seen if n.startswith("page_")] == names
+        assert seen == sorted(seen)
+    finally:
+        for name in names:
+            ddb.delete_table(TableName=name)
+
+
+@pytest.mark.parametrize("kwargs, code, fragment", [
+    (dict(TableName="ab"), "ValidationException", "length greater than or equal to 3"),
+    (dict(TableName="bad name!"), "ValidationException", "regular expression pattern"),
+])
+def test_create_table_bad_names(ddb, kwargs, code, fragment):
+    with pytest.raises((ClientError, ParamValidationError)) as e:
+        ddb.create_table(KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST", **kwargs)
+    if isinstance(e.value, ClientError):
+        assert error_of(e)[0] == code and fragment in error_of(e)[1]
+
+
+def test_create_table_bad_schemas(ddb, table_name):
+    cases = [
+        ([{"AttributeName": "id", "KeyType": "RANGE"}], [{"AttributeName": "id", "AttributeType": "S"}],
+         "not a HASH key type"),
+        ([{"AttributeName": "id", "KeyType": "HASH"}], [{"AttributeName": "other", "AttributeType": "S"}],
+         "Some index key attributes are not defined"),
+        ([{"AttributeName": "id", "KeyType": "HASH"}],
+         [{"AttributeName": "id", "AttributeType": "S"}, {"AttributeName": "x", "AttributeType": "S"}],
+         "does not exactly match"),
+        ([{"AttributeName": "id", "KeyType": "HASH"}], [{"AttributeName": "id", "AttributeType": "BOOL"}],
+         "enum value set: [B, N, S]"),
+        ([{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "id", "KeyType": "RANGE"}],
+         [{"AttributeName": "id", "AttributeType": "S"}], "same name"),
+    ]
+    for key_schema, definitions, fragment in cases:
+        with pytest.raises(ClientError) as e:
+            ddb.create_table(TableName=table_name, KeySchema=key_schema, AttributeDefinitions=definitions,
+                             BillingMode="PAY_PER_REQUEST")
+        assert error_of(e)[0] == "ValidationException"
+        assert fragment in error_of(e)[1]
+    assert table_name not in ddb.list_tables()["TableNames"]
+
+
+def test_billing_mode_rules(ddb, table_name):
+    base = dict(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    with pytest.raises(ClientError) as e:
+        ddb.create_table(**base)
+    assert "ReadCapacityUnits and WriteCapacityUnits must both be specified" in error_of(e)[1]
+    with pytest.raises(ClientError) as e:
+        ddb.create_table(BillingMode="PAY_PER_REQUEST",
+                         ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}, **base)
+    assert "PAY_PER_REQUEST" in error_of(e)[1]
+    ddb.create_table(ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7}, **base)
+    table = ddb.describe_table(TableName=table_name)["Table"]
+    assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    assert table["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
+    ddb.delete_table(TableName=table_name)
+
+
+def test_missing_tables(ddb):
+    for call in (lambda: ddb.describe_table(TableName="nope_nope"),
+                 lambda: ddb.delete_table(TableName="nope_nope"),
+                 lambda: ddb.get_item(TableName="nope_nope", Key={"k": {"S": "x"}}),
+                 lambda: ddb.put_item(TableName="nope_nope", Item={"k": {"S": "x"}})):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_of(e)[0] == "ResourceNotFoundException"
+
+
+def test_describe_endpoints_and_limits(server, ddb):
+    endpoints = ddb.describe_endpoints()["Endpoints"]
+    assert endpoints[0]["Address"] == f"127.0.0.1:{server.port}"
+    limits = ddb.describe_limits()
+    assert limits["TableMaxWriteCapacityUnits"] > 0
+
+
+def test_tags(ddb, hash_table):
+    arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
+    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "team", "Value": "db"}, {"Key": "env", "Value": "test"}])
+    tags = {t["Key"]: t["Value"] for t in ddb.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+    assert tags == {"team": "db", "env": "test"}
+    ddb.untag_resource(ResourceArn=arn, TagKeys=["env"])
+    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "db"}]

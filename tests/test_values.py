@@ -1,0 +1,85 @@
+"""Unit tests: AttributeValue rules, number normalization, key encoding and routing."""
+
+import random
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, strategies as st
+
+from shardserver.errors import ValidationException
+from shardserver.shard import routing, values
+
+
+def test_number_order_encoding_matches_numeric_order():
+    rng = random.Random(7)
+    numbers = ["0", "-0", "1", "-1", "1E125", "-1E125", "1E-130", "-1E-130", "9.99", "10", "-9.99", "-10"]
+    numbers += [f"{rng.choice('-+')}{rng.randint(0, 10**rng.randint(1, 30))}E{rng.randint(-90, 90)}"
+                for _ in range(300)]
+    numbers = [values.normalize_number(n) for n in numbers]
+    by_bytes = sorted(numbers, key=values.encode_number_ordered)
+    by_value = sorted(numbers, key=Decimal)
+    assert [Decimal(n) for n in by_bytes] == [Decimal(n) for n in by_value]
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
+    lambda d: d == 0 or -130 <= d.adjusted() <= 125))
+def test_normalize_keeps_value(d):
+    digits = len(d.as_tuple().digits)
+    try:
+        text = values.normalize_number(str(d))
+    except ValidationException:
+        assert len(str(d.normalize()).replace("-", "").replace(".", "").split("E")[0].strip("0")) > 38 or digits > 38
+        return
+    assert Decimal(text) == d
+
+
+def test_tokens_spread_round_robin():
+    # neighbouring tokens alternate between shards
+    step = 1 << (64 - routing.IGNORE_MSB - 1)
+    owners = [routing.shard_of_token(-2**63 + i * step, 2) for i in range(8)]
+    assert owners == [0, 1, 0, 1, 0, 1, 0, 1]
+
+
+def test_every_key_has_one_owner_and_all_shards_used():
+    for n in (1, 2, 3, 8, 64):
+        owners = {routing.shard_of_key({"S": f"k{i}"}, n)[0] for i in range(2000)}
+        assert owners == set(range(n))
+
+
+def test_segments_partition_the_ring():
+    for total in (1, 2, 3, 7, 1000, 1_000_000):
+        previous_end = 0
+        for segment in (0, 1, total // 2, total - 1):
+            start, end = routing.segment_bounds(segment, total)
+            assert start < end
+        assert routing.segment_bounds(0, total)[0] == 0
+        assert routing.segment_bounds(total - 1, total)[1] == 1 << 64
+        for segment in range(min(total, 50)):
+            start, end = routing.segment_bounds(segment, total)
+            assert start == previous_end
+            previous_end = end
+
+
+def test_storage_keys_sort_inside_partition():
+    pk = {"S": "p"}
+    sort_keys = [{"N": n} for n in ("-5", "-1.5", "0", "2", "10")]
+    encoded = [values.encode_key(pk, sk) for sk in sort_keys]
+    assert encoded == sorted(encoded)
+    strings = [{"S": s} for s in ("", "a", "a\x00", "ab", "b")]
+    encoded = [values.encode_key(pk, sk) for sk in strings]
+    assert encoded == sorted(encoded)
+    assert all(e.startswith(values.partition_prefix(pk)) for e in encoded)
+
+
+def test_item_size_rules():
+    assert values.item_size({"a": {"S": "abc"}}) == 4
+    assert values.item_size({"ab": {"N": "123"}}) == 2 + 3
+    assert values.item_size({"l": {"L": []}}) == 1 + 3
+    assert values.item_size({"m": {"M": {"x": {"BOOL": True}}}}) == 1 + 3 + 1 + 1 + 1
+
+
+@pytest.mark.parametrize("av", [{}, {"S": "a", "N": "1"}, {"NULL": False}, {"BOOL": "yes"}, {"SS": []},
+                                {"NS": ["1", "x"]}, {"B": "***"}, {"XX": 1}, {"L": {}}, {"M": []}])
+def test_invalid_values(av):
+    with pytest.raises(ValidationException):
+        values.validate_value(av)
