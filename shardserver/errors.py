@@ -126,3 +126,8 @@ class ServiceUnavailableException(DynamoDBError):
     type_prefix = COYOTE
     status = 503
     retryable = True
+
+
+class IncompleteSignatureException(DynamoDBError):
+    type_name = "IncompleteSignatureException"
+    type_prefix = COYOTE

@@ -97,6 +97,8 @@ class Supervisor:
         config = self.config
         check_data_dir(config)
         check_aio(config)
+        from shardserver.check import raise_nofile_limit
+        raise_nofile_limit()
         self.segments = Fabric.create_segments(config.smp, config.ring_size_in_kb * 1024)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)

@@ -32,7 +32,7 @@ def pin_to_cpu(shard_id: int, cpus: list[int]) -> int | None:
     try:
         os.sched_setaffinity(0, {cpu})
     except OSError as exc:
-        log.warning("shard %d: could not pin to cpu %d: %s", shard_id, cpu, exc)
+        log.warning("could not pin to cpu %d: %s", cpu, exc)
         return None
     return cpu
 
@@ -85,7 +85,7 @@ class Shard:
         fabric = Fabric(shard_id, config.smp, self.segments, loop, service.on_message)
         service.fabric = fabric
         await fabric.start()
-        log.info("shard %d: storage open and commit log replayed in %.2fs", shard_id, time.monotonic() - started)
+        log.info("storage open and commit log replayed in %.2fs", time.monotonic() - started)
 
         self.front = ApiFrontend(service, config, authenticator=_make_authenticator(config),
                                  codec=_codec(config))
@@ -102,10 +102,10 @@ class Shard:
             self.servers.append(await loop.create_server(
                 lambda: MetricsProtocol(service),
                 sock=listen_socket(config.metrics_address, config.prometheus_port)))
-        log.info("shard %d: serving on %s:%d", shard_id, config.alternator_address, config.alternator_port)
+        log.info("serving on %s:%d", config.alternator_address, config.alternator_port)
 
         await self.stop_requested.wait()
-        log.info("shard %d: stopping", shard_id)
+        log.info("stopping")
         for server in self.servers:
             server.close()
         deadline = time.monotonic() + DRAIN_SECONDS
@@ -113,13 +113,13 @@ class Shard:
             await asyncio.sleep(0.02)
         await storage.close()
         await fabric.stop()
-        log.info("shard %d: stopped", shard_id)
+        log.info("stopped")
 
     def _reload_credentials(self) -> None:
         authenticator = getattr(getattr(self, "front", None), "authenticator", None)
         if authenticator is not None and hasattr(authenticator, "reload"):
             authenticator.reload()
-            log.info("shard %d: credentials re-read", self.shard_id)
+            log.info("credentials re-read")
 
 
 def _busy(front) -> bool:
@@ -155,11 +155,11 @@ def run_shard(shard_id: int, config, segments, cpus: list[int]) -> int:
     if not config.overprovisioned:
         cpu = pin_to_cpu(shard_id, cpus)
         if cpu is not None:
-            log.info("shard %d: pinned to cpu %d (pid %d)", shard_id, cpu, os.getpid())
+            log.info("pinned to cpu %d (pid %d)", cpu, os.getpid())
     shard = Shard(shard_id, config, segments, cpus)
     try:
         uvloop.run(shard.run())
     except Exception:
-        log.exception("shard %d: fatal error", shard_id)
+        log.exception("fatal error")
         return 1
     return 0

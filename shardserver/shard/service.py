@@ -130,7 +130,7 @@ class ShardService:
                 self.stats.error(op, error.type_name)
             return wire.error_response(error)
         except Exception:
-            log.exception("shard %d: internal error in %s", self.shard_id, op)
+            log.exception("internal error in %s", op)
             if self.stats is not None:
                 self.stats.error(op, "InternalServerError")
             return wire.error_response(InternalServerError("Internal server error"))
@@ -151,7 +151,7 @@ class ShardService:
                 self.stats.error(op, error.type_name)
             status, body = wire.error_response(error)
         except Exception:
-            log.exception("shard %d: internal error in forwarded %s", self.shard_id, op)
+            log.exception("internal error in forwarded %s", op)
             if self.stats is not None:
                 self.stats.error(op, "InternalServerError")
             status, body = wire.error_response(InternalServerError("Internal server error"))
@@ -251,7 +251,8 @@ class ShardService:
     def metrics_snapshot(self) -> dict:
         extra = {"storage": self.storage.stats() if self.storage else {},
                  "fabric": self.fabric.stats() if self.fabric else {},
-                 "tables": {t.name: self.storage.table_stats(t.table_id) for t in self.catalog.tables.values()}}
+                 "tables": {t.name: dict(zip(("items", "bytes"), self.storage.table_stats(t.table_id)))
+                            for t in self.catalog.tables.values()}}
         if self.stats is None:
             return {"shard": self.shard_id, **extra}
         return self.stats.snapshot(extra)

@@ -48,6 +48,8 @@ KIND_DELETE = 2
 KIND_DROP_TABLE = 3
 FIRST_USER_KIND = 16
 
+FLUSH_RETRY_SECONDS = 1
+
 _INC_TID = struct.Struct("<QH")      # table incarnation, table id length
 _KEYLEN = struct.Struct("<I")
 
@@ -162,6 +164,17 @@ def _write_file_durably(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path))
 
 
+async def _uncancellable(coro):
+    """Run coro to completion even if the caller is cancelled meanwhile (installs must
+    not stop half way between the manifest on disk and the state in memory)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
 class ShardStorage:
     def __init__(self, directory: str, shard_id: int, options: StorageOptions | None = None,
                  log: logging.Logger | None = None):
@@ -195,6 +208,7 @@ class ShardStorage:
         self._flush_task: asyncio.Task | None = None
         self._compaction_task: asyncio.Task | None = None
         self._flush_waiters: list[asyncio.Future] = []
+        self._flush_retry_at = 0.0
         self._replaying = False
         self.replay_hook = None      # callable(kind, payload) for kinds >= FIRST_USER_KIND
 
@@ -553,6 +567,8 @@ class ShardStorage:
     def _maybe_flush(self) -> None:
         if self._closing or not self._open:
             return
+        if self._flush_retry_at and asyncio.get_running_loop().time() < self._flush_retry_at:
+            return   # the last flush failed (disk full?): don't retry on every write
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
 
@@ -580,10 +596,12 @@ class ShardStorage:
                     break
                 await self._flush_table(t)
                 self._wake_flush_waiters()
+            self._flush_retry_at = 0.0
         except Exception as exc:
             self.background_errors_total += 1
-            self.log.error("storage: memtable flush failed: %s (data stays in the commit log; "
-                           "will retry on the next write)", exc)
+            self._flush_retry_at = asyncio.get_running_loop().time() + FLUSH_RETRY_SECONDS
+            self.log.error("storage: memtable flush failed: %s (the data stays in memory and "
+                           "in the commit log; retrying in %d s)", exc, FLUSH_RETRY_SECONDS)
         finally:
             self._wake_flush_waiters()
 
@@ -630,7 +648,7 @@ class ShardStorage:
             generation = t.next_generation
             t.next_generation += 1
             final = os.path.join(t.path, _sstable_name(generation))
-            tmp = final + TMP_SUFFIX
+            tmp = f"{final}.{secrets.token_hex(4)}{TMP_SUFFIX}"
             writer = SSTableWriter(tmp, self.aio, block_size=self.block_size,
                                    bits_per_key=self.options.bloom_bits_per_key)
             loop = asyncio.get_running_loop()
@@ -650,42 +668,48 @@ class ShardStorage:
                 meta = await writer.finish({"generation": generation, "table_id": t.table_id,
                                             "level": 0})
             except asyncio.CancelledError:
-                writer.abort()
+                writer.abort(unlink=not t.dropped)   # a dropped table's directory is gone
                 if t.dropped:
                     return
                 raise
             except BaseException:
-                writer.abort()
+                writer.abort(unlink=not t.dropped)
                 raise
             if t.dropped:
-                os.unlink(tmp)
                 return
-            os.replace(tmp, final)
-            reader = SSTableReader.load(final, self.aio, self.block_cache,
-                                        self._count_checksum_error, self.log)
-            new_sst_items = t.sst_items + m.count_delta
-            new_sst_bytes = t.sst_bytes + m.bytes_delta
-            old_position = t.replay_position
-            t.sstables.insert(0, reader.acquire())
-            t.sst_items, t.sst_bytes = new_sst_items, new_sst_bytes
-            t.replay_position = m.flush_position
-            try:
-                await self._persist_manifest(t)
-            except BaseException:
-                t.sstables.remove(reader)
-                reader.mark_obsolete(unlink=True)
-                reader.release()
-                t.sst_items -= m.count_delta
-                t.sst_bytes -= m.bytes_delta
-                t.replay_position = old_position
-                raise
-            t.frozen.remove(m)
-            t.epoch += 1
-            self._memtable_bytes -= m.memory_bytes
-            self.flushes_total += 1
-            self.flush_bytes_total += meta["file_size"]
+            await _uncancellable(self._install_flushed(t, m, tmp, final, meta))
         self._release_segments()
         self._maybe_compact(t)
+
+    async def _install_flushed(self, t: _Table, m: Memtable, tmp: str, final: str,
+                               meta: dict) -> None:
+        """Rename, open, persist the manifest, swap in memory: all or nothing."""
+        os.replace(tmp, final)
+        reader = SSTableReader.load(final, self.aio, self.block_cache,
+                                    self._count_checksum_error, self.log)
+        new_sst_items = t.sst_items + m.count_delta
+        new_sst_bytes = t.sst_bytes + m.bytes_delta
+        old_position = t.replay_position
+        t.sstables.insert(0, reader.acquire())
+        t.sst_items, t.sst_bytes = new_sst_items, new_sst_bytes
+        t.replay_position = m.flush_position
+        try:
+            await self._persist_manifest(t)
+        except BaseException:
+            # the old manifest may or may not have been replaced: keep the file (an
+            # unlisted file is removed at the next open) and keep serving from memory
+            t.sstables.remove(reader)
+            reader.mark_obsolete(unlink=False)
+            reader.release()
+            t.sst_items -= m.count_delta
+            t.sst_bytes -= m.bytes_delta
+            t.replay_position = old_position
+            raise
+        t.frozen.remove(m)
+        t.epoch += 1
+        self._memtable_bytes -= m.memory_bytes
+        self.flushes_total += 1
+        self.flush_bytes_total += meta["file_size"]
 
     async def _persist_manifest(self, t: _Table) -> None:
         data = orjson.dumps(t.manifest())
@@ -747,7 +771,7 @@ class ShardStorage:
             generation = t.next_generation
             t.next_generation += 1
             final = os.path.join(t.path, _sstable_name(generation))
-            tmp = final + TMP_SUFFIX
+            tmp = f"{final}.{secrets.token_hex(4)}{TMP_SUFFIX}"
             meta, purged, _dropped = await compaction_mod.compact(
                 inputs, older, tmp, self.aio,
                 gc_grace_seconds=self.options.tombstone_gc_grace_seconds,
@@ -755,42 +779,46 @@ class ShardStorage:
                 extra_meta={"generation": generation, "table_id": t.table_id,
                             "level": 1 + max(r.meta.get("level", 0) for r in inputs)})
             async with t.lock:
-                current = t.sstables
-                try:
-                    first = current.index(inputs[0])
-                except ValueError:
-                    first = -1
-                if t.dropped or first < 0 or current[first:first + len(inputs)] != inputs:
-                    if meta is not None:
-                        os.unlink(tmp)
-                    return
-                new_reader = None
-                if meta is not None:
-                    os.replace(tmp, final)
-                    new_reader = SSTableReader.load(final, self.aio, self.block_cache,
-                                                    self._count_checksum_error, self.log).acquire()
-                replacement = [new_reader] if new_reader is not None else []
-                t.sstables = current[:first] + replacement + current[first + len(inputs):]
-                try:
-                    await self._persist_manifest(t)
-                except BaseException:
-                    t.sstables = current
-                    if new_reader is not None:
-                        new_reader.mark_obsolete(unlink=True)
-                        new_reader.release()
-                    raise
-                t.epoch += 1
-                for r in inputs:
-                    r.mark_obsolete(unlink=True)
-                    r.release()           # the table's own reference
-                self.compactions_total += 1
-                self.tombstones_purged_total += purged
-                self.compaction_bytes_in_total += sum(r.file_size for r in inputs)
-                self.compaction_bytes_out_total += meta["file_size"] if meta else 0
+                await _uncancellable(self._install_compacted(t, inputs, tmp, final, meta, purged))
         finally:
             t.compacting = False
             for r in inputs + older:
                 r.release()
+
+    async def _install_compacted(self, t: _Table, inputs: list, tmp: str, final: str,
+                                 meta: dict | None, purged: int) -> None:
+        current = t.sstables
+        try:
+            first = current.index(inputs[0])
+        except ValueError:
+            first = -1
+        if t.dropped or first < 0 or current[first:first + len(inputs)] != inputs:
+            if meta is not None and not t.dropped:
+                os.unlink(tmp)
+            return
+        new_reader = None
+        if meta is not None:
+            os.replace(tmp, final)
+            new_reader = SSTableReader.load(final, self.aio, self.block_cache,
+                                            self._count_checksum_error, self.log).acquire()
+        replacement = [new_reader] if new_reader is not None else []
+        t.sstables = current[:first] + replacement + current[first + len(inputs):]
+        try:
+            await self._persist_manifest(t)
+        except BaseException:
+            t.sstables = current
+            if new_reader is not None:
+                new_reader.mark_obsolete(unlink=False)
+                new_reader.release()
+            raise
+        t.epoch += 1
+        for r in inputs:
+            r.mark_obsolete(unlink=True)
+            r.release()           # the table's own reference
+        self.compactions_total += 1
+        self.tombstones_purged_total += purged
+        self.compaction_bytes_in_total += sum(r.file_size for r in inputs)
+        self.compaction_bytes_out_total += meta["file_size"] if meta else 0
 
     # ================================================================== replay
     def _replay_record(self, kind: int, payload: bytes, position: tuple[int, int]) -> None:

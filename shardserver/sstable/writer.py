@@ -154,7 +154,7 @@ class SSTableWriter:
         meta["file_size"] = self._file_offset
         return meta
 
-    def abort(self) -> None:
+    def abort(self, unlink: bool = True) -> None:
         """Close and remove the partial file (the SSTable never existed)."""
         if not self._closed:
             self._closed = True
@@ -162,7 +162,8 @@ class SSTableWriter:
                 os.close(self.fd)
             except OSError:
                 pass
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if unlink:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
