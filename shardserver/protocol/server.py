@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
+from functools import partial
 
 import orjson
 
@@ -44,8 +45,13 @@ class ApiFrontend:
     async def respond(self, request: Request) -> bytes:
         method = request.method
         request_id = self.next_request_id()
-        if method == b"GET" or method == b"HEAD":
+        if method == b"GET":
             return self._get(request, request_id)
+        if method == b"HEAD":
+            # Same head as GET, no body: a body here would be read as the
+            # start of the next response on a keep-alive connection.
+            response, body_length = self._get(request, request_id, head=True)
+            return response[:len(response) - body_length]
         if method != b"POST":
             return build_response(405, b"", content_type=b"text/plain", keep_alive=request.keep_alive)
         headers = request.headers
@@ -60,6 +66,7 @@ class ApiFrontend:
                 body = self.codec.decode_body(encoding, body)
             op = wire.operation_of(headers.get("x-amz-target"))
         except DynamoDBError as error:
+            self._count_refusal(headers.get("x-amz-target"), error)
             status, payload = wire.error_response(error)
             return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive)
         status, payload = await self.service.handle(op, body)
@@ -72,15 +79,34 @@ class ApiFrontend:
         return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive,
                               content_encoding=content_encoding)
 
-    def _get(self, request: Request, request_id: bytes) -> bytes:
+    def _count_refusal(self, target: str | None, error: DynamoDBError) -> None:
+        """Counts a request refused before it reached the shard service (auth, encoding).
+
+        Operators watch these (a client with a stale key, a scan of the port);
+        the op label is only taken from known operations so that a stranger
+        cannot create series at will.
+        """
+        stats = self.service.stats
+        if stats is None:
+            return
+        op = "unknown"
+        if target and target.startswith(wire.TARGET_PREFIX):
+            name = target[len(wire.TARGET_PREFIX):]
+            if name in self.service.operations:
+                op = name
+        stats.error(op, error.type_name)
+
+    def _get(self, request: Request, request_id: bytes, head: bool = False):
         path = request.path.split(b"?", 1)[0]
         if path == b"/":
-            body, kind = self.health, b"text/plain"
+            body, kind, status = self.health, b"text/plain", 200
         elif path == b"/localnodes":
-            body, kind = orjson.dumps([self.config.alternator_address]), b"application/json"
+            body, kind, status = orjson.dumps([self.config.alternator_address]), b"application/json", 200
         else:
-            return build_response(404, b"Not Found", content_type=b"text/plain", keep_alive=request.keep_alive)
-        return build_response(200, body, content_type=kind, request_id=request_id, keep_alive=request.keep_alive)
+            body, kind, status, request_id = b"Not Found", b"text/plain", 404, b""
+        response = build_response(status, body, content_type=kind, request_id=request_id,
+                                  keep_alive=request.keep_alive)
+        return (response, len(body)) if head else response
 
 
 class ApiProtocol(asyncio.Protocol):
@@ -121,12 +147,11 @@ class ApiProtocol(asyncio.Protocol):
         if not requests:
             return
         self.queue.extend(requests)
-        if not self.busy:
-            self.busy = True
-            asyncio.get_running_loop().create_task(self._drain())
         if len(self.queue) > MAX_PIPELINED and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+        if not self.busy:
+            self._next()
 
     def _fail(self, error: HttpError):
         self.closing = True
@@ -136,31 +161,56 @@ class ApiProtocol(asyncio.Protocol):
             self.transport.write(build_response(error.status, body, keep_alive=False))
         self.transport.close()
 
-    async def _drain(self):
-        front = self.front
-        transport = self.transport
+    # Requests are driven eagerly: a request whose handler never waits (a
+    # GetItem from the memtable, a PutItem in periodic mode) is answered
+    # inside data_received with no Task created; one that waits (a forward
+    # to another shard, a group commit) is resumed by its future's callback.
+    # Responses stay in request order because a connection runs one request
+    # at a time.
+
+    def _next(self) -> None:
+        self.busy = True
+        while self.queue and not self.closing:
+            request = self.queue.popleft()
+            if not self._step(self.front.respond(request), request, None):
+                return      # suspended; _resume continues the queue
+        self.busy = False
+
+    def _step(self, coro, request, _future) -> bool:
+        """Runs ``coro`` until it waits (False) or finishes and is answered (True)."""
         try:
-            while self.queue and not self.closing:
-                request = self.queue.popleft()
-                try:
-                    response = await front.respond(request)
-                except Exception:
-                    log.exception("error answering a request")
-                    status, payload = wire.error_response(Exception())
-                    response = build_response(status, payload, keep_alive=False)
-                    request.keep_alive = False
-                if transport.is_closing():
-                    return
-                transport.write(response)
-                if not request.keep_alive:
-                    self.closing = True
-                    transport.close()
-                    return
-                if self.paused and len(self.queue) <= MAX_PIPELINED // 2:
-                    self.paused = False
-                    transport.resume_reading()
-        finally:
-            self.busy = False
+            waiting = coro.send(None)
+        except StopIteration as done:
+            self._answer(request, done.value)
+            return True
+        except Exception:
+            log.exception("error answering a request")
+            status, payload = wire.error_response(Exception())
+            request.keep_alive = False
+            self._answer(request, build_response(status, payload, keep_alive=False))
+            return True
+        if waiting is None:         # a bare yield (asyncio.sleep(0)): run again soon
+            asyncio.get_running_loop().call_soon(self._resume, coro, request, None)
+        else:
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(partial(self._resume, coro, request))
+        return False
+
+    def _resume(self, coro, request, future) -> None:
+        if self._step(coro, request, future):
+            self._next()
+
+    def _answer(self, request, response: bytes) -> None:
+        transport = self.transport
+        if self.closing or transport.is_closing():
+            return
+        transport.write(response)
+        if not request.keep_alive:
+            self.closing = True
+            transport.close()
+        elif self.paused and len(self.queue) <= MAX_PIPELINED // 2:
+            self.paused = False
+            transport.resume_reading()
 
 
 __all__ = ["ApiFrontend", "ApiProtocol", "UnknownOperationException"]

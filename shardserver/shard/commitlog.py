@@ -19,7 +19,6 @@ import errno
 import logging
 import os
 import struct
-import time
 
 import crc32c
 

@@ -55,7 +55,19 @@ def _condition_function(bound, return_old: bool):
     return check
 
 
+# Every request parameter that prepare() reads; a request with none of them
+# (the common GetItem/PutItem) shares one empty Prepared and costs nothing.
+_EXPRESSION_PARAMETERS = frozenset((
+    "KeyConditionExpression", "KeyConditions", "FilterExpression", "QueryFilter", "ScanFilter",
+    "ProjectionExpression", "AttributesToGet", "ConditionExpression", "Expected", "ConditionalOperator",
+    "UpdateExpression", "AttributeUpdates", "ExpressionAttributeNames", "ExpressionAttributeValues",
+    "ReturnValuesOnConditionCheckFailure"))
+_NOTHING = Prepared()
+
+
 def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepared:
+    if op != "Query" and _EXPRESSION_PARAMETERS.isdisjoint(request):
+        return _NOTHING
     ex.check_legacy_mix(request, op)
     ctx = ex.ExpressionContext(request.get("ExpressionAttributeNames"), request.get("ExpressionAttributeValues"))
     prepared = Prepared()
@@ -82,12 +94,16 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
         legacy = request.get("QueryFilter" if op == "Query" else "ScanFilter")
         bound = None
         if text is not None:
-            bound = ctx.bind_condition(ex.parse_condition(text, "FilterExpression"))
+            parsed = ex.parse_condition(text, "FilterExpression")
+            bound = ctx.bind_condition(parsed)
+            if op == "Query":
+                _reject_key_attributes_in_filter(
+                    "Filter Expression", _top_level_names(parsed.root, ctx), hash_name, range_name)
         elif legacy is not None:
             bound = ex.filter_from_legacy(legacy, request.get("ConditionalOperator"))
-        if bound is not None:
             if op == "Query":
-                _reject_key_attributes_in_filter(bound, request, schema)
+                _reject_key_attributes_in_filter("QueryFilter", set(legacy), hash_name, range_name)
+        if bound is not None:
             test = bound.test
             prepared.filter = lambda item: test(item)
 
@@ -127,16 +143,28 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
     return prepared
 
 
-def _reject_key_attributes_in_filter(bound, request: dict, schema) -> None:
-    """Query filters may not name key attributes (DynamoDB's rule)."""
-    names = getattr(bound, "top_level_names", None)
-    if not names:
-        return
-    keys = set(schema.key_names)
-    for name in names:
-        if name in keys:
-            raise ValidationException("Filter Expression can only contain non-primary key attributes: "
-                                      f"Primary key attribute: {name}")
+def _top_level_names(node, ctx) -> set:
+    """The top-level attribute names a parsed condition refers to (placeholders resolved)."""
+    names = set()
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if node.__class__ is ex.Path:
+            first = node.elements[0]
+            names.add(ctx.names.get(first, first) if first[0] == "#" else first)
+        elif isinstance(node, tuple):
+            stack.extend(node)
+        elif hasattr(node, "__slots__"):
+            stack.extend(getattr(node, slot) for slot in node.__slots__)
+    return names
+
+
+def _reject_key_attributes_in_filter(what: str, names: set, hash_name: str, range_name: str | None) -> None:
+    """Query filters may not name the queried key's attributes (DynamoDB's rule, hash key first)."""
+    for key in (hash_name, range_name):
+        if key is not None and key in names:
+            raise ValidationException(f"{what} can only contain non-primary key attributes: "
+                                      f"Primary key attribute: {key}")
 
 
 # Convenience wrappers used by the single-item operations.

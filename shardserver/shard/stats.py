@@ -32,6 +32,10 @@ LATENCY_BUCKETS = (
 
 PREFIX = "shardserver_"
 
+# Distinct (op, error type) series kept per shard; later ones count under OTHER_OP.
+MAX_ERROR_SERIES = 512
+OTHER_OP = "_other"
+
 try:  # psutil is a dependency, but metrics must not die if it misbehaves.
     import psutil as _psutil
 except ImportError:  # pragma: no cover - psutil is in pyproject
@@ -79,7 +83,14 @@ class ShardStats:
     def error(self, op: str, type_name: str) -> None:
         """Count one error answer of DynamoDB type `type_name` (short name)."""
         key = (op, type_name)
-        self.errors[key] = self.errors.get(key, 0) + 1
+        n = self.errors.get(key)
+        if n is None and len(self.errors) >= MAX_ERROR_SERIES:
+            # The op of an UnknownOperationException is whatever the client
+            # put in X-Amz-Target: without a cap, a stranger could grow this
+            # dict (and every scrape) without bound.
+            key = (OTHER_OP, type_name)
+            n = self.errors.get(key)
+        self.errors[key] = (n or 0) + 1
 
     def connection_opened(self) -> None:
         self.open_connections += 1

@@ -52,9 +52,19 @@ async def _scatter(svc, op: str, parts: dict[int, dict]) -> dict[int, dict | Non
 
 # ------------------------------------------------------------------ BatchWriteItem
 
+def _show(value) -> str:
+    """A request value as DynamoDB quotes it in constraint messages (best effort)."""
+    return orjson.dumps(value).decode()
+
+
 def _parse_write(svc, request: dict):
-    """Validated [(shard, table name, schema, kind, payload, storage key)] of a BatchWriteItem."""
+    """Validated [(shard, table name, schema, kind, payload, storage key, write request)] of a BatchWriteItem."""
     items = _request_items(request)
+    for name, requests in items.items():
+        if isinstance(requests, list) and len(requests) > MAX_WRITES:
+            raise constraint_error([f"Value '{_show(items)}' at 'requestItems' failed to satisfy constraint: "
+                                    "Map value must satisfy constraint: [Member must have length less than or "
+                                    "equal to 25, Member must have length greater than or equal to 1]"])
     total = sum(len(v) if isinstance(v, list) else 0 for v in items.values())
     if total > MAX_WRITES:
         raise ValidationException("Too many items requested for the BatchWriteItem call")
@@ -155,12 +165,16 @@ def _parse_get(svc, request: dict):
         if not keys:
             raise constraint_error([f"Value '[]' at 'requestItems.{name}.member.keys' failed to satisfy "
                                     "constraint: Member must have length greater than or equal to 1"])
+        if len(keys) > MAX_GET_KEYS:
+            raise constraint_error([f"Value '{_show(keys)}' at 'requestItems.{name}.member.keys' failed to "
+                                    "satisfy constraint: Member must have length less than or equal to 100"])
         total += len(keys)
         if total > MAX_GET_KEYS:
             raise ValidationException("Too many items requested for the BatchGetItem call")
         consistent = spec.get("ConsistentRead", False)
         if not isinstance(consistent, bool):
-            raise ValidationException("ConsistentRead must be a boolean")
+            raise ValidationException(f"1 validation error detected: Value at 'requestItems.{name}.member."
+                                      "consistentRead' failed to satisfy constraint: Member must be a boolean")
         projection = svc.prepare_expressions(spec, schema, "BatchGetItem").projection
         seen = set()
         for key in keys:
@@ -193,16 +207,22 @@ async def batch_get_item(svc, request: dict) -> bytes:
     if others:
         pending = asyncio.ensure_future(_scatter(
             svc, "BatchGetItem", {s: {"RequestItems": r, "ReturnConsumedCapacity": mode} for s, r in others.items()}))
+    # Every shard answers at most its share of the 16 MB, so the gathered page stays under it
+    # without the acceptor having to decode what the owners send back.
+    share = MAX_BATCH_GET_BYTES // svc.nshards
     total_bytes = 0
     for shard, name, schema, key, storage_key, projection, consistent in reads:
         if shard != svc.shard_id:
             continue
-        if total_bytes > MAX_BATCH_GET_BYTES:
+        if total_bytes >= share:
             _add_unprocessed(unprocessed, specs, name, key)
             continue
         stored = await svc.storage.get(schema.table_id, storage_key)
         size = 0
         if stored is not None:
+            if total_bytes and total_bytes + len(stored) > share:
+                _add_unprocessed(unprocessed, specs, name, key)
+                continue
             total_bytes += len(stored)
             if projection is None:
                 responses[name].append(orjson.Fragment(stored))
@@ -219,7 +239,7 @@ async def batch_get_item(svc, request: dict) -> bytes:
                         _add_unprocessed(unprocessed, specs, name, key)
                 continue
             for name, items in result.get("Responses", {}).items():
-                responses.setdefault(name, []).extend(orjson.Fragment(orjson.dumps(i)) for i in items)
+                responses.setdefault(name, []).extend(items)
             for name, sub in result.get("UnprocessedKeys", {}).items():
                 for key in sub["Keys"]:
                     _add_unprocessed(unprocessed, specs, name, key)

@@ -2,26 +2,39 @@
 
 A Query runs on the shard owning its partition: the key condition becomes
 one storage-key range, read forwards or backwards.  A Scan walks the shards
-in order (shard 0 first), each from its lowest token up; a parallel-scan
-segment is a slice of the token ring that every shard serves its part of.
-Paging keys are the real primary keys of the last item evaluated, so they
-stay valid across restarts.  Filters and projections run on the shard that
-reads the items; only the page travels back.
+one after the other, each from its lowest token up; a parallel-scan segment
+is a slice of the token ring that every shard serves its part of, and
+segment s starts at shard s mod N so that concurrent segments start on
+different shards.  Paging keys are the real primary keys of the last item
+evaluated, so they stay valid across restarts, and a scan resumed from one
+visits exactly the keys after it in that stable order.  Filters and
+projections run on the shard that reads the items; only the page travels
+back, and items nobody needs to look at are spliced as the stored JSON.
+It never writes, and never decodes an item it does not have to.
 """
 
 from __future__ import annotations
 
 import orjson
 
-from shardserver.errors import ValidationException
+from shardserver.errors import DynamoDBError, ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
-from shardserver.shard.keys import key_attributes, key_of_request
+from shardserver.shard.keys import KEY_MISMATCH, key_attributes, key_of_request
 
 PAGE_BYTES = 1024 * 1024
 MAX_TOTAL_SEGMENTS = 1_000_000
 SCAN_PAGE = b"scan-page"   # fabric verb: one shard's part of a Scan page
+UNBOUNDED = 1 << 62
+
+# route() prepares the expressions to find the owner; a local execute() reuses them.
+_PREPARED = "\0prepared"
+
+INVALID_START_KEY = "The provided starting key is invalid: "
+OUTSIDE_QUERY = "The provided starting key is outside query boundaries based on provided conditions"
+OUTSIDE_RANGE = "The provided starting key does not match the range key predicate"
+OUTSIDE_SEGMENT = "The provided Exclusive start key does not map to the provided segment and total segments"
 
 
 def _successor(prefix: bytes) -> bytes | None:
@@ -32,7 +45,7 @@ def _successor(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
-def partition_range(pk: dict, range_op: str | None, operands: list) -> tuple[bytes, bytes | None]:
+def partition_range(pk: dict, range_op: str | None, operands: list) -> tuple[bytes, bytes]:
     """[start, end) of the storage keys a key condition selects inside one partition."""
     prefix = values.partition_prefix(pk)
     end = prefix[:-1] + b"\x02"           # just past the partition's terminator byte
@@ -52,8 +65,21 @@ def partition_range(pk: dict, range_op: str | None, operands: list) -> tuple[byt
     if range_op == "BETWEEN":
         return encoded[0], encoded[1] + b"\x00"
     if range_op == "BEGINS_WITH":
-        return encoded[0], _successor(encoded[0]) or end
+        return encoded[0], min(_successor(encoded[0]) or end, end)
     raise ValidationException(f"Unsupported key condition operator {range_op}")
+
+
+def start_key_of(schema, exclusive) -> tuple[dict, dict | None]:
+    """(partition key, sort key) of an ExclusiveStartKey, with DynamoDB's messages."""
+    names = {schema.hash_key} if not schema.range_key else {schema.hash_key, schema.range_key}
+    if not isinstance(exclusive, dict) or set(exclusive) != names:
+        raise ValidationException(INVALID_START_KEY + KEY_MISMATCH)
+    for av in exclusive.values():
+        try:
+            values.validate_value(av)
+        except ValidationException as error:
+            raise ValidationException(INVALID_START_KEY + error.message) from None
+    return key_of_request(schema, exclusive)
 
 
 def _limit_of(request: dict) -> int | None:
@@ -66,53 +92,67 @@ def _limit_of(request: dict) -> int | None:
     return limit
 
 
-def _select_of(request: dict, expressions, index_name) -> str:
+def _select_of(request: dict, op: str) -> str:
     select = request.get("Select")
-    has_projection = "ProjectionExpression" in request or "AttributesToGet" in request
+    has_projection = request.get("ProjectionExpression") is not None or request.get("AttributesToGet") is not None
     if select is None:
         return "SPECIFIC_ATTRIBUTES" if has_projection else "ALL_ATTRIBUTES"
     if select not in ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "COUNT"):
         raise constraint_error([f"Value '{select}' at 'select' failed to satisfy constraint: Member must satisfy "
                                 "enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, "
                                 "ALL_PROJECTED_ATTRIBUTES]"])
-    if select == "ALL_PROJECTED_ATTRIBUTES" and index_name is None:
-        raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
+    if select == "ALL_PROJECTED_ATTRIBUTES" and request.get("IndexName") is None:
+        raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName"
+                                  if op == "Query" else
+                                  "ALL_PROJECTED_ATTRIBUTES can be used only when Scanning an index")
+    if select == "SPECIFIC_ATTRIBUTES" and not has_projection:
+        message = "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES"
+        raise ValidationException("1 validation error detected: " + message if op == "Query" else message)
     if has_projection and select != "SPECIFIC_ATTRIBUTES":
-        what = "ProjectionExpression" if "ProjectionExpression" in request else "AttributesToGet"
+        what = "ProjectionExpression" if request.get("ProjectionExpression") is not None else "AttributesToGet"
         raise ValidationException(f"Cannot specify the {what} when choosing to get {select}")
     return select
 
 
-class PageReader:
-    """Evaluates stored items of one page: filter, projection, counting, byte budget."""
+def _consistent_of(request: dict) -> bool:
+    consistent = request.get("ConsistentRead", False)
+    if not isinstance(consistent, bool):
+        raise ValidationException("1 validation error detected: Value at 'consistentRead' failed to satisfy "
+                                  "constraint: Member must be a boolean")
+    return consistent
 
-    def __init__(self, filter_fn, projection_fn, count_only: bool):
-        self.filter_fn = filter_fn
-        self.projection_fn = projection_fn
-        self.count_only = count_only
 
-    def shape(self, pairs: list[tuple[bytes, bytes]]) -> tuple[list, int, dict | None]:
-        """(items as raw JSON bytes or projected dicts, matched count, last evaluated item)."""
-        items = []
-        count = 0
-        last = None
-        filter_fn, projection_fn = self.filter_fn, self.projection_fn
-        for _, raw in pairs:
-            item = None
-            if filter_fn is not None:
-                item = orjson.loads(raw)
-                if not filter_fn(item):
-                    continue
-            count += 1
-            if self.count_only:
-                continue
-            if projection_fn is not None:
-                items.append(projection_fn(item if item is not None else orjson.loads(raw)))
-            else:
-                items.append(raw)
-        if pairs:
-            last = orjson.loads(pairs[-1][1])
-        return items, count, last
+def shape_page(pairs: list[tuple[bytes, bytes]], filter_fn, projection_fn, count_only: bool) -> tuple[list, int]:
+    """(items as JSON bytes, matched count) of the stored pairs one page read.
+
+    Without a filter or projection the stored JSON is the answer: no decode."""
+    if filter_fn is None:
+        if count_only:
+            return [], len(pairs)
+        if projection_fn is None:
+            return [raw for _, raw in pairs], len(pairs)
+        return [orjson.dumps(projection_fn(orjson.loads(raw))) for _, raw in pairs], len(pairs)
+    items = []
+    count = 0
+    for _, raw in pairs:
+        item = orjson.loads(raw)
+        if not filter_fn(item):
+            continue
+        count += 1
+        if not count_only:
+            items.append(raw if projection_fn is None else orjson.dumps(projection_fn(item)))
+    return items, count
+
+
+def _page_bytes(pairs) -> int:
+    return sum(len(raw) for _, raw in pairs)
+
+
+def _items_response(items: list[bytes], tail: dict, count_only: bool) -> bytes:
+    if count_only:
+        return orjson.dumps(tail)
+    # Splice the stored item JSON into the response without decoding it.
+    return b'{"Items":[' + b",".join(items) + b"]," + orjson.dumps(tail)[1:]
 
 
 # ------------------------------------------------------------------ Query
@@ -120,6 +160,7 @@ class PageReader:
 def route_query(svc, request: dict) -> int:
     schema = table_of(svc, request)
     prepared = svc.prepare_expressions(request, schema, "Query")
+    request[_PREPARED] = prepared
     pk, _, _ = prepared.key_condition
     return svc.owner_of(pk)
 
@@ -127,45 +168,44 @@ def route_query(svc, request: dict) -> int:
 @operation("Query", route=route_query)
 async def query(svc, request: dict) -> bytes:
     schema = table_of(svc, request)
-    index_name = request.get("IndexName")
-    prepared = svc.prepare_expressions(request, schema, "Query")
-    if index_name is not None:
-        return await svc.query_index(request, schema, prepared)
-    pk, range_op, operands = prepared.key_condition
+    prepared = request.pop(_PREPARED, None) or svc.prepare_expressions(request, schema, "Query")
     limit = _limit_of(request)
-    select = _select_of(request, prepared, index_name)
+    select = _select_of(request, "Query")
     mode = capacity.requested_mode(request)
+    consistent = _consistent_of(request)
     forward = request.get("ScanIndexForward", True)
     if not isinstance(forward, bool):
-        raise ValidationException("ScanIndexForward must be a boolean")
-    consistent = request.get("ConsistentRead", False)
+        raise ValidationException("1 validation error detected: Value at 'scanIndexForward' failed to satisfy "
+                                  "constraint: Member must be a boolean")
+    if request.get("IndexName") is not None:
+        return await svc.query_index(request, schema, prepared)
+    pk, range_op, operands = prepared.key_condition
     start, end = partition_range(pk, range_op, operands)
     start_exclusive = False
     exclusive = request.get("ExclusiveStartKey")
     if exclusive is not None:
-        start_pk, start_sk = key_of_request(schema, exclusive)
+        start_pk, start_sk = start_key_of(schema, exclusive)
         if values.compare_key(start_pk, pk) != 0:
-            raise ValidationException("The provided starting key is invalid: The provided key element does not "
-                                      "match the schema")
+            raise ValidationException(OUTSIDE_QUERY)
         key = values.encode_key(start_pk, start_sk)
-        if forward and key >= start:
+        if range_op is not None and not start <= key < end:
+            raise ValidationException(OUTSIDE_RANGE)
+        if forward:
             start, start_exclusive = key, True
-        elif not forward and (end is None or key < end):
+        else:
             end = key
     pairs = await svc.storage.scan(schema.table_id, start, end, start_exclusive=start_exclusive,
-                                   reverse=not forward, limit=limit or (1 << 62), max_bytes=PAGE_BYTES)
-    reader = PageReader(prepared.filter, prepared.projection, select == "COUNT")
-    items, count, last = reader.shape(pairs)
-    response = {"Count": count, "ScannedCount": len(pairs)}
-    if select != "COUNT":
-        response["Items"] = [orjson.Fragment(i) if isinstance(i, bytes) else i for i in items]
-    read_bytes = sum(len(v) for _, v in pairs)
+                                   reverse=not forward, limit=limit or UNBOUNDED, max_bytes=PAGE_BYTES)
+    count_only = select == "COUNT"
+    items, count = shape_page(pairs, prepared.filter, prepared.projection, count_only)
+    tail = {"Count": count, "ScannedCount": len(pairs)}
+    read_bytes = _page_bytes(pairs)
     if pairs and ((limit is not None and len(pairs) >= limit) or read_bytes >= PAGE_BYTES):
-        response["LastEvaluatedKey"] = key_attributes(schema, last)
+        tail["LastEvaluatedKey"] = key_attributes(schema, orjson.loads(pairs[-1][1]))
     if mode != "NONE":
-        response["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(read_bytes, bool(consistent)), read=True)
-    return orjson.dumps(response)
+        tail["ConsumedCapacity"] = capacity.consumed(
+            mode, schema.name, capacity.read_units(read_bytes, consistent), read=True)
+    return _items_response(items, tail, count_only)
 
 
 # ------------------------------------------------------------------ Scan
@@ -174,17 +214,27 @@ def _segment_of(request: dict) -> tuple[int, int] | None:
     segment, total = request.get("Segment"), request.get("TotalSegments")
     if segment is None and total is None:
         return None
-    if segment is None or total is None:
-        missing = "Segment" if segment is None else "TotalSegments"
-        present = "TotalSegments" if segment is None else "Segment"
-        raise ValidationException(f"The {missing} parameter is required but was not present in the request "
-                                  f"when parameter {present} is present")
-    if not isinstance(total, int) or isinstance(total, bool) or not 1 <= total <= MAX_TOTAL_SEGMENTS:
-        raise constraint_error([f"Value '{total}' at 'totalSegments' failed to satisfy constraint: Member must "
-                                f"have value {'less than or equal to 1000000' if isinstance(total, int) and total > 1 else 'greater than or equal to 1'}"])
-    if not isinstance(segment, int) or isinstance(segment, bool) or segment < 0:
-        raise constraint_error([f"Value '{segment}' at 'segment' failed to satisfy constraint: Member must have "
-                                "value greater than or equal to 0"])
+    errors = []
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool)
+                              or not 1 <= total <= MAX_TOTAL_SEGMENTS):
+        bound = ("less than or equal to 1000000" if isinstance(total, int) and total > 1
+                 else "greater than or equal to 1")
+        errors.append(f"Value '{total}' at 'totalSegments' failed to satisfy constraint: Member must have "
+                      f"value {bound}")
+    if segment is not None and (not isinstance(segment, int) or isinstance(segment, bool)
+                                or not 0 <= segment <= MAX_TOTAL_SEGMENTS - 1):
+        bound = "less than or equal to 999999" if isinstance(segment, int) and segment > 0 else \
+            "greater than or equal to 0"
+        errors.append(f"Value '{segment}' at 'segment' failed to satisfy constraint: Member must have "
+                      f"value {bound}")
+    if errors:
+        raise constraint_error(errors)
+    if segment is None:
+        raise ValidationException("The Segment parameter is required but was not present in the request when "
+                                  "parameter TotalSegments is present")
+    if total is None:
+        raise ValidationException("The TotalSegments parameter is required but was not present in the request "
+                                  "when Segment parameter is present")
     if segment >= total:
         raise ValidationException(f"The Segment parameter is zero-based and must be less than parameter "
                                   f"TotalSegments: Segment: {segment} is not less than TotalSegments: {total}")
@@ -192,68 +242,77 @@ def _segment_of(request: dict) -> tuple[int, int] | None:
 
 
 def _token_bounds(segment: tuple[int, int] | None) -> tuple[bytes, bytes | None]:
+    """[low, high) storage-key bounds of a segment (token prefixes); high None = end of ring."""
     if segment is None:
         return b"", None
     low, high = routing.segment_bounds(*segment)
     return low.to_bytes(8, "big"), (high.to_bytes(8, "big") if high < (1 << 64) else None)
 
 
+def scan_order(nshards: int, segment: tuple[int, int] | None) -> list[int]:
+    """The shards in the order a scan (or one segment) visits them."""
+    first = segment[0] % nshards if segment is not None else 0
+    return [(first + i) % nshards for i in range(nshards)]
+
+
 @operation("Scan")
 async def scan(svc, request: dict) -> bytes:
     schema = table_of(svc, request)
     index_name = request.get("IndexName")
-    prepared = svc.prepare_expressions(request, schema, "Scan")
+    svc.prepare_expressions(request, schema, "Scan")     # validate everything before any shard reads
     limit = _limit_of(request)
-    select = _select_of(request, prepared, index_name)
+    select = _select_of(request, "Scan")
     mode = capacity.requested_mode(request)
+    consistent = _consistent_of(request)
     segment = _segment_of(request)
     low, high = _token_bounds(segment)
-    shard, start, start_exclusive = 0, low, False
+    order = scan_order(svc.nshards, segment)
+    position, start, start_exclusive = 0, low, False
     exclusive = request.get("ExclusiveStartKey")
     if exclusive is not None:
-        pk, sk = key_of_request(schema, exclusive) if index_name is None else svc.index_start_key(
+        pk, sk = start_key_of(schema, exclusive) if index_name is None else svc.index_start_key(
             request, schema, exclusive)
         key = values.encode_key(pk, sk)
         if key < low or (high is not None and key >= high):
-            raise ValidationException("The provided Exclusive start key does not map to the provided segment "
-                                      "and total segments")
-        shard, start, start_exclusive = svc.owner_of(pk), key, True
-    remaining = limit or (1 << 62)
+            raise ValidationException(OUTSIDE_SEGMENT)
+        position, start, start_exclusive = order.index(svc.owner_of(pk)), key, True
+    count_only = select == "COUNT"
+    remaining = limit or UNBOUNDED
     budget = PAGE_BYTES
     chunks: list[bytes] = []
     count = scanned = read_bytes = 0
     last = None
     stopped_early = False
-    while shard < svc.nshards:
-        part = {"start": start.hex(), "exclusive": start_exclusive, "end": high.hex() if high is not None else None,
-                "limit": remaining, "bytes": budget, "count_only": select == "COUNT",
-                "request": {k: request[k] for k in _PAGE_FIELDS if k in request}}
-        header, _, joined = (await svc.submit_to(shard, SCAN_PAGE, orjson.dumps(part))).partition(b"\0")
-        reply = orjson.loads(header)
+    fields = {k: request[k] for k in _PAGE_FIELDS if k in request}
+    while position < len(order):
+        part = {"start": start.hex(), "exclusive": start_exclusive,
+                "end": high.hex() if high is not None else None,
+                "limit": remaining, "bytes": budget, "count_only": count_only, "request": fields}
+        reply = await svc.submit_to(order[position], SCAN_PAGE, orjson.dumps(part))
+        header, _, joined = reply.partition(b"\0")
+        result = orjson.loads(header)
+        if "error" in result:
+            _raise(result["error"])
         if joined:
             chunks.append(joined)
-        count += reply["count"]
-        scanned += reply["scanned"]
-        read_bytes += reply["bytes"]
-        if reply["last"] is not None:
-            last = reply["last"]
-        remaining -= reply["scanned"]
-        budget -= reply["bytes"]
+        count += result["count"]
+        scanned += result["scanned"]
+        read_bytes += result["bytes"]
+        if result["last"] is not None:
+            last = result["last"]
+        remaining -= result["scanned"]
+        budget -= result["bytes"]
         if remaining <= 0 or budget <= 0:
             stopped_early = True
             break
-        shard, start, start_exclusive = shard + 1, low, False
+        position, start, start_exclusive = position + 1, low, False
     tail = {"Count": count, "ScannedCount": scanned}
     if stopped_early and last is not None:
         tail["LastEvaluatedKey"] = last
     if mode != "NONE":
         tail["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(read_bytes, bool(request.get("ConsistentRead", False))),
-            read=True)
-    if select == "COUNT":
-        return orjson.dumps(tail)
-    # Splice the shards' item JSON into the response without decoding it.
-    return b'{"Items":[' + b",".join(chunks) + b"]," + orjson.dumps(tail)[1:]
+            mode, schema.name, capacity.read_units(read_bytes, consistent), read=True)
+    return _items_response(chunks, tail, count_only)
 
 
 _PAGE_FIELDS = ("FilterExpression", "ProjectionExpression", "ExpressionAttributeNames",
@@ -261,23 +320,34 @@ _PAGE_FIELDS = ("FilterExpression", "ProjectionExpression", "ExpressionAttribute
                 "TableName", "IndexName")
 
 
+def _raise(error: dict) -> None:
+    from shardserver import errors
+    error_class = getattr(errors, error.get("type", ""), None)
+    if isinstance(error_class, type) and issubclass(error_class, DynamoDBError):
+        raise error_class(error.get("message", ""))
+    raise ValidationException(error.get("message", ""))
+
+
 @fabric_verb(SCAN_PAGE)
 async def scan_page(svc, src: int, payload: bytes) -> bytes:
     """One shard's part of a Scan page: header JSON, NUL, the matching items' JSON joined by commas."""
     part = orjson.loads(payload)
     request = part["request"]
-    schema = table_of(svc, request)
-    prepared = svc.prepare_expressions(request, schema, "Scan", check_unused=False)
-    end = bytes.fromhex(part["end"]) if part["end"] is not None else None
+    try:
+        # The table may have been dropped, or not yet be known here, since the acceptor looked.
+        schema = table_of(svc, request)
+        prepared = svc.prepare_expressions(request, schema, "Scan", check_unused=False)
+    except DynamoDBError as error:
+        return orjson.dumps({"error": {"type": type(error).__name__, "message": error.message}}) + b"\0"
     if request.get("IndexName") is not None:
         return await svc.scan_index_page(part, schema, prepared)
+    end = bytes.fromhex(part["end"]) if part["end"] is not None else None
     pairs = await svc.storage.scan(schema.table_id, bytes.fromhex(part["start"]) or None, end,
                                    start_exclusive=part["exclusive"], limit=part["limit"],
                                    max_bytes=part["bytes"])
-    reader = PageReader(prepared.filter, prepared.projection, part["count_only"])
-    items, count, last = reader.shape(pairs)
+    items, count = shape_page(pairs, prepared.filter, prepared.projection, part["count_only"])
     header = orjson.dumps({
-        "count": count, "scanned": len(pairs), "bytes": sum(len(v) for _, v in pairs),
-        "last": key_attributes(schema, last) if last is not None else None,
+        "count": count, "scanned": len(pairs), "bytes": _page_bytes(pairs),
+        "last": key_attributes(schema, orjson.loads(pairs[-1][1])) if pairs else None,
     })
-    return header + b"\0" + b",".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items)
+    return header + b"\0" + b",".join(items)

@@ -1,0 +1,232 @@
+"""SSTables: write/read round trip, point lookups, range cursors, bloom filter quality,
+checksum verification."""
+
+import os
+import random
+
+import pytest
+import uvloop
+
+from shardserver.errors import InternalServerError
+from shardserver.reactor.aio import AIOContext, aio_available_events, aio_events_needed
+from shardserver.sstable import block as block_mod
+from shardserver.sstable.bloom import BloomFilter, key_hashes
+from shardserver.sstable.merge import MergeIterator
+from shardserver.sstable.reader import MISSING, BlockCache, CorruptSSTable, SSTableReader
+from shardserver.sstable.writer import SSTableWriter
+
+
+def run(coro):
+    return uvloop.run(coro)
+
+
+def make_entries(n, seed=1, tomb_every=7):
+    rnd = random.Random(seed)
+    keys = sorted({rnd.randbytes(rnd.randint(1, 24)) for _ in range(n)})
+    out = []
+    for i, k in enumerate(keys):
+        out.append((k, 1700000000 + i if i % tomb_every == 3 else rnd.randbytes(rnd.randint(0, 300))))
+    return out
+
+
+async def write_table(path, entries, aio, block_size=1024):
+    w = SSTableWriter(path, aio, block_size=block_size)
+    for k, v in entries:
+        w.add(k, v)
+        await w.write_pending()
+    return await w.finish({"generation": 1})
+
+
+def test_block_round_trip():
+    b = block_mod.BlockBuilder()
+    ents = [(b"a", b"1"), (b"b", 123), (b"c", b""), (b"d" * 300, b"x" * 1000)]
+    for k, v in ents:
+        b.add(k, v)
+    data = b.finish()
+    assert block_mod.entries(data) == ents
+    for k, v in ents:
+        assert block_mod.find(data, k) == v
+    assert block_mod.find(data, b"bb") is block_mod.MISSING
+    assert block_mod.find(data, b"") is block_mod.MISSING
+
+
+def test_round_trip_get_and_cursors(tmp_path):
+    entries = make_entries(3000)
+    path = str(tmp_path / "t.db")
+
+    async def go():
+        aio = AIOContext(32)
+        await aio.open()
+        meta = await write_table(path, entries, aio)
+        assert meta["entries"] == len(entries)
+        r = SSTableReader.load(path, aio, BlockCache(1 << 20))
+        assert r.nblocks > 10
+        for k, v in entries[::13]:
+            assert r.might_contain(k)
+            assert await r.get(k) == v
+            assert r.get_blocking(k) == v
+        assert await r.get(b"\xff" * 30) is MISSING
+        keys = [k for k, _ in entries]
+        # forward, bounded
+        lo, hi = keys[100], keys[2000]
+        c = r.cursor(lo, True, hi, False, False)
+        got = []
+        while chunk := await c.next_chunk():
+            got += chunk
+        assert got == entries[100:2000]
+        # reverse, exclusive low
+        c = r.cursor(lo, False, hi, True, True)
+        got = []
+        while chunk := await c.next_chunk():
+            got += chunk
+        assert got == list(reversed(entries[101:2001]))
+        # unbounded, both directions
+        for rev in (False, True):
+            c = r.cursor(None, True, None, True, rev)
+            got = []
+            while chunk := await c.next_chunk():
+                got += chunk
+            assert got == (list(reversed(entries)) if rev else entries)
+        r.mark_obsolete(unlink=False)
+        aio.close()
+    run(go())
+
+
+def test_writer_rejects_unsorted(tmp_path):
+    async def go():
+        aio = AIOContext(4)
+        await aio.open()
+        w = SSTableWriter(str(tmp_path / "x.db"), aio)
+        w.add(b"b", b"1")
+        with pytest.raises(ValueError):
+            w.add(b"a", b"1")
+        w.abort()
+        aio.close()
+    run(go())
+    assert not os.path.exists(tmp_path / "x.db")
+
+
+def test_bloom_false_positive_rate():
+    rnd = random.Random(5)
+    present = [rnd.randbytes(16) for _ in range(20000)]
+    bf = BloomFilter.build([key_hashes(k) for k in present], bits_per_key=10)
+    assert all(bf.might_contain(k) for k in present)
+    absent = [rnd.randbytes(17) for _ in range(20000)]
+    fp = sum(bf.might_contain(k) for k in absent) / len(absent)
+    assert fp < 0.02, fp     # theory for 10 bits/key, 7 probes: ~0.8 %
+    bf2 = BloomFilter.from_bytes(bf.to_bytes())
+    assert all(bf2.might_contain(k) for k in present[:500])
+
+
+def test_data_block_bit_flip_is_an_error_not_garbage(tmp_path):
+    entries = [(b"k%05d" % i, b"value%d" % i) for i in range(2000)]
+    path = str(tmp_path / "t.db")
+    errors = []
+
+    async def go():
+        aio = AIOContext(8)
+        await aio.open()
+        await write_table(path, entries, aio)
+        r = SSTableReader.load(path, aio, BlockCache(1 << 20), lambda: errors.append(1))
+        target = 5
+        off = r.offsets[target] + 10
+        r.mark_obsolete(unlink=False)
+        with open(path, "r+b") as f:
+            f.seek(off)
+            b = f.read(1)
+            f.seek(off)
+            f.write(bytes([b[0] ^ 1]))
+        r = SSTableReader.load(path, aio, BlockCache(1 << 20), lambda: errors.append(1))
+        block_keys = [k for k, _ in block_mod.entries(r.read_block_blocking(4))]
+        with pytest.raises(InternalServerError):
+            await r.get(r.last_keys[target])
+        with pytest.raises(InternalServerError):
+            r.get_blocking(r.last_keys[target])
+        c = r.cursor(None, True, None, True, False)
+        with pytest.raises(InternalServerError):
+            while await c.next_chunk():
+                pass
+        assert await r.get(block_keys[0]) is not MISSING   # other blocks still fine
+        r.mark_obsolete(unlink=False)
+        aio.close()
+    run(go())
+    assert len(errors) == 3
+
+
+def test_damaged_footer_refuses_to_open(tmp_path):
+    path = str(tmp_path / "t.db")
+
+    async def go():
+        aio = AIOContext(4)
+        await aio.open()
+        await write_table(path, [(b"a", b"b")], aio)
+        aio.close()
+    run(go())
+    for pos in (-1, -14, -30, -70):     # magic, checksum, index location, bloom location
+        with open(path, "r+b") as f:
+            f.seek(pos, os.SEEK_END)
+            b = f.read(1)
+            f.seek(pos, os.SEEK_END)
+            f.write(bytes([b[0] ^ 0x40]))
+        with pytest.raises(CorruptSSTable):
+            SSTableReader.load(path, None, BlockCache())
+        with open(path, "r+b") as f:
+            f.seek(pos, os.SEEK_END)
+            f.write(b)
+    SSTableReader.load(path, None, BlockCache()).mark_obsolete(unlink=False)
+    with open(path, "r+b") as f:     # a damaged index block is caught by its own checksum
+        f.seek(-80, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-80, os.SEEK_END)
+        f.write(bytes([b[0] ^ 0x40]))
+    with pytest.raises(CorruptSSTable):
+        SSTableReader.load(path, None, BlockCache())
+
+
+def test_merge_newest_wins(tmp_path):
+    class ListSource:
+        def __init__(self, items):
+            self.items = items
+
+        async def next_chunk(self):
+            out, self.items = self.items[:3], self.items[3:]
+            return out
+
+    newer = [(b"a", b"new"), (b"c", 5), (b"e", b"new")]
+    older = [(b"a", b"old"), (b"b", b"old"), (b"c", b"old"), (b"d", b"old"), (b"e", b"old")]
+
+    async def go():
+        m = MergeIterator([ListSource(list(newer)), ListSource(list(older))])
+        fwd = await m.batch(100)
+        m = MergeIterator([ListSource(list(reversed(newer))), ListSource(list(reversed(older)))],
+                          reverse=True)
+        rev = []
+        while b := await m.batch(2):
+            rev += b
+        return fwd, rev
+    fwd, rev = run(go())
+    assert fwd == [(b"a", b"new"), (b"b", b"old"), (b"c", 5), (b"d", b"old"), (b"e", b"new")]
+    assert rev == list(reversed(fwd))
+
+
+def test_aio_helpers_and_fallback(tmp_path):
+    assert aio_events_needed(4, 128) == 512
+    avail = aio_available_events()
+    assert avail is None or avail >= 0
+    path = str(tmp_path / "f")
+
+    async def go(force):
+        aio = AIOContext(8, force_threads=force)
+        await aio.open()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        await aio.write(fd, 0, b"hello world")
+        await aio.fdatasync(fd)
+        data = await aio.read(fd, 6, 5)
+        os.close(fd)
+        mode = aio.mode
+        aio.close()
+        return data, mode
+    data, mode = run(go(True))
+    assert data == b"world" and mode == "threads"
+    data, mode = run(go(False))
+    assert data == b"world" and mode in ("linux-aio", "threads")

@@ -1,0 +1,408 @@
+"""ShardStorage end to end: flushes, compaction, restart, crash (kill -9) recovery, table drops,
+read semantics, scans, exact table stats, disk full, loop responsiveness."""
+
+import asyncio
+import errno
+import os
+import random
+import signal
+import struct
+import time
+
+import pytest
+import uvloop
+
+from shardserver.errors import InternalServerError, ResourceNotFoundException
+from shardserver.shard import commitlog as cl
+from shardserver.shard.storage import ShardStorage, StorageOptions
+
+
+def run(coro):
+    return uvloop.run(coro)
+
+
+def small_opts(**kw):
+    base = dict(memtable_flush_threshold_bytes=100_000, commitlog_segment_size_bytes=64 * 1024,
+                sstable_block_size_in_kb=2, compaction_min_threshold=4,
+                commitlog_sync_batch_window_in_ms=0.0)
+    base.update(kw)
+    return StorageOptions(**base)
+
+
+async def opened(path, opts):
+    s = ShardStorage(str(path), 0, opts)
+    await s.open()
+    return s
+
+
+async def abandon(s):
+    """Simulate a crash after the last sync: no flush, no close of the commit log."""
+    if s.commitlog._periodic_task is not None:
+        s.commitlog._periodic_task.cancel()
+    for task in (s._flush_task, s._compaction_task):
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+    s._closing = True
+    s.aio.close()
+
+
+def value_of(i: int) -> bytes:
+    return (b"value-%d-" % i) * (1 + i % 5)
+
+
+def test_fill_flush_compact_restart(tmp_path):
+    opts = small_opts()
+
+    async def fill():
+        s = await opened(tmp_path, opts)
+        s.create_table("users")
+        s.create_table("other")
+        rnd = random.Random(7)
+        ref = {}
+        for i in range(15000):
+            k = struct.pack(">Q", rnd.randrange(1 << 64)) + b"k%d" % rnd.randrange(6000)
+            if i % 9 == 0 and ref:
+                victim = rnd.choice(list(ref))
+                s.delete("users", victim)
+                del ref[victim]
+            s.put("users", k, value_of(i))
+            ref[k] = value_of(i)
+            if i % 3 == 0:
+                s.put("other", b"o%d" % i, b"x")
+            if i % 500 == 0:
+                await s.sync()
+        await s.sync()
+        st = s.stats()
+        assert st["flushes_total"] >= 5
+        assert st["compactions_total"] >= 1
+        assert s.table_stats("users") == (len(ref), sum(map(len, ref.values())))
+        assert s.table_stats("other") == (5000, 5000)
+        await s.close()
+        return ref
+
+    ref = run(fill())
+
+    async def check():
+        s = await opened(tmp_path, opts)
+        assert s.has_table("users") and s.has_table("other")
+        assert s.table_stats("users") == (len(ref), sum(map(len, ref.values())))
+        assert s.table_stats("other") == (5000, 5000)
+        for k, v in ref.items():
+            assert await s.get("users", k) == v
+        assert await s.get("users", b"\x00nope") is None
+        assert await s.scan("users", None, None) == sorted(ref.items())
+        st = s.stats()
+        assert st["row_cache_misses_total"] > 0
+        # hot keys come from the row cache the second time
+        for k in list(ref)[:100]:
+            await s.get("users", k)
+        assert s.stats()["row_cache_hits_total"] >= 100
+        await s.close()
+    run(check())
+
+
+def test_scan_bounds_limits_and_resume(tmp_path):
+    async def go():
+        s = await opened(tmp_path, small_opts(memtable_flush_threshold_bytes=20_000))
+        s.create_table("t")
+        keys = [b"%05d" % i for i in range(0, 3000, 3)]
+        for k in keys[::2]:
+            s.put("t", k, k * 4)
+        await s.flush()
+        for k in keys[1::2]:
+            s.put("t", k, k * 4)
+        await s.flush()
+        for k in keys[::5]:
+            s.delete("t", k)
+        live = [k for i, k in enumerate(keys) if i % 5]
+        assert s.stats()["sstables_count"] >= 2      # scan merges memtable and SSTables
+        got = await s.scan("t", b"00100", b"00200")
+        assert [k for k, _ in got] == [k for k in live if b"00100" <= k < b"00200"]
+        got = await s.scan("t", b"00102", b"00200", start_exclusive=True)
+        assert [k for k, _ in got] == [k for k in live if b"00102" < k < b"00200"]
+        got = await s.scan("t", b"00100", b"00200", reverse=True)
+        assert [k for k, _ in got] == [k for k in reversed(live) if b"00100" <= k < b"00200"]
+        # paging forward and backward with limit, resuming past the last key
+        for reverse in (False, True):
+            pages, cursor = [], None
+            while True:
+                if reverse:
+                    page = await s.scan("t", None, cursor, reverse=True, limit=97)
+                else:
+                    page = await s.scan("t", cursor, None, start_exclusive=True, limit=97)
+                if not page:
+                    break
+                pages += page
+                cursor = page[-1][0]
+            assert [k for k, _ in pages] == (list(reversed(live)) if reverse else live)
+        # max_bytes: stops once the sum reaches it, the crossing item included
+        got = await s.scan("t", None, None, max_bytes=50)
+        assert sum(len(v) for _, v in got[:-1]) < 50 <= sum(len(v) for _, v in got)
+        assert await s.scan("t", b"5", b"1") == []
+        await s.close()
+    run(go())
+
+
+def test_get_sees_write_landing_during_disk_read(tmp_path):
+    async def go():
+        s = await opened(tmp_path, small_opts())
+        s.create_table("t")
+        s.put("t", b"k", b"old")
+        await s.flush()
+        task = asyncio.ensure_future(s.get("t", b"k"))
+        await asyncio.sleep(0)           # get is now awaiting the SSTable read
+        s.put("t", b"k", b"new")
+        assert await task == b"new"
+        assert await s.get("t", b"k") == b"new"
+        await s.flush()
+        assert await s.get("t", b"k") == b"new"    # row cache was kept coherent
+        s.delete("t", b"k")
+        await s.flush()
+        assert await s.get("t", b"k") is None
+        await s.close()
+    run(go())
+
+
+def test_stats_exact_with_blind_writes_across_restart(tmp_path):
+    opts = small_opts(memtable_flush_threshold_bytes=30_000)
+
+    async def go():
+        s = await opened(tmp_path, opts)
+        s.create_table("t")
+        ref = {}
+        rnd = random.Random(11)
+        for i in range(6000):
+            k = b"%04d" % rnd.randrange(1500)
+            if rnd.random() < 0.3:
+                s.delete("t", k)          # blind: no get() before
+                ref.pop(k, None)
+            else:
+                v = rnd.randbytes(rnd.randint(1, 30))
+                s.put("t", k, v)
+                ref[k] = v
+        await s.sync()
+        expect = (len(ref), sum(map(len, ref.values())))
+        assert s.table_stats("t") == expect
+        await abandon(s)                  # crash: replay must rebuild the same numbers
+        s = await opened(tmp_path, opts)
+        assert s.table_stats("t") == expect
+        await s.compact("t")
+        assert s.table_stats("t") == expect
+        assert await s.scan("t", None, None) == sorted(ref.items())
+        await s.close()
+    run(go())
+
+
+def test_drop_table_is_not_resurrected(tmp_path):
+    opts = small_opts(commitlog_sync="batch")
+
+    async def go():
+        s = await opened(tmp_path, opts)
+        s.create_table("keep")
+        s.create_table("gone")
+        for i in range(3000):
+            s.put("gone", b"%d" % i, b"x" * 20)
+            s.put("keep", b"%d" % i, b"y")
+        await s.sync()
+        s.drop_table("gone")
+        assert not s.has_table("gone")
+        with pytest.raises(ResourceNotFoundException):
+            await s.get("gone", b"1")
+        s.create_table("gone")                 # same id, new incarnation
+        s.put("gone", b"fresh", b"z")
+        await s.sync()
+        await abandon(s)
+        s = await opened(tmp_path, opts)
+        assert await s.scan("gone", None, None) == [(b"fresh", b"z")]
+        assert s.table_stats("gone") == (1, 1)
+        assert s.table_stats("keep") == (3000, 3000)
+        s.drop_table("gone")
+        await s.close()
+        s = await opened(tmp_path, opts)
+        assert not s.has_table("gone")
+        assert sorted(os.listdir(os.path.join(tmp_path, "tables"))) == ["keep"]
+        await s.close()
+    run(go())
+
+
+def test_damaged_commitlog_tail_start_succeeds(tmp_path):
+    opts = small_opts(commitlog_sync="batch", memtable_flush_threshold_bytes=10 << 20)
+
+    async def go(phase):
+        s = await opened(tmp_path, opts)
+        if phase == 0:
+            s.create_table("t")
+            for i in range(100):
+                s.put("t", b"%03d" % i, b"v%d" % i)
+            await s.sync()
+            await abandon(s)
+            return None
+        got = await s.scan("t", None, None)
+        st = s.stats()
+        await s.close()
+        return got, st
+    run(go(0))
+    logdir = os.path.join(tmp_path, "commitlog")
+    (seg,) = [n for n in os.listdir(logdir) if n.endswith(".log")]
+    with open(os.path.join(logdir, seg), "r+b") as f:
+        f.seek(-3, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-3, os.SEEK_END)
+        f.write(bytes([b[0] ^ 0xFF]))
+    got, st = run(go(1))
+    assert [k for k, _ in got] == [b"%03d" % i for i in range(99)]
+    assert st["corrupt_records_total"] == 1
+
+
+def test_disk_full_put_fails_then_recovers(tmp_path, monkeypatch):
+    async def go():
+        s = await opened(tmp_path, small_opts(commitlog_sync="batch"))
+        s.create_table("t")
+        s.put("t", b"a", b"1")
+        await s.sync()
+        real = os.pwrite
+        full = {"on": True}
+
+        def fake(fd, data, off):
+            if full["on"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data, off)
+        monkeypatch.setattr(cl.os, "pwrite", fake)
+        s.put("t", b"b", b"2")
+        with pytest.raises(InternalServerError):
+            await s.sync()
+        with pytest.raises(InternalServerError):
+            s.put("t", b"c", b"3")
+        assert await s.get("t", b"c") is None        # a refused put changed nothing
+        assert s.stats()["commitlog_write_errors_total"] >= 1
+        full["on"] = False
+        s.put("t", b"c", b"3")
+        await s.sync()
+        await abandon(s)
+        s = await opened(tmp_path, small_opts(commitlog_sync="batch"))
+        assert await s.scan("t", None, None) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
+        await s.close()
+    run(go())
+
+
+def test_flush_does_not_stall_the_loop(tmp_path):
+    opts = small_opts(memtable_flush_threshold_bytes=64 << 20, sstable_block_size_in_kb=16)
+
+    async def go():
+        s = await opened(tmp_path, opts)
+        s.create_table("t")
+        for i in range(60000):
+            s.put("t", struct.pack(">Q", i * 2654435761 % (1 << 64)), b"v" * 100)
+        await s.sync()
+        stalls = []
+        done = False
+
+        async def ticker():
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                stalls.append(now - last)
+                last = now
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        await s.flush("t")
+        done = True
+        await tick
+        await s.close()
+        return max(stalls)
+    worst = run(go())
+    assert worst < 0.05, f"loop stalled {worst * 1000:.1f} ms during a flush"
+
+
+# --------------------------------------------------------------------------- kill -9
+
+def _child(path, mode, wfd):
+    async def main():
+        s = ShardStorage(path, 0, small_opts(commitlog_sync=mode, commitlog_sync_period_in_ms=50,
+                                             memtable_flush_threshold_bytes=200_000))
+        await s.open()
+        s.create_table("t")
+        counter = iter(range(1 << 30))
+
+        async def writer():
+            while True:
+                i = next(counter)
+                s.put("t", b"%09d" % i, value_of(i))
+                await s.sync()
+                os.write(wfd, struct.pack("<I", i))
+        await asyncio.gather(*(writer() for _ in range(8)))
+    try:
+        uvloop.run(main())
+    finally:
+        os._exit(1)
+
+
+@pytest.mark.parametrize("mode", ["batch", "periodic"])
+def test_kill_9_loses_no_acknowledged_write(tmp_path, mode):
+    path = str(tmp_path)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        _child(path, mode, wfd)
+    os.close(wfd)
+    acked = set()
+    buf = b""
+    deadline = time.monotonic() + 20
+    try:
+        while len(acked) < 4000 and time.monotonic() < deadline:
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            n = len(buf) // 4
+            acked.update(struct.unpack(f"<{n}I", buf[:4 * n]))
+            buf = buf[4 * n:]
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    while chunk := os.read(rfd, 65536):   # acks already in the pipe when the child died
+        buf += chunk
+    os.close(rfd)
+    n = len(buf) // 4
+    acked.update(struct.unpack(f"<{n}I", buf[:4 * n]))
+    assert len(acked) >= 1000
+
+    async def verify():
+        s = await opened(path, small_opts(commitlog_sync=mode))
+        missing = [i for i in sorted(acked) if await s.get("t", b"%09d" % i) != value_of(i)]
+        items, _ = s.table_stats("t")
+        await s.close()
+        return missing, items
+    missing, items = run(verify())
+    assert missing == []
+    assert items >= len(acked)
+
+
+def test_drop_and_recreate_during_flush(tmp_path):
+    async def go():
+        s = await opened(tmp_path, small_opts(memtable_flush_threshold_bytes=64 << 20))
+        s.create_table("t")
+        for i in range(30000):
+            s.put("t", b"%08d" % i, b"x" * 50)
+        flush = asyncio.ensure_future(s.flush("t"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        s.drop_table("t")
+        s.create_table("t")
+        s.put("t", b"new", b"1")
+        await flush
+        assert await s.scan("t", None, None) == [(b"new", b"1")]
+        assert s.table_stats("t") == (1, 1)
+        await s.close()
+        s = await opened(tmp_path, small_opts())
+        assert await s.scan("t", None, None) == [(b"new", b"1")]
+        assert os.listdir(os.path.join(tmp_path, "tables", "t")) == ["MANIFEST"] or \
+            len(os.listdir(os.path.join(tmp_path, "tables", "t"))) == 2
+        await s.close()
+    run(go())
