@@ -23,6 +23,10 @@ META_FILE = "shardserver.json"
 DATA_FORMAT = 1
 STOP_TIMEOUT_SECONDS = 60.0
 RESTART_BACKOFF_SECONDS = 0.2
+# A shard that dies this soon after starting, this many times in a row, is
+# failing to start (bad file, full disk): stop rather than restart forever.
+EARLY_DEATH_SECONDS = 10.0
+MAX_EARLY_DEATHS = 5
 
 
 class StartupError(Exception):
@@ -52,6 +56,25 @@ def check_data_dir(config) -> None:
             f"data and load it into a fresh data directory.")
 
 
+def check_files(config) -> None:
+    """Credentials and certificates are read once here, so a bad file stops the start cleanly."""
+    if config.alternator_enforce_authorization:
+        from shardserver.protocol import sigv4
+        try:
+            credentials = sigv4.load_credentials(config.alternator_credentials_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot read --alternator-credentials-file: {exc}") from None
+        if not credentials:
+            log.warning("%s holds no credentials: every request will be refused",
+                        config.alternator_credentials_file)
+    if config.alternator_https_port:
+        from shardserver.protocol.tls import make_server_context
+        try:
+            make_server_context(config.alternator_certificate, config.alternator_key)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot use the HTTPS certificate or key: {exc}") from None
+
+
 def check_aio(config) -> None:
     from shardserver.check import aio_check
     ok, message = aio_check(config.smp, config.aio_queue_depth)
@@ -68,6 +91,9 @@ class Supervisor:
         self.config = config
         self.children: dict[int, int] = {}      # shard id -> pid
         self.awaiting_up: dict[int, int] = {}   # restarted shard id -> pid, until its fabric attaches
+        self.started_at: dict[int, float] = {}  # shard id -> monotonic start time
+        self.early_deaths: dict[int, int] = {}  # shard id -> consecutive deaths soon after start
+        self.exit_status = 0
         self.stopping = False
         self.segments = None
         self.cpus = sorted(os.sched_getaffinity(0))
@@ -83,6 +109,7 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(status)
         self.children[shard_id] = pid
+        self.started_at[shard_id] = time.monotonic()
         return pid
 
     def _on_signal(self, signum, frame) -> None:
@@ -95,6 +122,7 @@ class Supervisor:
     def run(self) -> int:
         from shardserver.reactor.smp import Fabric
         config = self.config
+        check_files(config)
         check_data_dir(config)
         check_aio(config)
         from shardserver.check import raise_nofile_limit
@@ -112,7 +140,7 @@ class Supervisor:
             self._stop_children()
             self.segments.unlink()
             log.info("stopped")
-        return 0
+        return self.exit_status
 
     def _watch(self) -> None:
         while not self.stopping:
@@ -129,6 +157,16 @@ class Supervisor:
                 continue
             del self.children[shard_id]
             self.awaiting_up.pop(shard_id, None)
+            if time.monotonic() - self.started_at.get(shard_id, 0.0) < EARLY_DEATH_SECONDS:
+                self.early_deaths[shard_id] = self.early_deaths.get(shard_id, 0) + 1
+            else:
+                self.early_deaths[shard_id] = 1
+            if self.early_deaths[shard_id] >= MAX_EARLY_DEATHS:
+                log.error("shard %d (pid %d) died (%s) %d times right after starting; stopping the server "
+                          "(see the shard's log lines above for the cause)", shard_id, pid,
+                          _describe_status(status), self.early_deaths[shard_id])
+                self.exit_status = 1
+                return
             log.error("shard %d (pid %d) died (%s); restarting it", shard_id, pid, _describe_status(status))
             self._restart(shard_id)
 

@@ -335,7 +335,11 @@ class RingReader:
         return self.ring.ctl[TAIL] != self.head
 
     def drain(self, on_frame) -> int:
-        """Consume everything published; returns bytes consumed (0: nothing new)."""
+        """Consume everything published; returns bytes consumed (0: nothing new).
+
+        ``on_frame`` may raise; the frames before it stay consumed and the
+        rest stay in the ring for the next drain.
+        """
         ring = self.ring
         tail = ring.ctl[TAIL]
         head = start = self.head
@@ -356,6 +360,7 @@ class RingReader:
                     payload = bytes(self._body)
                     self._view.release()
                     self._body = self._view = self._frame = None
+                    self.head = head
                     on_frame(kind, request_id, verb, payload)
                 continue
             if tail - head < FRAME_HEADER_BYTES:
@@ -378,6 +383,9 @@ class RingReader:
             if tail - head >= plen:
                 payload = ring.read_at(head, plen) if plen else b""
                 head += plen
+                # Recorded before the callback: if it raises, this frame is
+                # consumed, not delivered twice.
+                self.head = head
                 on_frame(kind, request_id, verb, payload)
             else:
                 self._body = bytearray(plen)

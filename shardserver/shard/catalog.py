@@ -64,7 +64,9 @@ class TableSchema:
                 return names["HASH"], names.get("RANGE")
         raise ValidationException(f"The table does not have the specified index: {index_name}")
 
-    def description(self, item_count: int = 0, size_bytes: int = 0, status: str = "ACTIVE") -> dict:
+    def description(self, item_count: int = 0, size_bytes: int = 0, status: str = "ACTIVE",
+                    index_stats: dict | None = None) -> dict:
+        """DescribeTable's TableDescription; ``index_stats`` maps index name -> (item count, bytes)."""
         description = {
             "TableName": self.name,
             "TableId": self.table_id,
@@ -88,6 +90,15 @@ class TableSchema:
         }
         if self.stream_specification and self.stream_specification.get("StreamEnabled"):
             description["StreamSpecification"] = self.stream_specification
+        if self.local_indexes or self.global_indexes:
+            from shardserver.shard.indexes import describe_index
+            stats = index_stats or {}
+            if self.local_indexes:
+                description["LocalSecondaryIndexes"] = [
+                    describe_index(self, i, False, stats.get(i["IndexName"])) for i in self.local_indexes]
+            if self.global_indexes:
+                description["GlobalSecondaryIndexes"] = [
+                    describe_index(self, i, True, stats.get(i["IndexName"])) for i in self.global_indexes]
         return description
 
     def to_json(self) -> dict:

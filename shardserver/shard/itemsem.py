@@ -9,6 +9,10 @@ is read, so a bad request never touches data.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
+import orjson
+
 from shardserver.errors import ConditionalCheckFailedException, ValidationException
 from shardserver.shard import expressions as ex
 
@@ -64,10 +68,41 @@ _EXPRESSION_PARAMETERS = frozenset((
     "ReturnValuesOnConditionCheckFailure"))
 _NOTHING = Prepared()
 
+# Bound-request cache for the single-item operations: an application sends
+# the same expressions with the same placeholders again and again (counters,
+# conditional puts), so the whole validated, bound Prepared is kept, keyed by
+# the exact text of every expression parameter and the key schema.  Only
+# successful, small requests are cached; a Prepared is never mutated after
+# prepare() returns it, so sharing it between requests is safe.
+_CACHED_OPERATIONS = frozenset(("GetItem", "PutItem", "DeleteItem", "UpdateItem"))
+_CACHE_PARAMETERS = tuple(sorted(_EXPRESSION_PARAMETERS))
+_CACHE_SIZE = 512
+_CACHE_MAX_KEY_BYTES = 2048
+_cache: OrderedDict = OrderedDict()
+
 
 def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepared:
     if op != "Query" and _EXPRESSION_PARAMETERS.isdisjoint(request):
         return _NOTHING
+    if op not in _CACHED_OPERATIONS or not check_unused:
+        return _prepare(request, schema, op, check_unused)
+    try:
+        key = orjson.dumps((op, schema.key_names, [request.get(p) for p in _CACHE_PARAMETERS]))
+    except TypeError:               # not JSON-shaped: let validation report it
+        return _prepare(request, schema, op, check_unused)
+    prepared = _cache.get(key)
+    if prepared is not None:
+        _cache.move_to_end(key)
+        return prepared
+    prepared = _prepare(request, schema, op, check_unused)
+    if len(key) <= _CACHE_MAX_KEY_BYTES:
+        _cache[key] = prepared
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return prepared
+
+
+def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
     ex.check_legacy_mix(request, op)
     ctx = ex.ExpressionContext(request.get("ExpressionAttributeNames"), request.get("ExpressionAttributeValues"))
     prepared = Prepared()
@@ -133,10 +168,15 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
 
     if op == "UpdateItem":
         text = _text(request, "UpdateExpression")
+        key_names = set(schema.key_names)
         if text is not None:
             prepared.update = ctx.bind_update(ex.parse_update(text))
+            # Rejected before the item is read, so a failing condition never hides it.
+            ex.check_key_updates(prepared.update, key_names)
         elif request.get("AttributeUpdates") is not None:
             prepared.legacy_updates = request["AttributeUpdates"]
+            # A dry run on an empty item runs every check that needs no item.
+            ex.apply_attribute_updates(prepared.legacy_updates, None, key_names)
 
     if check_unused:
         ctx.check_all_used()

@@ -83,7 +83,7 @@ class Shard:
         service = ShardService(shard_id, config.smp, config, storage, stats)
         service.load_catalog()
         self.service = service
-        fabric = Fabric(shard_id, config.smp, self.segments, loop, service.on_message)
+        fabric = Fabric(shard_id, config.smp, self.segments, loop, service.on_message, idle_poll_us=0)
         service.fabric = fabric
         await fabric.start()
         # Everything allocated so far lives as long as the shard: keep the
@@ -126,7 +126,6 @@ class Shard:
         authenticator = getattr(getattr(self, "front", None), "authenticator", None)
         if authenticator is not None and hasattr(authenticator, "reload"):
             authenticator.reload()
-            log.info("credentials re-read")
 
 
 def _busy(front) -> bool:

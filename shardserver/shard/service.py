@@ -20,7 +20,7 @@ from shardserver.errors import (DynamoDBError, InternalServerError, ResourceInUs
                                 ResourceNotFoundException, ServiceUnavailableException,
                                 UnknownOperationException, ValidationException)
 from shardserver.protocol import wire
-from shardserver.shard import itemsem, routing
+from shardserver.shard import indexes, itemsem, routing
 from shardserver.shard.catalog import Catalog, TableSchema
 from shardserver.shard.executor import FABRIC_VERBS, load_all
 
@@ -56,11 +56,13 @@ class ShardService:
 
     def _reconcile_storage(self) -> None:
         live = {t.table_id for t in self.catalog.tables.values()}
+        live |= indexes.storage_table_ids(self)
         for table_id in live:
             self.storage.create_table(table_id)
         for table_id in list(self.storage.table_ids()):
             if table_id not in live:
                 self.storage.drop_table(table_id)
+        indexes.catalog_changed(self)
 
     # ------------------------------------------------------------ routing
 
@@ -205,6 +207,9 @@ class ShardService:
             elif kind == b"replace":
                 schema = TableSchema.from_json(orjson.loads(data))
                 tables[schema.name] = schema
+            elif kind == b"update":
+                from shardserver.shard.executor import update_table
+                update_table.apply_catalog_change(tables, orjson.loads(data))
             else:
                 raise ValidationException(f"unknown catalog change {kind!r}")
         except DynamoDBError as error:
@@ -228,23 +233,29 @@ class ShardService:
 
     def prepare_expressions(self, request: dict, schema, op: str, check_unused: bool = True):
         """The request's expressions, validated and bound (see ``itemsem.prepare``)."""
-        return itemsem.prepare(request, schema, op, check_unused)
+        prepared = itemsem.prepare(request, schema, op, check_unused)
+        if op in ("Query", "Scan") and request.get("IndexName") is not None:
+            # On the acceptor, so a bad index request fails before any shard is asked.
+            indexes.check_request(request, schema, op)
+        return prepared
 
     async def query_index(self, request: dict, schema, prepared) -> bytes:
-        raise ValidationException(f"The table does not have the specified index: {request.get('IndexName')}")
+        return await indexes.query_index(self, request, schema, prepared)
 
     async def scan_index_page(self, part: dict, schema, prepared) -> bytes:
-        raise ValidationException(f"The table does not have the specified index: {part['request'].get('IndexName')}")
+        return await indexes.scan_index_page(self, part, schema, prepared)
 
     def index_start_key(self, request: dict, schema, exclusive: dict):
-        raise ValidationException(f"The table does not have the specified index: {request.get('IndexName')}")
+        return indexes.index_start_key(self, request, schema, exclusive)
 
     def needs_old_image(self, schema) -> bool:
         """Whether writes must read the old item (indexes, streams)."""
-        return False
+        return bool(schema.local_indexes or schema.global_indexes)
 
     def after_write(self, schema, key: bytes, old: dict | None, new: dict | None) -> None:
-        """Index and stream maintenance after a write was applied (extended by the index code)."""
+        """Index and stream maintenance after a write was applied (same step, nothing awaited)."""
+        if schema.local_indexes or schema.global_indexes:
+            indexes.after_write(self, schema, key, old, new)
 
     # ------------------------------------------------------------ metrics
 

@@ -710,6 +710,8 @@ class ShardStorage:
         self._memtable_bytes -= m.memory_bytes
         self.flushes_total += 1
         self.flush_bytes_total += meta["file_size"]
+        self.log.info("storage: flushed a memtable of table %s to %s (%d bytes, %d SSTables now)",
+                      t.table_id, os.path.basename(reader.path), meta["file_size"], len(t.sstables))
 
     async def _persist_manifest(self, t: _Table) -> None:
         data = orjson.dumps(t.manifest())
@@ -816,6 +818,10 @@ class ShardStorage:
             r.mark_obsolete(unlink=True)
             r.release()           # the table's own reference
         self.compactions_total += 1
+        self.log.info("storage: compacted %d SSTables of table %s into %s (%d bytes in, %d out, "
+                      "%d tombstones purged)", len(inputs), t.table_id,
+                      os.path.basename(new_reader.path) if new_reader is not None else "nothing",
+                      sum(r.file_size for r in inputs), meta["file_size"] if meta else 0, purged)
         self.tombstones_purged_total += purged
         self.compaction_bytes_in_total += sum(r.file_size for r in inputs)
         self.compaction_bytes_out_total += meta["file_size"] if meta else 0

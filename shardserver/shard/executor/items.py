@@ -41,7 +41,8 @@ def return_values(request: dict, allowed: tuple[str, ...]) -> str:
             f"1 validation error detected: Value '{value}' at 'returnValues' failed to satisfy constraint: "
             f"Member must satisfy enum value set: {RETURN_VALUES_ENUM}")
     if value not in allowed:
-        raise ValidationException("ReturnValues can only be " + " or ".join(allowed) + " for this operation")
+        # Only PutItem and DeleteItem restrict the enum; DynamoDB's wording lists ALL_OLD first.
+        raise ValidationException("ReturnValues can only be ALL_OLD or NONE")
     return value
 
 

@@ -158,17 +158,17 @@ def schema_from_create_request(request: dict) -> TableSchema:
     types = _parse_attribute_definitions(request.get("AttributeDefinitions"))
     mode, read, write = _parse_billing(request)
     key_names = [hash_key] + ([range_key] if range_key else [])
-    used = set(key_names)
-    for index_field in ("LocalSecondaryIndexes", "GlobalSecondaryIndexes"):
-        for index in request.get(index_field) or []:
-            for element in index.get("KeySchema") or []:
-                if isinstance(element, dict) and isinstance(element.get("AttributeName"), str):
-                    used.add(element["AttributeName"])
     missing = [n for n in key_names if n not in types]
     if missing:
         raise ValidationException(
             "One or more parameter values were invalid: Some index key attributes are not defined in "
             f"AttributeDefinitions. Keys: [{', '.join(missing)}], AttributeDefinitions: [{', '.join(types)}]")
+    from shardserver.shard import indexes
+    local_indexes, global_indexes = indexes.parse_create_indexes(request, hash_key, range_key, types,
+                                                                 mode, read, write)
+    used = set(key_names)
+    for index in local_indexes + global_indexes:
+        used.update(element["AttributeName"] for element in index["KeySchema"])
     if set(types) != used:
         raise ValidationException(
             "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly "
@@ -180,8 +180,8 @@ def schema_from_create_request(request: dict) -> TableSchema:
         range_key=range_key, range_type=types[range_key] if range_key else None,
         attribute_definitions=[{"AttributeName": n, "AttributeType": t} for n, t in types.items()],
         creation_time=now(), billing_mode=mode, read_capacity=read, write_capacity=write,
-        local_indexes=list(request.get("LocalSecondaryIndexes") or []),
-        global_indexes=list(request.get("GlobalSecondaryIndexes") or []),
+        local_indexes=local_indexes,
+        global_indexes=global_indexes,
         stream_specification=stream if isinstance(stream, dict) else None,
         tags=list(request.get("Tags") or []),
     )
@@ -191,7 +191,11 @@ def schema_from_create_request(request: dict) -> TableSchema:
 
 async def describe(svc, schema: TableSchema, status: str = "ACTIVE") -> dict:
     count, size = await svc.table_totals(schema)
-    return schema.description(count, size, status)
+    index_stats = None
+    if schema.local_indexes or schema.global_indexes:
+        from shardserver.shard import indexes
+        index_stats = await indexes.index_totals(svc, schema)
+    return schema.description(count, size, status, index_stats)
 
 
 @operation("CreateTable")

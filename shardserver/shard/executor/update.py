@@ -38,12 +38,14 @@ async def update_item(svc, request: dict) -> bytes:
     prepared.check_condition(old)
     base = old if old is not None else {name: key_av[name] for name in schema.key_names}
     if prepared.update is not None:
-        new, touched = ex.apply_update(prepared.update, base, None, key_names)
+        # The stored JSON is longer than the item's DynamoDB size: a cheap bound for the 400 KB check.
+        new, touched = ex.apply_update(prepared.update, base, None, key_names,
+                                       len(stored) if stored is not None else None)
     elif prepared.legacy_updates is not None:
         new, touched = ex.apply_attribute_updates(prepared.legacy_updates, base, key_names)
     else:
         new, touched = base, set()
-    size = values.check_item_size(new)
+    # apply_update / apply_attribute_updates already enforced the 400 KB limit on the result.
     svc.storage.put(table_id, key, orjson.dumps(new))
     svc.after_write(schema, key, old, new)
     await svc.storage.sync()
@@ -60,8 +62,8 @@ async def update_item(svc, request: dict) -> bytes:
             fields["Attributes"] = attributes
     if mode != "NONE":
         old_size = values.item_size(old) if old else 0
-        fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name,
-                                                       capacity.write_units(max(size, old_size)), read=False)
+        fields["ConsumedCapacity"] = capacity.consumed(
+            mode, schema.name, capacity.write_units(max(values.item_size(new), old_size)), read=False)
     return response(fields)
 
 

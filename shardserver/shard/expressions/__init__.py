@@ -36,6 +36,7 @@ Public API
     key_conditions_parts(key_conditions, hash_name, range_name, key_types=None)  (legacy)
     evaluate_condition(cond, item | None, ctx=None) -> bool
     apply_update(upd, item | None, ctx, key_names) -> (new_item, touched_top_level_names)
+    check_key_updates(bound_update, key_names) -> None   (the key-attribute check alone, before any read)
     updated_values(old, new, upd, ctx, "UPDATED_OLD" | "UPDATED_NEW") -> dict
     project(item, paths, ctx=None) -> dict
     expected_to_condition(expected, conditional_operator=None) -> BoundCondition
@@ -58,7 +59,8 @@ from shardserver.shard.expressions.parser import (
     cache_info, parse_condition, parse_key_condition, parse_projection, parse_update)
 from shardserver.shard.expressions.projection import BoundProjection, bind_projection, project
 from shardserver.shard.expressions.reserved import RESERVED_WORDS, is_reserved
-from shardserver.shard.expressions.update import BoundUpdate, apply_update, bind_update, updated_values
+from shardserver.shard.expressions.update import (
+    BoundUpdate, apply_update, bind_update, check_key_updates, updated_values)
 
 
 class ExpressionContext(_BaseContext):
@@ -83,7 +85,7 @@ class ExpressionContext(_BaseContext):
 __all__ = [
     "BoundCondition", "BoundProjection", "BoundUpdate", "Condition", "ExpressionContext", "Path",
     "ProjectionExpr", "RESERVED_WORDS", "UpdateExpr", "apply_attribute_updates", "apply_update",
-    "attributes_to_get_projection", "cache_info", "check_legacy_mix", "evaluate_condition",
+    "attributes_to_get_projection", "cache_info", "check_key_updates", "check_legacy_mix", "evaluate_condition",
     "expected_to_condition", "filter_from_legacy", "is_reserved", "key_condition_parts",
     "key_conditions_parts", "parse_condition", "parse_key_condition", "parse_projection", "parse_update",
     "project", "updated_values",

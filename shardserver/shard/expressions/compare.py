@@ -10,9 +10,11 @@ never format wire errors.
 
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal
 
-from shardserver.shard.values import binary_of
+from shardserver.errors import ValidationException
+from shardserver.shard.values import OVERFLOW, UNDERFLOW, binary_of, normalize_number
 
 SCALARS = frozenset(("S", "N", "B"))
 SET_TYPES = frozenset(("SS", "NS", "BS"))
@@ -51,6 +53,29 @@ def av_equal(a: dict, b: dict) -> bool:
     if ka == "M":
         return va.keys() == vb.keys() and all(av_equal(v, vb[k]) for k, v in va.items())
     return False
+
+
+# Wide enough that any sum of two valid numbers (exponents -130..125, 38
+# digits) is exact, so an inexact result can be detected instead of rounded.
+_EXACT = decimal.Context(prec=300, Emax=999999, Emin=-999999, traps=[])
+
+
+def add_numbers(a: str, b: str, subtract: bool = False) -> str:
+    """a + b (or a - b) of two normalized numbers, as DynamoDB's SET +/- and
+    ADD compute it: exact, or rejected.  A result that needs more than 38
+    significant digits is not rounded; DynamoDB reports it (oddly) with its
+    overflow message, e.g. 1e50 + 1."""
+    x, y = Decimal(a), Decimal(b)
+    result = _EXACT.subtract(x, y) if subtract else _EXACT.add(x, y)
+    if not result:
+        return "0"
+    result = result.normalize(_EXACT)
+    exponent = result.adjusted()
+    if exponent > 125 or len(result.as_tuple().digits) > 38:
+        raise ValidationException(OVERFLOW)
+    if exponent < -130:
+        raise ValidationException(UNDERFLOW)
+    return normalize_number(str(result))
 
 
 def scalar_key(av: dict):

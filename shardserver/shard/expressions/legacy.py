@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from shardserver.errors import ValidationException
 from shardserver.shard.expressions.compare import (
-    SET_TYPES, av_equal, begins_with, compare_scalars, contains, kind_of, set_difference, set_union)
+    SET_TYPES, add_numbers, av_equal, begins_with, compare_scalars, contains, kind_of, set_difference, set_union)
 from shardserver.shard.expressions.conditions import BoundCondition
 from shardserver.shard.expressions.projection import BoundProjection
-from shardserver.shard.values import MAX_ITEM_SIZE, add_numbers, item_size, validate_value
+from shardserver.shard.values import MAX_ITEM_SIZE, item_size, validate_value
 
 _INVALID = "One or more parameter values were invalid: "
+_TYPE_MISMATCH = "Type mismatch for attribute to update"
 _ARGUMENTS = {"EQ": 1, "NE": 1, "LE": 1, "LT": 1, "GE": 1, "GT": 1, "NOT_NULL": 0, "NULL": 0,
               "CONTAINS": 1, "NOT_CONTAINS": 1, "BEGINS_WITH": 1, "IN": None, "BETWEEN": 2}
 _ORDER = {"LT": (-1,), "LE": (-1, 0), "GT": (1,), "GE": (1, 0)}
@@ -30,22 +31,42 @@ NON_EXPRESSION = ("AttributesToGet", "AttributeUpdates", "ConditionalOperator", 
 EXPRESSION = ("ConditionExpression", "FilterExpression", "KeyConditionExpression",
               "ProjectionExpression", "UpdateExpression")
 
+# Per operation, the expression and non-expression parameters DynamoDB
+# checks, in the order its messages list them.
+_PARAMETERS = {
+    "PutItem": (("ConditionExpression",), ("Expected",)),
+    "DeleteItem": (("ConditionExpression",), ("Expected",)),
+    "UpdateItem": (("UpdateExpression", "ConditionExpression"), ("AttributeUpdates", "Expected")),
+    "GetItem": (("ProjectionExpression",), ("AttributesToGet",)),
+    "Query": (("ProjectionExpression", "FilterExpression", "KeyConditionExpression"),
+              ("AttributesToGet", "QueryFilter", "ConditionalOperator", "KeyConditions")),
+    "Scan": (("ProjectionExpression", "FilterExpression"), ("AttributesToGet", "ScanFilter", "ConditionalOperator")),
+}
+
 
 def check_legacy_mix(request: dict, op: str = "") -> None:
     """Rejects requests mixing legacy and expression parameters, and
     placeholder maps given without any expression."""
-    legacy = [p for p in NON_EXPRESSION if request.get(p) is not None]
-    modern = [p for p in EXPRESSION if request.get(p) is not None]
-    if legacy and modern:
-        raise ValidationException(
-            "Can not use both expression and non-expression parameters in the same request: "
-            "Non-expression parameters: {" + ", ".join(legacy) + "} "
-            "Expression parameters: {" + ", ".join(modern) + "}")
-    if not modern:
-        if request.get("ExpressionAttributeNames") is not None:
-            raise ValidationException("ExpressionAttributeNames can only be specified when using expressions")
-        if request.get("ExpressionAttributeValues") is not None:
-            raise ValidationException("ExpressionAttributeValues can only be specified when using expressions")
+    expression, non_expression = _PARAMETERS.get(op, (EXPRESSION, NON_EXPRESSION))
+    modern = [p for p in expression if request.get(p) is not None]
+    if modern:
+        if request.get("KeyConditions") is not None and request.get("KeyConditionExpression") is None:
+            # DynamoDB lets legacy KeyConditions go with a FilterExpression or ProjectionExpression.
+            non_expression = tuple(p for p in non_expression if p != "KeyConditions")
+        legacy = [p for p in non_expression if request.get(p) is not None]
+        if legacy:
+            raise ValidationException(
+                "Can not use both expression and non-expression parameters in the same request: "
+                "Non-expression parameters: {" + ", ".join(legacy) + "} "
+                "Expression parameters: {" + ", ".join(modern) + "}")
+    elif request.get("ExpressionAttributeNames") is not None:
+        raise ValidationException("ExpressionAttributeNames can only be specified when using expressions")
+    value_expressions = [p for p in expression if p != "ProjectionExpression"]
+    if (value_expressions and request.get("ExpressionAttributeValues") is not None
+            and all(request.get(p) is None for p in value_expressions)):
+        raise ValidationException("ExpressionAttributeValues can only be specified when using expressions: "
+                                  + " and ".join(value_expressions)
+                                  + (" are null" if len(value_expressions) > 1 else " is null"))
 
 
 def _validated(values: list) -> list:
@@ -66,21 +87,18 @@ def _comparison(name: str, operator, values) -> callable:
     if (count is None and not values) or (count is not None and len(values) != count):
         raise ValidationException(f"{_INVALID}Invalid number of argument(s) for the {operator} ComparisonOperator")
     _validated(values)
+    # DynamoDB's order of checks: argument count, one type for all, the type allowed for the operator.
+    if len({kind_of(av) for av in values}) > 1:
+        raise ValidationException(f"{_INVALID}AttributeValues inside AttributeValueList must be of same type")
     if operator in _SCALAR_ONLY:
         for av in values:
             kind = kind_of(av)
             if kind not in ("S", "N", "B") or (operator == "BEGINS_WITH" and kind == "N"):
                 raise ValidationException(f"{_INVALID}ComparisonOperator {operator} is not valid for {kind} "
                                           "AttributeValue type")
-    if operator == "IN" and len({kind_of(av) for av in values}) > 1:
-        raise ValidationException(f"{_INVALID}AttributeValues inside AttributeValueList must be of same type")
-    if operator == "BETWEEN":
-        low, high = values
-        if kind_of(low) != kind_of(high):
-            raise ValidationException(f"{_INVALID}AttributeValues inside AttributeValueList must be of same type")
-        if compare_scalars(low, high) > 0:
-            raise ValidationException(f"{_INVALID}The BETWEEN condition was provided a range where the lower "
-                                      "bound is greater than the upper bound")
+    if operator == "BETWEEN" and compare_scalars(values[0], values[1]) > 0:
+        raise ValidationException("The BETWEEN condition was provided a range where the lower bound is greater "
+                                  "than the upper bound")
     arg = values[0] if values else None
     if operator == "EQ":
         return lambda item: (v := item.get(name)) is not None and av_equal(v, arg)
@@ -229,8 +247,7 @@ def apply_attribute_updates(attribute_updates: dict, item: dict | None, key_name
                 raise ValidationException(f"{_INVALID}DELETE action with value is not supported for the type {kind}")
             elif current is not None:
                 if kind_of(current) != kind:
-                    raise ValidationException(f"{_INVALID}Type mismatch for DELETE; operator type: {kind_of(current)}, "
-                                              f"argument type: {kind}")
+                    raise ValidationException(_TYPE_MISMATCH)
                 rest = set_difference(kind, current[kind], value[kind])
                 if rest:
                     new[name] = {kind: rest}
@@ -242,8 +259,7 @@ def apply_attribute_updates(attribute_updates: dict, item: dict | None, key_name
             if current is None:
                 new[name] = value
             elif kind_of(current) != kind:
-                raise ValidationException(f"{_INVALID}Type mismatch for ADD; operator type: {kind_of(current)}, "
-                                          f"argument type: {kind}")
+                raise ValidationException(_TYPE_MISMATCH)
             elif kind == "N":
                 new[name] = {"N": add_numbers(current["N"], value["N"])}
             elif kind == "L":

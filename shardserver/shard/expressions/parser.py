@@ -193,9 +193,10 @@ class _Parser:
                 self.pos += 1
                 options.append(self.operand())
             self.expect(")")
-            if len(options) + 1 > MAX_IN_OPERANDS:
+            # DynamoDB counts (and limits to 100) the values in the list, not the left operand.
+            if len(options) > MAX_IN_OPERANDS:
                 raise invalid(self.kind, "The IN operator is provided with too many operands; "
-                                         f"number of operands: {len(options) + 1}")
+                                         f"number of operands: {len(options)}")
             return ast.In(left, tuple(options))
         if isinstance(left, ast.Call):
             return ast.FunctionCondition(left)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from shardserver.errors import ValidationException
 from shardserver.shard.expressions import ast
-from shardserver.shard.expressions.compare import SET_TYPES, kind_of, set_difference, set_union
+from shardserver.shard.expressions.compare import SET_TYPES, add_numbers, kind_of, set_difference, set_union
 from shardserver.shard.expressions.conditions import check_function, operand_type_error, path_getter
 from shardserver.shard.expressions.parser import invalid
 from shardserver.shard.expressions.paths import check_paths
 from shardserver.shard.expressions.projection import build_tree, project_tree
-from shardserver.shard.values import MAX_ITEM_SIZE, add_numbers, item_size
+from shardserver.shard.values import MAX_ITEM_SIZE, item_size, value_size
 
 KIND = "UpdateExpression"
 _SET_FUNCTIONS = frozenset(("if_not_exists", "list_append"))
@@ -253,11 +253,31 @@ def _apply_nested(new: dict, nested: list, item_missing: bool) -> None:
             del container[index]
 
 
-def run_update(bound: BoundUpdate, item: dict | None, key_names) -> dict:
+def check_key_updates(bound: BoundUpdate, key_names) -> None:
+    """DynamoDB's error for an update of a key attribute (or of a path inside one)."""
     for path in bound.paths:
         if path[0] in key_names:
             raise ValidationException("One or more parameter values were invalid: "
                                       f"Cannot update attribute {path[0]}. This attribute is part of the key")
+
+
+def _check_size(new: dict, touched: set, old_size_bound: int | None) -> None:
+    if old_size_bound is not None:
+        # The untouched attributes are no larger than the whole old item, so
+        # when this bound fits there is no need to walk the untouched ones.
+        bound = old_size_bound
+        for name in touched:
+            value = new.get(name)
+            if value is not None:
+                bound += len(name.encode("utf-8", "surrogatepass")) + value_size(value)
+        if bound <= MAX_ITEM_SIZE:
+            return
+    if item_size(new) > MAX_ITEM_SIZE:
+        raise ValidationException(ITEM_TOO_LARGE)
+
+
+def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound: int | None = None) -> dict:
+    check_key_updates(bound, key_names)
     old = item if item is not None else {}
     values = [fn(old) for _, fn in bound.sets]
     new = dict(old)
@@ -290,18 +310,20 @@ def run_update(bound: BoundUpdate, item: dict | None, key_names) -> dict:
             nested.append(("DELETE", path, av))
     if nested:
         _apply_nested(new, nested, item is None)
-    if item_size(new) > MAX_ITEM_SIZE:
-        raise ValidationException(ITEM_TOO_LARGE)
+    _check_size(new, bound.touched, old_size_bound)
     return new
 
 
-def apply_update(upd, item: dict | None, ctx, key_names) -> tuple[dict, set]:
+def apply_update(upd, item: dict | None, ctx, key_names, old_size_bound: int | None = None) -> tuple[dict, set]:
     """(new item, top-level attribute names the update touched).
 
     upd is a parsed UpdateExpr (bound against ctx once per request) or a
-    BoundUpdate.  item None means the item does not exist (upsert)."""
+    BoundUpdate.  item None means the item does not exist (upsert).
+    old_size_bound, when given, is an upper bound of the old item's size
+    (its stored JSON length is one); it lets the 400 KB check skip the
+    attributes the update did not touch."""
     bound = upd if upd.__class__ is BoundUpdate else ctx.bound(upd, bind_update)
-    return run_update(bound, item, key_names), bound.touched
+    return run_update(bound, item, key_names, old_size_bound), bound.touched
 
 
 def updated_values(old: dict | None, new: dict, upd, ctx, which: str) -> dict:

@@ -1,0 +1,306 @@
+"""UpdateTable: add or delete a global secondary index, billing mode, throughput, stream settings.
+
+The acceptor validates the request against its catalog view and turns it
+into one change; the catalog coordinator (shard 0) checks the change again
+against the authoritative catalog (two UpdateTables may race) and applies
+it atomically (``apply_catalog_change``, called from the coordinator's
+catalog kinds).  A new GSI starts CREATING and is backfilled in the
+background by shardserver.shard.indexes, which flips it to ACTIVE through the
+"activate" change.  A deleted GSI leaves the catalog at once; its storage is
+dropped on every shard when they reconcile.  This module never touches item
+storage and never formats wire errors.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from shardserver.errors import LimitExceededException, ResourceNotFoundException, ValidationException
+from shardserver.shard import indexes
+from shardserver.shard.catalog import TableSchema
+from shardserver.shard.executor import operation
+from shardserver.shard.executor.tables import check_table_name, constraint_error, describe
+
+MAX_CAPACITY = 1_000_000_000_000
+STREAM_VIEW_TYPES = ("NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY")
+ONE_ONLINE_INDEX = "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table"
+UPDATE_ACTIONS = ("Create", "Update", "Delete")
+
+
+def _schema_of(svc, request: dict) -> TableSchema:
+    name = check_table_name(request.get("TableName"))
+    schema = svc.catalog.tables.get(name)
+    if schema is None:
+        raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+    return schema
+
+
+def _throughput(value, field: str) -> tuple[int, int]:
+    if not isinstance(value, dict):
+        raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
+    read, write = value.get("ReadCapacityUnits"), value.get("WriteCapacityUnits")
+    errors = []
+    for number, name in ((read, "readCapacityUnits"), (write, "writeCapacityUnits")):
+        if not isinstance(number, int) or isinstance(number, bool):
+            errors.append(f"Value null at '{field}.{name}' failed to satisfy constraint: Member must not be null")
+        elif number < 1:
+            errors.append(f"Value '{number}' at '{field}.{name}' failed to satisfy constraint: "
+                          "Member must have value greater than or equal to 1")
+    if errors:
+        raise constraint_error(errors)
+    for number, name in ((read, "ReadCapacityUnits"), (write, "WriteCapacityUnits")):
+        if number > MAX_CAPACITY:
+            raise ValidationException(f"Given value {number} for {name} is out of bounds")
+    return read, write
+
+
+def _attribute_types(request: dict) -> dict[str, str]:
+    definitions = request.get("AttributeDefinitions")
+    if definitions is None:
+        return {}
+    if not isinstance(definitions, list):
+        raise constraint_error(["Value null at 'attributeDefinitions' failed to satisfy constraint: "
+                                "Member must not be null"])
+    types: dict[str, str] = {}
+    for i, definition in enumerate(definitions, 1):
+        if not isinstance(definition, dict) or not isinstance(definition.get("AttributeName"), str):
+            raise constraint_error([f"Value null at 'attributeDefinitions.{i}.member.attributeName' failed to "
+                                    "satisfy constraint: Member must not be null"])
+        kind = definition.get("AttributeType")
+        if kind not in ("S", "N", "B"):
+            raise constraint_error([f"Value '{kind}' at 'attributeDefinitions.{i}.member.attributeType' failed "
+                                    "to satisfy constraint: Member must satisfy enum value set: [B, N, S]"])
+        if definition["AttributeName"] in types:
+            raise ValidationException("Cannot have two attributes with the same name")
+        types[definition["AttributeName"]] = kind
+    return types
+
+
+def _check_redefinition(schema: TableSchema, definition: dict, types: dict) -> None:
+    existing = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
+    for element in definition["KeySchema"]:
+        name = element["AttributeName"]
+        if name in existing and existing[name] != types[name]:
+            raise ValidationException(
+                "One or more parameter values were invalid: Attributes cannot be redefined. Please check that "
+                "your attribute has the same type as previously defined. Existing schema: "
+                f"Schema:[SchemaElement: key{{{name}:{existing[name]}}}] New schema: "
+                f"Schema:[SchemaElement: key{{{name}:{types[name]}}}]")
+
+
+def _check_new_gsi(schema: TableSchema, definition: dict) -> None:
+    """Rules a GSI creation must pass against the current definition (acceptor and coordinator)."""
+    name = definition["IndexName"]
+    if any(i["IndexName"] == name for i in schema.local_indexes + schema.global_indexes):
+        raise ValidationException("One or more parameter values were invalid: Attempting to create an index "
+                                  f"which already exists. IndexName: {name}")
+    if any(i.get("IndexStatus") == "CREATING" for i in schema.global_indexes):
+        raise LimitExceededException(ONE_ONLINE_INDEX)
+    if len(schema.global_indexes) >= indexes.MAX_GSIS:
+        raise ValidationException("One or more parameter values were invalid: GlobalSecondaryIndex count "
+                                  f"exceeds the per-table limit of {indexes.MAX_GSIS}")
+    indexes.check_projected_total(schema.local_indexes, schema.global_indexes + [definition])
+
+
+def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: int, write: int) -> dict:
+    updates = request.get("GlobalSecondaryIndexUpdates")
+    change: dict = {}
+    if not updates:
+        return change
+    if not isinstance(updates, list):
+        raise constraint_error(["Value null at 'globalSecondaryIndexUpdates' failed to satisfy constraint: "
+                                "Member must not be null"])
+    names: set[str] = set()
+    actions = []
+    for update in updates:
+        present = [a for a in UPDATE_ACTIONS if isinstance(update, dict) and update.get(a) is not None]
+        if not present:
+            raise ValidationException("One or more parameter values were invalid: One of "
+                                      "GlobalSecondaryIndexUpdate.Update, GlobalSecondaryIndexUpdate.Create, "
+                                      "GlobalSecondaryIndexUpdate.Delete must not be null")
+        if len(present) > 1 or any(k not in UPDATE_ACTIONS for k in update):
+            raise ValidationException("One or more parameter values were invalid: Only one of "
+                                      "GlobalSecondaryIndexUpdate.Update, GlobalSecondaryIndexUpdate.Create, "
+                                      "GlobalSecondaryIndexUpdate.Delete can be specified per update")
+        action = present[0]
+        body = update[action]
+        if not isinstance(body, dict):
+            raise constraint_error([f"Value null at 'globalSecondaryIndexUpdates.member.{action.lower()}' failed "
+                                    "to satisfy constraint: Member must not be null"])
+        name = body.get("IndexName")
+        if isinstance(name, str):
+            if name in names:
+                raise ValidationException("One or more parameter values were invalid: Only one global secondary "
+                                          f"index update per index is allowed simultaneously. Index: {name}")
+            names.add(name)
+        actions.append((action, body))
+    if sum(1 for action, _ in actions if action in ("Create", "Delete")) > 1:
+        raise LimitExceededException(ONE_ONLINE_INDEX)
+    types = _attribute_types(request)
+    gsi_names = {i["IndexName"] for i in schema.global_indexes}
+    lsi_names = {i["IndexName"] for i in schema.local_indexes}
+    throughput_updates = {}
+    for action, body in actions:
+        field = f"globalSecondaryIndexUpdates.member.{action.lower()}"
+        if action == "Create":
+            definition = indexes.parse_gsi(body, field, types, billing_mode, read, write, status="CREATING")
+            _check_redefinition(schema, definition, types)
+            _check_new_gsi(schema, definition)
+            change["create_gsi"] = definition
+            change["attribute_types"] = {e["AttributeName"]: types[e["AttributeName"]]
+                                         for e in definition["KeySchema"]}
+            continue
+        name = indexes.check_index_name(body, field)
+        if name in lsi_names:
+            raise ValidationException("One or more parameter values were invalid: Cannot update or delete a local "
+                                      f"secondary index: {name}")
+        if name not in gsi_names:
+            raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
+                                            f"on table: {schema.name}")
+        if action == "Delete":
+            change["delete_gsi"] = name
+        else:
+            if billing_mode == "PAY_PER_REQUEST":
+                raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput "
+                                          f"should not be specified for index: {name} when BillingMode is "
+                                          "PAY_PER_REQUEST")
+            r, w = _throughput(body.get("ProvisionedThroughput"), f"{field}.provisionedThroughput")
+            throughput_updates[name] = {"ReadCapacityUnits": r, "WriteCapacityUnits": w}
+    if throughput_updates:
+        change["gsi_throughput"] = throughput_updates
+    return change
+
+
+def _stream_specification(value) -> dict:
+    if not isinstance(value, dict) or not isinstance(value.get("StreamEnabled"), bool):
+        raise constraint_error(["Value null at 'streamSpecification.streamEnabled' failed to satisfy constraint: "
+                                "Member must not be null"])
+    if not value["StreamEnabled"]:
+        if value.get("StreamViewType") is not None:
+            raise ValidationException("One or more parameter values were invalid: Table is being updated with a "
+                                      "stream disabled, StreamViewType should not be specified")
+        return {"StreamEnabled": False}
+    view = value.get("StreamViewType")
+    if view not in STREAM_VIEW_TYPES:
+        if view is None:
+            raise ValidationException("One or more parameter values were invalid: StreamViewType must be "
+                                      "specified when StreamEnabled is true")
+        raise constraint_error([f"Value '{view}' at 'streamSpecification.streamViewType' failed to satisfy "
+                                "constraint: Member must satisfy enum value set: "
+                                "[NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"])
+    return {"StreamEnabled": True, "StreamViewType": view}
+
+
+def build_change(schema: TableSchema, request: dict) -> dict:
+    """The validated change an UpdateTable request asks for."""
+    updates = request.get("GlobalSecondaryIndexUpdates")
+    asked = [f for f in ("ProvisionedThroughput", "BillingMode", "StreamSpecification", "SSESpecification",
+                         "ReplicaUpdates", "TableClass", "DeletionProtectionEnabled") if request.get(f) is not None]
+    if not asked and not updates:
+        raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
+                                  "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
+    change: dict = {"action": "update", "table": schema.name, "table_id": schema.table_id}
+    mode = request.get("BillingMode")
+    if mode is not None and mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
+        raise constraint_error([f"Value '{mode}' at 'billingMode' failed to satisfy constraint: "
+                                "Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"])
+    billing = mode or schema.billing_mode
+    read, write = schema.read_capacity, schema.write_capacity
+    throughput = request.get("ProvisionedThroughput")
+    if billing == "PAY_PER_REQUEST":
+        if throughput is not None:
+            raise ValidationException("One or more parameter values were invalid: Neither ReadCapacityUnits nor "
+                                      "WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST")
+        read = write = 0
+    elif throughput is not None:
+        read, write = _throughput(throughput, "provisionedThroughput")
+        if (mode is None or mode == schema.billing_mode) and (read, write) == (schema.read_capacity,
+                                                                           schema.write_capacity):
+            if not updates and len(asked) == 1:
+                raise ValidationException(
+                    "The provisioned throughput for the table will not change. The requested value equals the "
+                    "current value. Current ReadCapacityUnits provisioned for the table: "
+                    f"{schema.read_capacity}. Requested ReadCapacityUnits: {read}. Current WriteCapacityUnits "
+                    f"provisioned for the table: {schema.write_capacity}. Requested WriteCapacityUnits: {write}. "
+                    "Refer to the Amazon DynamoDB Developer Guide for current limits and how to request higher "
+                    "limits.")
+    elif billing != schema.billing_mode:
+        raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must be "
+                                  "specified when BillingMode is PROVISIONED")
+    if mode is not None or throughput is not None:
+        change["billing"] = {"mode": billing, "read": read, "write": write}
+    if request.get("StreamSpecification") is not None:
+        change["stream"] = _stream_specification(request["StreamSpecification"])
+    if request.get("DeletionProtectionEnabled") is not None:
+        if not isinstance(request["DeletionProtectionEnabled"], bool):
+            raise ValidationException("1 validation error detected: Value at 'deletionProtectionEnabled' failed "
+                                      "to satisfy constraint: Member must be a boolean")
+        change["deletion_protection"] = request["DeletionProtectionEnabled"]
+    change.update(_gsi_updates(schema, request, billing, read, write))
+    return change
+
+
+def apply_catalog_change(tables: dict, change: dict) -> None:
+    """Applies one UpdateTable change on the catalog coordinator (raises on a lost race)."""
+    schema = tables.get(change["table"])
+    if schema is None or schema.table_id != change["table_id"]:
+        raise ResourceNotFoundException(f"Requested resource not found: Table: {change['table']} not found")
+    data = schema.to_json()
+    if change["action"] == "activate":
+        for definition in data["global_indexes"]:
+            if definition["IndexId"] == change["index_id"]:
+                definition["IndexStatus"] = "ACTIVE"
+        tables[schema.name] = TableSchema.from_json(data)
+        return
+    billing = change.get("billing")
+    if billing is not None:
+        data["billing_mode"] = billing["mode"]
+        data["read_capacity"], data["write_capacity"] = billing["read"], billing["write"]
+        for definition in data["global_indexes"]:
+            if billing["mode"] == "PAY_PER_REQUEST":
+                definition["ProvisionedThroughput"] = {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
+            elif not definition.get("ProvisionedThroughput", {}).get("ReadCapacityUnits"):
+                definition["ProvisionedThroughput"] = {"ReadCapacityUnits": billing["read"],
+                                                       "WriteCapacityUnits": billing["write"]}
+    if "stream" in change:
+        data["stream_specification"] = change["stream"]
+    if "deletion_protection" in change:
+        data["extra"] = {**data.get("extra", {}), "DeletionProtectionEnabled": change["deletion_protection"]}
+    for name, throughput in change.get("gsi_throughput", {}).items():
+        for definition in data["global_indexes"]:
+            if definition["IndexName"] == name:
+                definition["ProvisionedThroughput"] = throughput
+    if "delete_gsi" in change:
+        name = change["delete_gsi"]
+        if not any(d["IndexName"] == name for d in data["global_indexes"]):
+            raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
+                                            f"on table: {schema.name}")
+        data["global_indexes"] = [d for d in data["global_indexes"] if d["IndexName"] != name]
+    types = {d["AttributeName"]: d["AttributeType"] for d in data["attribute_definitions"]}
+    if "create_gsi" in change:
+        definition = change["create_gsi"]
+        _check_new_gsi(schema, definition)
+        _check_redefinition(schema, definition, change["attribute_types"])
+        data["global_indexes"].append(definition)
+        types.update(change["attribute_types"])
+    updated = TableSchema.from_json(data)
+    # AttributeDefinitions list exactly the attributes some key is made of.
+    used = indexes.key_attribute_names(updated)
+    updated.attribute_definitions = [{"AttributeName": n, "AttributeType": t} for n, t in types.items() if n in used]
+    tables[schema.name] = updated
+
+
+@operation("UpdateTable")
+async def update_table(svc, request: dict) -> bytes:
+    schema = _schema_of(svc, request)
+    change = build_change(schema, request)
+    await svc.change_catalog(b"update", orjson.dumps(change))
+    updated = svc.catalog.tables.get(schema.name) or schema
+    description = await describe(svc, updated, "UPDATING")
+    if "delete_gsi" in change:
+        gone = next(i for i in schema.global_indexes if i["IndexName"] == change["delete_gsi"])
+        entry = indexes.describe_index(schema, gone, True, None)
+        entry["IndexStatus"] = "DELETING"
+        entry.pop("Backfilling", None)
+        description.setdefault("GlobalSecondaryIndexes", []).append(entry)
+    return orjson.dumps({"TableDescription": description})
