@@ -76,9 +76,9 @@ def test_clause_once():
 
 
 def test_in_and_nesting_limits():
-    ok = "a IN (" + ",".join(f":v{i}" for i in range(99)) + ")"
+    ok = "a IN (" + ",".join(f":v{i}" for i in range(100)) + ")"
     parse_condition(ok)
-    too_many = "a IN (" + ",".join(f":v{i}" for i in range(100)) + ")"
+    too_many = "a IN (" + ",".join(f":v{i}" for i in range(101)) + ")"
     assert error_of(lambda: parse_condition(too_many)) == (
         "Invalid ConditionExpression: The IN operator is provided with too many operands; number of operands: 101")
     parse_projection(".".join(["a"] * 32))

@@ -64,7 +64,10 @@ def test_upsert_on_missing_item():
 def test_number_precision_and_overflow():
     new, _ = update("SET a = a + :tiny", {"a": N("1" + "0" * 37)}, {":tiny": N(1)})
     assert new["a"] == N("1" + "0" * 36 + "1")
-    assert "38 significant digits" in error("SET a = a + :tiny", {"a": N("1" + "0" * 37)}, {":tiny": N("0.1")})
+    # DynamoDB does not round an inexact sum; it rejects it with its overflow message.
+    assert "Number overflow" in error("SET a = a + :tiny", {"a": N("1" + "0" * 37)}, {":tiny": N("0.1")})
+    assert "Number overflow" in error("SET a = :big + :one", None, {":big": N("1E50"), ":one": N(1)})
+    assert "underflow" in error("SET a = :x - :y", None, {":x": N("1E-130"), ":y": N("0.9E-130")})
     assert "overflow" in error("SET a = a + :big", {"a": N("9.9E125")}, {":big": N("9.9E125")})
 
 

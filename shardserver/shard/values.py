@@ -96,18 +96,6 @@ def from_decimal(value: decimal.Decimal) -> str:
     return normalize_number(str(value))
 
 
-def add_numbers(a: str, b: str, subtract: bool = False) -> str:
-    """a + b (or a - b) with DynamoDB's 38-digit precision and range errors."""
-    x, y = decimal.Decimal(a), decimal.Decimal(b)
-    ctx = decimal.Context(prec=39, rounding=decimal.ROUND_HALF_EVEN, Emax=999999, Emin=-999999)
-    result = ctx.subtract(x, y) if subtract else ctx.add(x, y)
-    sign, digits, exponent = result.as_tuple()
-    ds = "".join(map(str, digits)).lstrip("0").rstrip("0")
-    if len(ds) > 38:
-        raise ValidationException(TOO_MANY_DIGITS)
-    return from_decimal(result)
-
-
 def binary_of(b64: str) -> bytes:
     try:
         return base64.b64decode(b64, validate=True)

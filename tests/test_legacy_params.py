@@ -1,0 +1,157 @@
+"""The pre-expression parameters through boto3: Expected (every
+ComparisonOperator, Exists), ConditionalOperator, AttributeUpdates,
+AttributesToGet, and DynamoDB's rule against mixing them with expressions."""
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import create_table
+
+N = lambda v: {"N": str(v)}  # noqa: E731
+S = lambda v: {"S": v}  # noqa: E731
+KEY = {"pk": S("legacy")}
+ITEM = {"pk": S("legacy"), "n": N(5), "s": S("hello"), "ss": {"SS": ["a", "b"]}, "l": {"L": [S("a")]}}
+
+
+def error_of(excinfo):
+    return excinfo.value.response["Error"]["Code"], excinfo.value.response["Error"]["Message"]
+
+
+@pytest.fixture(scope="module")
+def table(ddb):
+    name = create_table(ddb, "legacy_params")
+    yield name
+    ddb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def item(ddb, table):
+    ddb.put_item(TableName=table, Item=ITEM)
+    return table
+
+
+def get(ddb, table, key=KEY):
+    return ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+
+
+# (attribute, operator, values, holds on ITEM)
+CASES = [
+    ("n", "EQ", [N(5)], True), ("n", "EQ", [S("5")], False), ("n", "NE", [N(5)], False), ("nope", "NE", [N(5)], True),
+    ("n", "LT", [N(6)], True), ("n", "LT", [N(5)], False), ("n", "LE", [N(5)], True), ("n", "GT", [N(4)], True),
+    ("n", "GT", [N(5)], False), ("n", "GE", [N(5)], True), ("n", "GE", [N(6)], False),
+    ("s", "BEGINS_WITH", [S("he")], True), ("s", "BEGINS_WITH", [S("lo")], False),
+    ("s", "CONTAINS", [S("ell")], True), ("ss", "CONTAINS", [S("a")], True), ("ss", "CONTAINS", [S("z")], False),
+    ("s", "NOT_CONTAINS", [S("z")], True), ("ss", "NOT_CONTAINS", [S("a")], False),
+    ("nope", "NOT_CONTAINS", [S("z")], False),
+    ("n", "IN", [N(1), N(5)], True), ("n", "IN", [N(1), N(2)], False),
+    ("n", "BETWEEN", [N(1), N(5)], True), ("n", "BETWEEN", [N(6), N(9)], False),
+    ("nope", "NULL", [], True), ("n", "NULL", [], False), ("n", "NOT_NULL", [], True), ("nope", "NOT_NULL", [], False),
+]
+
+
+@pytest.mark.parametrize("name, operator, values, holds", CASES)
+def test_expected_comparison_operators(ddb, item, name, operator, values, holds):
+    expected = {name: {"ComparisonOperator": operator}}
+    if values:
+        expected[name]["AttributeValueList"] = values
+    call = lambda: ddb.update_item(TableName=item, Key=KEY, Expected=expected,  # noqa: E731
+                                   AttributeUpdates={"hit": {"Action": "PUT", "Value": S(operator)}})
+    if holds:
+        call()
+        assert get(ddb, item)["hit"] == S(operator)
+    else:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_of(e) == ("ConditionalCheckFailedException", "The conditional request failed")
+        assert get(ddb, item) == ITEM
+
+
+def test_exists_and_value(ddb, item):
+    ddb.put_item(TableName=item, Item=ITEM, Expected={"n": {"Exists": True, "Value": N(5)}})
+    ddb.put_item(TableName=item, Item=ITEM, Expected={"n": {"Value": N(5)}, "nope": {"Exists": False}})
+    with pytest.raises(ClientError) as e:
+        ddb.delete_item(TableName=item, Key=KEY, Expected={"n": {"Exists": False}}, ReturnValues="ALL_OLD")
+    assert error_of(e)[0] == "ConditionalCheckFailedException"
+    assert get(ddb, item) == ITEM
+
+
+def test_conditional_operator(ddb, item):
+    either = {"n": {"Value": N(1)}, "s": {"Value": S("hello")}}
+    ddb.put_item(TableName=item, Item=ITEM, Expected=either, ConditionalOperator="OR")
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=item, Item=ITEM, Expected=either, ConditionalOperator="AND")
+    assert error_of(e)[0] == "ConditionalCheckFailedException"
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=item, Item=ITEM, Expected=either)           # AND is the default
+    assert error_of(e)[0] == "ConditionalCheckFailedException"
+
+
+def test_attribute_updates(ddb, item):
+    out = ddb.update_item(TableName=item, Key=KEY, ReturnValues="ALL_NEW", AttributeUpdates={
+        "n": {"Action": "ADD", "Value": N(3)}, "ss": {"Action": "DELETE", "Value": {"SS": ["a"]}},
+        "l": {"Action": "ADD", "Value": {"L": [S("b")]}}, "s": {"Action": "DELETE"},
+        "fresh": {"Value": S("put is the default")}, "added": {"Action": "ADD", "Value": {"NS": ["7"]}}})
+    assert out["Attributes"] == {"pk": KEY["pk"], "n": N(8), "ss": {"SS": ["b"]}, "l": {"L": [S("a"), S("b")]},
+                                 "fresh": S("put is the default"), "added": {"NS": ["7"]}}
+    out = ddb.update_item(TableName=item, Key=KEY, AttributeUpdates={"n": {"Action": "PUT", "Value": N(1)}},
+                          ReturnValues="UPDATED_OLD")
+    assert out["Attributes"] == {"n": N(8)}
+
+
+@pytest.mark.parametrize("request_args, message", [
+    ({"AttributeUpdates": {"pk": {"Value": S("x")}}},
+     "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key"),
+    ({"AttributeUpdates": {"n": {"Action": "ADD", "Value": {"SS": ["x"]}}}}, "Type mismatch for attribute to update"),
+    ({"AttributeUpdates": {"s": {"Action": "DELETE", "Value": {"SS": ["x"]}}}}, "Type mismatch for attribute to update"),
+    ({"AttributeUpdates": {"s": {"Action": "ADD", "Value": S("x")}}},
+     "One or more parameter values were invalid: ADD action is not supported for the type S"),
+    ({"AttributeUpdates": {"s": {"Action": "DELETE", "Value": S("x")}}},
+     "One or more parameter values were invalid: DELETE action with value is not supported for the type S"),
+    ({"AttributeUpdates": {"s": {"Action": "PUT"}}},
+     "One or more parameter values were invalid: Only DELETE action is allowed when no attribute value is specified"),
+    ({"Expected": {"n": {}}},
+     "One or more parameter values were invalid: Value must be provided when Exists is null for Attribute: n"),
+    ({"Expected": {"n": {"Exists": True}}},
+     "One or more parameter values were invalid: Value must be provided when Exists is true for Attribute: n"),
+    ({"Expected": {"n": {"Exists": False, "Value": N(1)}}},
+     "One or more parameter values were invalid: Value cannot be used when Exists is false for Attribute: n"),
+    ({"Expected": {"n": {"ComparisonOperator": "EQ", "AttributeValueList": []}}},
+     "One or more parameter values were invalid: Invalid number of argument(s) for the EQ ComparisonOperator"),
+    ({"Expected": {"n": {"ComparisonOperator": "IN", "AttributeValueList": [N(1), S("1")]}}},
+     "One or more parameter values were invalid: AttributeValues inside AttributeValueList must be of same type"),
+    ({"Expected": {"n": {"ComparisonOperator": "LT", "AttributeValueList": [{"SS": ["a"]}]}}},
+     "One or more parameter values were invalid: ComparisonOperator LT is not valid for SS AttributeValue type"),
+    ({"Expected": {"n": {"ComparisonOperator": "BETWEEN", "AttributeValueList": [N(9), N(1)]}}},
+     "The BETWEEN condition was provided a range where the lower bound is greater than the upper bound"),
+    ({"ConditionalOperator": "OR"},
+     "ConditionalOperator can only be used when Expected or QueryFilter or ScanFilter are present"),
+    ({"AttributeUpdates": {"s": {"Value": S("x")}}, "UpdateExpression": "SET n = :v",
+      "ExpressionAttributeValues": {":v": N(1)}}, "Can not use both expression and non-expression parameters in the "
+     "same request: Non-expression parameters: {AttributeUpdates} Expression parameters: {UpdateExpression}"),
+    ({"AttributeUpdates": {"s": {"Value": S("x")}}, "Expected": {"n": {"Value": N(5)}},
+      "UpdateExpression": "SET n = :v", "ConditionExpression": "n = :v", "ExpressionAttributeValues": {":v": N(1)}},
+     "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: "
+     "{AttributeUpdates, Expected} Expression parameters: {UpdateExpression, ConditionExpression}"),
+    ({"ExpressionAttributeValues": {":v": N(1)}}, "ExpressionAttributeValues can only be specified when using "
+     "expressions: UpdateExpression and ConditionExpression are null"),
+])
+def test_invalid_legacy_update_requests(ddb, item, request_args, message):
+    with pytest.raises(ClientError) as e:
+        ddb.update_item(TableName=item, Key=KEY, **request_args)
+    assert error_of(e) == ("ValidationException", message)
+    assert get(ddb, item) == ITEM
+
+
+def test_mixing_on_put_and_delete(ddb, item):
+    for call in (lambda **a: ddb.put_item(TableName=item, Item=ITEM, **a),
+                 lambda **a: ddb.delete_item(TableName=item, Key=KEY, **a)):
+        with pytest.raises(ClientError) as e:
+            call(Expected={"n": {"Value": N(5)}}, ConditionExpression="attribute_exists(n)")
+        assert error_of(e) == ("ValidationException", "Can not use both expression and non-expression parameters "
+                               "in the same request: Non-expression parameters: {Expected} Expression parameters: "
+                               "{ConditionExpression}")
+        with pytest.raises(ClientError) as e:
+            call(ExpressionAttributeValues={":v": N(1)})
+        assert error_of(e) == ("ValidationException", "ExpressionAttributeValues can only be specified when using "
+                               "expressions: ConditionExpression is null")
+    assert get(ddb, item) == ITEM
