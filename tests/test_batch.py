@@ -186,3 +186,25 @@ def test_writes_while_a_shard_restarts_are_never_lost(tmp_path):
         assert len(acknowledged) > 200
     finally:
         assert srv.stop() == 0
+
+
+def test_wrong_typed_index_key_rejects_the_whole_batch(ddb, table_name):
+    ddb.create_table(
+        TableName=table_name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "g", "AttributeType": "S"}],
+        GlobalSecondaryIndexes=[{"IndexName": "byg", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                 "Projection": {"ProjectionType": "ALL"}}])
+    good = [{"PutRequest": {"Item": {"pk": {"S": f"ok{i}"}, "g": {"S": "x"}}}} for i in range(10)]
+    bad = {"PutRequest": {"Item": {"pk": {"S": "bad"}, "g": {"N": "1"}}}}
+    with pytest.raises(ClientError) as e:
+        ddb.batch_write_item(RequestItems={table_name: good + [bad]})
+    assert error_of(e)[0] == "ValidationException" and "Type mismatch for Index Key g" in error_of(e)[1]
+    assert ddb.scan(TableName=table_name)["Count"] == 0
+    with pytest.raises(ClientError) as e:
+        ddb.update_item(TableName=table_name, Key={"pk": {"S": "u"}}, UpdateExpression="SET g = :v",
+                        ExpressionAttributeValues={":v": {"N": "1"}})
+    assert error_of(e)[0] == "ValidationException"
+    assert "Item" not in ddb.get_item(TableName=table_name, Key={"pk": {"S": "u"}})
+    ddb.delete_table(TableName=table_name)

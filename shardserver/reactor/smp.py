@@ -517,7 +517,7 @@ class Fabric:
         # store-wait-word then read-head: the fence keeps wake-ups.
         full_fence()
         for p in drained:
-            if self._rx[p].producer_waiting() and False:
+            if self._rx[p].producer_waiting():
                 doorbell.ring(self._fds[p])
                 self._doorbells_rung += 1
         return True

@@ -81,7 +81,7 @@ class ShardService:
             if _is_peer_unavailable(exc):
                 raise ServiceUnavailableException(
                     f"Shard {shard} is restarting; retry the request") from None
-            raise
+            raise _local_error(exc) from None
 
     async def submit_to_owner(self, shard: int, op: str, body: bytes) -> dict:
         """Runs API operation ``op`` with request ``body`` on ``shard``; its response as a dict."""
@@ -248,6 +248,11 @@ class ShardService:
     def index_start_key(self, request: dict, schema, exclusive: dict):
         return indexes.index_start_key(self, request, schema, exclusive)
 
+    def check_index_keys(self, schema, item: dict) -> None:
+        """Rejects an item whose secondary-index key attributes are wrong-typed or empty."""
+        if schema.local_indexes or schema.global_indexes:
+            indexes.check_item(schema, item)
+
     def needs_old_image(self, schema) -> bool:
         """Whether writes must read the old item (indexes, streams)."""
         return bool(schema.local_indexes or schema.global_indexes)
@@ -267,6 +272,16 @@ class ShardService:
         if self.stats is None:
             return {"shard": self.shard_id, **extra}
         return self.stats.snapshot(extra)
+
+
+def _local_error(exc: Exception) -> Exception:
+    """A DynamoDB error raised by a handler on another shard, as the same error here."""
+    remote_type = getattr(exc, "remote_type", None)
+    error_class = getattr(errors, remote_type, None) if remote_type else None
+    if isinstance(error_class, type) and issubclass(error_class, DynamoDBError) and \
+            error_class is not InternalServerError:
+        return error_class(exc.remote_message)
+    return exc
 
 
 def _is_peer_unavailable(exc: BaseException) -> bool:

@@ -88,6 +88,7 @@ def _parse_write(svc, request: dict):
                 pk, sk = key_of_item(schema, item)
                 values.validate_item(item)
                 values.check_item_size(item)
+                svc.check_index_keys(schema, item)
                 kind, payload = "put", item
             else:
                 key = (write["DeleteRequest"] or {}).get("Key") if isinstance(write["DeleteRequest"], dict) else None

@@ -97,6 +97,7 @@ async def put_item(svc, request: dict) -> bytes:
     rv = return_values(request, ("NONE", "ALL_OLD"))
     mode = capacity.requested_mode(request)
     condition = svc.prepare_expressions(request, schema, "PutItem").condition
+    svc.check_index_keys(schema, item)
     key = storage_key(schema, pk, sk)
     table_id = schema.table_id
     old = None

@@ -46,6 +46,7 @@ async def update_item(svc, request: dict) -> bytes:
     else:
         new, touched = base, set()
     # apply_update / apply_attribute_updates already enforced the 400 KB limit on the result.
+    svc.check_index_keys(schema, new)
     svc.storage.put(table_id, key, orjson.dumps(new))
     svc.after_write(schema, key, old, new)
     await svc.storage.sync()

@@ -1,0 +1,182 @@
+"""UpdateTable through boto3 against a real server: GSI create (backfill) and delete, billing, throughput, streams."""
+
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from test_indexes import S, N, canon, defs, error_of, full_query, full_scan, gsi, key_schema
+
+
+def create_gsi_update(name, hash_key, range_key=None, types=None, projection=None):
+    types = types or {hash_key: "S", **({range_key: "S"} if range_key else {})}
+    return {"AttributeDefinitions": defs(**types),
+            "GlobalSecondaryIndexUpdates": [{"Create": gsi(name, hash_key, *([range_key] if range_key else []),
+                                                           projection=projection)}]}
+
+
+def wait_active(ddb, table, index, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        description = ddb.describe_table(TableName=table)["Table"]
+        entry = [g for g in description.get("GlobalSecondaryIndexes", []) if g["IndexName"] == index]
+        assert len(entry) == 1
+        if entry[0]["IndexStatus"] == "ACTIVE":
+            assert "Backfilling" not in entry[0] and description["TableStatus"] == "ACTIVE"
+            return entry[0]
+        assert entry[0]["IndexStatus"] == "CREATING" and entry[0]["Backfilling"] is True
+        assert time.monotonic() < deadline, "index did not become ACTIVE"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def table(ddb, table_name):
+    ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p"),
+                     AttributeDefinitions=defs(p="S"))
+    yield table_name
+    ddb.delete_table(TableName=table_name)
+
+
+def test_add_gsi_backfills_while_writes_continue(ddb, server, table):
+    total = 6000
+    requests = [{"PutRequest": {"Item": {"p": S(f"k{i}"), "x": S(f"x{i % 40}"), "n": N(i),
+                                         **({"bad": N(i)} if i % 10 == 0 else {}),
+                                         **({"e": S("")} if i % 7 == 0 else {"e": S(f"e{i % 3}")})}}}
+                for i in range(total)]
+    for start in range(0, total, 25):
+        ddb.batch_write_item(RequestItems={table: requests[start:start + 25]})
+    stop = threading.Event()
+    failures = []
+
+    def writer():
+        client = server.client()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                client.put_item(TableName=table, Item={"p": S(f"k{(i * 37) % total}"), "x": S(f"x{i % 40}"),
+                                                       "n": N(-i), "e": S(f"w{i % 5}")})
+                client.delete_item(TableName=table, Key={"p": S(f"k{(i * 53) % total}")})
+            except ClientError as exc:
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        response = ddb.update_table(TableName=table, **create_gsi_update("by_e", "e", "n", types={"e": "S", "n": "N"}))
+        created = [g for g in response["TableDescription"]["GlobalSecondaryIndexes"] if g["IndexName"] == "by_e"]
+        assert created[0]["IndexStatus"] == "CREATING"
+        time.sleep(0.3)
+        wait_active(ddb, table, "by_e")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures
+    base = full_scan(ddb, TableName=table, ConsistentRead=True)
+    # Items with an empty e were never indexable; everything else with e is.
+    want = [i for i in base if "e" in i and i["e"]["S"] != ""]
+    deadline = time.monotonic() + 15
+    while canon(full_scan(ddb, TableName=table, IndexName="by_e")) != canon(want):
+        assert time.monotonic() < deadline, "backfilled index does not match the table"
+        time.sleep(0.1)
+    got = full_query(ddb, TableName=table, IndexName="by_e", KeyConditionExpression="e = :e AND n > :n",
+                     ExpressionAttributeValues={":e": S("e1"), ":n": N(100)})
+    assert canon(got) == canon([i for i in want if i["e"] == S("e1") and int(i["n"]["N"]) > 100])
+    # Now the index exists, its key types are enforced on writes.
+    code, message = error_of(ddb.put_item, TableName=table, Item={"p": S("new"), "e": N(1)})
+    assert "Type mismatch for Index Key e Expected: S Actual: N IndexName: by_e" in message
+    description = ddb.describe_table(TableName=table)["Table"]
+    assert {"AttributeName": "e", "AttributeType": "S"} in description["AttributeDefinitions"]
+    entry = [g for g in description["GlobalSecondaryIndexes"] if g["IndexName"] == "by_e"][0]
+    assert entry["ItemCount"] == len(want)
+
+
+def test_delete_and_recreate_gsi(ddb, table):
+    ddb.update_table(TableName=table, **create_gsi_update("gone", "x"))
+    wait_active(ddb, table, "gone")
+    ddb.put_item(TableName=table, Item={"p": S("1"), "x": S("a")})
+    response = ddb.update_table(TableName=table, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "gone"}}])
+    assert [g["IndexStatus"] for g in response["TableDescription"]["GlobalSecondaryIndexes"]] == ["DELETING"]
+    description = ddb.describe_table(TableName=table)["Table"]
+    assert "GlobalSecondaryIndexes" not in description
+    assert description["AttributeDefinitions"] == defs(p="S")
+    code, message = error_of(ddb.query, TableName=table, IndexName="gone", KeyConditionExpression="x = :x",
+                             ExpressionAttributeValues={":x": S("a")})
+    assert (code, message) == ("ValidationException", "The table does not have the specified index: gone")
+    # Its type rule is gone with it.
+    ddb.put_item(TableName=table, Item={"p": S("2"), "x": N(7)})
+    assert error_of(ddb.update_table, TableName=table,
+                    GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "gone"}}])[0] == "ResourceNotFoundException"
+    ddb.update_table(TableName=table, **create_gsi_update("gone", "x"))
+    wait_active(ddb, table, "gone")
+    assert full_scan(ddb, TableName=table, IndexName="gone") == [{"p": S("1"), "x": S("a")}]
+
+
+def test_update_table_errors(ddb, server, table):
+    # LimitExceededException is retried by boto3 as throttling; ask once.
+    once = server.client(retries=1)
+    assert error_of(ddb.update_table, TableName=table) == (
+        "ValidationException", "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
+        "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
+    assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[])[0] == "ValidationException"
+    assert error_of(ddb.update_table, TableName="missing_table", BillingMode="PAY_PER_REQUEST")[0] == (
+        "ResourceNotFoundException")
+    code, message = error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[{}])
+    assert code == "ValidationException" and "GlobalSecondaryIndexUpdate" in message
+    two = {"AttributeDefinitions": defs(x="S"),
+           "GlobalSecondaryIndexUpdates": [{"Create": gsi("one", "x")}, {"Create": gsi("two", "x")}]}
+    assert error_of(once.update_table, TableName=table, **two) == (
+        "LimitExceededException",
+        "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table")
+    code, message = error_of(ddb.update_table, TableName=table,
+                             GlobalSecondaryIndexUpdates=[{"Create": gsi("one", "x")}])
+    assert code == "ValidationException" and "AttributeDefinitions" in message
+    assert error_of(ddb.update_table, TableName=table,
+                    GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "nope"}}])[0] == "ResourceNotFoundException"
+    ddb.update_table(TableName=table, **create_gsi_update("one", "x"))
+    code, message = error_of(once.update_table, TableName=table, **create_gsi_update("one", "y"))
+    assert code in ("ValidationException", "LimitExceededException")
+    wait_active(ddb, table, "one")
+    code, message = error_of(ddb.update_table, TableName=table, **create_gsi_update("one", "y"))
+    assert code == "ValidationException" and "already exists" in message
+    code, message = error_of(ddb.update_table, TableName=table, **create_gsi_update("two", "x", types={"x": "N"}))
+    assert code == "ValidationException" and "redefined" in message
+    description = ddb.describe_table(TableName=table)["Table"]
+    assert [g["IndexName"] for g in description["GlobalSecondaryIndexes"]] == ["one"]
+
+
+def test_billing_throughput_and_stream_changes(ddb, table):
+    code, message = error_of(ddb.update_table, TableName=table, BillingMode="PROVISIONED")
+    assert message == ("One or more parameter values were invalid: ProvisionedThroughput must be specified when "
+                       "BillingMode is PROVISIONED")
+    ddb.update_table(TableName=table, **create_gsi_update("gx_", "x"))
+    wait_active(ddb, table, "gx_")
+    response = ddb.update_table(TableName=table, BillingMode="PROVISIONED",
+                                ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
+    assert response["TableDescription"]["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
+    description = ddb.describe_table(TableName=table)["Table"]
+    assert description["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    assert description["ProvisionedThroughput"]["WriteCapacityUnits"] == 7
+    assert description["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    code, message = error_of(ddb.update_table, TableName=table,
+                             ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
+    assert message.startswith("The provisioned throughput for the table will not change.")
+    ddb.update_table(TableName=table, GlobalSecondaryIndexUpdates=[
+        {"Update": {"IndexName": "gx_", "ProvisionedThroughput": {"ReadCapacityUnits": 3, "WriteCapacityUnits": 4}}}])
+    entry = ddb.describe_table(TableName=table)["Table"]["GlobalSecondaryIndexes"][0]
+    assert entry["ProvisionedThroughput"]["WriteCapacityUnits"] == 4
+    ddb.update_table(TableName=table, BillingMode="PAY_PER_REQUEST")
+    description = ddb.describe_table(TableName=table)["Table"]
+    assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    code, _ = error_of(ddb.update_table, TableName=table,
+                       ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1})
+    assert code == "ValidationException"
+    ddb.update_table(TableName=table, StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+    assert ddb.describe_table(TableName=table)["Table"]["StreamSpecification"] == {
+        "StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+    ddb.update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
+    assert "StreamSpecification" not in ddb.describe_table(TableName=table)["Table"]
