@@ -51,9 +51,12 @@ OPTIONS = [
     ("compaction_min_threshold", int, 4, "SSTables of similar size that trigger a compaction"),
     ("tombstone_gc_grace_seconds", int, 864000, "age after which compaction may drop tombstones"),
     ("ring_size_in_kb", int, 1024, "shared-memory ring size per ordered shard pair"),
+    ("fabric_idle_poll_us", int, 0,
+     "keep polling the rings this long after traffic before sleeping (lower latency, more CPU)"),
     ("response_compression_threshold", int, 4096, "compress responses over this size when asked"),
     ("log_level", str, "info", "debug | info | warning | error"),
     ("stall_threshold_in_ms", int, 50, "event-loop stalls longer than this are counted"),
+    ("ttl_scan_interval_in_s", int, 60, "seconds between Time to Live expiry scans of each shard"),
 ]
 
 
@@ -82,9 +85,11 @@ class Config:
     compaction_min_threshold: int = 4
     tombstone_gc_grace_seconds: int = 864000
     ring_size_in_kb: int = 1024
+    fabric_idle_poll_us: int = 0
     response_compression_threshold: int = 4096
     log_level: str = "info"
     stall_threshold_in_ms: int = 50
+    ttl_scan_interval_in_s: int = 60
 
     def validate(self) -> None:
         if self.smp < 0:
@@ -99,6 +104,8 @@ class Config:
             raise ValueError("--alternator-enforce-authorization needs --alternator-credentials-file")
         if self.alternator_https_port and not (self.alternator_certificate and self.alternator_key):
             raise ValueError("--alternator-https-port needs --alternator-certificate and --alternator-key")
+        if self.ttl_scan_interval_in_s < 1:
+            raise ValueError("--ttl-scan-interval-in-s must be at least 1")
         if self.memtable_flush_threshold_in_mb < 1 or self.aio_queue_depth < 1:
             raise ValueError("--memtable-flush-threshold-in-mb and --aio-queue-depth must be at least 1")
 

@@ -79,6 +79,22 @@ class TransactionCanceledException(DynamoDBError):
         return {"CancellationReasons": self.reasons}
 
 
+class TransactionConflictException(DynamoDBError):
+    """A single-item write met an item that a transaction is writing right now."""
+
+    type_name = "TransactionConflictException"
+
+
+class TransactionInProgressException(DynamoDBError):
+    """A retry of a TransactWriteItems whose first attempt (same token) is still running."""
+
+    type_name = "TransactionInProgressException"
+
+
+class IdempotentParameterMismatchException(DynamoDBError):
+    type_name = "IdempotentParameterMismatchException"
+
+
 class ItemCollectionSizeLimitExceededException(DynamoDBError):
     type_name = "ItemCollectionSizeLimitExceededException"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -86,6 +87,37 @@ def check_aio(config) -> None:
     raise StartupError(message + " (or start with --developer-mode to continue anyway)")
 
 
+def remove_stale_segments(directory: str = "/dev/shm") -> int:
+    """Unlinks shared memory left by supervisors that died without cleaning up (kill -9)."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        match = re.match(r"shardserver-(\d+)-[0-9a-f]+-", name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed += 1
+        except OSError:
+            pass
+    if removed:
+        log.info("removed %d shared-memory segments left by supervisors that are gone", removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Supervisor:
     def __init__(self, config):
         self.config = config
@@ -127,6 +159,7 @@ class Supervisor:
         check_aio(config)
         from shardserver.check import raise_nofile_limit
         raise_nofile_limit()
+        remove_stale_segments()
         self.segments = Fabric.create_segments(config.smp, config.ring_size_in_kb * 1024)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)

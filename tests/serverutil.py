@@ -18,6 +18,13 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the test process dies, so none is left behind."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +52,8 @@ class ServerProcess:
                 "--data-dir", self.data_dir, "--alternator-port", str(self.port),
                 "--prometheus-port", str(self.prometheus_port)] + self.extra
         self.log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)
         self.wait_healthy(timeout)
         return self
 

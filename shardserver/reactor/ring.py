@@ -17,7 +17,7 @@ Memory ordering: counters are read and written through an 8-byte-aligned
 The producer copies data and then stores the tail; the consumer loads the
 tail and then copies data.  x86-64 (TSO) keeps stores in order and loads in
 order, which is all this needs; on weakly ordered CPUs ``full_fence`` is also
-issued around the publishing stores.  The one reordering TSO allows (a load
+issued after loading and before storing a counter (untested there).  The one reordering TSO allows (a load
 passing an earlier store) matters only for the sleep/wake hand-shakes, which
 call ``full_fence`` explicitly.
 """
@@ -219,6 +219,8 @@ class RingWriter:
             need = len(head) + plen
             if self.tail + need > self._limit:
                 self._limit = self.ring.ctl[HEAD] + self.ring.capacity
+                if _WEAK_MEMORY_ORDER:
+                    full_fence()  # no overwrite before the consumer's reads are done
             if self.tail + need <= self._limit:
                 ring = self.ring
                 ring.write_at(self.tail, head)
@@ -236,6 +238,8 @@ class RingWriter:
             return 0
         ring = self.ring
         self._limit = ring.ctl[HEAD] + ring.capacity
+        if _WEAK_MEMORY_ORDER:
+            full_fence()
         moved = 0
         while frames:
             frame = frames[0]
@@ -345,6 +349,8 @@ class RingReader:
         head = start = self.head
         if head == tail:
             return 0
+        if _WEAK_MEMORY_ORDER:
+            full_fence()  # the frames must not be read before the tail that covers them
         data = ring.data
         cap = ring.capacity
         mask = ring.mask

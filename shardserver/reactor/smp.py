@@ -40,6 +40,7 @@ KIND_REPLY = 2
 KIND_ERROR = 3
 
 DEFAULT_RING_BYTES = 1 << 20
+WATCHDOG_SECONDS = 0.005
 # How long a shard keeps polling its rings after the last traffic before it
 # arms its doorbell and lets the loop sleep (Seastar polls similarly).
 DEFAULT_IDLE_POLL_US = 100
@@ -131,9 +132,15 @@ class FabricSegments:
                # a laggard is a shard whose loop has been stuck for `timeout`; its
                # rings with p are about to be reset under it, so restart it too.
                segs.reset_peer(p)          # head = tail = 0 on every ring to and from p
-               fork the replacement of p   # it builds a new Fabric(p, ...)
-               segs.mark_up(p)             # survivors resume traffic with p
+               fork the replacement of p   # it builds a new Fabric(p, ...) and start()s it
+               segs.mark_up(p)             # survivors resume traffic with p; call it
+                                           # right after the fork, or (to keep callers failing
+                                           # fast while p replays its commit log) once
+                                           # segs.attached_pid(p) == the replacement's pid
     shutdown:  after every shard has exited: segs.unlink()
+
+    A shard that exits for good should be marked down too, so that callers
+    still waiting on it fail instead of waiting.
     """
 
     def __init__(self, nshards: int, ring_bytes: int, ctl_name: str, rings_name: str, fds: list[int]):
@@ -331,6 +338,8 @@ class Fabric:
         self._doorbells_rung = 0
         self._batches_flushed = 0
         self._wakeups = 0
+        self._watchdog_armed = False
+        self._watchdog_recoveries = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -399,8 +408,7 @@ class Fabric:
         tx.put(KIND_REQUEST, rid, verb, payload)
         self._sent[shard] += 1
         self._dirty.add(shard)
-        if self._tick_handle is None:
-            self._tick_handle = self._loop.call_soon(self._tick)
+        self._kick()
         try:
             return await fut
         finally:
@@ -439,6 +447,7 @@ class Fabric:
             "doorbells_rung": self._doorbells_rung,
             "batches_flushed": self._batches_flushed,
             "wakeups": self._wakeups,
+            "watchdog_recoveries": self._watchdog_recoveries,
         }
 
     # --- internals ------------------------------------------------------------------------
@@ -468,7 +477,15 @@ class Fabric:
                 w.set_result(None)
 
     def _schedule_tick(self) -> None:
-        if self._tick_handle is None and not self._stopped:
+        if not self._stopped:
+            self._kick()
+
+    def _kick(self) -> None:
+        """Run a tick soon: new frames to flush (a pending watchdog timer is too late)."""
+        if self._tick_handle is None or self._watchdog_armed:
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+            self._watchdog_armed = False
             self._tick_handle = self._loop.call_soon(self._tick)
 
     def _on_doorbell(self) -> None:
@@ -480,6 +497,7 @@ class Fabric:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        self._watchdog_armed = False
         self._tick()
 
     def _tick(self) -> None:
@@ -487,6 +505,12 @@ class Fabric:
         self._tick_handle = None
         if self._stopped:
             return
+        if self._watchdog_armed and doorbell.clear(self._efd):
+            # The doorbell was rung; its callback just had not run yet.
+            self._watchdog_armed = False
+            self._wakeups += 1
+            self._ctl[self._sleep_idx] = 0
+            self._sync_control()
         busy = self._drain_incoming()
         if self._dirty and self._flush_outgoing():
             busy = True
@@ -494,12 +518,23 @@ class Fabric:
         # comes back within microseconds, and a doorbell wake-up costs tens.
         now = time.perf_counter()
         if busy:
+            if self._watchdog_armed:
+                self._watchdog_recoveries += 1
             self._last_busy = now
             self._tick_handle = self._loop.call_soon(self._tick)
         elif now - self._last_busy < self._idle_poll_s:
             self._tick_handle = self._loop.call_soon(self._tick)
         else:
             self._arm_sleep()
+            if self._tick_handle is None and (self._dirty or self._has_pending()):
+                # Outstanding work (a backlog waiting for ring space, requests
+                # waiting for replies) is re-checked on a slow timer as well as
+                # by doorbells, so a wake-up lost anywhere costs milliseconds
+                # instead of a hang; recoveries are counted in stats().
+                self._tick_handle = self._loop.call_later(WATCHDOG_SECONDS, self._tick)
+                self._watchdog_armed = True
+                return
+        self._watchdog_armed = False
 
     def _drain_incoming(self) -> bool:
         drained = None
@@ -559,6 +594,12 @@ class Fabric:
                     doorbell.ring(self._fds[p])
                     self._doorbells_rung += 1
         return retry
+
+    def _has_pending(self) -> bool:
+        for p in self._live:
+            if self._pending[p]:
+                return True
+        return False
 
     def _arm_sleep(self) -> None:
         ctl = self._ctl
@@ -627,8 +668,7 @@ class Fabric:
         if exc is not None:
             tx.put(KIND_ERROR, rid, b"", _encode_error(exc))
         self._dirty.add(src)
-        if self._tick_handle is None:
-            self._tick_handle = self._loop.call_soon(self._tick)
+        self._kick()
 
 
     def _sync_control(self) -> None:

@@ -67,7 +67,9 @@ class Shard:
     async def run(self) -> None:
         from shardserver.reactor.smp import Fabric
         from shardserver.shard.service import ShardService
+        from shardserver.shard.executor.ttl import ExpiryScanner
         from shardserver.shard.storage import ShardStorage
+        from shardserver.shard.transactions import TransactionTable
         config, shard_id = self.config, self.shard_id
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
@@ -79,13 +81,20 @@ class Shard:
         directory = os.path.join(config.data_dir, f"shard-{shard_id}")
         os.makedirs(directory, exist_ok=True)
         storage = ShardStorage(directory, shard_id, storage_options(config), log=log)
+        # Before open(): transaction intents and decisions are replayed from the commit log.
+        transactions = TransactionTable(storage, shard_id)
         await storage.open()
         service = ShardService(shard_id, config.smp, config, storage, stats)
+        service.transactions = transactions
         service.load_catalog()
         self.service = service
-        fabric = Fabric(shard_id, config.smp, self.segments, loop, service.on_message, idle_poll_us=0)
+        fabric = Fabric(shard_id, config.smp, self.segments, loop, service.on_message,
+                        idle_poll_us=config.fabric_idle_poll_us)
         service.fabric = fabric
         await fabric.start()
+        transactions.start(service)
+        expiry = ExpiryScanner(service, config.ttl_scan_interval_in_s)
+        expiry.start()
         # Everything allocated so far lives as long as the shard: keep the
         # collector from re-scanning it (full passes were the loop stalls
         # seen during flushes), and collect young objects less often.
@@ -118,6 +127,8 @@ class Shard:
         deadline = time.monotonic() + DRAIN_SECONDS
         while front.open_connections and time.monotonic() < deadline and _busy(front):
             await asyncio.sleep(0.02)
+        await expiry.stop()
+        await transactions.stop()
         await storage.close()
         await fabric.stop()
         log.info("stopped")

@@ -276,6 +276,8 @@ _FABRIC_SCALARS = (
      "counter", "Batches of messages published to the rings."),
     (("wakeups_total", "wakeups"), "ring_wakeups_total", "counter",
      "Times this shard was woken by a doorbell after sleeping."),
+    (("watchdog_recoveries",), "ring_watchdog_recoveries_total", "counter",
+     "Times the fabric's slow re-check timer found work no doorbell had announced (a lost wake-up)."),
 )
 
 # Per-peer maps inside fabric.stats(): (aliases, metric, type, help, extra labels)

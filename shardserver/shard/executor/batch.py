@@ -13,11 +13,12 @@ import asyncio
 
 import orjson
 
-from shardserver.errors import ServiceUnavailableException, ValidationException
+from shardserver.errors import ServiceUnavailableException, TransactionConflictException, ValidationException
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
 from shardserver.shard.keys import key_of_item, key_of_request
+from shardserver.shard.transactions import check_write
 
 MAX_WRITES = 25
 MAX_GET_KEYS = 100
@@ -123,11 +124,17 @@ async def batch_write_item(svc, request: dict) -> bytes:
             for name, requests in result.get("UnprocessedItems", {}).items():
                 unprocessed.setdefault(name, []).extend(requests)
     if mine:
-        for _, name, schema, kind, payload, key, _ in mine:
+        for _, name, schema, kind, payload, key, write in mine:
             stored = None
             if svc.needs_old_image(schema):
                 raw = await svc.storage.get(schema.table_id, key)
                 stored = orjson.loads(raw) if raw is not None else None
+            try:
+                check_write(svc, schema.table_id, key)
+            except TransactionConflictException:
+                # A transaction holds the item: hand the request back for a retry.
+                unprocessed.setdefault(name, []).append(write)
+                continue
             if kind == "put":
                 svc.storage.put(schema.table_id, key, orjson.dumps(payload))
                 svc.after_write(schema, key, stored, payload)

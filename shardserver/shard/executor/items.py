@@ -16,6 +16,7 @@ from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.tables import table_of
 from shardserver.shard.keys import key_of_item, key_of_request
+from shardserver.shard.transactions import check_write
 
 RETURN_VALUES_ENUM = "[ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
 
@@ -106,6 +107,7 @@ async def put_item(svc, request: dict) -> bytes:
         old = orjson.loads(stored) if stored is not None else None
         if condition is not None:
             condition(old)
+    check_write(svc, table_id, key)
     svc.storage.put(table_id, key, orjson.dumps(item))
     svc.after_write(schema, key, old, item)
     await svc.storage.sync()
@@ -134,6 +136,7 @@ async def delete_item(svc, request: dict) -> bytes:
     old = orjson.loads(stored) if stored is not None else None
     if condition is not None:
         condition(old)
+    check_write(svc, table_id, key)
     if old is not None:
         svc.storage.delete(table_id, key)
         svc.after_write(schema, key, old, None)

@@ -254,15 +254,6 @@ async def describe_limits(svc, request: dict) -> bytes:
                          "TableMaxReadCapacityUnits": 40000, "TableMaxWriteCapacityUnits": 40000})
 
 
-@operation("DescribeTimeToLive")
-async def describe_time_to_live(svc, request: dict) -> bytes:
-    schema = _table_or_not_found(svc, request)
-    if schema.ttl_attribute:
-        return orjson.dumps({"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED",
-                                                        "AttributeName": schema.ttl_attribute}})
-    return orjson.dumps({"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}})
-
-
 def _schema_by_arn(svc, arn) -> TableSchema:
     if not isinstance(arn, str) or not arn.startswith("arn:"):
         raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")

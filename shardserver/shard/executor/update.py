@@ -16,6 +16,7 @@ from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.items import response, return_values, route_by_key
 from shardserver.shard.executor.tables import table_of
 from shardserver.shard.keys import key_of_request
+from shardserver.shard.transactions import check_write
 
 ALL_RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
 
@@ -47,6 +48,7 @@ async def update_item(svc, request: dict) -> bytes:
         new, touched = base, set()
     # apply_update / apply_attribute_updates already enforced the 400 KB limit on the result.
     svc.check_index_keys(schema, new)
+    check_write(svc, table_id, key)
     svc.storage.put(table_id, key, orjson.dumps(new))
     svc.after_write(schema, key, old, new)
     await svc.storage.sync()

@@ -1,0 +1,399 @@
+"""TransactWriteItems and TransactGetItems: two-phase commit over the rings, coordinated by the acceptor.
+
+TransactWriteItems: the acceptor validates every action, groups them by owner
+shard and sends each owner PREPARE; an owner locks its items, checks their
+conditions, computes the new images and logs a durable intent.  If every owner
+agrees, the acceptor logs its commit decision and sends COMMIT; otherwise
+ABORT, and the client gets TransactionCanceledException with one reason per
+action.  TransactGetItems read-locks its items on every owner, reads them,
+and cancels if any item has a pending intent or was written meanwhile.
+
+The participant state and the recovery rule live in shardserver/shard/transactions.py;
+this module only speaks the protocol.  It never writes an item itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import zlib
+
+import orjson
+
+from shardserver.errors import (DynamoDBError, IdempotentParameterMismatchException, InternalServerError,
+                                ServiceUnavailableException, TransactionCanceledException,
+                                TransactionInProgressException, ValidationException)
+from shardserver.shard import values
+from shardserver.shard.executor import capacity, fabric_verb, operation
+from shardserver.shard.executor.tables import constraint_error, table_of
+from shardserver.shard.keys import key_of_item, key_of_request
+from shardserver.shard.transactions import CONFLICT_REASON, NONE_REASON
+
+MAX_ACTIONS = 100
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+MAX_TOKEN_LENGTH = 36
+WRITE_KINDS = ("ConditionCheck", "Put", "Delete", "Update")
+_OP_OF_KIND = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "DeleteItem"}
+
+# Error injection (as Scylla's): seconds a coordinator waits between a successful PREPARE
+# round and its commit decision, so tests can kill shards at that point.  0 in production.
+INJECT_DECISION_DELAY = float(os.environ.get("SHARDSERVER_INJECT_TX_DECISION_DELAY_S") or 0)
+
+TX_PREPARE = b"txprep"      # orjson {"tx", "c", "a": [[index, action]]} -> {"r": {index: reason}, "s": sizes}
+TX_COMMIT = b"txcommit"     # tx id -> b""
+TX_ABORT = b"txabort"       # tx id -> b""
+TX_STATUS = b"txstatus"     # tx id -> b"c" | b"p" | b"a"
+TX_READ = b"txread"         # orjson {"t": token or null, "g": [[index, get]]} -> {"i": items, "r": reasons}
+TX_RELEASE = b"txrelease"   # token -> orjson [indexes whose read was overtaken by a write]
+TX_TOKEN = b"txtoken"       # orjson {"o": "claim"|"done"|"fail", "t", "h"} -> state
+
+
+class Action:
+    """One validated TransactItems entry."""
+
+    __slots__ = ("index", "kind", "body", "schema", "key_av", "key", "item", "prepared", "owner")
+
+    def __init__(self, svc, index: int, kind: str, body: dict):
+        if not isinstance(body, dict):
+            raise ValidationException(f"1 validation error detected: Value null at 'transactItems.{index + 1}.member."
+                                      f"{kind[0].lower() + kind[1:]}' failed to satisfy constraint: "
+                                      "Member must not be null")
+        self.index, self.kind, self.body = index, kind, body
+        schema = self.schema = table_of(svc, body)
+        self.item = None
+        if kind == "Put":
+            item = self.item = body.get("Item")
+            pk, sk = key_of_item(schema, item)
+            values.validate_item(item)
+            values.check_item_size(item)
+            self.key_av = {name: item[name] for name in schema.key_names}
+        else:
+            self.key_av = body.get("Key")
+            pk, sk = key_of_request(schema, self.key_av)
+        if kind == "Update" and not isinstance(body.get("UpdateExpression"), str):
+            raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.update.updateExpression' "
+                                    "failed to satisfy constraint: Member must not be null"])
+        if kind == "ConditionCheck" and not isinstance(body.get("ConditionExpression"), str):
+            raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.conditionCheck."
+                                    "conditionExpression' failed to satisfy constraint: Member must not be null"])
+        self.prepared = svc.prepare_expressions(body, schema, _OP_OF_KIND[kind])
+        self.key = values.encode_key(pk, sk)
+        self.owner = svc.owner_of(pk)
+
+
+def _transact_items(request: dict) -> list:
+    items = request.get("TransactItems")
+    if not isinstance(items, list):
+        raise constraint_error(["Value null at 'transactItems' failed to satisfy constraint: "
+                                "Member must not be null"])
+    if not items:
+        raise constraint_error(["Value '[]' at 'transactItems' failed to satisfy constraint: "
+                                "Member must have length greater than or equal to 1"])
+    if len(items) > MAX_ACTIONS:
+        raise constraint_error([f"Value '[{len(items)} items]' at 'transactItems' failed to satisfy constraint: "
+                                f"Member must have length less than or equal to {MAX_ACTIONS}"])
+    return items
+
+
+def parse_write_actions(svc, items: list) -> list[Action]:
+    actions = []
+    for index, entry in enumerate(items):
+        kinds = [k for k in WRITE_KINDS if isinstance(entry, dict) and entry.get(k) is not None]
+        if len(kinds) != 1 or len(entry) != 1:
+            raise ValidationException("TransactItems can only contain one of Check, Put, Update or Delete")
+        actions.append(Action(svc, index, kinds[0], entry[kinds[0]]))
+    return actions
+
+
+def _check_distinct(entries) -> None:
+    seen = set()
+    for table_id, key in entries:
+        if (table_id, key) in seen:
+            raise ValidationException("Transaction request cannot include multiple operations on one item")
+        seen.add((table_id, key))
+
+
+def cancellation(reasons: list) -> TransactionCanceledException:
+    codes = ", ".join(r["Code"] for r in reasons)
+    return TransactionCanceledException(
+        f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]", reasons)
+
+
+# ------------------------------------------------------------------ TransactWriteItems
+
+@operation("TransactWriteItems")
+async def transact_write_items(svc, request: dict) -> bytes:
+    items = _transact_items(request)
+    mode = capacity.requested_mode(request)
+    token = request.get("ClientRequestToken")
+    if token is not None and (not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_LENGTH):
+        raise constraint_error([f"Value '{token}' at 'clientRequestToken' failed to satisfy constraint: "
+                                f"Member must have length less than or equal to {MAX_TOKEN_LENGTH}"])
+    actions = parse_write_actions(svc, items)
+    _check_distinct((a.schema.table_id, a.key) for a in actions)
+    if len(orjson.dumps(items)) > MAX_TRANSACTION_BYTES:
+        raise ValidationException("Transaction size exceeds the maximum allowed size of 4 MB")
+    if token is None:
+        return await _run_write(svc, actions, mode)
+    digest = hashlib.sha256(orjson.dumps({k: v for k, v in request.items() if k != "ClientRequestToken"},
+                                         option=orjson.OPT_SORT_KEYS)).hexdigest()
+    token_shard = zlib.crc32(token.encode()) % svc.nshards
+    state = await _token(svc, token_shard, "claim", token, digest)
+    if state == "done":
+        # Already applied within the idempotency window: succeed without applying again.
+        return b"{}" if mode == "NONE" else orjson.dumps({"ConsumedCapacity": _consumed(actions, {}, mode)})
+    if state == "progress":
+        raise TransactionInProgressException("Transaction is in progress with the same client request token")
+    if state == "mismatch":
+        raise IdempotentParameterMismatchException(
+            "Request parameters do not match a previous request with the same ClientRequestToken")
+    succeeded = False
+    try:
+        result = await _run_write(svc, actions, mode)
+        succeeded = True
+        return result
+    finally:
+        try:
+            await _token(svc, token_shard, "done" if succeeded else "fail", token, digest)
+        except DynamoDBError:
+            pass      # the token shard restarted: its entry is gone, a retry simply runs again
+
+
+async def _token(svc, shard: int, op: str, token: str, digest: str) -> str:
+    reply = await svc.submit_to(shard, TX_TOKEN, orjson.dumps({"o": op, "t": token, "h": digest}))
+    return reply.decode()
+
+
+async def _run_write(svc, actions: list[Action], mode: str) -> bytes:
+    table = svc.transactions
+    tx = table.new_id()
+    by_shard: dict[int, list[Action]] = {}
+    for action in actions:
+        by_shard.setdefault(action.owner, []).append(action)
+    table.preparing.add(tx)
+    try:
+        replies = await asyncio.gather(*(_send_prepare(svc, shard, tx, part) for shard, part in by_shard.items()),
+                                       return_exceptions=True)
+    except BaseException:
+        table.preparing.discard(tx)
+        raise
+    reasons: list[dict | None] = [None] * len(actions)
+    sizes: dict[int, int] = {}
+    failure = None
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            failure = reply
+            continue
+        for index, reason in reply["r"].items():
+            reasons[int(index)] = reason
+        sizes.update((int(i), s) for i, s in reply["s"].items())
+    if failure is not None or any(reasons) or tx not in table.preparing:
+        table.preparing.discard(tx)
+        await asyncio.gather(*(_send(svc, shard, TX_ABORT, tx.encode()) for shard in by_shard),
+                             return_exceptions=True)
+        if any(reasons):
+            raise cancellation([r or NONE_REASON for r in reasons])
+        if isinstance(failure, DynamoDBError):
+            raise failure
+        if failure is not None:
+            raise InternalServerError("Internal server error") from failure
+        raise InternalServerError("Internal server error")
+    if INJECT_DECISION_DELAY:
+        await asyncio.sleep(INJECT_DECISION_DELAY)
+    decision = await table.decide_commit(tx, set(by_shard))
+    # The decision is durable: the transaction is committed even if a participant is down
+    # now; it will learn the outcome when it is back (see transactions.py).
+    await table.push_commit(svc, decision, lambda shard, t: send_commit(svc, shard, t))
+    if mode == "NONE":
+        return b"{}"
+    return orjson.dumps({"ConsumedCapacity": _consumed(actions, sizes, mode)})
+
+
+def _consumed(actions: list[Action], sizes: dict, mode: str) -> list:
+    # A transactional write costs two write units per KB (prepare and commit).
+    units: dict[str, float] = {}
+    for action in actions:
+        name = action.schema.name
+        units[name] = units.get(name, 0.0) + 2 * capacity.write_units(sizes.get(action.index, 0))
+    return [capacity.consumed(mode, name, u, read=False) for name, u in units.items()]
+
+
+async def _send(svc, shard: int, verb: bytes, payload: bytes) -> bytes:
+    return await svc.submit_to(shard, verb, payload)
+
+
+async def _send_prepare(svc, shard: int, tx: str, part: list[Action]) -> dict:
+    payload = orjson.dumps({"tx": tx, "c": svc.shard_id, "a": [[a.index, {a.kind: a.body}] for a in part]})
+    return orjson.loads(await svc.submit_to(shard, TX_PREPARE, payload))
+
+
+async def send_commit(svc, shard: int, tx: str) -> None:
+    await svc.submit_to(shard, TX_COMMIT, tx.encode())
+
+
+async def ask_status(svc, coordinator: int, tx: str) -> bytes:
+    return await svc.submit_to(coordinator, TX_STATUS, tx.encode())
+
+
+@fabric_verb(TX_PREPARE)
+async def _on_prepare(svc, src: int, payload: bytes) -> bytes:
+    request = orjson.loads(payload)
+    actions = []
+    reasons: dict[int, dict] = {}
+    for index, entry in request["a"]:
+        (kind, body), = entry.items()
+        try:
+            actions.append(Action(svc, index, kind, body))
+        except DynamoDBError as error:   # e.g. the table was deleted since the acceptor looked
+            reasons[index] = {"Code": "ValidationError", "Message": error.message}
+    if reasons:
+        return orjson.dumps({"r": reasons, "s": {}}, option=orjson.OPT_NON_STR_KEYS)
+    reasons, sizes = await svc.transactions.prepare(svc, request["tx"], request["c"], actions)
+    return orjson.dumps({"r": reasons, "s": sizes}, option=orjson.OPT_NON_STR_KEYS)
+
+
+@fabric_verb(TX_COMMIT)
+async def _on_commit(svc, src: int, payload: bytes) -> bytes:
+    await svc.transactions.commit(svc, payload.decode())
+    return b""
+
+
+@fabric_verb(TX_ABORT)
+async def _on_abort(svc, src: int, payload: bytes) -> bytes:
+    svc.transactions.abort(payload.decode())
+    return b""
+
+
+@fabric_verb(TX_STATUS)
+async def _on_status(svc, src: int, payload: bytes) -> bytes:
+    return svc.transactions.status(payload.decode())
+
+
+@fabric_verb(TX_TOKEN)
+async def _on_token(svc, src: int, payload: bytes) -> bytes:
+    request = orjson.loads(payload)
+    table = svc.transactions
+    if request["o"] == "claim":
+        return table.claim_token(request["t"], request["h"]).encode()
+    table.finish_token(request["t"], request["h"], request["o"] == "done")
+    return b""
+
+
+# ------------------------------------------------------------------ TransactGetItems
+
+class Get:
+    __slots__ = ("index", "body", "schema", "key", "projection", "owner")
+
+    def __init__(self, svc, index: int, entry):
+        body = entry.get("Get") if isinstance(entry, dict) else None
+        if not isinstance(body, dict) or len(entry) != 1:
+            raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.get' failed to satisfy "
+                                    "constraint: Member must not be null"])
+        self.index, self.body = index, body
+        schema = self.schema = table_of(svc, body)
+        pk, sk = key_of_request(schema, body.get("Key"))
+        self.projection = svc.prepare_expressions(body, schema, "GetItem").projection
+        self.key = values.encode_key(pk, sk)
+        self.owner = svc.owner_of(pk)
+
+
+@operation("TransactGetItems")
+async def transact_get_items(svc, request: dict) -> bytes:
+    items = _transact_items(request)
+    mode = capacity.requested_mode(request)
+    gets = [Get(svc, index, entry) for index, entry in enumerate(items)]
+    _check_distinct((g.schema.table_id, g.key) for g in gets)
+    by_shard: dict[int, list[Get]] = {}
+    for get in gets:
+        by_shard.setdefault(get.owner, []).append(get)
+    single = len(by_shard) == 1
+    token = None if single else svc.transactions.new_id()
+
+    async def read(shard: int, part: list[Get]) -> dict:
+        payload = orjson.dumps({"t": token, "g": [[g.index, g.body] for g in part]})
+        return orjson.loads(await svc.submit_to(shard, TX_READ, payload))
+
+    replies = await asyncio.gather(*(read(s, p) for s, p in by_shard.items()), return_exceptions=True)
+    results: dict[int, dict | None] = {}
+    conflicts: set[int] = set()
+    failure = None
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            failure = reply
+            continue
+        results.update((int(i), item) for i, item in reply["i"].items())
+        conflicts.update(int(i) for i in reply["r"])
+    if token is not None:
+        # Second round: release the read locks; a write that overtook one of them cancels us.
+        shards = list(by_shard)
+        released = await asyncio.gather(*(svc.submit_to(s, TX_RELEASE, token.encode()) for s in shards),
+                                        return_exceptions=True)
+        for shard, reply in zip(shards, released):
+            if isinstance(reply, BaseException):
+                failure = failure or reply
+                continue
+            broken = orjson.loads(reply)
+            if broken == [-1]:
+                # The owner no longer holds our locks (it expired them or restarted).
+                broken = [g.index for g in by_shard[shard]]
+            conflicts.update(broken)
+    if conflicts:
+        raise cancellation([CONFLICT_REASON if g.index in conflicts else NONE_REASON for g in gets])
+    if failure is not None:
+        if isinstance(failure, DynamoDBError):
+            raise failure
+        raise ServiceUnavailableException("A shard is restarting; retry the request") from failure
+    responses = []
+    units: dict[str, float] = {}
+    for get in gets:
+        item = results.get(get.index)
+        responses.append({"Item": item} if item is not None else {})
+        if mode != "NONE":
+            size = values.item_size(item) if item is not None else 0
+            units[get.schema.name] = units.get(get.schema.name, 0.0) + 2 * capacity.read_units(size, True)
+    response = {"Responses": responses}
+    if mode != "NONE":
+        response["ConsumedCapacity"] = [capacity.consumed(mode, n, u, read=True) for n, u in units.items()]
+    return orjson.dumps(response)
+
+
+@fabric_verb(TX_READ)
+async def _on_read(svc, src: int, payload: bytes) -> bytes:
+    request = orjson.loads(payload)
+    gets = [Get(svc, index, {"Get": body}) for index, body in request["g"]]
+    table = svc.transactions
+    conflicts, held = table.lock_for_read([(g.schema.table_id, g.key) for g in gets])
+    if conflicts:
+        table.unlock_read(held)
+        return orjson.dumps({"i": {}, "r": [gets[p].index for p in conflicts]})
+    items = {}
+    try:
+        for get in gets:
+            stored = await svc.storage.get(get.schema.table_id, get.key)
+            if stored is None:
+                items[get.index] = None
+            else:
+                item = orjson.loads(stored)
+                items[get.index] = get.projection(item) if get.projection is not None else item
+    except BaseException:
+        table.unlock_read(held)
+        raise
+    token = request["t"]
+    if token is None:
+        broken = [gets[p].index for p in table.unlock_read(held)]
+    else:
+        table.hold_reads(token, [(lk, entry, get.index) for (lk, entry), get in zip(held, gets)])
+        broken = []
+    return orjson.dumps({"i": items, "r": broken}, option=orjson.OPT_NON_STR_KEYS)
+
+
+@fabric_verb(TX_RELEASE)
+async def _on_release(svc, src: int, payload: bytes) -> bytes:
+    table = svc.transactions
+    holds = table.take_reads(payload.decode())
+    if holds is None:
+        # Expired (or this shard restarted): the reads cannot be vouched for.
+        return b"[-1]"
+    broken = table.unlock_read([(lk, entry) for lk, entry, _ in holds])
+    return orjson.dumps([holds[p][2] for p in broken])
