@@ -9,7 +9,6 @@ here owns a socket: ``protocol.server`` is the thin asyncio glue.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
 
 import httptools
 
@@ -33,20 +32,54 @@ class HttpError(Exception):
         self.message = message
 
 
-@dataclass(slots=True)
 class Request:
-    method: bytes
-    path: bytes
-    headers: dict = field(default_factory=dict)    # lower-cased name -> value (both str)
-    raw_headers: list = field(default_factory=list)
-    body: bytes = b""
-    keep_alive: bool = True
+    """One complete HTTP request.
+
+    Header names and values stay bytes as they arrived (``raw_headers``,
+    what SigV4 signs); ``header(b"name")`` looks one up by its lower-cased
+    name, and ``headers`` is a decoded dict built only when asked for.
+    """
+
+    __slots__ = ("method", "path", "raw_headers", "body", "keep_alive", "_by_name", "_decoded")
+
+    def __init__(self, method: bytes = b"", path: bytes = b"", raw_headers: list | None = None,
+                 body: bytes = b"", keep_alive: bool = True):
+        self.method = method
+        self.path = path
+        self.raw_headers = raw_headers if raw_headers is not None else []
+        self.body = body
+        self.keep_alive = keep_alive
+        self._by_name = None
+        self._decoded = None
+
+    def header(self, name: bytes) -> bytes | None:
+        """The value of header ``name`` (lower-case bytes); repeated headers are comma-joined."""
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = {}
+            for key, value in self.raw_headers:
+                key = key.lower()
+                by_name[key] = by_name[key] + b"," + value if key in by_name else value
+        return by_name.get(name)
+
+    def text_header(self, name: bytes) -> str | None:
+        """``header`` decoded as Latin-1, or None."""
+        value = self.header(name)
+        return value.decode("latin-1") if value is not None else None
+
+    @property
+    def headers(self) -> dict:
+        """Lower-cased name -> value, decoded as Latin-1 (HTTP's byte-transparent reading)."""
+        if self._decoded is None:
+            self.header(b"")
+            self._decoded = {k.decode("latin-1"): v.decode("latin-1") for k, v in self._by_name.items()}
+        return self._decoded
 
 
 class RequestParser:
     """Feeds bytes to httptools and collects complete requests."""
 
-    __slots__ = ("_parser", "_current", "_url", "_body", "_header_bytes", "_done", "_name")
+    __slots__ = ("_parser", "_url", "_body", "_raw", "_header_bytes", "_done")
 
     def __init__(self):
         self._parser = httptools.HttpRequestParser(self)
@@ -54,11 +87,10 @@ class RequestParser:
         self._reset()
 
     def _reset(self):
-        self._current = None
         self._url = b""
         self._body = []
+        self._raw = []
         self._header_bytes = 0
-        self._name = b""
 
     def feed(self, data: bytes) -> list[Request]:
         """Returns the requests completed by ``data``; raises HttpError on bad framing."""
@@ -73,10 +105,9 @@ class RequestParser:
         done, self._done = self._done, []
         return done
 
-    # httptools callbacks ------------------------------------------------
+    # httptools callbacks: kept minimal, they run for every header of every request.
     def on_message_begin(self):
         self._reset()
-        self._current = Request(b"", b"")
 
     def on_url(self, url: bytes):
         self._url += url
@@ -84,25 +115,21 @@ class RequestParser:
             raise HttpError(414, "URL too long")
 
     def on_header(self, name: bytes, value: bytes):
+        self._raw.append((name, value))
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES:
             raise HttpError(431, "Request headers too large")
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        self._current.raw_headers.append((key, text))
-        if key in self._current.headers:
-            self._current.headers[key] += "," + text
-        else:
-            self._current.headers[key] = text
 
     def on_headers_complete(self):
-        length = self._current.headers.get("content-length")
-        if length is not None:
-            try:
-                if int(length) > MAX_BODY_BYTES:
+        # Refuse a huge body before it arrives.
+        for name, value in self._raw:
+            if len(name) == 14 and name.lower() == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise HttpError(400, "Invalid Content-Length") from None
+                if length > MAX_BODY_BYTES:
                     raise HttpError(413, "Request size exceeds the 16 MB limit")
-            except ValueError:
-                raise HttpError(400, "Invalid Content-Length") from None
 
     def on_body(self, body: bytes):
         self._body.append(body)
@@ -110,12 +137,10 @@ class RequestParser:
             raise HttpError(413, "Request size exceeds the 16 MB limit")
 
     def on_message_complete(self):
-        request = self._current
-        request.method = self._parser.get_method()
-        request.path = self._url
-        request.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        request.keep_alive = self._parser.should_keep_alive()
-        self._done.append(request)
+        body = self._body
+        self._done.append(Request(self._parser.get_method(), self._url, self._raw,
+                                  body[0] if len(body) == 1 else b"".join(body),
+                                  self._parser.should_keep_alive()))
         self._reset()
 
 

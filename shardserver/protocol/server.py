@@ -54,24 +54,24 @@ class ApiFrontend:
             return response[:len(response) - body_length]
         if method != b"POST":
             return build_response(405, b"", content_type=b"text/plain", keep_alive=request.keep_alive)
-        headers = request.headers
+        header = request.text_header
         try:
             if self.authenticator is not None:
                 self.authenticator(request)
             body = request.body
-            encoding = headers.get("content-encoding")
+            encoding = header(b"content-encoding")
             if encoding and encoding.lower() != "identity":
                 if self.codec is None:
                     raise SerializationException(f"Unsupported Content-Encoding: {encoding}")
                 body = self.codec.decode_body(encoding, body)
-            op = wire.operation_of(headers.get("x-amz-target"))
+            op = wire.operation_of(header(b"x-amz-target"))
         except DynamoDBError as error:
-            self._count_refusal(headers.get("x-amz-target"), error)
+            self._count_refusal(header(b"x-amz-target"), error)
             status, payload = wire.error_response(error)
             return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive)
         status, payload = await self.service.handle(op, body)
         content_encoding = None
-        accept = headers.get("accept-encoding")
+        accept = header(b"accept-encoding")
         if accept and self.codec is not None:
             payload, content_encoding = self.codec.encode_response(
                 payload, accept, self.config.response_compression_threshold)

@@ -16,23 +16,42 @@ from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.tables import table_of
 from shardserver.shard.keys import key_of_item, key_of_request
+from shardserver.shard.routing import shard_of_key
 from shardserver.shard.transactions import check_write
 
 RETURN_VALUES_ENUM = "[ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
 
 
+_ROUTED = "\0item"   # request key under which the acceptor leaves what routing computed
+
+
+def _address(svc, request: dict, from_item: bool) -> tuple:
+    """(schema, partition key, sort key, storage key, owner shard) of the one item a request names."""
+    schema = table_of(svc, request)
+    if from_item:
+        pk, sk = key_of_item(schema, request.get("Item"))
+    else:
+        pk, sk = key_of_request(schema, request.get("Key"))
+    owner, token = shard_of_key(pk, svc.nshards)
+    return schema, pk, sk, values.encode_key(pk, sk, token), owner
+
+
+def addressed_item(svc, request: dict, from_item: bool = False) -> tuple:
+    """(schema, pk, sk, storage key): from routing when it ran on this shard, else computed."""
+    routed = request.pop(_ROUTED, None)
+    return (routed or _address(svc, request, from_item))[:4]
+
+
 def route_by_key(svc, request: dict) -> int:
     """Owner shard of the item a request names by ``Key``."""
-    schema = table_of(svc, request)
-    pk, _ = key_of_request(schema, request.get("Key"))
-    return svc.owner_of(pk)
+    routed = request[_ROUTED] = _address(svc, request, False)
+    return routed[4]
 
 
 def route_by_item(svc, request: dict) -> int:
     """Owner shard of the item a PutItem writes."""
-    schema = table_of(svc, request)
-    pk, _ = key_of_item(schema, request.get("Item"))
-    return svc.owner_of(pk)
+    routed = request[_ROUTED] = _address(svc, request, True)
+    return routed[4]
 
 
 def return_values(request: dict, allowed: tuple[str, ...]) -> str:
@@ -47,10 +66,6 @@ def return_values(request: dict, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def storage_key(schema, pk: dict, sk: dict | None) -> bytes:
-    return values.encode_key(pk, sk)
-
-
 def response(fields: dict) -> bytes:
     return orjson.dumps(fields) if fields else b"{}"
 
@@ -59,15 +74,14 @@ def response(fields: dict) -> bytes:
 
 @operation("GetItem", route=route_by_key)
 async def get_item(svc, request: dict) -> bytes:
-    schema = table_of(svc, request)
-    pk, sk = key_of_request(schema, request.get("Key"))
+    schema, pk, sk, key = addressed_item(svc, request)
     projection = svc.prepare_expressions(request, schema, "GetItem").projection
     mode = capacity.requested_mode(request)
     consistent = request.get("ConsistentRead", False)
     if not isinstance(consistent, bool):
         raise ValidationException("1 validation error detected: Value at 'consistentRead' failed to satisfy "
                                   "constraint: Member must be a boolean")
-    stored = await svc.storage.get(schema.table_id, storage_key(schema, pk, sk))
+    stored = await svc.storage.get(schema.table_id, key)
     used = None
     if mode != "NONE":
         size = values.item_size(orjson.loads(stored)) if stored else 0
@@ -90,16 +104,14 @@ async def get_item(svc, request: dict) -> bytes:
 
 @operation("PutItem", route=route_by_item)
 async def put_item(svc, request: dict) -> bytes:
-    schema = table_of(svc, request)
+    schema, pk, sk, key = addressed_item(svc, request, from_item=True)
     item = request.get("Item")
-    pk, sk = key_of_item(schema, item)
     values.validate_item(item)
     size = values.check_item_size(item)
     rv = return_values(request, ("NONE", "ALL_OLD"))
     mode = capacity.requested_mode(request)
     condition = svc.prepare_expressions(request, schema, "PutItem").condition
     svc.check_index_keys(schema, item)
-    key = storage_key(schema, pk, sk)
     table_id = schema.table_id
     old = None
     if rv == "ALL_OLD" or condition is not None or svc.needs_old_image(schema):
@@ -125,12 +137,10 @@ async def put_item(svc, request: dict) -> bytes:
 
 @operation("DeleteItem", route=route_by_key)
 async def delete_item(svc, request: dict) -> bytes:
-    schema = table_of(svc, request)
-    pk, sk = key_of_request(schema, request.get("Key"))
+    schema, pk, sk, key = addressed_item(svc, request)
     rv = return_values(request, ("NONE", "ALL_OLD"))
     mode = capacity.requested_mode(request)
     condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
-    key = storage_key(schema, pk, sk)
     table_id = schema.table_id
     stored = await svc.storage.get(table_id, key)
     old = orjson.loads(stored) if stored is not None else None

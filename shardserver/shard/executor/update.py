@@ -13,9 +13,7 @@ import orjson
 from shardserver.shard import expressions as ex
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
-from shardserver.shard.executor.items import response, return_values, route_by_key
-from shardserver.shard.executor.tables import table_of
-from shardserver.shard.keys import key_of_request
+from shardserver.shard.executor.items import addressed_item, response, return_values, route_by_key
 from shardserver.shard.transactions import check_write
 
 ALL_RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
@@ -23,13 +21,11 @@ ALL_RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
 
 @operation("UpdateItem", route=route_by_key)
 async def update_item(svc, request: dict) -> bytes:
-    schema = table_of(svc, request)
+    schema, pk, sk, key = addressed_item(svc, request)
     key_av = request.get("Key")
-    pk, sk = key_of_request(schema, key_av)
     rv = return_values(request, ALL_RETURN_VALUES)
     mode = capacity.requested_mode(request)
     prepared = svc.prepare_expressions(request, schema, "UpdateItem")
-    key = values.encode_key(pk, sk)
     table_id = schema.table_id
     key_names = set(schema.key_names)
 
