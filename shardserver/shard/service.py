@@ -46,6 +46,7 @@ class ShardService:
         self.stats = stats
         self.catalog = Catalog(config.data_dir)
         self.fabric = None          # set by the shard main once the rings are attached
+        self.transactions = None    # the shard's TransactionTable, set by the shard main
         self.operations = load_all()
 
     # ------------------------------------------------------------ set-up
@@ -203,10 +204,15 @@ class ShardService:
                 del tables[name]
             elif kind == b"tags":
                 change = orjson.loads(data)
-                tables[change["name"]].tags = change["tags"]
-            elif kind == b"replace":
-                schema = TableSchema.from_json(orjson.loads(data))
-                tables[schema.name] = schema
+                self._existing(change["name"]).tags = change["tags"]
+            elif kind == b"ttl":
+                change = orjson.loads(data)
+                schema = self._existing(change["name"])
+                if schema.ttl_attribute != change["expected"]:
+                    # Another UpdateTimeToLive won the race since the acceptor checked.
+                    raise ValidationException("TimeToLive is already enabled" if schema.ttl_attribute else
+                                              "TimeToLive is already disabled")
+                schema.ttl_attribute = change["attribute"]
             elif kind == b"update":
                 from shardserver.shard.executor import update_table
                 update_table.apply_catalog_change(tables, orjson.loads(data))
@@ -219,6 +225,12 @@ class ShardService:
         if self.nshards > 1:
             await self.fabric.broadcast(RELOAD, b"")
         return b""
+
+    def _existing(self, name: str) -> TableSchema:
+        schema = self.catalog.tables.get(name)
+        if schema is None:
+            raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+        return schema
 
     async def table_totals(self, schema: TableSchema) -> tuple[int, int]:
         replies = await self.broadcast(TABLE_STATS, schema.table_id.encode())
@@ -266,6 +278,7 @@ class ShardService:
 
     def metrics_snapshot(self) -> dict:
         extra = {"storage": self.storage.stats() if self.storage else {},
+                 "transactions": self.transactions.stats() if self.transactions is not None else {},
                  "fabric": self.fabric.stats() if self.fabric else {},
                  "tables": {t.name: dict(zip(("items", "bytes"), self.storage.table_stats(t.table_id)))
                             for t in self.catalog.tables.values()}}

@@ -378,7 +378,32 @@ def render(snapshots: list[dict]) -> str:
         tables = snap.get("tables")
         if isinstance(tables, dict):
             _render_tables(ex, snap["shard"], tables)
+        transactions = snap.get("transactions")
+        if isinstance(transactions, dict):
+            _render_transactions(ex, snap["shard"], transactions)
     return ex.text()
+
+
+_TRANSACTION_METRICS = (
+    ("transaction_intents", "transaction_intents", "gauge",
+     "Items locked by a prepared, undecided transaction on this shard."),
+    ("transaction_decisions", "transaction_decisions", "gauge",
+     "Committed transactions this shard coordinates whose participants have not all acknowledged."),
+    ("transaction_commits_total", "transaction_commits_total", "counter",
+     "Transactions this shard coordinated that committed."),
+    ("transaction_aborts_total", "transaction_aborts_total", "counter",
+     "Transactions this shard coordinated that were cancelled or aborted."),
+    ("transaction_conflicts_total", "transaction_conflicts_total", "counter",
+     "Writes and transactional reads refused because an item was locked by another transaction."),
+)
+
+
+def _render_transactions(ex: _Exposition, shard, transactions: dict) -> None:
+    for key, name, mtype, help_text in _TRANSACTION_METRICS:
+        value = _number(transactions.get(key))
+        if value is not None:
+            ex.family(name, mtype, help_text)
+            ex.add(name, {"shard": str(shard)}, value)
 
 
 def _declare_core(ex: _Exposition) -> None:

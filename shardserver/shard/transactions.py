@@ -45,6 +45,13 @@ from shardserver.errors import ConditionalCheckFailedException, DynamoDBError, T
 log = logging.getLogger("shardserver.transactions")
 
 # Commit-log record kinds (16..255 belong to callers of append_record; nobody else uses these).
+# Every payload is one orjson object:
+#   PREPARE   {"tx": id, "c": coordinator shard, "w": [[table id, storage key hex, "put"|"delete"|"check",
+#              new item or null], ...]}        participant: a prepared intent (may be logged again)
+#   RESOLVED  {"tx": id}                       participant: the intent was applied or dropped
+#   DECISION  {"tx": id, "p": [shards]}        coordinator: committed (fsynced before any COMMIT is sent)
+#   FORGET    {"tx": id}                       coordinator: every participant acknowledged
+#   TOKEN     {"t": token, "h": request digest, "e": expiry, epoch seconds}
 KIND_PREPARE = 40
 KIND_RESOLVED = 41
 KIND_DECISION = 42

@@ -173,11 +173,15 @@ async def _run_write(svc, actions: list[Action], mode: str) -> bytes:
         by_shard.setdefault(action.owner, []).append(action)
     table.preparing.add(tx)
     try:
-        replies = await asyncio.gather(*(_send_prepare(svc, shard, tx, part) for shard, part in by_shard.items()),
-                                       return_exceptions=True)
-    except BaseException:
+        return await _prepare_and_decide(svc, table, tx, actions, by_shard, mode)
+    finally:
+        # Whatever way we leave (even cancelled), an undecided transaction is now presumed aborted.
         table.preparing.discard(tx)
-        raise
+
+
+async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_shard: dict, mode: str) -> bytes:
+    replies = await asyncio.gather(*(_send_prepare(svc, shard, tx, part) for shard, part in by_shard.items()),
+                                   return_exceptions=True)
     reasons: list[dict | None] = [None] * len(actions)
     sizes: dict[int, int] = {}
     failure = None

@@ -76,9 +76,8 @@ async def update_time_to_live(svc, request: dict) -> bytes:
         raise ValidationException("TimeToLive is already enabled")
     if not enabled and not current:
         raise ValidationException("TimeToLive is already disabled")
-    data = schema.to_json()
-    data["ttl_attribute"] = name if enabled else None
-    await svc.change_catalog(b"replace", orjson.dumps(data))
+    await svc.change_catalog(b"ttl", orjson.dumps({"name": schema.name, "expected": current,
+                                                   "attribute": name if enabled else None}))
     return orjson.dumps({"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": name}})
 
 
@@ -136,6 +135,8 @@ class ExpiryScanner:
         """Deletes this shard's expired items of one table; the number deleted."""
         storage = self.svc.storage
         attribute = schema.ttl_attribute
+        # Items without the attribute's JSON name anywhere are skipped without being decoded.
+        needle = orjson.dumps(attribute)
         start = None
         deleted = 0
         while True:
@@ -146,7 +147,7 @@ class ExpiryScanner:
             start = pairs[-1][0]
             now = time.time()
             candidates = [key for key, value in pairs
-                          if attribute.encode() in value and expired(orjson.loads(value), attribute, now)]
+                          if needle in value and expired(orjson.loads(value), attribute, now)]
             for key in candidates:
                 if self._delete_if_expired(schema, key, await storage.get(schema.table_id, key), attribute):
                     deleted += 1

@@ -1,0 +1,370 @@
+"""TransactWriteItems / TransactGetItems through boto3 against real 2-shard servers.
+
+Items are chosen so that every transaction spans both shards.  The crash
+tests run their own server with an injected pause between the PREPARE round
+and the commit decision, and SIGKILL shards (only pids this test started)
+inside that window.
+"""
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import create_table
+from serverutil import ServerProcess, make_client
+from shardserver.shard import routing
+
+DELAY_ENV = "SHARDSERVER_INJECT_TX_DECISION_DELAY_S"
+
+
+def keys_on_each_shard(prefix="k", count=1):
+    """``count`` partition keys owned by shard 0 and ``count`` by shard 1."""
+    found = {0: [], 1: []}
+    i = 0
+    while len(found[0]) < count or len(found[1]) < count:
+        key = f"{prefix}{i}"
+        shard = routing.shard_of_key({"S": key}, 2)[0]
+        if len(found[shard]) < count:
+            found[shard].append(key)
+        i += 1
+    return found[0], found[1]
+
+
+def key(k):
+    return {"pk": {"S": k}}
+
+
+def put(table, k, **attrs):
+    item = {"pk": {"S": k}}
+    item.update({name: {"N": str(v)} for name, v in attrs.items()})
+    return {"Put": {"TableName": table, "Item": item}}
+
+
+def increment(table, k):
+    return {"Update": {"TableName": table, "Key": key(k), "UpdateExpression": "ADD v :one",
+                       "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+
+
+def value(ddb, table, k):
+    item = ddb.get_item(TableName=table, Key=key(k), ConsistentRead=True).get("Item")
+    return None if item is None else int(item["v"]["N"])
+
+
+def cancellation_codes(error):
+    return [r["Code"] for r in error.value.response["CancellationReasons"]]
+
+
+# ------------------------------------------------------------------ basic semantics (shared server)
+
+def test_write_then_get_across_shards(ddb, hash_table):
+    (a,), (b,) = keys_on_each_shard("w")
+    result = ddb.transact_write_items(TransactItems=[put(hash_table, a, v=1), put(hash_table, b, v=2)],
+                                      ReturnConsumedCapacity="TOTAL")
+    assert result["ConsumedCapacity"] == [{"TableName": hash_table, "CapacityUnits": 4.0,
+                                           "WriteCapacityUnits": 4.0}]
+    got = ddb.transact_get_items(TransactItems=[
+        {"Get": {"TableName": hash_table, "Key": key(b)}},
+        {"Get": {"TableName": hash_table, "Key": key("absent")}},
+        {"Get": {"TableName": hash_table, "Key": key(a), "ProjectionExpression": "v"}}])
+    assert got["Responses"] == [{"Item": {"pk": {"S": b}, "v": {"N": "2"}}}, {}, {"Item": {"v": {"N": "1"}}}]
+
+
+def test_update_delete_and_condition_check_apply_together(ddb, hash_table):
+    range_table = create_table(ddb, hash_table + "_r", range_key=("sk", "S"))
+    (a, c), (b, d) = keys_on_each_shard("m", 2)
+    for k in (a, b, c):
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": k}, "v": {"N": "5"}})
+    ddb.put_item(TableName=range_table, Item={"pk": {"S": d}, "sk": {"S": "x"}, "n": {"N": "1"}})
+    ddb.transact_write_items(TransactItems=[
+        increment(hash_table, a),
+        {"Delete": {"TableName": hash_table, "Key": key(b), "ConditionExpression": "v = :five",
+                    "ExpressionAttributeValues": {":five": {"N": "5"}}}},
+        {"ConditionCheck": {"TableName": hash_table, "Key": key(c), "ConditionExpression": "attribute_exists(v)"}},
+        {"Update": {"TableName": range_table, "Key": {"pk": {"S": d}, "sk": {"S": "x"}},
+                    "UpdateExpression": "SET n = n + :one, tag = :t",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}, ":t": {"S": "done"}}}},
+    ])
+    assert value(ddb, hash_table, a) == 6
+    assert value(ddb, hash_table, b) is None
+    assert value(ddb, hash_table, c) == 5
+    item = ddb.get_item(TableName=range_table, Key={"pk": {"S": d}, "sk": {"S": "x"}})["Item"]
+    assert item["n"] == {"N": "2"} and item["tag"] == {"S": "done"}
+    ddb.delete_table(TableName=range_table)
+
+
+def test_failed_condition_on_one_shard_cancels_everything(ddb, hash_table):
+    (a,), (b,) = keys_on_each_shard("c")
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": a}, "v": {"N": "1"}})
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": b}, "v": {"N": "1"}})
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=[
+            increment(hash_table, a),
+            {"Update": {"TableName": hash_table, "Key": key(b), "UpdateExpression": "SET v = :nine",
+                        "ConditionExpression": "v = :two", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}, ":nine": {"N": "9"}}}}])
+    assert error.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert error.value.response["Error"]["Message"] == (
+        "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]")
+    reasons = error.value.response["CancellationReasons"]
+    assert reasons[0] == {"Code": "None"}
+    assert reasons[1]["Code"] == "ConditionalCheckFailed"
+    assert reasons[1]["Item"] == {"pk": {"S": b}, "v": {"N": "1"}}
+    assert value(ddb, hash_table, a) == 1 and value(ddb, hash_table, b) == 1
+    # Nothing stays locked after a cancellation.
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": a}, "v": {"N": "3"}})
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": b}, "v": {"N": "3"}})
+
+
+def test_item_too_large_after_update_is_a_validation_reason(ddb, hash_table):
+    (a,), (b,) = keys_on_each_shard("big")
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": b}, "s": {"S": "x" * 300_000}})
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=[
+            put(hash_table, a, v=1),
+            {"Update": {"TableName": hash_table, "Key": key(b), "UpdateExpression": "SET t = :big",
+                        "ExpressionAttributeValues": {":big": {"S": "y" * 200_000}}}}])
+    assert cancellation_codes(error) == ["None", "ValidationError"]
+    assert value(ddb, hash_table, a) is None
+
+
+def test_request_validation(ddb, hash_table):
+    def rejected(items, code="ValidationException"):
+        with pytest.raises(ClientError) as error:
+            ddb.transact_write_items(TransactItems=items)
+        assert error.value.response["Error"]["Code"] == code
+        return error.value.response["Error"]["Message"]
+
+    assert rejected([put(hash_table, "same", v=1), increment(hash_table, "same")]) == (
+        "Transaction request cannot include multiple operations on one item")
+    assert "less than or equal to 100" in rejected([put(hash_table, f"n{i}", v=1) for i in range(101)])
+    rejected([put("no_such_table", "x", v=1)], "ResourceNotFoundException")
+    assert rejected([{"Put": {"TableName": hash_table, "Item": {"pk": {"S": "x"}}},
+                      "Delete": {"TableName": hash_table, "Key": key("y")}}])
+    with pytest.raises(ClientError) as error:
+        ddb.transact_get_items(TransactItems=[{"Get": {"TableName": hash_table, "Key": key("d")}},
+                                              {"Get": {"TableName": hash_table, "Key": key("d")}}])
+    assert error.value.response["Error"]["Message"] == (
+        "Transaction request cannot include multiple operations on one item")
+    assert value(ddb, hash_table, "n0") is None
+
+
+def test_client_request_token_is_idempotent(ddb, hash_table):
+    (a,), (b,) = keys_on_each_shard("idem")
+    items = [increment(hash_table, a), increment(hash_table, b)]
+    for _ in range(3):
+        ddb.transact_write_items(TransactItems=items, ClientRequestToken="token-1")
+    assert value(ddb, hash_table, a) == 1 and value(ddb, hash_table, b) == 1
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=items[:1], ClientRequestToken="token-1")
+    assert error.value.response["Error"]["Code"] == "IdempotentParameterMismatchException"
+    ddb.transact_write_items(TransactItems=items, ClientRequestToken="token-2")
+    assert value(ddb, hash_table, a) == 2
+
+
+def test_concurrent_transactions_never_interleave(server, hash_table):
+    """Many clients move one unit between two items on different shards: the sum never changes."""
+    (a,), (b,) = keys_on_each_shard("sum")
+    ddb = make_client(server.endpoint, retries=1)
+    ddb.transact_write_items(TransactItems=[put(hash_table, a, v=100), put(hash_table, b, v=100)])
+    stop = time.monotonic() + 3.0
+    seen_sums = []
+    errors = []
+
+    def mover(direction):
+        client = make_client(server.endpoint, retries=1)
+        src, dst = (a, b) if direction else (b, a)
+        while time.monotonic() < stop:
+            try:
+                client.transact_write_items(TransactItems=[
+                    {"Update": {"TableName": hash_table, "Key": key(src), "UpdateExpression": "ADD v :m",
+                                "ConditionExpression": "v > :zero",
+                                "ExpressionAttributeValues": {":m": {"N": "-1"}, ":zero": {"N": "0"}}}},
+                    {"Update": {"TableName": hash_table, "Key": key(dst), "UpdateExpression": "ADD v :p",
+                                "ExpressionAttributeValues": {":p": {"N": "1"}}}}])
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                    errors.append(error)
+
+    def reader():
+        client = make_client(server.endpoint, retries=1)
+        while time.monotonic() < stop:
+            try:
+                got = client.transact_get_items(TransactItems=[
+                    {"Get": {"TableName": hash_table, "Key": key(a)}},
+                    {"Get": {"TableName": hash_table, "Key": key(b)}}])
+            except ClientError as error:
+                assert error.response["Error"]["Code"] == "TransactionCanceledException"
+                assert "TransactionConflict" in error.response["Error"]["Message"]
+                continue
+            seen_sums.append(sum(int(r["Item"]["v"]["N"]) for r in got["Responses"]))
+
+    threads = [threading.Thread(target=mover, args=(d,)) for d in (True, False, True)]
+    threads.append(threading.Thread(target=reader))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert seen_sums and set(seen_sums) == {200}
+    assert value(ddb, hash_table, a) + value(ddb, hash_table, b) == 200
+
+
+# ------------------------------------------------------------------ conflicts and crashes (own servers)
+
+@pytest.fixture
+def slow_server(tmp_path):
+    """A server whose coordinators pause 1.5 s between PREPARE and the commit decision."""
+    os.environ[DELAY_ENV] = "1.5"
+    try:
+        srv = ServerProcess(tmp_path / "data", smp=2).start()
+    finally:
+        del os.environ[DELAY_ENV]
+    yield srv
+    srv.stop()
+
+
+def _in_background(fn):
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = fn()
+        except Exception as exc:       # noqa: BLE001 - reported to the test
+            outcome["error"] = exc
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_pending_transaction_conflicts_with_single_writes(slow_server):
+    ddb = make_client(slow_server.endpoint, retries=1)
+    table = create_table(ddb, "conflicts")
+    (a,), (b,) = keys_on_each_shard("p")
+    ddb.put_item(TableName=table, Item={"pk": {"S": a}, "v": {"N": "0"}})
+    thread, outcome = _in_background(lambda: make_client(slow_server.endpoint, retries=1).transact_write_items(
+        TransactItems=[increment(table, a), increment(table, b)]))
+    time.sleep(0.6)      # prepared on both shards, decision pending
+    for call in (lambda: ddb.put_item(TableName=table, Item={"pk": {"S": a}, "v": {"N": "7"}}),
+                 lambda: ddb.update_item(TableName=table, Key=key(b), UpdateExpression="SET w = :x",
+                                         ExpressionAttributeValues={":x": {"N": "1"}}),
+                 lambda: ddb.delete_item(TableName=table, Key=key(a))):
+        with pytest.raises(ClientError) as error:
+            call()
+        assert error.value.response["Error"]["Code"] == "TransactionConflictException"
+        assert error.value.response["Error"]["Message"] == "Transaction is ongoing for the item"
+    with pytest.raises(ClientError) as error:
+        ddb.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": key(a)}}])
+    assert cancellation_codes(error) == ["TransactionConflict"]
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=[put(table, "other", v=1), put(table, b, v=9)])
+    assert cancellation_codes(error) == ["None", "TransactionConflict"]
+    unprocessed = ddb.batch_write_item(RequestItems={table: [
+        {"PutRequest": {"Item": {"pk": {"S": a}, "v": {"N": "8"}}}},
+        {"PutRequest": {"Item": {"pk": {"S": "free"}, "v": {"N": "8"}}}}]})["UnprocessedItems"]
+    assert unprocessed == {table: [{"PutRequest": {"Item": {"pk": {"S": a}, "v": {"N": "8"}}}}]}
+    # Reads do not wait: they see the last committed value.
+    assert value(ddb, table, a) == 0
+    thread.join(10)
+    assert "error" not in outcome, outcome
+    assert value(ddb, table, a) == 1 and value(ddb, table, b) == 1
+    ddb.put_item(TableName=table, Item={"pk": {"S": a}, "v": {"N": "7"}})
+    assert value(ddb, table, "free") == 8
+
+
+def _pid_of_shard(server, shard):
+    pid = None
+    for line in server.log().splitlines():
+        match = (re.search(rf"shard {shard}: \[shard\] pinned to cpu \d+ \(pid (\d+)\)", line)
+                 or re.search(rf"shard {shard} is back \(pid (\d+)\)", line))
+        if match:
+            pid = int(match.group(1))
+    assert pid in server.shard_pids(), server.log()
+    return pid
+
+
+def _wait_restarted(server, victim, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = server.shard_pids()
+        if len(pids) == 2 and victim not in pids and server.all_shards_up():
+            return
+        time.sleep(0.05)
+    raise AssertionError("shard did not come back:\n" + server.log())
+
+
+def _wait_unlocked(ddb, table, keys, timeout=15.0):
+    """Waits until single writes to ``keys`` no longer conflict (the intents are resolved)."""
+    deadline = time.monotonic() + timeout
+    pending = list(keys)
+    while pending:
+        k = pending[0]
+        try:
+            ddb.update_item(TableName=table, Key=key(k), UpdateExpression="SET probe = :t",
+                            ExpressionAttributeValues={":t": {"N": "1"}})
+            pending.pop(0)
+        except ClientError as error:
+            assert error.response["Error"]["Code"] in ("TransactionConflictException", "ServiceUnavailable")
+            assert time.monotonic() < deadline, "intent never resolved"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("victim", ["coordinator", "participant"])
+def test_shard_killed_between_prepare_and_commit_is_never_half_applied(slow_server, victim):
+    ddb = make_client(slow_server.endpoint, retries=1)
+    table = create_table(ddb, "crash")
+    (a,), (b,) = keys_on_each_shard("x")
+    ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
+    # The shard that accepts this client's (kept-alive) connection coordinates its transactions;
+    # the request id names it.
+    client = make_client(slow_server.endpoint, retries=1)
+    acceptor = int(client.describe_table(TableName=table)["ResponseMetadata"]["RequestId"][:2], 16)
+    victim_shard = acceptor if victim == "coordinator" else 1 - acceptor
+    pid = _pid_of_shard(slow_server, victim_shard)
+    thread, outcome = _in_background(lambda: client.transact_write_items(
+        TransactItems=[increment(table, a), increment(table, b)]))
+    time.sleep(0.7)      # both shards hold a durable intent, no decision yet
+    os.kill(pid, signal.SIGKILL)
+    thread.join(15)
+    _wait_restarted(slow_server, pid)
+    ddb = make_client(slow_server.endpoint, retries=10)
+    _wait_unlocked(ddb, table, [a, b])
+    if victim == "coordinator":
+        # It died before deciding: the survivor learns "abort" (presumed) once it is back.
+        assert "error" in outcome
+        assert (value(ddb, table, a), value(ddb, table, b)) == (0, 0)
+    else:
+        # The decision was durable: the client heard success, recovery applied the lost half.
+        assert "error" not in outcome, outcome
+        assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
+
+
+def test_whole_server_killed_after_prepare_recovers_with_nothing_applied(tmp_path):
+    os.environ[DELAY_ENV] = "3"
+    try:
+        srv = ServerProcess(tmp_path / "data", smp=2).start()
+    finally:
+        del os.environ[DELAY_ENV]
+    try:
+        ddb = make_client(srv.endpoint, retries=1)
+        table = create_table(ddb, "wholecrash")
+        (a,), (b,) = keys_on_each_shard("z")
+        ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
+        thread, outcome = _in_background(lambda: make_client(srv.endpoint, retries=1).transact_write_items(
+            TransactItems=[increment(table, a), increment(table, b)]))
+        time.sleep(0.8)
+        srv.kill()
+        thread.join(15)
+        assert "error" in outcome
+        srv = ServerProcess(srv.data_dir, smp=2).start()
+        ddb = make_client(srv.endpoint, retries=10)
+        _wait_unlocked(ddb, table, [a, b])
+        assert (value(ddb, table, a), value(ddb, table, b)) == (0, 0)
+        ddb.transact_write_items(TransactItems=[increment(table, a), increment(table, b)])
+        assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
+    finally:
+        srv.stop()
