@@ -80,6 +80,9 @@ def _plain(sign: int, digits: str, exponent: int) -> str:
 
 def normalize_number(text: str) -> str:
     """DynamoDB's canonical text of a number, or ValidationException."""
+    if type(text) is str and text.isdigit() and len(text) <= 38 and text.isascii():
+        # The common case, a plain non-negative integer: only leading zeros to drop.
+        return text.lstrip("0") or "0"
     sign, digits, exponent = _digits_exponent(text)
     _check_magnitude(digits, exponent)
     return _plain(sign, digits, exponent)
