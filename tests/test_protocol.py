@@ -114,3 +114,17 @@ def test_build_response_crc():
     response = build_response(200, b'{"x":1}', request_id=b"abc")
     assert b"x-amz-crc32: " + str(zlib.crc32(b'{"x":1}')).encode() in response
     assert response.endswith(b'\r\n\r\n{"x":1}')
+
+
+def test_expect_100_continue(server):
+    body = b'{}'
+    head = (b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(head)
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 OK") and b"TableNames" in reply

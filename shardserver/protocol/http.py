@@ -79,11 +79,14 @@ class Request:
 class RequestParser:
     """Feeds bytes to httptools and collects complete requests."""
 
-    __slots__ = ("_parser", "_url", "_body", "_raw", "_header_bytes", "_done")
+    __slots__ = ("_parser", "_url", "_body", "_raw", "_header_bytes", "_done", "expect_continue")
 
     def __init__(self):
         self._parser = httptools.HttpRequestParser(self)
         self._done: list[Request] = []
+        # Set when a request's headers asked "Expect: 100-continue" and its body has
+        # not arrived yet: the caller should send CONTINUE (and clear the flag).
+        self.expect_continue = False
         self._reset()
 
     def _reset(self):
@@ -123,6 +126,8 @@ class RequestParser:
     def on_headers_complete(self):
         # Refuse a huge body before it arrives.
         for name, value in self._raw:
+            if len(name) == 6 and name.lower() == b"expect" and value.strip().lower() == b"100-continue":
+                self.expect_continue = True
             if len(name) == 14 and name.lower() == b"content-length":
                 try:
                     length = int(value)
@@ -137,11 +142,15 @@ class RequestParser:
             raise HttpError(413, "Request size exceeds the 16 MB limit")
 
     def on_message_complete(self):
+        self.expect_continue = False
         body = self._body
         self._done.append(Request(self._parser.get_method(), self._url, self._raw,
                                   body[0] if len(body) == 1 else b"".join(body),
                                   self._parser.should_keep_alive()))
         self._reset()
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def build_response(status: int, body: bytes, *, content_type: bytes = b"application/x-amz-json-1.0",

@@ -19,7 +19,7 @@ import orjson
 
 from shardserver.errors import DynamoDBError, SerializationException, UnknownOperationException
 from shardserver.protocol import wire
-from shardserver.protocol.http import HttpError, Request, RequestParser, build_response
+from shardserver.protocol.http import CONTINUE, HttpError, Request, RequestParser, build_response
 
 log = logging.getLogger("shardserver.http")
 
@@ -145,6 +145,9 @@ class ApiProtocol(asyncio.Protocol):
             self._fail(error)
             return
         if not requests:
+            if self.parser.expect_continue:
+                self.parser.expect_continue = False
+                self.transport.write(CONTINUE)
             return
         self.queue.extend(requests)
         if len(self.queue) > MAX_PIPELINED and not self.paused:
