@@ -1,6 +1,5 @@
 """PutItem, GetItem and DeleteItem through boto3: the type system, keys and limits."""
 
-import base64
 import threading
 from decimal import Decimal
 

@@ -9,7 +9,6 @@ import time
 
 import psutil
 import pytest
-from botocore.exceptions import ClientError
 
 from conftest import create_table
 from serverutil import ServerProcess, free_port

@@ -40,6 +40,7 @@ import orjson
 from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
+from shardserver.shard.executor.query import limit_of
 from shardserver.shard.executor.tables import constraint_error
 
 log = logging.getLogger("shardserver.indexes")
@@ -979,16 +980,6 @@ def _select_of(request: dict) -> str:
     return select
 
 
-def _limit_of(request: dict) -> int | None:
-    limit = request.get("Limit")
-    if limit is None:
-        return None
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise constraint_error([f"Value '{limit}' at 'limit' failed to satisfy constraint: "
-                                "Member must have value greater than or equal to 1"])
-    return limit
-
-
 def _index_range(pk: dict, range_op: str | None, operands: list) -> tuple[bytes, bytes | None]:
     """[start, end) of the entry keys a key condition selects in one index partition."""
     prefix = values.partition_prefix(pk)
@@ -1093,7 +1084,7 @@ async def query_index(svc, request: dict, schema, prepared) -> bytes:
     """Query with IndexName, on the shard owning the index partition."""
     index = check_request(request, schema, "Query")
     select = _select_of(request)
-    limit = _limit_of(request)
+    limit = limit_of(request)
     forward = request.get("ScanIndexForward", True)
     if not isinstance(forward, bool):
         raise ValidationException("ScanIndexForward must be a boolean")

@@ -82,7 +82,7 @@ def start_key_of(schema, exclusive) -> tuple[dict, dict | None]:
     return key_of_request(schema, exclusive)
 
 
-def _limit_of(request: dict) -> int | None:
+def limit_of(request: dict) -> int | None:
     limit = request.get("Limit")
     if limit is None:
         return None
@@ -169,7 +169,7 @@ def route_query(svc, request: dict) -> int:
 async def query(svc, request: dict) -> bytes:
     schema = table_of(svc, request)
     prepared = request.pop(_PREPARED, None) or svc.prepare_expressions(request, schema, "Query")
-    limit = _limit_of(request)
+    limit = limit_of(request)
     select = _select_of(request, "Query")
     mode = capacity.requested_mode(request)
     consistent = _consistent_of(request)
@@ -260,7 +260,7 @@ async def scan(svc, request: dict) -> bytes:
     schema = table_of(svc, request)
     index_name = request.get("IndexName")
     svc.prepare_expressions(request, schema, "Scan")     # validate everything before any shard reads
-    limit = _limit_of(request)
+    limit = limit_of(request)
     select = _select_of(request, "Scan")
     mode = capacity.requested_mode(request)
     consistent = _consistent_of(request)

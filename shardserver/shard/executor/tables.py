@@ -103,7 +103,7 @@ def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
     return names[0], None
 
 
-def _parse_attribute_definitions(definitions) -> dict[str, str]:
+def parse_attribute_definitions(definitions) -> dict[str, str]:
     if not isinstance(definitions, list):
         raise constraint_error(["Value null at 'attributeDefinitions' failed to satisfy constraint: "
                                 "Member must not be null"])
@@ -155,7 +155,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
     """Validates a CreateTable request and builds the new table's schema."""
     name = check_table_name(request.get("TableName"))
     hash_key, range_key = _parse_key_schema(request.get("KeySchema"))
-    types = _parse_attribute_definitions(request.get("AttributeDefinitions"))
+    types = parse_attribute_definitions(request.get("AttributeDefinitions"))
     mode, read, write = _parse_billing(request)
     key_names = [hash_key] + ([range_key] if range_key else [])
     missing = [n for n in key_names if n not in types]

@@ -19,7 +19,8 @@ from shardserver.errors import LimitExceededException, ResourceNotFoundException
 from shardserver.shard import indexes
 from shardserver.shard.catalog import TableSchema
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import check_table_name, constraint_error, describe
+from shardserver.shard.executor.tables import (check_table_name, constraint_error, describe,
+                                               parse_attribute_definitions)
 
 MAX_CAPACITY = 1_000_000_000_000
 STREAM_VIEW_TYPES = ("NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY")
@@ -58,22 +59,7 @@ def _attribute_types(request: dict) -> dict[str, str]:
     definitions = request.get("AttributeDefinitions")
     if definitions is None:
         return {}
-    if not isinstance(definitions, list):
-        raise constraint_error(["Value null at 'attributeDefinitions' failed to satisfy constraint: "
-                                "Member must not be null"])
-    types: dict[str, str] = {}
-    for i, definition in enumerate(definitions, 1):
-        if not isinstance(definition, dict) or not isinstance(definition.get("AttributeName"), str):
-            raise constraint_error([f"Value null at 'attributeDefinitions.{i}.member.attributeName' failed to "
-                                    "satisfy constraint: Member must not be null"])
-        kind = definition.get("AttributeType")
-        if kind not in ("S", "N", "B"):
-            raise constraint_error([f"Value '{kind}' at 'attributeDefinitions.{i}.member.attributeType' failed "
-                                    "to satisfy constraint: Member must satisfy enum value set: [B, N, S]"])
-        if definition["AttributeName"] in types:
-            raise ValidationException("Cannot have two attributes with the same name")
-        types[definition["AttributeName"]] = kind
-    return types
+    return parse_attribute_definitions(definitions)
 
 
 def _check_redefinition(schema: TableSchema, definition: dict, types: dict) -> None:
