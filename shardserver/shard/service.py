@@ -23,6 +23,7 @@ from shardserver.protocol import wire
 from shardserver.shard import indexes, itemsem, routing
 from shardserver.shard.catalog import Catalog, TableSchema
 from shardserver.shard.executor import FABRIC_VERBS, load_all
+from shardserver.shard.executor.items import ROUTED
 
 log = logging.getLogger("shardserver.shard")
 
@@ -86,7 +87,7 @@ class ShardService:
 
     async def submit_to_owner(self, shard: int, op: str, body: bytes) -> dict:
         """Runs API operation ``op`` with request ``body`` on ``shard``; its response as a dict."""
-        reply = await self.submit_to(shard, OP, op.encode() + b"\0" + body)
+        reply = await self.submit_to(shard, OP, _forward_payload(op, {}, body))
         status, payload = _STATUS.unpack_from(reply)[0], reply[2:]
         response = orjson.loads(payload)
         if status != 200:
@@ -122,7 +123,7 @@ class ShardService:
                 if owner != self.shard_id:
                     if self.stats is not None:
                         self.stats.forwarded_out += 1
-                    reply = await self.submit_to(owner, OP, op.encode() + b"\0" + body)
+                    reply = await self.submit_to(owner, OP, _forward_payload(op, request, body))
                     return _STATUS.unpack_from(reply)[0], reply[2:]
             result = await operation.execute(self, request)
             if self.stats is not None:
@@ -140,12 +141,21 @@ class ShardService:
 
     async def _execute_forwarded(self, payload: bytes) -> bytes:
         started = time.perf_counter()
-        name, _, body = payload.partition(b"\0")
+        name, _, rest = payload.partition(b"\0")
+        table_id, _, rest = rest.partition(b"\0")
+        key_length = _KEY_LENGTH.unpack_from(rest)[0]
+        key, body = rest[2:2 + key_length], rest[2 + key_length:]
         op = name.decode()
         if self.stats is not None:
             self.stats.forwarded_in += 1
         try:
-            result = await self.operations[op].execute(self, wire.parse_body(body))
+            request = wire.parse_body(body)
+            if key_length:
+                schema = self.catalog.tables.get(request.get("TableName"))
+                # Trust the acceptor's key checks only for the table it checked against.
+                if schema is not None and schema.table_id == table_id.decode():
+                    request[ROUTED] = (schema, key, self.shard_id)
+            result = await self.operations[op].execute(self, request)
             if self.stats is not None:
                 self.stats.op(op, time.perf_counter() - started)
             return b"\x00\xc8" + result
@@ -285,6 +295,22 @@ class ShardService:
         if self.stats is None:
             return {"shard": self.shard_id, **extra}
         return self.stats.snapshot(extra)
+
+
+_KEY_LENGTH = struct.Struct(">H")
+
+
+def _forward_payload(op: str, request: dict, body: bytes) -> bytes:
+    """OP message: name, NUL, table id, NUL, u16 key length, storage key, raw request body.
+
+    The storage key the acceptor computed (after checking the key against
+    the schema) travels with the raw body, so the owner need not redo it.
+    """
+    routed = request.get(ROUTED)
+    if routed is None:
+        return op.encode() + b"\0\0\0\0" + body
+    schema, key, _ = routed
+    return b"".join((op.encode(), b"\0", schema.table_id.encode(), b"\0", _KEY_LENGTH.pack(len(key)), key, body))
 
 
 def _local_error(exc: Exception) -> Exception:

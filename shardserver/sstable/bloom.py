@@ -27,13 +27,22 @@ def optimal_probes(bits_per_key: float) -> int:
 
 
 class BloomFilter:
-    __slots__ = ("nbits", "nprobes", "bits", "_bytes")
+    # Only the packed bytes are kept: indexing bytes is cheaper than numpy scalar
+    # access, and one copy of the bits is all a large table should pay for.
+    __slots__ = ("nbits", "nprobes", "_bytes")
 
-    def __init__(self, nbits: int, nprobes: int, bits: np.ndarray):
+    def __init__(self, nbits: int, nprobes: int, bits):
         self.nbits = nbits
         self.nprobes = nprobes
-        self.bits = bits
-        self._bytes = bits.tobytes()   # bytes indexing is cheaper than numpy scalar access
+        self._bytes = bits.tobytes() if isinstance(bits, np.ndarray) else bytes(bits)
+
+    @property
+    def bits(self) -> np.ndarray:
+        return np.frombuffer(self._bytes, dtype=np.uint8)
+
+    @property
+    def memory_bytes(self) -> int:
+        return len(self._bytes)
 
     @classmethod
     def build(cls, hashes: list[tuple[int, int]], bits_per_key: float = 10.0) -> "BloomFilter":
@@ -43,6 +52,11 @@ class BloomFilter:
 
     def might_contain(self, key: bytes) -> bool:
         h1, h2 = mmh3.hash64(key, signed=False)
+        return self.might_contain_hashes(h1, h2)
+
+    def might_contain_hashes(self, h1: int, h2: int) -> bool:
+        """might_contain for a key whose key_hashes() the caller computed once for
+        every SSTable of a table (the filters share the hash function)."""
         nbits = self.nbits
         data = self._bytes
         for i in range(self.nprobes):
@@ -60,7 +74,7 @@ class BloomFilter:
         raw = data[_HEADER.size:]
         if len(raw) * 8 != nbits or nprobes < 1:
             raise ValueError("bloom filter block is inconsistent")
-        return cls(nbits, nprobes, np.frombuffer(raw, dtype=np.uint8))
+        return cls(nbits, nprobes, raw)
 
 
 class BloomBuilder:

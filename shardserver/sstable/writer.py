@@ -21,7 +21,8 @@ import orjson
 
 from shardserver.sstable import bloom as bloom_mod
 from shardserver.sstable.block import BlockBuilder
-from shardserver.sstable.format import BLOCK_TRAILER, INDEX_ENTRY, U32, checksum, encode_footer
+from shardserver.sstable.format import BLOCK_TRAILER, checksum, encode_footer
+from shardserver.sstable.index import SparseIndex, shortest_separator
 
 DEFAULT_BLOCK_SIZE = 16 * 1024
 WRITE_CHUNK = 1 << 20
@@ -30,7 +31,10 @@ BLOOM_CHUNK = 10000
 
 class SSTableWriter:
     def __init__(self, path: str, aio, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                 bits_per_key: float = 10.0):
+                 bits_per_key: float = 10.0, expected_keys: int | None = None):
+        """expected_keys: an upper bound on the entries to come, when the caller knows
+        one (a flush, a compaction): the bloom filter is then sized up front and fed as
+        entries arrive instead of buffering 16 bytes of hashes per entry to the end."""
         self.path = path
         self.aio = aio
         self.block_size = block_size
@@ -40,10 +44,15 @@ class SSTableWriter:
         self._pending: list[bytes] = []
         self.pending_bytes = 0
         self._block = BlockBuilder()
-        self._index: list[tuple[int, int, bytes]] = []
+        self.index = SparseIndex()
+        # the finished block whose index entry waits for the next block's first key
+        # (its index key is a short separator between the two)
+        self._open_entry: tuple[int, int, bytes] | None = None
         # flat h1, h2, h1, h2...: an array of machine words creates no objects the
         # garbage collector has to walk (a list of tuples made gen-2 pauses of 15+ ms)
         self._hashes = array("Q")
+        self._bloom = (bloom_mod.BloomBuilder(expected_keys, bits_per_key)
+                       if expected_keys is not None else None)
         self._last_key: bytes | None = None
         self.entries = 0
         self.tombstones = 0
@@ -65,9 +74,16 @@ class SSTableWriter:
         self._last_key = key
         if self.min_key is None:
             self.min_key = key
+        if self._open_entry is not None:
+            offset, length, last = self._open_entry
+            self._open_entry = None
+            self.index.append(offset, length, shortest_separator(last, key))
         self._block.add(key, value)
         self._hashes.extend(bloom_mod.key_hashes(key))
         self.entries += 1
+        if self._bloom is not None and len(self._hashes) >= 2 * BLOOM_CHUNK:
+            self._bloom.add_hash_words(self._hashes)
+            self._hashes = array("Q")
         if type(value) is int:
             self.tombstones += 1
             if self.min_deletion_time is None or value < self.min_deletion_time:
@@ -88,7 +104,7 @@ class SSTableWriter:
         offset = self._written_upto
         self._emit(data)
         self._emit(BLOCK_TRAILER.pack(checksum(data)))
-        self._index.append((offset, len(data), last_key))
+        self._open_entry = (offset, len(data), last_key)
 
     def _emit(self, data: bytes) -> None:
         self._pending.append(data)
@@ -108,7 +124,15 @@ class SSTableWriter:
     async def finish(self, extra_meta: dict | None = None) -> dict:
         """Write the bloom, index, meta blocks and footer, fdatasync, close. Returns the meta."""
         self._finish_block()
-        builder = bloom_mod.BloomBuilder(len(self._hashes) // 2, self.bits_per_key)
+        if self._open_entry is not None:
+            offset, length, last = self._open_entry
+            self._open_entry = None
+            self.index.append(offset, length, last)
+        self.index.freeze()
+        # more entries than expected_keys only raise the false-positive rate: a bloom
+        # filter never answers "absent" for a key it was given
+        builder = self._bloom or bloom_mod.BloomBuilder(self.entries, self.bits_per_key)
+        self._bloom = None
         hashes, self._hashes = self._hashes, array("Q")
         for start in range(0, len(hashes), 2 * BLOOM_CHUNK):
             builder.add_hash_words(hashes[start:start + 2 * BLOOM_CHUNK])
@@ -119,11 +143,7 @@ class SSTableWriter:
         self._emit(bloom_bytes)
         self._emit(BLOCK_TRAILER.pack(checksum(bloom_bytes)))
 
-        parts = [U32.pack(len(self._index))]
-        for offset, length, last_key in self._index:
-            parts.append(INDEX_ENTRY.pack(offset, length, len(last_key)))
-            parts.append(last_key)
-        index_bytes = b"".join(parts)
+        index_bytes = self.index.to_bytes()
         index_loc = (self._written_upto, len(index_bytes))
         self._emit(index_bytes)
         self._emit(BLOCK_TRAILER.pack(checksum(index_bytes)))
@@ -133,7 +153,7 @@ class SSTableWriter:
             "tombstones": self.tombstones,
             "live_items": self.live_items,
             "live_bytes": self.live_bytes,
-            "blocks": len(self._index),
+            "blocks": len(self.index),
             "min_key": self.min_key.hex() if self.min_key is not None else None,
             "max_key": self._last_key.hex() if self._last_key is not None else None,
             "min_deletion_time": self.min_deletion_time,

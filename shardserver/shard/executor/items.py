@@ -22,36 +22,41 @@ from shardserver.shard.transactions import check_write
 RETURN_VALUES_ENUM = "[ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
 
 
-_ROUTED = "\0item"   # request key under which the acceptor leaves what routing computed
+ROUTED = "\0item"   # request key under which routing leaves (schema, storage key, owner shard)
 
 
 def _address(svc, request: dict, from_item: bool) -> tuple:
-    """(schema, partition key, sort key, storage key, owner shard) of the one item a request names."""
+    """(schema, storage key, owner shard) of the one item a request names."""
     schema = table_of(svc, request)
     if from_item:
         pk, sk = key_of_item(schema, request.get("Item"))
     else:
         pk, sk = key_of_request(schema, request.get("Key"))
     owner, token = shard_of_key(pk, svc.nshards)
-    return schema, pk, sk, values.encode_key(pk, sk, token), owner
+    return schema, values.encode_key(pk, sk, token), owner
 
 
 def addressed_item(svc, request: dict, from_item: bool = False) -> tuple:
-    """(schema, pk, sk, storage key): from routing when it ran on this shard, else computed."""
-    routed = request.pop(_ROUTED, None)
-    return (routed or _address(svc, request, from_item))[:4]
+    """(schema, storage key) of the request's item.
+
+    Routing already computed them when it ran on this shard, or on the
+    acceptor that forwarded the request here (see ShardService.handle);
+    otherwise they are computed, with every key check, now.
+    """
+    routed = request.pop(ROUTED, None)
+    return (routed or _address(svc, request, from_item))[:2]
 
 
 def route_by_key(svc, request: dict) -> int:
     """Owner shard of the item a request names by ``Key``."""
-    routed = request[_ROUTED] = _address(svc, request, False)
-    return routed[4]
+    routed = request[ROUTED] = _address(svc, request, False)
+    return routed[2]
 
 
 def route_by_item(svc, request: dict) -> int:
     """Owner shard of the item a PutItem writes."""
-    routed = request[_ROUTED] = _address(svc, request, True)
-    return routed[4]
+    routed = request[ROUTED] = _address(svc, request, True)
+    return routed[2]
 
 
 def return_values(request: dict, allowed: tuple[str, ...]) -> str:
@@ -74,7 +79,7 @@ def response(fields: dict) -> bytes:
 
 @operation("GetItem", route=route_by_key)
 async def get_item(svc, request: dict) -> bytes:
-    schema, pk, sk, key = addressed_item(svc, request)
+    schema, key = addressed_item(svc, request)
     projection = svc.prepare_expressions(request, schema, "GetItem").projection
     mode = capacity.requested_mode(request)
     consistent = request.get("ConsistentRead", False)
@@ -104,7 +109,7 @@ async def get_item(svc, request: dict) -> bytes:
 
 @operation("PutItem", route=route_by_item)
 async def put_item(svc, request: dict) -> bytes:
-    schema, pk, sk, key = addressed_item(svc, request, from_item=True)
+    schema, key = addressed_item(svc, request, from_item=True)
     item = request.get("Item")
     values.validate_item(item)
     encoded = orjson.dumps(item)
@@ -142,7 +147,7 @@ async def put_item(svc, request: dict) -> bytes:
 
 @operation("DeleteItem", route=route_by_key)
 async def delete_item(svc, request: dict) -> bytes:
-    schema, pk, sk, key = addressed_item(svc, request)
+    schema, key = addressed_item(svc, request)
     rv = return_values(request, ("NONE", "ALL_OLD"))
     mode = capacity.requested_mode(request)
     condition = svc.prepare_expressions(request, schema, "DeleteItem").condition

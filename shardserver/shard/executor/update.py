@@ -21,7 +21,7 @@ ALL_RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
 
 @operation("UpdateItem", route=route_by_key)
 async def update_item(svc, request: dict) -> bytes:
-    schema, pk, sk, key = addressed_item(svc, request)
+    schema, key = addressed_item(svc, request)
     key_av = request.get("Key")
     rv = return_values(request, ALL_RETURN_VALUES)
     mode = capacity.requested_mode(request)
