@@ -230,3 +230,77 @@ def test_aio_helpers_and_fallback(tmp_path):
     assert data == b"world" and mode == "threads"
     data, mode = run(go(False))
     assert data == b"world" and mode in ("linux-aio", "threads")
+
+
+# --------------------------------------------------------------------------- sparse index
+
+def test_shortest_separator_is_between_the_keys():
+    from shardserver.sstable.index import shortest_separator
+    rnd = random.Random(3)
+    cases = [(b"abc", b"abd"), (b"a", b"b"), (b"a", b"c"), (b"ab", b"abc"), (b"\xff\x01", b"\xff\x05"),
+             (b"", b"a"), (b"x\xff", b"y")]
+    for _ in range(2000):
+        if rnd.random() < 0.5:
+            a, b = sorted((rnd.randbytes(rnd.randint(0, 12)), rnd.randbytes(rnd.randint(0, 12))))
+        else:
+            a, b = b"tok" + rnd.randbytes(3), b"tol" + rnd.randbytes(3)
+        if a < b:
+            cases.append((a, b))
+    for a, b in cases:
+        s = shortest_separator(a, b)
+        assert a <= s < b, (a, b, s)
+        assert len(s) <= len(a) or s == a
+    # random 8-byte tokens: the separator is usually a byte or two, not the whole key
+    seps = [shortest_separator(*sorted((rnd.randbytes(8) + b"pk", rnd.randbytes(8) + b"pk")))
+            for _ in range(200)]
+    assert sum(len(s) for s in seps) / len(seps) < 3
+
+
+def test_sparse_index_lower_bound_matches_bisect():
+    from bisect import bisect_left
+
+    from shardserver.sstable.index import SparseIndex
+    rnd = random.Random(11)
+    # shared 8-byte prefixes (one partition over several blocks), short keys, long keys
+    pool = {rnd.randbytes(rnd.randint(0, 7)) for _ in range(200)}
+    for _ in range(50):
+        token = rnd.randbytes(8)
+        pool |= {token + rnd.randbytes(rnd.randint(0, 6)) for _ in range(8)}
+    keys = sorted(pool)
+    index = SparseIndex()
+    for i, k in enumerate(keys):
+        index.append(i * 100, 90, k)
+    index.freeze()
+    assert index.keys() == keys
+    probes = keys + [rnd.randbytes(rnd.randint(0, 12)) for _ in range(2000)] + \
+        [k + b"\0" for k in keys] + [k[:-1] for k in keys if k]
+    for p in probes:
+        assert index.lower_bound(p) == bisect_left(keys, p), p
+    assert SparseIndex.from_bytes(index.to_bytes()).keys() == keys
+    # a few dozen bytes per block, no Python object per entry
+    assert index.memory_bytes() < len(keys) * 28 + sum(map(len, keys)) + 64
+
+
+def test_page_cache_reads_skip_aio_and_fall_back(tmp_path, monkeypatch):
+    from shardserver.sstable import reader as reader_mod
+    entries = make_entries(2000, seed=5)
+    path = str(tmp_path / "t.db")
+
+    async def go(nowait):
+        monkeypatch.setattr(reader_mod, "_nowait_usable", nowait)
+        aio = AIOContext(8)
+        await aio.open()
+        await write_table(path, entries, aio)
+        r = SSTableReader.load(path, aio, BlockCache(0))     # no block cache: every get reads
+        assert r.memory_bytes() < 40 * r.nblocks + 2 * len(entries) + 64
+        for k, v in entries[::7]:
+            assert await r.get(k) == v
+            assert type(await r.get(k)) in (bytes, int)
+        r.mark_obsolete(unlink=False)
+        aio.close()
+        return r.page_cache_reads, r.aio_reads, aio.reads_total
+    pc, ar, total = run(go(True))
+    if reader_mod.RWF_NOWAIT is not None:
+        assert pc > 0 and ar + pc == 2 * len(entries[::7])    # a freshly written file is cached
+    pc, ar, total = run(go(False))
+    assert pc == 0 and ar == total == 2 * len(entries[::7])

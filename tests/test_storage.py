@@ -14,7 +14,9 @@ import uvloop
 
 from shardserver.errors import InternalServerError, ResourceNotFoundException
 from shardserver.shard import commitlog as cl
+from shardserver.shard import storage as storage_mod
 from shardserver.shard.storage import ShardStorage, StorageOptions
+from shardserver.sstable import reader as sst_reader
 
 
 def run(coro):
@@ -147,7 +149,10 @@ def test_scan_bounds_limits_and_resume(tmp_path):
     run(go())
 
 
-def test_get_sees_write_landing_during_disk_read(tmp_path):
+def test_get_sees_write_landing_during_disk_read(tmp_path, monkeypatch):
+    # a block the page cache holds is read without suspending; force the AIO path
+    monkeypatch.setattr(sst_reader, "_nowait_usable", False)
+
     async def go():
         s = await opened(tmp_path, small_opts())
         s.create_table("t")
@@ -404,5 +409,60 @@ def test_drop_and_recreate_during_flush(tmp_path):
         assert await s.scan("t", None, None) == [(b"new", b"1")]
         assert os.listdir(os.path.join(tmp_path, "tables", "t")) == ["MANIFEST"] or \
             len(os.listdir(os.path.join(tmp_path, "tables", "t"))) == 2
+        await s.close()
+    run(go())
+
+
+# --------------------------------------------------------------------------- memory bounds
+
+def test_memory_stays_bounded_as_the_table_grows(tmp_path):
+    """What a shard keeps in memory is the memtable, the byte-bounded caches, and a few
+    bytes per SSTable block and key (index, bloom): not something per item."""
+    import gc
+    import tracemalloc
+    opts = small_opts(memtable_flush_threshold_bytes=1 << 20, commitlog_segment_size_bytes=1 << 20,
+                      sstable_block_size_in_kb=8, row_cache_in_mb=1, block_cache_in_mb=1)
+
+    def key(i):
+        return struct.pack(">Q", i * 0x9E3779B97F4A7C15 % (1 << 64)) + b"pk%d" % i
+
+    def value(i):
+        return b"%08d" % i + b"v" * 1000
+
+    async def go():
+        s = await opened(tmp_path, opts)
+        s.create_table("t")
+        rnd = random.Random(3)
+
+        async def grow_to(start, stop):
+            for i in range(start, stop):
+                s.put("t", key(i), value(i))
+                if i % 500 == 0:
+                    await s.sync()
+            await s.flush("t")
+            while s._compaction_task is not None and not s._compaction_task.done():
+                await asyncio.sleep(0.01)
+            for _ in range(2000):             # more distinct rows than the row cache holds
+                i = rnd.randrange(stop)
+                assert await s.get("t", key(i)) == value(i)
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0]
+
+        tracemalloc.start()
+        try:
+            small = await grow_to(0, 4000)
+            big = await grow_to(4000, 24000)      # ~24 MB of items
+        finally:
+            tracemalloc.stop()
+        st = s.stats()
+        assert st["row_cache_bytes"] <= 1 << 20 and st["block_cache_bytes"] <= 1 << 20
+        assert st["row_cache_evictions_total"] > 0
+        blocks = sum(r.nblocks for r in s._tables["t"].sstables)
+        assert st["sstables_memory_bytes"] < 40 * blocks + 2 * 24000 + 4096
+        caches = (1 << 20) + (1 << 20)
+        assert big < caches + (1 << 20), f"{big / 1e6:.1f} MB traced with 24k items"
+        assert big - small < (512 << 10), f"grew {(big - small) / 1e6:.1f} MB from 4k to 24k items"
+        if storage_mod._malloc_trim is not None:
+            assert st["heap_trims_total"] >= st["flushes_total"] > 0
         await s.close()
     run(go())

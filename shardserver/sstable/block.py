@@ -5,6 +5,7 @@ followed by an array of u32 entry offsets and a u32 entry count, so a point
 lookup binary-searches the raw bytes without decoding the whole block
 (docs/sstable_format.md, "Data block").  No I/O, no checksums here: the
 reader verifies a block's trailer before handing its bytes to these functions.
+A block may be bytes or a bytearray; keys and values come out as bytes.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def find(block: bytes, key: bytes):
             vstart = kstart + klen
             if flags & FLAG_TOMBSTONE:
                 return _TOMB.unpack_from(block, vstart)[0]
-            return block[vstart:vstart + vlen]
+            return bytes(block[vstart:vstart + vlen])   # no copy when block is bytes
     return MISSING
 
 
@@ -114,9 +115,9 @@ def entries(block: bytes) -> list[tuple[bytes, object]]:
         vstart = kstart + klen
         end = vstart + vlen
         if flags & FLAG_TOMBSTONE:
-            append((block[kstart:vstart], _TOMB.unpack_from(block, vstart)[0]))
+            append((bytes(block[kstart:vstart]), _TOMB.unpack_from(block, vstart)[0]))
         else:
-            append((block[kstart:vstart], block[vstart:end]))
+            append((bytes(block[kstart:vstart]), bytes(block[vstart:end])))
         off = end
     if off != offs:
         raise ValueError("block entries do not end where the offsets array starts")

@@ -72,9 +72,10 @@ async def compact(readers: list, older: list, out_path: str, aio, *, gc_grace_se
     sources = [r.cursor(None, True, None, True, False) for r in readers]
     merged = MergeIterator(sources)
     kwargs = {"block_size": block_size} if block_size else {}
-    writer = SSTableWriter(out_path, aio, **kwargs)
-    dropped_tombstones = 0
     total_in = sum(r.meta.get("entries", 0) for r in readers)
+    # the output holds at most every input entry: the bloom filter is sized for that
+    writer = SSTableWriter(out_path, aio, expected_keys=total_in, **kwargs)
+    dropped_tombstones = 0
     loop = asyncio.get_running_loop()
     last_yield = loop.time()
     try:

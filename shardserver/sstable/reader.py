@@ -186,11 +186,18 @@ class SSTableReader:
         return len(self.offsets)
 
     # ------------------------------------------------------------------ blocks
-    def _verify(self, i: int, raw: bytes) -> bytes:
+    def _verify(self, i: int, raw) -> bytes:
+        """raw: bytes, or a bytearray this reader owns (trimmed in place, no copy)."""
         length = self.lengths[i]
         if len(raw) == length + BLOCK_TRAILER.size:
-            body = raw[:length]
-            if checksum(body) == BLOCK_TRAILER.unpack_from(raw, length)[0]:
+            with memoryview(raw) as view:
+                good = checksum(view[:length]) == BLOCK_TRAILER.unpack_from(raw, length)[0]
+            if good:
+                if type(raw) is bytearray:
+                    del raw[length:]
+                    body = raw
+                else:
+                    body = raw[:length]
                 self.cache.put((self.uid, i), body)
                 return body
         if self.on_checksum_error is not None:
@@ -229,7 +236,7 @@ class SSTableReader:
             raise
         if n != nbytes:
             return None   # partly cached (or short file: AIO reports it the same way)
-        return bytes(buf)
+        return buf        # block.find/entries hand out bytes slices of it
 
     def read_block_blocking(self, i: int) -> bytes:
         cached = self.cache.get((self.uid, i))

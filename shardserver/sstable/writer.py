@@ -24,7 +24,7 @@ from shardserver.sstable.block import BlockBuilder
 from shardserver.sstable.format import BLOCK_TRAILER, checksum, encode_footer
 from shardserver.sstable.index import SparseIndex, shortest_separator
 
-DEFAULT_BLOCK_SIZE = 16 * 1024
+DEFAULT_BLOCK_SIZE = 8 * 1024
 WRITE_CHUNK = 1 << 20
 BLOOM_CHUNK = 10000
 
@@ -122,7 +122,9 @@ class SSTableWriter:
         await self.aio.write(self.fd, offset, data)
 
     async def finish(self, extra_meta: dict | None = None) -> dict:
-        """Write the bloom, index, meta blocks and footer, fdatasync, close. Returns the meta."""
+        """Write the bloom, index, meta blocks and footer, fdatasync, close.
+
+        Returns the meta, plus "file_size" and "sparse_index" (the in-memory index)."""
         self._finish_block()
         if self._open_entry is not None:
             offset, length, last = self._open_entry
@@ -171,7 +173,10 @@ class SSTableWriter:
         await self.aio.fdatasync(self.fd)
         os.close(self.fd)
         self._closed = True
+        # not part of the meta block (written above): handed to SSTableReader.load so the
+        # file's index need not be parsed back from disk
         meta["file_size"] = self._file_offset
+        meta["sparse_index"] = self.index
         return meta
 
     def abort(self, unlink: bool = True) -> None:
