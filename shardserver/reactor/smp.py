@@ -340,6 +340,7 @@ class Fabric:
         self._wakeups = 0
         self._watchdog_armed = False
         self._watchdog_recoveries = 0
+        self._in_tick = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -482,6 +483,8 @@ class Fabric:
 
     def _kick(self) -> None:
         """Run a tick soon: new frames to flush (a pending watchdog timer is too late)."""
+        if self._in_tick:
+            return
         if self._tick_handle is None or self._watchdog_armed:
             if self._tick_handle is not None:
                 self._tick_handle.cancel()
@@ -511,16 +514,24 @@ class Fabric:
             self._wakeups += 1
             self._ctl[self._sleep_idx] = 0
             self._sync_control()
-        busy = self._drain_incoming()
-        if self._dirty and self._flush_outgoing():
-            busy = True
+        # Handlers run eagerly inside the drain; what they send is flushed
+        # just below, so their kicks must not schedule another tick.
+        self._in_tick = True
+        try:
+            drained = self._drain_incoming()
+            retry = bool(self._dirty) and self._flush_outgoing()
+        finally:
+            self._in_tick = False
+        if drained and self._watchdog_armed:
+            self._watchdog_recoveries += 1
         # Keep polling a little after the last traffic: a reply usually
         # comes back within microseconds, and a doorbell wake-up costs tens.
+        # Without an idle-poll window, a tick that drained goes straight to
+        # arming sleep, whose re-check catches frames that arrived meanwhile.
         now = time.perf_counter()
-        if busy:
-            if self._watchdog_armed:
-                self._watchdog_recoveries += 1
+        if drained:
             self._last_busy = now
+        if retry or (drained and self._idle_poll_s > 0):
             self._tick_handle = self._loop.call_soon(self._tick)
         elif now - self._last_busy < self._idle_poll_s:
             self._tick_handle = self._loop.call_soon(self._tick)
