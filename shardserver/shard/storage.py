@@ -542,11 +542,33 @@ class ShardStorage:
         readers = [r.acquire() for r in t.sstables]
         try:
             sources += [r.cursor(start, low_incl, end, False, reverse) for r in readers]
-            merged = MergeIterator(sources, reverse)
+            # Peek at every source: a short range (a Query of one partition) usually
+            # lives in one of them, and then needs no k-way merge at all.
+            firsts = [await source.next_chunk() for source in sources]
+            holding = [i for i, chunk in enumerate(firsts) if chunk]
             out = []
             total = 0
             loop = asyncio.get_running_loop()
             last_yield = loop.time()
+            if len(holding) <= 1:
+                if not holding:
+                    return out
+                source = sources[holding[0]]
+                chunk = firsts[holding[0]]
+                while chunk:
+                    for key, value in chunk:
+                        if type(value) is int:
+                            continue
+                        out.append((key, value))
+                        total += len(value)
+                        if len(out) >= limit or total >= max_bytes:
+                            return out
+                    if loop.time() - last_yield > 0.002:
+                        await asyncio.sleep(0)
+                        last_yield = loop.time()
+                    chunk = await source.next_chunk()
+                return out
+            merged = MergeIterator(sources, reverse, firsts)
             while len(out) < limit and total < max_bytes:
                 batch = await merged.batch(256)
                 if not batch:

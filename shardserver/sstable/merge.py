@@ -57,11 +57,12 @@ class _Desc:
 class MergeIterator:
     """Merges sources (each with `async next_chunk() -> list[(key, value)]`, [] at end)."""
 
-    def __init__(self, sources: list, reverse: bool = False):
+    def __init__(self, sources: list, reverse: bool = False, first_chunks: list | None = None):
         self.sources = sources
         self.reverse = reverse
         self._heap: list = []
-        self._bufs: list[list] = [[] for _ in sources]
+        # first_chunks: what each source's next_chunk() already returned, if the caller peeked.
+        self._bufs: list[list] = list(first_chunks) if first_chunks is not None else [[] for _ in sources]
         self._pos: list[int] = [0] * len(sources)
         self._started = False
 
@@ -86,7 +87,12 @@ class MergeIterator:
             self._started = True
             for i in range(len(self.sources)):
                 self._pos[i] = -1
-                await self._push(i)
+                if self._bufs[i]:
+                    heapq.heappush(self._heap, (_Desc(self._bufs[i][0][0]) if self.reverse
+                                                else self._bufs[i][0][0], i))
+                    self._pos[i] = 0
+                else:
+                    await self._push(i)
         heap = self._heap
         out = []
         while heap and len(out) < n:
