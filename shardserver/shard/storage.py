@@ -75,7 +75,7 @@ class StorageOptions:
     compaction_max_threshold: int = 32
     tombstone_gc_grace_seconds: int = 864000
     row_cache_items: int = 100_000              # at most this many rows ...
-    row_cache_in_mb: int = 32                   # ... and at most this many bytes
+    row_cache_in_mb: int = 128                  # ... and at most this many bytes
     block_cache_in_mb: int = 32
     sstable_block_size_in_kb: int = 8
     bloom_bits_per_key: float = 10.0
