@@ -15,7 +15,7 @@ from __future__ import annotations
 from shardserver.errors import ValidationException
 from shardserver.shard.expressions import ast
 from shardserver.shard.expressions.compare import (
-    SCALARS, TYPE_NAMES, av_equal, begins_with, compare_scalars, contains, kind_of, show_value,
+    SCALARS, TYPE_NAMES, av_equal, begins_with, compare_scalars, contains, get_path, kind_of, show_value,
     size_of)
 from shardserver.shard.expressions.parser import invalid
 
@@ -54,25 +54,7 @@ def path_getter(path: tuple):
     if len(path) == 1:
         name = path[0]
         return lambda item: item.get(name)
-    first, rest = path[0], path[1:]
-
-    def get(item):
-        value = item.get(first)
-        for element in rest:
-            if value is None:
-                return None
-            if element.__class__ is int:
-                inner = value.get("L")
-                if inner is None or element >= len(inner):
-                    return None
-                value = inner[element]
-            else:
-                inner = value.get("M")
-                if inner is None:
-                    return None
-                value = inner.get(element)
-        return value
-    return get
+    return lambda item: get_path(item, path)
 
 
 def operand_type_error(kind: str, function: str, av: dict) -> ValidationException:
