@@ -41,7 +41,7 @@ from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
 from shardserver.shard.executor.query import limit_of
-from shardserver.shard.executor.tables import constraint_error
+from shardserver.shard.executor.tables import constraint_error, key_schema_elements
 
 log = logging.getLogger("shardserver.indexes")
 
@@ -90,27 +90,7 @@ def _successor(prefix: bytes) -> bytes | None:
 # ====================================================================== definitions
 
 def _key_schema_of(index: dict, field: str) -> tuple[str, str | None]:
-    key_schema = index.get("KeySchema")
-    if not isinstance(key_schema, list):
-        raise constraint_error([f"Value null at '{field}.keySchema' failed to satisfy constraint: "
-                                "Member must not be null"])
-    if not key_schema:
-        raise constraint_error([f"Value '[]' at '{field}.keySchema' failed to satisfy constraint: "
-                                "Member must have length greater than or equal to 1"])
-    if len(key_schema) > 2:
-        raise constraint_error([f"Value '{key_schema}' at '{field}.keySchema' failed to satisfy constraint: "
-                                "Member must have length less than or equal to 2"])
-    names, kinds = [], []
-    for i, element in enumerate(key_schema, 1):
-        if not isinstance(element, dict) or not isinstance(element.get("AttributeName"), str):
-            raise constraint_error([f"Value null at '{field}.keySchema.{i}.member.attributeName' failed to "
-                                    "satisfy constraint: Member must not be null"])
-        kind = element.get("KeyType")
-        if kind not in ("HASH", "RANGE"):
-            raise constraint_error([f"Value '{kind}' at '{field}.keySchema.{i}.member.keyType' failed to "
-                                    "satisfy constraint: Member must satisfy enum value set: [HASH, RANGE]"])
-        names.append(element["AttributeName"])
-        kinds.append(kind)
+    names, kinds = key_schema_elements(index.get("KeySchema"), f"{field}.keySchema")
     if len(names) == 2 and names[0] == names[1]:
         raise ValidationException("Both the Hash Key and the Range Key element in the KeySchema have the same name")
     if kinds[0] != "HASH":
@@ -256,48 +236,48 @@ def check_projected_total(lsis: list, gsis: list) -> None:
                                   f"all secondary indexes exceeds the per-table limit of {MAX_PROJECTED_ATTRIBUTES}")
 
 
+def _index_list(request: dict, kind: str) -> list | None:
+    """A CreateTable index list ("LocalSecondaryIndexes"/"GlobalSecondaryIndexes"), shape-checked."""
+    raw = request.get(kind)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        field = kind[0].lower() + kind[1:]
+        raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
+    if not raw:
+        raise ValidationException(f"One or more parameter values were invalid: List of {kind} is empty")
+    return raw
+
+
+def _add_unique(index: dict, names: set, into: list) -> None:
+    if index["IndexName"] in names:
+        raise ValidationException(f"One or more parameter values were invalid: Duplicate index name: "
+                                  f"{index['IndexName']}")
+    names.add(index["IndexName"])
+    into.append(index)
+
+
 def parse_create_indexes(request: dict, hash_key: str, range_key: str | None, types: dict,
                          billing_mode: str, read: int, write: int) -> tuple[list, list]:
     """CreateTable's LocalSecondaryIndexes and GlobalSecondaryIndexes, validated as DynamoDB does."""
     names: set[str] = set()
     lsis: list = []
     gsis: list = []
-    raw_lsis = request.get("LocalSecondaryIndexes")
+    raw_lsis = _index_list(request, "LocalSecondaryIndexes")
     if raw_lsis is not None:
-        if not isinstance(raw_lsis, list):
-            raise constraint_error(["Value null at 'localSecondaryIndexes' failed to satisfy constraint: "
-                                    "Member must not be null"])
-        if not raw_lsis:
-            raise ValidationException("One or more parameter values were invalid: List of LocalSecondaryIndexes "
-                                      "is empty")
         if range_key is None:
             raise ValidationException("One or more parameter values were invalid: Table KeySchema does not have a "
                                       "range key, which is required when specifying a LocalSecondaryIndex")
         for i, index in enumerate(raw_lsis, 1):
-            lsi = parse_lsi(index, f"localSecondaryIndexes.{i}.member", types, hash_key)
-            if lsi["IndexName"] in names:
-                raise ValidationException("One or more parameter values were invalid: Duplicate index name: "
-                                          f"{lsi['IndexName']}")
-            names.add(lsi["IndexName"])
-            lsis.append(lsi)
+            _add_unique(parse_lsi(index, f"localSecondaryIndexes.{i}.member", types, hash_key), names, lsis)
         if len(lsis) > MAX_LSIS:
             raise ValidationException("One or more parameter values were invalid: Number of LocalSecondaryIndexes "
                                       f"exceeds per-table limit of {MAX_LSIS}")
-    raw_gsis = request.get("GlobalSecondaryIndexes")
+    raw_gsis = _index_list(request, "GlobalSecondaryIndexes")
     if raw_gsis is not None:
-        if not isinstance(raw_gsis, list):
-            raise constraint_error(["Value null at 'globalSecondaryIndexes' failed to satisfy constraint: "
-                                    "Member must not be null"])
-        if not raw_gsis:
-            raise ValidationException("One or more parameter values were invalid: List of GlobalSecondaryIndexes "
-                                      "is empty")
         for i, index in enumerate(raw_gsis, 1):
-            gsi = parse_gsi(index, f"globalSecondaryIndexes.{i}.member", types, billing_mode, read, write)
-            if gsi["IndexName"] in names:
-                raise ValidationException("One or more parameter values were invalid: Duplicate index name: "
-                                          f"{gsi['IndexName']}")
-            names.add(gsi["IndexName"])
-            gsis.append(gsi)
+            _add_unique(parse_gsi(index, f"globalSecondaryIndexes.{i}.member", types, billing_mode, read, write),
+                        names, gsis)
         if len(gsis) > MAX_GSIS:
             raise ValidationException("One or more parameter values were invalid: GlobalSecondaryIndex count "
                                       f"exceeds the per-table limit of {MAX_GSIS}")

@@ -68,16 +68,17 @@ def _table_or_not_found(svc, request: dict) -> TableSchema:
     return schema
 
 
-def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
-    if not isinstance(key_schema, list) or not key_schema:
-        raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"]
-                               if key_schema is None else
-                               [f"Value '[]' at '{field}' failed to satisfy constraint: "
+def key_schema_elements(key_schema, field: str) -> tuple[list[str], list[str]]:
+    """Attribute names and key types of a KeySchema (a table's or an index's), shape-checked."""
+    if not isinstance(key_schema, list):
+        raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
+    if not key_schema:
+        raise constraint_error([f"Value '[]' at '{field}' failed to satisfy constraint: "
                                 "Member must have length greater than or equal to 1"])
     if len(key_schema) > 2:
         raise constraint_error([f"Value '{key_schema}' at '{field}' failed to satisfy constraint: "
                                 "Member must have length less than or equal to 2"])
-    names, types = [], []
+    names, kinds = [], []
     for i, element in enumerate(key_schema, 1):
         if not isinstance(element, dict) or not isinstance(element.get("AttributeName"), str):
             raise constraint_error([f"Value null at '{field}.{i}.member.attributeName' failed to satisfy "
@@ -86,11 +87,17 @@ def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
         if kind not in ("HASH", "RANGE"):
             raise constraint_error([f"Value '{kind}' at '{field}.{i}.member.keyType' failed to satisfy "
                                     "constraint: Member must satisfy enum value set: [HASH, RANGE]"])
-        if not 1 <= len(element["AttributeName"]) <= 255:
-            raise constraint_error([f"Value '{element['AttributeName']}' at '{field}.{i}.member.attributeName' "
-                                    "failed to satisfy constraint: Member must have length between 1 and 255"])
         names.append(element["AttributeName"])
-        types.append(kind)
+        kinds.append(kind)
+    return names, kinds
+
+
+def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
+    names, types = key_schema_elements(key_schema, field)
+    for i, name in enumerate(names, 1):
+        if not 1 <= len(name) <= 255:
+            raise constraint_error([f"Value '{name}' at '{field}.{i}.member.attributeName' "
+                                    "failed to satisfy constraint: Member must have length between 1 and 255"])
     if types[0] != "HASH":
         raise ValidationException("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
     if len(types) == 2:
