@@ -283,6 +283,47 @@ def test_bad_input(server, ddb, range_table):
     assert error_of(e)[0] == "ResourceNotFoundException"
 
 
+def test_repeated_key_condition_checks_every_new_value(ddb, range_table):
+    """The server remembers a key condition's shape across requests; every value is still checked."""
+    ddb.put_item(TableName=range_table, Item={"pk": {"S": "cache-a"}, "sk": {"S": "m"}})
+    ddb.put_item(TableName=range_table, Item={"pk": {"S": "cache-b"}, "sk": {"S": "n"}})
+    between = "pk = :p AND sk BETWEEN :lo AND :hi"
+    ok = {":p": {"S": "cache-a"}, ":lo": {"S": "a"}, ":hi": {"S": "z"}}
+    for _ in range(2):
+        page = ddb.query(TableName=range_table, KeyConditionExpression=between, ExpressionAttributeValues=ok)
+        assert page["Items"] == [{"pk": {"S": "cache-a"}, "sk": {"S": "m"}}]
+    page = ddb.query(TableName=range_table, KeyConditionExpression=between,
+                     ExpressionAttributeValues={":p": {"S": "cache-b"}, ":lo": {"S": "a"}, ":hi": {"S": "z"}})
+    assert page["Items"] == [{"pk": {"S": "cache-b"}, "sk": {"S": "n"}}]
+    bad = [
+        ({":p": {"N": "1"}, ":lo": {"S": "a"}, ":hi": {"S": "z"}},
+         "One or more parameter values were invalid: Condition parameter type does not match schema type"),
+        ({":p": {"S": "cache-a"}, ":lo": {"S": "z"}, ":hi": {"S": "a"}},
+         "Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than or "
+         "equal to lower bound; lower bound operand: AttributeValue: {S:z}, upper bound operand: "
+         "AttributeValue: {S:a}"),
+        ({":p": {"S": "cache-a"}, ":lo": {"S": "a"}, ":hi": {"N": "x"}}, None),
+    ]
+    for values, message in bad:
+        with pytest.raises(ClientError) as e:
+            ddb.query(TableName=range_table, KeyConditionExpression=between, ExpressionAttributeValues=values)
+        code, text = error_of(e)
+        assert code == "ValidationException", values
+        if message is not None:
+            assert text == message, values
+    with pytest.raises(ClientError) as e:
+        ddb.query(TableName=range_table, KeyConditionExpression=between,
+                  ExpressionAttributeValues={**ok, ":extra": {"S": "x"}})
+    assert error_of(e) == ("ValidationException", "Value provided in ExpressionAttributeValues unused in "
+                                                   "expressions: keys: {:extra}")
+    same = "pk = :v AND sk = :v"
+    ddb.put_item(TableName=range_table, Item={"pk": {"S": "same"}, "sk": {"S": "same"}})
+    for _ in range(2):
+        page = ddb.query(TableName=range_table, KeyConditionExpression=same,
+                         ExpressionAttributeValues={":v": {"S": "same"}})
+        assert page["Count"] == 1
+
+
 def test_many_partitions_each_query_sees_only_its_own(ddb, table_name):
     create_table(ddb, table_name, hash_key=("pk", "N"), range_key=("sk", "N"))
     try:

@@ -8,9 +8,14 @@ here owns a socket: ``protocol.server`` is the thin asyncio glue.
 
 from __future__ import annotations
 
-import zlib
-
 import httptools
+
+try:
+    # zlib-ng's CRC-32 is the same function as zlib's, ~10x faster on the
+    # multi-KB bodies of Query and Scan pages (folded SIMD).
+    from zlib_ng.zlib_ng import crc32 as crc32_of
+except ImportError:  # pragma: no cover - the dependency is declared; keep working without it
+    from zlib import crc32 as crc32_of
 
 MAX_BODY_BYTES = 16 * 1024 * 1024 + 64 * 1024   # DynamoDB's 16 MB request limit, plus envelope
 MAX_HEADER_BYTES = 64 * 1024
@@ -37,19 +42,20 @@ class Request:
 
     Header names and values stay bytes as they arrived (``raw_headers``,
     what SigV4 signs); ``header(b"name")`` looks one up by its lower-cased
-    name, and ``headers`` is a decoded dict built only when asked for.
+    name (the parser fills that map as headers arrive), and ``headers`` is a
+    decoded dict built only when asked for.
     """
 
     __slots__ = ("method", "path", "raw_headers", "body", "keep_alive", "_by_name", "_decoded")
 
     def __init__(self, method: bytes = b"", path: bytes = b"", raw_headers: list | None = None,
-                 body: bytes = b"", keep_alive: bool = True):
+                 body: bytes = b"", keep_alive: bool = True, by_name: dict | None = None):
         self.method = method
         self.path = path
         self.raw_headers = raw_headers if raw_headers is not None else []
         self.body = body
         self.keep_alive = keep_alive
-        self._by_name = None
+        self._by_name = by_name
         self._decoded = None
 
     def header(self, name: bytes) -> bytes | None:
@@ -58,8 +64,7 @@ class Request:
         if by_name is None:
             by_name = self._by_name = {}
             for key, value in self.raw_headers:
-                key = key.lower()
-                by_name[key] = by_name[key] + b"," + value if key in by_name else value
+                _add_header(by_name, key.lower(), value)
         return by_name.get(name)
 
     def text_header(self, name: bytes) -> str | None:
@@ -76,10 +81,16 @@ class Request:
         return self._decoded
 
 
+def _add_header(by_name: dict, key: bytes, value: bytes) -> None:
+    old = by_name.get(key)
+    by_name[key] = value if old is None else old + b"," + value
+
+
 class RequestParser:
     """Feeds bytes to httptools and collects complete requests."""
 
-    __slots__ = ("_parser", "_url", "_body", "_raw", "_header_bytes", "_done", "expect_continue")
+    __slots__ = ("_parser", "_url", "_body", "_raw", "_by_name", "_header_bytes", "_done",
+                 "expect_continue")
 
     def __init__(self):
         self._parser = httptools.HttpRequestParser(self)
@@ -91,8 +102,9 @@ class RequestParser:
 
     def _reset(self):
         self._url = b""
-        self._body = []
+        self._body = None
         self._raw = []
+        self._by_name = {}
         self._header_bytes = 0
 
     def feed(self, data: bytes) -> list[Request]:
@@ -105,13 +117,12 @@ class RequestParser:
             if isinstance(exc.__context__, HttpError):
                 raise exc.__context__ from None
             raise HttpError(400, f"Malformed HTTP request: {exc}") from None
-        done, self._done = self._done, []
+        done = self._done
+        if done:
+            self._done = []
         return done
 
     # httptools callbacks: kept minimal, they run for every header of every request.
-    def on_message_begin(self):
-        self._reset()
-
     def on_url(self, url: bytes):
         self._url += url
         if len(self._url) > MAX_HEADER_BYTES:
@@ -119,53 +130,72 @@ class RequestParser:
 
     def on_header(self, name: bytes, value: bytes):
         self._raw.append((name, value))
+        by_name = self._by_name
+        key = name.lower()
+        if key in by_name:
+            by_name[key] += b"," + value
+        else:
+            by_name[key] = value
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES:
             raise HttpError(431, "Request headers too large")
 
     def on_headers_complete(self):
         # Refuse a huge body before it arrives.
-        for name, value in self._raw:
-            if len(name) == 6 and name.lower() == b"expect" and value.strip().lower() == b"100-continue":
-                self.expect_continue = True
-            if len(name) == 14 and name.lower() == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise HttpError(400, "Invalid Content-Length") from None
-                if length > MAX_BODY_BYTES:
-                    raise HttpError(413, "Request size exceeds the 16 MB limit")
+        by_name = self._by_name
+        expect = by_name.get(b"expect")
+        if expect is not None and expect.strip().lower() == b"100-continue":
+            self.expect_continue = True
+        length = by_name.get(b"content-length")
+        if length is not None:
+            try:
+                length = int(length)
+            except ValueError:
+                raise HttpError(400, "Invalid Content-Length") from None
+            if length > MAX_BODY_BYTES:
+                raise HttpError(413, "Request size exceeds the 16 MB limit")
 
     def on_body(self, body: bytes):
-        self._body.append(body)
-        if len(self._body) > 1 and sum(map(len, self._body)) > MAX_BODY_BYTES:
+        parts = self._body
+        if parts is None:
+            self._body = [body]
+            return
+        parts.append(body)
+        if sum(map(len, parts)) > MAX_BODY_BYTES:
             raise HttpError(413, "Request size exceeds the 16 MB limit")
 
     def on_message_complete(self):
         self.expect_continue = False
         body = self._body
-        self._done.append(Request(self._parser.get_method(), self._url, self._raw,
-                                  body[0] if len(body) == 1 else b"".join(body),
-                                  self._parser.should_keep_alive()))
+        parser = self._parser
+        self._done.append(Request(parser.get_method(), self._url, self._raw,
+                                  b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
+                                  parser.should_keep_alive(), self._by_name))
         self._reset()
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def build_response(status: int, body: bytes, *, content_type: bytes = b"application/x-amz-json-1.0",
+JSON_TYPE = b"application/x-amz-json-1.0"
+_OK_JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: " + JSON_TYPE + b"\r\nContent-Length: "
+
+
+def build_response(status: int, body: bytes, *, content_type: bytes = JSON_TYPE,
                    request_id: bytes = b"", keep_alive: bool = True,
                    content_encoding: bytes | None = None, crc32: bool = True) -> bytes:
     """Full response bytes; ``x-amz-crc32`` covers the body as sent (botocore checks it)."""
-    head = [b"HTTP/1.1 ", str(status).encode(), b" ", STATUS_TEXT.get(status, b"Unknown"),
-            b"\r\nContent-Type: ", content_type,
-            b"\r\nContent-Length: ", str(len(body)).encode()]
+    if status == 200 and content_type is JSON_TYPE:
+        head = [_OK_JSON_HEAD, b"%d" % len(body)]
+    else:
+        head = [b"HTTP/1.1 %d " % status, STATUS_TEXT.get(status, b"Unknown"),
+                b"\r\nContent-Type: ", content_type, b"\r\nContent-Length: ", b"%d" % len(body)]
     if request_id:
-        head += [b"\r\nx-amzn-RequestId: ", request_id]
+        head += (b"\r\nx-amzn-RequestId: ", request_id)
     if crc32:
-        head += [b"\r\nx-amz-crc32: ", str(zlib.crc32(body)).encode()]
+        head += (b"\r\nx-amz-crc32: ", b"%d" % crc32_of(body))
     if content_encoding:
-        head += [b"\r\nContent-Encoding: ", content_encoding]
+        head += (b"\r\nContent-Encoding: ", content_encoding)
     if not keep_alive:
         head.append(b"\r\nConnection: close")
     head.append(b"\r\n\r\n")

@@ -26,6 +26,22 @@ log = logging.getLogger("shardserver.http")
 MAX_PIPELINED = 64       # pause reading while this many requests of a connection wait
 
 
+class _TargetCache(dict):
+    """X-Amz-Target header bytes -> operation name, remembered for valid targets only."""
+
+    def __missing__(self, target: bytes):
+        try:
+            op = wire.operation_of(target.decode("latin-1"))
+        except DynamoDBError:
+            return None
+        if len(self) < 256:
+            self[target] = op
+        return op
+
+
+_OPERATIONS = _TargetCache()
+
+
 class ApiFrontend:
     """Per-shard HTTP front: what each connection calls to answer a request."""
 
@@ -54,27 +70,30 @@ class ApiFrontend:
             return response[:len(response) - body_length]
         if method != b"POST":
             return build_response(405, b"", content_type=b"text/plain", keep_alive=request.keep_alive)
-        header = request.text_header
+        header = request.header
         try:
             if self.authenticator is not None:
                 self.authenticator(request)
             body = request.body
             encoding = header(b"content-encoding")
-            if encoding and encoding.lower() != "identity":
+            if encoding and encoding.lower() != b"identity":
                 if self.codec is None:
-                    raise SerializationException(f"Unsupported Content-Encoding: {encoding}")
-                body = self.codec.decode_body(encoding, body)
-            op = wire.operation_of(header(b"x-amz-target"))
+                    raise SerializationException(f"Unsupported Content-Encoding: {encoding.decode('latin-1')}")
+                body = self.codec.decode_body(encoding.decode("latin-1"), body)
+            target = header(b"x-amz-target")
+            op = _OPERATIONS.get(target) if target is not None else None
+            if op is None:
+                op = wire.operation_of(target.decode("latin-1") if target is not None else None)
         except DynamoDBError as error:
-            self._count_refusal(header(b"x-amz-target"), error)
+            self._count_refusal(request.text_header(b"x-amz-target"), error)
             status, payload = wire.error_response(error)
             return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive)
         status, payload = await self.service.handle(op, body)
         content_encoding = None
         accept = header(b"accept-encoding")
-        if accept and self.codec is not None:
+        if accept and self.codec is not None and len(payload) >= self.config.response_compression_threshold:
             payload, content_encoding = self.codec.encode_response(
-                payload, accept, self.config.response_compression_threshold)
+                payload, accept.decode("latin-1"), self.config.response_compression_threshold)
             content_encoding = content_encoding.encode() if content_encoding else None
         return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive,
                               content_encoding=content_encoding)

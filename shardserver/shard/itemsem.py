@@ -15,6 +15,7 @@ import orjson
 
 from shardserver.errors import ConditionalCheckFailedException, ValidationException
 from shardserver.shard import expressions as ex
+from shardserver.shard.values import validate_value
 
 _RANGE_OPERATORS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "BETWEEN": "BETWEEN",
                     "begins_with": "BEGINS_WITH", "EQ": "EQ", "LT": "LT", "LE": "LE", "GT": "GT", "GE": "GE",
@@ -82,7 +83,9 @@ _cache: OrderedDict = OrderedDict()
 
 
 def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepared:
-    if op != "Query" and _EXPRESSION_PARAMETERS.isdisjoint(request):
+    if op == "Query":
+        return _prepare_query(request, schema, check_unused)
+    if _EXPRESSION_PARAMETERS.isdisjoint(request):
         return _NOTHING
     if op not in _CACHED_OPERATIONS or not check_unused:
         return _prepare(request, schema, op, check_unused)
@@ -99,6 +102,72 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
         _cache[key] = prepared
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
+    return prepared
+
+
+# Query shape cache.  A Query's key condition text and placeholder names repeat
+# from request to request while its values (the partition key) change, so the
+# cache keeps, per key condition text, which placeholder holds the partition
+# key and which hold the sort key operands; a hit re-runs every check that
+# depends on the values (validate_value, the schema type check, begins_with
+# on N, BETWEEN order) through the same functions the full path uses, and any
+# failure falls back to the full path so the error is exactly its error.
+# Base tables only (an index's key schema can change under one table id),
+# and no filter (a bound filter holds the values).
+_QUERY_CACHEABLE = frozenset(("KeyConditionExpression", "ExpressionAttributeNames",
+                              "ExpressionAttributeValues", "ProjectionExpression"))
+_query_cache: OrderedDict = OrderedDict()
+
+
+def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
+    values = request.get("ExpressionAttributeValues")
+    if (not check_unused or request.get("IndexName") is not None or type(values) is not dict
+            or not _QUERY_CACHEABLE.issuperset(_EXPRESSION_PARAMETERS.intersection(request))):
+        return _prepare(request, schema, "Query", check_unused)
+    try:
+        key = orjson.dumps((schema.table_id, request.get("KeyConditionExpression"),
+                            request.get("ExpressionAttributeNames"), request.get("ProjectionExpression"),
+                            list(values)))
+    except TypeError:
+        return _prepare(request, schema, "Query", check_unused)
+    shape = _query_cache.get(key)
+    if shape is not None:
+        prepared = _bind_query_shape(shape, values)
+        if prepared is not None:
+            return prepared
+        return _prepare(request, schema, "Query", check_unused)
+    prepared = _prepare(request, schema, "Query", check_unused)
+    pk, range_op, operands = prepared.key_condition
+    by_identity = {id(av): ref for ref, av in values.items()}
+    refs = [by_identity.get(id(av)) for av in (pk, *operands)]
+    if None not in refs and len(key) <= _CACHE_MAX_KEY_BYTES:
+        key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
+        _query_cache[key] = (schema.hash_key, schema.range_key, key_types, refs[0],
+                             _OPERATOR_TEXT[range_op] if range_op else None, refs[1:], prepared.projection)
+        if len(_query_cache) > _CACHE_SIZE:
+            _query_cache.popitem(last=False)
+    return prepared
+
+
+_OPERATOR_TEXT = {"EQ": "=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "BETWEEN": "BETWEEN",
+                  "BEGINS_WITH": "begins_with"}
+
+
+def _bind_query_shape(shape, values: dict) -> Prepared | None:
+    """The Prepared of a Query whose shape was cached, or None if any value check fails."""
+    hash_name, range_name, key_types, hash_ref, range_op, range_refs, projection = shape
+    parts = {hash_name: ("=", [values[hash_ref]])}
+    if range_op is not None:
+        parts[range_name] = (range_op, [values[r] for r in range_refs])
+    try:
+        for av in values.values():
+            validate_value(av)
+        pk, op, operands = ex.check_key_condition_parts(parts, hash_name, range_name, key_types)
+    except ValidationException:
+        return None
+    prepared = Prepared()
+    prepared.key_condition = (pk, _RANGE_OPERATORS[op] if op else None, list(operands or []))
+    prepared.projection = projection
     return prepared
 
 

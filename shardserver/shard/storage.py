@@ -537,15 +537,24 @@ class ShardStorage:
         if start is not None and end is not None and (start > end or (start == end)):
             return []
         low_incl = not start_exclusive
-        sources = [MemtableSource(m, start, low_incl, end, False, reverse)
-                   for m in t.memtables_newest_first()]
-        readers = [r.acquire() for r in t.sstables]
+        sources = []
+        for m in t.memtables_newest_first():
+            sources.append(MemtableSource(m, start, low_incl, end, False, reverse))
+        readers = []
+        for r in t.sstables:
+            readers.append(r.acquire())
         try:
-            sources += [r.cursor(start, low_incl, end, False, reverse) for r in readers]
+            for r in readers:
+                sources.append(r.cursor(start, low_incl, end, False, reverse))
             # Peek at every source: a short range (a Query of one partition) usually
             # lives in one of them, and then needs no k-way merge at all.
-            firsts = [await source.next_chunk() for source in sources]
-            holding = [i for i, chunk in enumerate(firsts) if chunk]
+            firsts = []
+            holding = []
+            for i, source in enumerate(sources):
+                chunk = await source.next_chunk()
+                firsts.append(chunk)
+                if chunk:
+                    holding.append(i)
             out = []
             total = 0
             loop = asyncio.get_running_loop()

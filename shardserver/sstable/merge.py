@@ -18,7 +18,7 @@ MEMTABLE_CHUNK = 256
 
 
 class MemtableSource:
-    __slots__ = ("memtable", "low", "low_inclusive", "high", "high_inclusive", "reverse")
+    __slots__ = ("memtable", "low", "low_inclusive", "high", "high_inclusive", "reverse", "done")
 
     def __init__(self, memtable, low, low_inclusive, high, high_inclusive, reverse):
         self.memtable = memtable
@@ -27,10 +27,18 @@ class MemtableSource:
         self.high = high
         self.high_inclusive = high_inclusive
         self.reverse = reverse
+        self.done = False
 
     async def next_chunk(self) -> list:
+        if self.done:
+            return []
         chunk = self.memtable.chunk(self.low, self.low_inclusive, self.high, self.high_inclusive,
                                     self.reverse, MEMTABLE_CHUNK)
+        if len(chunk) < MEMTABLE_CHUNK:
+            # A short chunk is everything in range at this moment.  Writes landing
+            # after this point are newer than the scan, which may miss them either
+            # way; a short range (a Query's partition) saves its second look.
+            self.done = True
         if chunk:
             if self.reverse:
                 self.high, self.high_inclusive = chunk[-1][0], False

@@ -51,6 +51,7 @@ from __future__ import annotations
 from shardserver.shard.expressions.ast import Condition, Path, ProjectionExpr, UpdateExpr
 from shardserver.shard.expressions.conditions import BoundCondition, bind_condition, evaluate_condition
 from shardserver.shard.expressions.context import ExpressionContext as _BaseContext
+from shardserver.shard.expressions.keycondition import check_parts as check_key_condition_parts
 from shardserver.shard.expressions.keycondition import key_condition_parts, key_conditions_parts
 from shardserver.shard.expressions.legacy import (
     apply_attribute_updates, attributes_to_get_projection, check_legacy_mix, expected_to_condition,
@@ -86,7 +87,7 @@ __all__ = [
     "BoundCondition", "BoundProjection", "BoundUpdate", "Condition", "ExpressionContext", "Path",
     "ProjectionExpr", "RESERVED_WORDS", "UpdateExpr", "apply_attribute_updates", "apply_update",
     "attributes_to_get_projection", "cache_info", "check_key_updates", "check_legacy_mix", "evaluate_condition",
-    "expected_to_condition", "filter_from_legacy", "is_reserved", "key_condition_parts",
+    "check_key_condition_parts", "expected_to_condition", "filter_from_legacy", "is_reserved", "key_condition_parts",
     "key_conditions_parts", "parse_condition", "parse_key_condition", "parse_projection", "parse_update",
     "project", "updated_values",
 ]

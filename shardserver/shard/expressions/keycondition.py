@@ -76,7 +76,7 @@ def _one(node, ctx):
     return _key_name(call.args[0], ctx), "begins_with", [_literal(call.args[1], ctx)]
 
 
-def _check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: dict | None):
+def check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: dict | None):
     if hash_name not in parts:
         raise ValidationException(f"Query condition missed key schema element: {hash_name}")
     for name in parts:
@@ -121,7 +121,7 @@ def key_condition_parts(cond: ast.Condition, ctx, hash_name: str, range_name: st
         if name in parts:
             raise ValidationException("KeyConditionExpressions must only contain one condition per key")
         parts[name] = (op, operands)
-    return _check_parts(parts, hash_name, range_name, key_types)
+    return check_parts(parts, hash_name, range_name, key_types)
 
 
 _LEGACY_KEY_OPS = {"EQ": ("=", 1), "LT": ("<", 1), "LE": ("<=", 1), "GT": (">", 1), "GE": (">=", 1),
@@ -148,4 +148,4 @@ def key_conditions_parts(key_conditions: dict, hash_name: str, range_name: str |
             raise ValidationException("One or more parameter values were invalid: Invalid number of argument(s) "
                                       f"for the {operator} ComparisonOperator")
         parts[name] = (op, values)
-    return _check_parts(parts, hash_name, range_name, key_types)
+    return check_parts(parts, hash_name, range_name, key_types)
