@@ -1082,7 +1082,8 @@ async def query_index(svc, request: dict, schema, prepared) -> bytes:
         elif not forward and (end is None or key < end):
             end = key
     pairs = await svc.storage.scan(index.storage_id, start, end, start_exclusive=start_exclusive,
-                                   reverse=not forward, limit=limit or (1 << 62), max_bytes=PAGE_BYTES)
+                                   reverse=not forward, limit=limit or (1 << 62), max_bytes=PAGE_BYTES,
+                                   partition=values.partition_prefix(pk))
     items, count = await _Reader(svc, schema, index, prepared, select, request).shape(pairs)
     response = {"Count": count, "ScannedCount": len(pairs)}
     if select != "COUNT":

@@ -37,7 +37,7 @@ from shardserver.shard.commitlog import CommitLog, _fsync_dir
 from shardserver.shard.memtable import MISSING, Memtable, is_tombstone
 from shardserver.shard.row_cache import ABSENT, RowCache
 from shardserver.sstable import compaction as compaction_mod
-from shardserver.sstable.bloom import key_hashes
+from shardserver.sstable.bloom import bloom_key, key_hashes
 from shardserver.sstable.merge import MemtableSource, MergeIterator
 from shardserver.sstable.reader import BlockCache, CorruptSSTable, SSTableReader
 from shardserver.sstable.reader import MISSING as SST_MISSING
@@ -173,6 +173,26 @@ class _Table:
         }
 
 
+class _BloomHashes:
+    """A point read's filter hashes, computed at most once per kind of filter."""
+
+    __slots__ = ("key", "whole", "partition")
+
+    def __init__(self, key: bytes):
+        self.key = key
+        self.whole = None
+        self.partition = None
+
+    def of(self, reader) -> tuple[int, int]:
+        if reader.partition_bloom:
+            if self.partition is None:
+                self.partition = key_hashes(bloom_key(self.key))
+            return self.partition
+        if self.whole is None:
+            self.whole = key_hashes(self.key)
+        return self.whole
+
+
 def _write_file_durably(path: str, data: bytes) -> None:
     """tmp + fsync + rename + fsync(dir): the file is either old or new after a crash."""
     tmp = path + TMP_SUFFIX
@@ -229,6 +249,7 @@ class ShardStorage:
         self._row_cache = RowCache(o.row_cache_in_mb << 20, o.row_cache_items)
         self._memtable_bytes = 0
         self._open = False
+        self._loop = None
         self._closing = False
         self._flush_task: asyncio.Task | None = None
         self._compaction_task: asyncio.Task | None = None
@@ -258,6 +279,9 @@ class ShardStorage:
     async def open(self) -> None:
         """Open the AIO context and the SSTables, replay the commit log, start writing."""
         os.makedirs(self.tables_dir, exist_ok=True)
+        # asyncio.get_running_loop() makes a getpid() syscall each call (its fork
+        # check): the hot paths use this instead.
+        self._loop = asyncio.get_running_loop()
         await self.aio.open()
         for name in sorted(os.listdir(self.tables_dir)):
             path = os.path.join(self.tables_dir, name)
@@ -465,9 +489,9 @@ class ShardStorage:
             return -1 if v is None else len(v)
         if not t.sstables:
             return -1
-        h1, h2 = key_hashes(key)
+        hashes = _BloomHashes(key)
         for r in tuple(t.sstables):
-            if not r.might_contain_hashes(h1, h2):
+            if not r.might_contain_hashes(*hashes.of(r)):
                 continue
             self.blind_write_reads_total += 1
             v = r.get_blocking(key)
@@ -492,11 +516,11 @@ class ShardStorage:
             found = SST_MISSING
             sstables = tuple(t.sstables)   # flush and compaction replace entries of the list
             if sstables:
-                h1, h2 = key_hashes(key)   # every filter of the table shares the hash
+                hashes = _BloomHashes(key)   # hashed once for every filter of the table
                 for r in sstables:
                     if t.epoch != epoch:
                         break     # r may already be closed: the retry below looks again
-                    if not r.might_contain_hashes(h1, h2):
+                    if not r.might_contain_hashes(*hashes.of(r)):
                         self.bloom_negatives_total += 1
                         continue
                     self.sstable_reads_total += 1
@@ -523,7 +547,8 @@ class ShardStorage:
 
     async def scan(self, table_id: str, start: bytes | None, end: bytes | None, *,
                    start_exclusive: bool = False, reverse: bool = False,
-                   limit: int = 1 << 62, max_bytes: int = 1 << 62) -> list[tuple[bytes, bytes]]:
+                   limit: int = 1 << 62, max_bytes: int = 1 << 62,
+                   partition: bytes | None = None) -> list[tuple[bytes, bytes]]:
         """Live (key, value) pairs with start <= key < end, ascending or descending.
 
         Bounds are the same in both directions: `start` the inclusive lower bound
@@ -531,7 +556,9 @@ class ShardStorage:
         unbounded.  Resume a forward scan after key K with start=K,
         start_exclusive=True; resume a reverse scan below K with end=K.
         Stops after `limit` items or once the values' total length reaches
-        max_bytes (the item crossing it is included).
+        max_bytes (the item crossing it is included).  `partition`: the
+        partition prefix every key of the range starts with (a Query), so
+        SSTables whose filter rules the partition out are not read at all.
         """
         t = self._table(table_id)
         if start is not None and end is not None and (start > end or (start == end)):
@@ -541,7 +568,12 @@ class ShardStorage:
         for m in t.memtables_newest_first():
             sources.append(MemtableSource(m, start, low_incl, end, False, reverse))
         readers = []
+        partition_hashes = key_hashes(partition) if partition is not None else None
         for r in t.sstables:
+            if partition_hashes is not None and r.partition_bloom and \
+                    not r.might_contain_hashes(*partition_hashes):
+                self.bloom_negatives_total += 1
+                continue
             readers.append(r.acquire())
         try:
             for r in readers:
@@ -557,7 +589,7 @@ class ShardStorage:
                     holding.append(i)
             out = []
             total = 0
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             last_yield = loop.time()
             if len(holding) <= 1:
                 if not holding:

@@ -22,6 +22,23 @@ def key_hashes(key: bytes) -> tuple[int, int]:
     return mmh3.hash64(key, signed=False)
 
 
+_TERMINATOR = b"\x00\x01"
+
+
+def bloom_key(key: bytes) -> bytes:
+    """What a partition-keyed filter hashes for a storage key: its partition prefix.
+
+    A storage key is 8 token bytes, the partition key escaped and ended by
+    0x00 0x01 (content 0x00 is escaped as 0x00 0xFF, so the first 0x00 0x01
+    after the token ends it), then the sort key.  As in Scylla, the filter
+    answers "may this SSTable hold the partition?", which serves point reads
+    and a Query of one partition alike.  A key without a terminator (an
+    internal table's) is its own partition.
+    """
+    end = key.find(_TERMINATOR, 8)
+    return key if end < 0 else key[:end + 2]
+
+
 def optimal_probes(bits_per_key: float) -> int:
     return max(1, min(30, int(round(bits_per_key * math.log(2)))))
 

@@ -26,7 +26,7 @@ import orjson
 
 from shardserver.errors import InternalServerError
 from shardserver.sstable import block as block_mod
-from shardserver.sstable.bloom import BloomFilter
+from shardserver.sstable.bloom import BloomFilter, bloom_key
 from shardserver.sstable.format import BLOCK_TRAILER, FOOTER_SIZE, FooterError, checksum, decode_footer
 from shardserver.sstable.index import SparseIndex
 
@@ -93,6 +93,9 @@ class SSTableReader:
         self.offsets = index.offsets
         self.lengths = index.lengths
         self.meta = meta
+        # Files whose meta says "bloom_key": "partition" filter partition
+        # prefixes (bloom.bloom_key); older files' filters hash whole keys.
+        self.partition_bloom = meta.get("bloom_key") == "partition"
         self.aio = aio
         self.cache = cache
         self.on_checksum_error = on_checksum_error
@@ -247,9 +250,10 @@ class SSTableReader:
 
     # ------------------------------------------------------------------ lookups
     def might_contain(self, key: bytes) -> bool:
-        return self.bloom.might_contain(key)
+        return self.bloom.might_contain(bloom_key(key) if self.partition_bloom else key)
 
     def might_contain_hashes(self, h1: int, h2: int) -> bool:
+        """h1, h2: key_hashes of what this file's filter hashes (see partition_bloom)."""
         return self.bloom.might_contain_hashes(h1, h2)
 
     def block_for(self, key: bytes) -> int:

@@ -79,7 +79,7 @@ class SSTableWriter:
             self._open_entry = None
             self.index.append(offset, length, shortest_separator(last, key))
         self._block.add(key, value)
-        self._hashes.extend(bloom_mod.key_hashes(key))
+        self._hashes.extend(bloom_mod.key_hashes(bloom_mod.bloom_key(key)))
         self.entries += 1
         if self._bloom is not None and len(self._hashes) >= 2 * BLOOM_CHUNK:
             self._bloom.add_hash_words(self._hashes)
@@ -161,6 +161,7 @@ class SSTableWriter:
             "min_deletion_time": self.min_deletion_time,
             "max_deletion_time": self.max_deletion_time,
             "created_at": int(time.time()),
+            "bloom_key": "partition",
         }
         if extra_meta:
             meta.update(extra_meta)

@@ -45,9 +45,11 @@ def _successor(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
-def partition_range(pk: dict, range_op: str | None, operands: list) -> tuple[bytes, bytes]:
+def partition_range(pk: dict, range_op: str | None, operands: list,
+                    prefix: bytes | None = None) -> tuple[bytes, bytes]:
     """[start, end) of the storage keys a key condition selects inside one partition."""
-    prefix = values.partition_prefix(pk)
+    if prefix is None:
+        prefix = values.partition_prefix(pk)
     end = prefix[:-1] + b"\x02"           # just past the partition's terminator byte
     if range_op is None:
         return prefix, end
@@ -180,7 +182,8 @@ async def query(svc, request: dict) -> bytes:
     if request.get("IndexName") is not None:
         return await svc.query_index(request, schema, prepared)
     pk, range_op, operands = prepared.key_condition
-    start, end = partition_range(pk, range_op, operands)
+    prefix = values.partition_prefix(pk)
+    start, end = partition_range(pk, range_op, operands, prefix)
     start_exclusive = False
     exclusive = request.get("ExclusiveStartKey")
     if exclusive is not None:
@@ -195,7 +198,8 @@ async def query(svc, request: dict) -> bytes:
         else:
             end = key
     pairs = await svc.storage.scan(schema.table_id, start, end, start_exclusive=start_exclusive,
-                                   reverse=not forward, limit=limit or UNBOUNDED, max_bytes=PAGE_BYTES)
+                                   reverse=not forward, limit=limit or UNBOUNDED, max_bytes=PAGE_BYTES,
+                                   partition=prefix)
     count_only = select == "COUNT"
     items, count = shape_page(pairs, prepared.filter, prepared.projection, count_only)
     tail = {"Count": count, "ScannedCount": len(pairs)}
