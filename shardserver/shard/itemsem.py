@@ -76,7 +76,6 @@ _NOTHING = Prepared()
 # successful, small requests are cached; a Prepared is never mutated after
 # prepare() returns it, so sharing it between requests is safe.
 _CACHED_OPERATIONS = frozenset(("GetItem", "PutItem", "DeleteItem", "UpdateItem"))
-_CACHE_PARAMETERS = tuple(sorted(_EXPRESSION_PARAMETERS))
 _CACHE_SIZE = 512
 _CACHE_MAX_KEY_BYTES = 2048
 _cache: OrderedDict = OrderedDict()
@@ -90,7 +89,10 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
     if op not in _CACHED_OPERATIONS or not check_unused:
         return _prepare(request, schema, op, check_unused)
     try:
-        key = orjson.dumps((op, schema.key_names, [request.get(p) for p in _CACHE_PARAMETERS]))
+        # Only the parameters present, in the request's order (another order is
+        # just another entry).
+        key = orjson.dumps((op, schema.key_names,
+                            [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
     except TypeError:               # not JSON-shaped: let validation report it
         return _prepare(request, schema, op, check_unused)
     prepared = _cache.get(key)

@@ -187,6 +187,9 @@ def validate_item(item) -> None:
     for name, av in item.items():
         if not name:
             raise _invalid("An AttributeName cannot be empty")
+        # Most attributes are plain strings: {"S": str} needs no further check.
+        if type(av) is dict and len(av) == 1 and type(av.get("S")) is str:
+            continue
         validate_value(av)
 
 
