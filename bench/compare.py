@@ -35,7 +35,7 @@ import report  # noqa: E402
 import targets  # noqa: E402
 import workloads  # noqa: E402
 
-DEFAULT_WORKLOADS = ("get", "put", "update", "query", "mix50", "batch")
+DEFAULT_WORKLOADS = ("get", "put", "update", "query", "mix50", "batch", "batchget")
 
 
 def log(msg: str) -> None:

@@ -132,6 +132,10 @@ class WorkloadSource:
         keys = [workloads.kv_key(k) for k in self.chooser.draw_distinct(workloads.BATCH_SIZE)]
         return 0, frame(self.heads[0], self.builder.batch_write(keys, self._variant))
 
+    def _batchget(self):
+        keys = [workloads.kv_key(k) for k in self.chooser.draw_distinct(workloads.BATCH_GET_SIZE)]
+        return 0, frame(self.heads[0], self.builder.batch_get(keys))
+
     def _mix50(self):
         if not self._ops:
             self._ops = self.op_rng.integers(0, 2, size=self.CHUNK).tolist()

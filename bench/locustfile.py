@@ -37,7 +37,7 @@ WORKLOAD_CHOICES = workloads.WORKLOADS + ("all",)
 def _options(parser):
     parser.add_argument("--ddb-workload", choices=WORKLOAD_CHOICES, default="mix50",
                         env_var="DDB_WORKLOAD",
-                        help="operation mix: get, put, update, query, batch, mix50 (YCSB-A) or all")
+                        help="operation mix: get, put, update, query, batch, batchget, mix50 (YCSB-A) or all")
     parser.add_argument("--ddb-table", default=workloads.KV_TABLE, env_var="DDB_TABLE",
                         help="table of single items (hash key pk, S)")
     parser.add_argument("--ddb-query-table", default=workloads.QUERY_TABLE, env_var="DDB_QUERY_TABLE",
@@ -202,6 +202,10 @@ class DynamoDBUser(FastHttpUser):
         self.variant += 1
         keys = [workloads.kv_key(k) for k in self.keys.draw_distinct(workloads.BATCH_SIZE)]
         self._post("BatchWriteItem", self.builder.batch_write(keys, self.variant))
+
+    def _batchget(self):
+        keys = [workloads.kv_key(k) for k in self.keys.draw_distinct(workloads.BATCH_GET_SIZE)]
+        self._post("BatchGetItem", self.builder.batch_get(keys))
 
     def _mix50(self):
         if self.keys.rng.random() < 0.5:

@@ -80,7 +80,8 @@ class CannedReplies:
             b"Scan": {"Items": query_items, "Count": len(query_items),
                       "ScannedCount": len(query_items)},
             b"BatchWriteItem": {"UnprocessedItems": {}},
-            b"BatchGetItem": {"Responses": {}, "UnprocessedKeys": {}},
+            b"BatchGetItem": {"Responses": {workloads.KV_TABLE: [item] * workloads.BATCH_GET_SIZE},
+                              "UnprocessedKeys": {}},
             b"ListTables": {"TableNames": list(workloads.key_schema_definitions())},
         }
         self.by_operation = {op: http_response(200, "OK", orjson.dumps(body))

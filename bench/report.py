@@ -17,6 +17,7 @@ OPERATION_TITLES = {
     "query": "Query (10-item partition)",
     "mix50": "50/50 GetItem/PutItem (YCSB-A-like)",
     "batch": "BatchWriteItem (25 items per request; one op = one request)",
+    "batchget": "BatchGetItem (100 keys per request; one op = one request)",
 }
 
 # Reference figures of issue 7 (measured by the project on its 2-core machine):
@@ -123,6 +124,7 @@ def evaluate(results: dict) -> list[dict]:
                      "measured": ("%s ms" % _ms(s["p99_ms"])) if s else "not measured",
                      "required": "<= %.0f ms" % P99_LIMIT_MS,
                      "met": (s["p99_ms"] <= P99_LIMIT_MS) if s else None})
+    rows += _read_cost_rows(subj)
     batch = _workload(by.get("shardserver-batch"), "put")
     rows.append({"target": "PutItem with commitlog_sync: batch (report only)",
                  "measured": ("%s ops/s, %s fsyncs/s, p99 %s ms" % (
@@ -132,6 +134,29 @@ def evaluate(results: dict) -> list[dict]:
     rows.append(_memory_row(results))
     for r in rows:
         r["subject"] = sname
+    return rows
+
+
+# Issue 5's CPU targets, judged on the same shardserver run: (workload, per how
+# many GetItems, at most this many times their CPU, what it says).
+READ_COST_TARGETS = (
+    ("query", 1, 2.0, "Query of a 10-item partition: server CPU vs one GetItem"),
+    ("batchget", 100, 0.25, "BatchGetItem of 100 keys: server CPU vs 100 GetItems"),
+)
+
+
+def _read_cost_rows(subj: dict | None) -> list[dict]:
+    rows = []
+    get = _workload(subj, "get")
+    for workload, gets, limit, title in READ_COST_TARGETS:
+        w = _workload(subj, workload)
+        row = {"target": title, "required": "<= %.2fx" % limit, "measured": "not measured", "met": None}
+        if w and get and w.get("cpu_us_per_op") and get.get("cpu_us_per_op"):
+            ratio = w["cpu_us_per_op"] / (gets * get["cpu_us_per_op"])
+            row["measured"] = "%s us vs %s%s us = %.2fx" % (
+                _fmt(w["cpu_us_per_op"]), "%d x " % gets if gets > 1 else "", _fmt(get["cpu_us_per_op"]), ratio)
+            row["met"] = ratio <= limit
+        rows.append(row)
     return rows
 
 
@@ -221,7 +246,7 @@ def markdown(results: dict) -> str:
                 _rss(s.get("memory"))))
         out.append("")
 
-    out.append("## Issue 7's performance targets (shardserver: %s)\n"
+    out.append("## Performance targets of issues 5 and 7 (shardserver: %s)\n"
                % (subject(results) or {}).get("name", "not run"))
     out.append("| target | measured in this run | required | verdict |")
     out.append("|---|---|---|---|")

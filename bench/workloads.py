@@ -26,7 +26,8 @@ COUNTER_ATTRIBUTE = "cnt"
 DEFAULT_ITEM_SIZE = 1024
 FIELD_LENGTH = 100            # YCSB's field size
 
-WORKLOADS = ("get", "put", "update", "query", "batch", "mix50")
+BATCH_GET_SIZE = 100          # BatchGetItem's limit
+WORKLOADS = ("get", "put", "update", "query", "batch", "batchget", "mix50")
 # DynamoDB operation names of each workload, in the order they are drawn.
 WORKLOAD_OPERATIONS = {
     "get": ("GetItem",),
@@ -34,6 +35,7 @@ WORKLOAD_OPERATIONS = {
     "update": ("UpdateItem",),
     "query": ("Query",),
     "batch": ("BatchWriteItem",),
+    "batchget": ("BatchGetItem",),
     "mix50": ("GetItem", "PutItem"),
 }
 UPDATE_EXPRESSION = "SET #c = if_not_exists(#c, :zero) + :one"
@@ -215,6 +217,7 @@ class BodyBuilder:
                        b'"ExpressionAttributeValues":{":p":{"S":"', b'"}}}')
         self._batch_head = b'{"RequestItems":{' + kv + b':['
         self._batch_put = (b'{"PutRequest":{"Item":{"pk":{"S":"', b'"},', b'}}}')
+        self._batch_get_head = b'{"RequestItems":{' + kv + b':{"Keys":['
 
     def get_item(self, key: str) -> bytes:
         return self._get[0] + key.encode() + self._get[1]
@@ -237,6 +240,10 @@ class BodyBuilder:
             parts.append(self._batch_put[0] + key.encode() + self._batch_put[1]
                          + fragment + self._batch_put[2])
         return self._batch_head + b",".join(parts) + b"]}}"
+
+    def batch_get(self, keys: list[str]) -> bytes:
+        return (self._batch_get_head
+                + b",".join(b'{"pk":{"S":"' + key.encode() + b'"}}' for key in keys) + b"]}}}")
 
 
 def batch_write_items(table: str, items: list[dict]) -> bytes:

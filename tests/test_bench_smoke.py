@@ -81,6 +81,9 @@ def test_bodies_are_the_json_they_claim():
     batch = orjson.loads(b.batch_write(keys))
     puts = batch["RequestItems"]["bench_kv"]
     assert [p["PutRequest"]["Item"]["pk"]["S"] for p in puts] == keys
+    get_keys = ["k%09d" % i for i in range(100)]
+    batch_get = orjson.loads(b.batch_get(get_keys))
+    assert batch_get == {"RequestItems": {"bench_kv": {"Keys": [{"pk": {"S": k}} for k in get_keys]}}}
 
 
 def test_load_plan_covers_every_item_once_across_loaders():
@@ -191,7 +194,7 @@ def test_loadgen_against_null_server(null_server):
 
 def test_compare_quick(tmp_path):
     cmd = [sys.executable, os.path.join(BENCH, "compare.py"), "--quick",
-           "--targets", "null,shardserver-smp1", "--workloads", "get,put,query",
+           "--targets", "null,shardserver-smp1", "--workloads", "get,put,query,batchget",
            "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -210,12 +213,13 @@ def test_compare_quick(tmp_path):
         assert null[w]["cpu_us_per_op"] > 0
     md = (run_dir / "report.md").read_text()
     assert re.search(r"^\| null \| [\d,]+ \| [\d.]+ \|", md, re.M), md[:2000]
-    assert "## Issue 7's performance targets" in md
+    assert "## Performance targets of issues 5 and 7" in md
     ss = by["shardserver-smp1"]
     assert "failed" not in ss, (ss.get("failed"), ss.get("log_tail"))
     if "skipped" not in ss:
-        for w in ("get", "put", "query"):
+        for w in ("get", "put", "query", "batchget"):
             assert ss["workloads"][w]["ok"] > 0, ss["workloads"][w]["error_samples"]
+            assert ss["workloads"][w]["errors"] == 0, ss["workloads"][w]["error_samples"]
         assert ss["workloads"]["get"]["memory"]["shards_rss"][0] > 0
         assert ss["workloads"]["get"]["forwards_per_request"] == 0   # one shard forwards nothing
 
@@ -234,6 +238,11 @@ def test_report_judges_targets_from_numbers():
     assert rows["GetItem: ops/s vs dynalite"]["met"] is True            # 3.33x >= 3x
     assert rows["GetItem: p99 latency at 32 connections"]["met"] is False
     assert rows["PutItem: server CPU/op vs null"]["met"] is None        # not measured
+    assert rows["Query of a 10-item partition: server CPU vs one GetItem"]["met"] is None
+    results["targets"][2]["workloads"].update(query=wl(20000, 47.0, 3.0), batchget=wl(2000, 700.0, 9.0))
+    rows = {r["target"]: r for r in report.evaluate(results)}
+    assert rows["Query of a 10-item partition: server CPU vs one GetItem"]["met"] is True    # 1.96x
+    assert rows["BatchGetItem of 100 keys: server CPU vs 100 GetItems"]["met"] is False     # 0.29x
 
 
 def test_locust_headless_against_null_server(null_server):
