@@ -18,6 +18,7 @@ from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
 from shardserver.shard.keys import key_of_item, key_of_request
+from shardserver.shard.routing import shard_of_key
 from shardserver.shard.transactions import check_write
 
 MAX_WRITES = 25
@@ -95,11 +96,12 @@ def _parse_write(svc, request: dict):
                 key = (write["DeleteRequest"] or {}).get("Key") if isinstance(write["DeleteRequest"], dict) else None
                 pk, sk = key_of_request(schema, key)
                 kind, payload = "delete", key
-            storage_key = values.encode_key(pk, sk)
+            owner, token = shard_of_key(pk, svc.nshards)
+            storage_key = values.encode_key(pk, sk, token)
             if storage_key in seen:
                 raise ValidationException("Provided list of item keys contains duplicates")
             seen.add(storage_key)
-            writes.append((svc.owner_of(pk), name, schema, kind, payload, storage_key, write))
+            writes.append((owner, name, schema, kind, payload, storage_key, write))
     return writes
 
 
@@ -185,13 +187,15 @@ def _parse_get(svc, request: dict):
                                       "consistentRead' failed to satisfy constraint: Member must be a boolean")
         projection = svc.prepare_expressions(spec, schema, "BatchGetItem").projection
         seen = set()
+        nshards = svc.nshards
         for key in keys:
             pk, sk = key_of_request(schema, key)
-            storage_key = values.encode_key(pk, sk)
+            owner, token = shard_of_key(pk, nshards)
+            storage_key = values.encode_key(pk, sk, token)
             if storage_key in seen:
                 raise ValidationException("Provided list of item keys contains duplicates")
             seen.add(storage_key)
-            reads.append((svc.owner_of(pk), name, schema, key, storage_key, projection, consistent))
+            reads.append((owner, name, schema, key, storage_key, projection, consistent))
     return reads
 
 
