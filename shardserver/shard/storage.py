@@ -37,9 +37,10 @@ from shardserver.shard.commitlog import CommitLog, _fsync_dir
 from shardserver.shard.memtable import MISSING, Memtable, is_tombstone
 from shardserver.shard.row_cache import ABSENT, RowCache
 from shardserver.sstable import compaction as compaction_mod
-from shardserver.sstable.bloom import key_hashes
+from shardserver.sstable.bloom import key_hashes, probe_mask
+from shardserver.sstable.format import key_prefix
 from shardserver.sstable.merge import MemtableSource, MergeIterator
-from shardserver.sstable.reader import BlockCache, CorruptSSTable, SSTableReader
+from shardserver.sstable.reader import NEED_IO, BlockCache, CorruptSSTable, SSTableReader
 from shardserver.sstable.reader import MISSING as SST_MISSING
 from shardserver.sstable.writer import DEFAULT_BLOCK_SIZE, SSTableWriter
 
@@ -78,7 +79,7 @@ class StorageOptions:
     row_cache_in_mb: int = 128                  # ... and at most this many bytes
     block_cache_in_mb: int = 32
     sstable_block_size_in_kb: int = 8
-    bloom_bits_per_key: float = 10.0
+    bloom_bits_per_key: float = 12.0            # ~1 % false positives (blocked filter)
     commitlog_total_space_in_mb: int = 0        # 0: 2 x flush threshold + 2 segments
     force_thread_io: bool = False               # use the thread pool even where Linux AIO works
     trim_heap_after_flush: bool = True          # give freed memtables back to the OS (glibc)
@@ -466,8 +467,14 @@ class ShardStorage:
         if not t.sstables:
             return -1
         h1, h2 = key_hashes(key)
+        mask = 0
+        mask_probes = 0
         for r in tuple(t.sstables):
-            if not r.might_contain_hashes(h1, h2):
+            bloom = r.bloom
+            if bloom.nprobes != mask_probes:
+                mask_probes = bloom.nprobes
+                mask = probe_mask(h2, mask_probes)
+            if bloom.words[h1 % bloom.nwords] & mask != mask:
                 continue
             self.blind_write_reads_total += 1
             v = r.get_blocking(key)
@@ -477,26 +484,79 @@ class ShardStorage:
 
     # ================================================================== reads
     async def get(self, table_id: str, key: bytes) -> bytes | None:
-        """The value current when this coroutine returns (None if absent or deleted)."""
-        t = self._table(table_id)
+        """The value current when this coroutine returns (None if absent or deleted).
+
+        The common case runs without suspending: memtables, row cache, then each
+        SSTable's bloom filter and one block from the block cache or, copied without
+        waiting, from the page cache.  Nothing can change in between, so it needs no
+        reference counts or retries; only a block that must come from the disk takes
+        the awaiting path (_get_from_disk).
+        """
+        t = self._tables.get(table_id)
+        if t is None:
+            raise ResourceNotFoundException("Requested resource not found")
+        v = t.active.data.get(key, MISSING)
+        if v is not MISSING:
+            return None if type(v) is int else v
+        if t.frozen:
+            for m in reversed(t.frozen):
+                v = m.data.get(key, MISSING)
+                if v is not MISSING:
+                    return None if type(v) is int else v
+        row_cache = self._row_cache
+        ck = (t.incarnation, key)
+        if row_cache.enabled:
+            v = row_cache.get(ck)
+            if v is not ABSENT:
+                return v
+        sstables = t.sstables
+        if not sstables:
+            return None
+        h1, h2 = key_hashes(key)   # every filter of the table shares the hash ...
+        prefix = key_prefix(key)   # ... and every index and block the key prefix
+        mask = 0
+        mask_probes = 0
+        found = SST_MISSING
+        for r in sstables:
+            bloom = r.bloom
+            if bloom.nprobes != mask_probes:
+                mask_probes = bloom.nprobes
+                mask = probe_mask(h2, mask_probes)
+            if bloom.words[h1 % bloom.nwords] & mask != mask:
+                self.bloom_negatives_total += 1
+                continue
+            self.sstable_reads_total += 1
+            found = r.get_nowait(key, prefix)
+            if found is NEED_IO:
+                self.sstable_reads_total -= 1   # counted again by the disk path
+                return await self._get_from_disk(t, key)
+            if found is not SST_MISSING:
+                break
+        value = None if found is SST_MISSING or type(found) is int else found
+        if row_cache.enabled:
+            row_cache.put(ck, value)
+        return value
+
+    async def _get_from_disk(self, t: _Table, key: bytes) -> bytes | None:
+        """get() when some block needs the disk: awaits, so files may be swapped meanwhile."""
         while True:
             for m in t.memtables_newest_first():
                 v = m.data.get(key, MISSING)
                 if v is not MISSING:
                     return None if type(v) is int else v
             ck = (t.incarnation, key)
-            v = self._row_cache.get(ck)
+            v = self._row_cache.peek(ck)
             if v is not ABSENT:
                 return v
             epoch = t.epoch
             found = SST_MISSING
             sstables = tuple(t.sstables)   # flush and compaction replace entries of the list
             if sstables:
-                h1, h2 = key_hashes(key)   # every filter of the table shares the hash
+                h1, h2 = key_hashes(key)
                 for r in sstables:
                     if t.epoch != epoch:
                         break     # r may already be closed: the retry below looks again
-                    if not r.might_contain_hashes(h1, h2):
+                    if not r.bloom.might_contain_hashes(h1, h2):
                         self.bloom_negatives_total += 1
                         continue
                     self.sstable_reads_total += 1
