@@ -7,8 +7,9 @@ Owns everything under the shard's data directory:
     <directory>/tables/<table dir>/sst-<generation>.db       (docs/sstable_format.md)
 
 and the API the shard's executor calls (get/put/delete/scan/sync and table
-life cycle).  Writes go to the commit log buffer and the memtable at once;
-memtables over the shard's threshold are flushed in the background to
+life cycle).  Writes go to the commit log buffer and the memtable at once
+(with durable_writes false there is no commit log: only flushed data survives
+a crash); memtables over the shard's threshold are flushed in the background to
 SSTables; size-tiered compaction merges them; point reads check memtables,
 the row cache, then SSTables newest first behind their bloom filters.
 
@@ -70,6 +71,7 @@ class StorageOptions:
     commitlog_sync_period_in_ms: int = 10000
     commitlog_sync_batch_window_in_ms: float = 2.0
     commitlog_segment_size_in_mb: int = 32
+    durable_writes: bool = True                 # False: no commit log (see open())
     memtable_flush_threshold_in_mb: int = 64     # per shard, all tables together
     aio_queue_depth: int = 128
     compaction_min_threshold: int = 4
@@ -224,7 +226,8 @@ class ShardStorage:
                                    sync_mode=o.commitlog_sync,
                                    sync_period_ms=o.commitlog_sync_period_in_ms,
                                    batch_window_ms=o.commitlog_sync_batch_window_in_ms,
-                                   segment_size=segment_size, aio=self.aio, log=self.log)
+                                   segment_size=segment_size, aio=self.aio, log=self.log,
+                                   enabled=o.durable_writes)
         self.block_cache = BlockCache(o.block_cache_in_mb << 20)
         self._tables: dict[str, _Table] = {}
         self._row_cache = RowCache(o.row_cache_in_mb << 20, o.row_cache_items)
@@ -259,6 +262,10 @@ class ShardStorage:
     async def open(self) -> None:
         """Open the AIO context and the SSTables, replay the commit log, start writing."""
         os.makedirs(self.tables_dir, exist_ok=True)
+        if not self.options.durable_writes:
+            self.log.warning("storage: durable_writes is false: no commit log. Acknowledged "
+                             "writes are NOT crash-safe: a crash loses every write not yet "
+                             "flushed to an SSTable (a clean shutdown flushes them)")
         await self.aio.open()
         for name in sorted(os.listdir(self.tables_dir)):
             path = os.path.join(self.tables_dir, name)
