@@ -46,6 +46,9 @@ OPTIONS = [
     ("commitlog_sync_period_in_ms", int, 10000, "fsync period in periodic mode"),
     ("commitlog_sync_batch_window_in_ms", float, 2.0, "group-commit window in batch mode"),
     ("commitlog_segment_size_in_mb", int, 32, "commit-log segment size"),
+    ("durable_writes", _bool, True,
+     "write the commit log; false: in memory only until a flush (faster writes, but a crash "
+     "loses every acknowledged write not yet flushed to an SSTable; a clean shutdown flushes)"),
     ("memtable_flush_threshold_in_mb", int, 64, "memtable size (per shard) that triggers a flush"),
     ("aio_queue_depth", int, 128, "Linux AIO events reserved per shard"),
     ("compaction_min_threshold", int, 4, "SSTables of similar size that trigger a compaction"),
@@ -83,6 +86,7 @@ class Config:
     commitlog_sync_period_in_ms: int = 10000
     commitlog_sync_batch_window_in_ms: float = 2.0
     commitlog_segment_size_in_mb: int = 32
+    durable_writes: bool = True
     memtable_flush_threshold_in_mb: int = 64
     aio_queue_depth: int = 128
     compaction_min_threshold: int = 4

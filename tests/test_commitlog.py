@@ -202,3 +202,48 @@ def test_disk_full_fails_cleanly_and_recovers(tmp_path, monkeypatch):
     run(go())
     _, seen = replay_all(d)
     assert [p for _, p, _ in seen] == [b"before", b"during", b"after"]
+
+
+def test_disk_bytes_follows_the_files(tmp_path):
+    """disk_bytes() is a running total (it is checked on every write): it must match the
+    segment files across rolls, replay and release."""
+    d = str(tmp_path)
+
+    def on_disk():
+        return sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d) if n.endswith(".log"))
+
+    async def go():
+        log = CommitLog(d, 0, sync_mode="batch", batch_window_ms=0.0, segment_size=4096)
+        log.replay(lambda *a: None)
+        log.start(1)
+        for i in range(50):
+            log.append(1, os.urandom(300))
+        await log.sync()
+        assert len(log.segment_ids()) > 2
+        assert log.disk_bytes() == on_disk()
+        log.release(set())
+        assert log.disk_bytes() == on_disk()
+        await log.close()
+        log = CommitLog(d, 0, sync_mode="batch", batch_window_ms=0.0, segment_size=4096)
+        log.replay(lambda *a: None)
+        assert log.disk_bytes() == on_disk()
+        log.start(1)
+        log.append(1, b"x" * 100)
+        await log.sync()
+        assert log.disk_bytes() == on_disk()
+        log.release(set())
+        assert log.disk_bytes() == on_disk()
+        await log.close()
+
+        log = CommitLog(d, 0, enabled=False)       # durable_writes: false
+        log.replay(lambda *a: None)
+        log.start(1)
+        before = on_disk()
+        position = log.position()
+        log.append(1, b"y" * 100)
+        await log.sync()
+        assert log.position() == position and on_disk() == before
+        log.release(set())
+        assert log.disk_bytes() == on_disk() == 0
+        await log.close()
+    run(go())

@@ -1,12 +1,11 @@
 """Partition-keyed bloom filters: what they hash, and that point reads and one-partition
-range reads (a Query) consult them, next to files written before them (whole-key filters)."""
+range reads (a Query) consult them."""
 
 import uvloop
 
 from shardserver.shard import values
 from shardserver.shard.storage import ShardStorage, StorageOptions
 from shardserver.sstable import bloom as bloom_mod
-from shardserver.sstable import writer as writer_mod
 
 
 def run(coro):
@@ -61,44 +60,5 @@ def test_query_range_skips_sstables_without_the_partition(tmp_path):
         for pk in ("p1", "p2", "p3"):
             assert await s.get("t", key(pk, 3)) == b'{"v":3}'
         assert await s.get("t", key("p4", 3)) is None
-        await s.close()
-    run(go())
-
-
-def test_files_with_whole_key_filters_still_answer(tmp_path, monkeypatch):
-    """An SSTable written before partition filters (meta without "bloom_key")."""
-    async def go():
-        s = _storage(tmp_path)
-        await s.open()
-        s.create_table("t")
-        old_bloom_key = bloom_mod.bloom_key
-        real_finish = writer_mod.SSTableWriter.finish
-
-        async def old_finish(self, extra_meta=None):
-            return await real_finish(self, {**(extra_meta or {}), "bloom_key": "key"})
-
-        monkeypatch.setattr(bloom_mod, "bloom_key", lambda k: k)
-        monkeypatch.setattr(writer_mod.SSTableWriter, "finish", old_finish)
-        for sk in range(10):
-            s.put("t", key("old", sk), b"old%d" % sk)
-        await s.flush()
-        monkeypatch.setattr(bloom_mod, "bloom_key", old_bloom_key)
-        monkeypatch.setattr(writer_mod.SSTableWriter, "finish", real_finish)
-        for sk in range(10):
-            s.put("t", key("new", sk), b"new%d" % sk)
-        await s.flush()
-        readers = s._table("t").sstables
-        assert [r.partition_bloom for r in readers] == [True, False]     # newest first
-        assert readers[1].might_contain(key("old", 4))
-        assert await s.get("t", key("old", 4)) == b"old4"
-        assert await s.get("t", key("new", 4)) == b"new4"
-        prefix = values.partition_prefix({"S": "old"})
-        got = await s.scan("t", prefix, prefix[:-1] + b"\x02", partition=prefix)
-        assert [v for _, v in got] == [b"old%d" % sk for sk in range(10)]
-        await s.close()
-        # after a restart the old file is still read through its whole-key filter
-        s = _storage(tmp_path)
-        await s.open()
-        assert await s.get("t", key("old", 9)) == b"old9"
         await s.close()
     run(go())

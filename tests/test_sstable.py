@@ -10,7 +10,7 @@ import uvloop
 from shardserver.errors import InternalServerError
 from shardserver.reactor.aio import AIOContext, aio_available_events, aio_events_needed
 from shardserver.sstable import block as block_mod
-from shardserver.sstable.bloom import BloomFilter, key_hashes
+from shardserver.sstable.bloom import BloomFilter, key_hashes, probe_mask
 from shardserver.sstable.merge import MergeIterator
 from shardserver.sstable.reader import MISSING, BlockCache, CorruptSSTable, SSTableReader
 from shardserver.sstable.writer import SSTableWriter
@@ -48,6 +48,79 @@ def test_block_round_trip():
         assert block_mod.find(data, k) == v
     assert block_mod.find(data, b"bb") is block_mod.MISSING
     assert block_mod.find(data, b"") is block_mod.MISSING
+
+
+def test_block_find_among_shared_prefixes():
+    """Keys sharing their first 8 bytes (a partition's items), keys shorter than 8 bytes
+    (zero-padded prefixes that tie), tombstones, and absent keys on every side."""
+    rnd = random.Random(3)
+    keys = set()
+    for _ in range(40):
+        token = rnd.randbytes(8)
+        keys.update(token + rnd.randbytes(rnd.randint(0, 6)) for _ in range(rnd.randint(1, 12)))
+    keys.update({b"a", b"a\0", b"a\0\0", b"ab", b"\0", b"\0\0\0\0\0\0\0\0", b"\0" * 9})
+    keys = sorted(keys)
+    b = block_mod.BlockBuilder()
+    expected = {}
+    for i, k in enumerate(keys):
+        v = 1700000000 + i if i % 5 == 0 else rnd.randbytes(rnd.randint(0, 40))
+        b.add(k, v)
+        expected[k] = v
+    block = block_mod.Block(b.finish())
+    assert block.entries() == sorted(expected.items())
+    for k, v in expected.items():
+        assert block.find(k) == v
+        for probe in (k + b"\0", k + b"\xff", k[:-1]):
+            if probe not in expected:
+                assert block.find(probe) is block_mod.MISSING
+    assert block.find(b"") is block_mod.MISSING
+    assert block.find(b"\xff" * 20) is block_mod.MISSING
+
+
+def test_format_version_1_is_refused_clearly(tmp_path):
+    import struct
+
+    from shardserver.sstable import format as fmt
+    path = str(tmp_path / "old.db")
+
+    async def go():
+        aio = AIOContext(4)
+        await aio.open()
+        await write_table(path, [(b"a", b"b")], aio)
+        aio.close()
+    run(go())
+    with open(path, "r+b") as f:    # rewrite the footer as an older release would have
+        f.seek(-fmt.FOOTER_SIZE, os.SEEK_END)
+        footer = bytearray(f.read())
+        struct.pack_into("<I", footer, 48, 1)
+        struct.pack_into("<I", footer, 56, fmt.checksum(bytes(footer[:56])))
+        f.seek(-fmt.FOOTER_SIZE, os.SEEK_END)
+        f.write(footer)
+    with pytest.raises(CorruptSSTable, match="format version 1 .*version 2"):
+        SSTableReader.load(path, None, BlockCache())
+
+
+def test_get_nowait_and_the_disk_path_agree(tmp_path, monkeypatch):
+    from shardserver.sstable import reader as reader_mod
+    from shardserver.sstable.format import key_prefix
+    entries = make_entries(2000, seed=9)
+    path = str(tmp_path / "t.db")
+
+    async def go():
+        aio = AIOContext(8)
+        await aio.open()
+        await write_table(path, entries, aio)
+        r = SSTableReader.load(path, aio, BlockCache(0))      # no block cache
+        for k, v in entries[::7]:
+            assert r.get_nowait(k, key_prefix(k)) == v          # page cache
+        monkeypatch.setattr(reader_mod, "_nowait_usable", False)
+        for k, v in entries[::7]:
+            assert r.get_nowait(k, key_prefix(k)) is reader_mod.NEED_IO
+            assert await r.get(k) == v                           # through AIO
+        assert r.aio_reads > 0
+        r.mark_obsolete(unlink=False)
+        aio.close()
+    run(go())
 
 
 def test_round_trip_get_and_cursors(tmp_path):
@@ -109,11 +182,17 @@ def test_writer_rejects_unsorted(tmp_path):
 def test_bloom_false_positive_rate():
     rnd = random.Random(5)
     present = [rnd.randbytes(16) for _ in range(20000)]
-    bf = BloomFilter.build([key_hashes(k) for k in present], bits_per_key=10)
+    bf = BloomFilter.build([key_hashes(k) for k in present])
     assert all(bf.might_contain(k) for k in present)
     absent = [rnd.randbytes(17) for _ in range(20000)]
     fp = sum(bf.might_contain(k) for k in absent) / len(absent)
-    assert fp < 0.02, fp     # theory for 10 bits/key, 7 probes: ~0.8 %
+    assert fp < 0.015, fp    # 12 bits/key, 6 probes in one 64-bit word: ~1 %
+    for k in present[:500] + absent[:500]:     # the storage layer's inlined probe agrees
+        h1, h2 = key_hashes(k)
+        assert bf.might_contain_masked(h1, probe_mask(h2, bf.nprobes)) == bf.might_contain(k)
+    for nprobes in range(1, 11):
+        h2 = rnd.getrandbits(64)
+        assert probe_mask(h2, nprobes) == sum({1 << ((h2 >> (6 * i)) & 63) for i in range(nprobes)})
     bf2 = BloomFilter.from_bytes(bf.to_bytes())
     assert all(bf2.might_contain(k) for k in present[:500])
 

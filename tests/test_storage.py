@@ -466,3 +466,56 @@ def test_memory_stays_bounded_as_the_table_grows(tmp_path):
             assert st["heap_trims_total"] >= st["flushes_total"] > 0
         await s.close()
     run(go())
+
+
+def test_durable_writes_false_keeps_no_commit_log(tmp_path, caplog):
+    """No commit log: nothing under commitlog/, a clean close flushes everything, a crash
+    loses only what no flush wrote; segments of an earlier durable run are still replayed."""
+    logdir = tmp_path / "commitlog"
+
+    async def durable_run():
+        s = await opened(tmp_path, small_opts())
+        s.create_table("t")
+        s.put("t", b"from-durable-run", b"1")
+        await s.sync()
+        await abandon(s)                 # crash: the record lives only in the commit log
+
+    async def in_memory_run():
+        s = await opened(tmp_path, small_opts(durable_writes=False))
+        assert await s.get("t", b"from-durable-run") == b"1"     # replayed
+        for i in range(3000):            # passes the flush threshold: SSTables get written
+            s.put("t", b"%06d" % i, value_of(i))
+            await s.sync()
+        await s.flush()
+        assert not any(name.endswith(".log") for name in os.listdir(logdir))   # replayed, flushed, gone
+        s.put("t", b"unflushed", b"x")
+        await s.sync()
+        await abandon(s)
+
+    async def check_after_crash():
+        s = await opened(tmp_path, small_opts(durable_writes=False))
+        assert await s.get("t", b"unflushed") is None      # the documented loss
+        assert await s.get("t", b"from-durable-run") == b"1"
+        assert all([await s.get("t", b"%06d" % i) == value_of(i) for i in range(3000)])
+        s.put("t", b"flushed-at-close", b"y")
+        await s.sync()
+        await s.close()
+
+    async def check_after_clean_close():
+        s = await opened(tmp_path, small_opts())       # durable again: a fresh segment
+        assert await s.get("t", b"flushed-at-close") == b"y"
+        items, _ = s.table_stats("t")
+        assert items == 3001 + 1
+        s.put("t", b"durable-again", b"z")
+        await s.sync()
+        await abandon(s)
+        s = await opened(tmp_path, small_opts())
+        assert await s.get("t", b"durable-again") == b"z"
+        await s.close()
+
+    run(durable_run())
+    with caplog.at_level("WARNING"):
+        run(in_memory_run())
+    assert any("NOT crash-safe" in r.getMessage() for r in caplog.records)
+    run(check_after_crash())
+    run(check_after_clean_close())

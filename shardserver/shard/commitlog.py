@@ -5,6 +5,9 @@ framing of records (length, kind, CRC32C), segment rolling, the two sync modes
 Scylla offers (`periodic`: fsync on a timer; `batch`: group commit, the caller
 waits for the fsync that covers its record), replay on open with truncation of
 a torn or corrupt tail, and deletion of segments nobody needs any more.
+With ``enabled=False`` (the server's ``durable_writes: false``) it still
+replays and deletes the segments found on disk, but writes nothing: appends
+only advance an in-memory position, and syncs return at once.
 
 It knows nothing about tables or keys: payloads are opaque bytes whose
 meaning the storage layer (shardserver.shard.storage) defines by `kind`.
@@ -132,7 +135,8 @@ class CommitLog:
 
     def __init__(self, directory: str, shard_id: int, *, sync_mode: str = "periodic",
                  sync_period_ms: int = 10000, batch_window_ms: float = 2.0,
-                 segment_size: int = 32 << 20, aio=None, log: logging.Logger | None = None):
+                 segment_size: int = 32 << 20, aio=None, log: logging.Logger | None = None,
+                 enabled: bool = True):
         if sync_mode not in ("periodic", "batch"):
             raise ValueError("commitlog_sync must be 'periodic' or 'batch'")
         self.directory = directory
@@ -143,6 +147,7 @@ class CommitLog:
         self.segment_size = max(SEGMENT_HEADER_SIZE + 1, int(segment_size))
         self.aio = aio
         self.log = log or logging.getLogger("shardserver.commitlog")
+        self.enabled = enabled
 
         self._segments: list[_Segment] = []     # oldest first; the last one is active
         self._buffer = bytearray()              # appended, not yet written to the active segment
@@ -152,6 +157,7 @@ class CommitLog:
         self._closed = False
         self._started = False
 
+        self._disk_bytes = 0                    # sum of the segments' sizes (checked per write)
         self.appended_total = 0                 # log-wide byte counters, monotonic
         self.written_total = 0
         self.synced_total = 0
@@ -217,13 +223,21 @@ class CommitLog:
                     f.truncate(valid_end)
                     os.fsync(f.fileno())
             self._segments.append(_Segment(seg_id, path, None, valid_end))
+            self._disk_bytes += valid_end
         return highest
 
     # ------------------------------------------------------------------ writing
     def start(self, first_segment_id: int) -> None:
         """Open a fresh active segment; ids must grow across restarts."""
         last = self._segments[-1].segment_id if self._segments else 0
-        self._open_segment(max(first_segment_id, last + 1))
+        segment_id = max(first_segment_id, last + 1)
+        if not self.enabled:
+            # no file: positions still grow past every replayed record, so a later
+            # start with the commit log enabled picks a fresh segment id
+            self._segments.append(_Segment(segment_id, "", None, SEGMENT_HEADER_SIZE))
+            self._started = True
+            return
+        self._open_segment(segment_id)
         self._started = True
         if self.sync_mode == "periodic":
             self._periodic_task = asyncio.get_running_loop().create_task(self._periodic_sync())
@@ -241,6 +255,7 @@ class CommitLog:
         seg = _Segment(segment_id, path, fd, SEGMENT_HEADER_SIZE)
         seg.synced = 0
         self._segments.append(seg)
+        self._disk_bytes += SEGMENT_HEADER_SIZE
         self._dir_dirty = True
 
     @property
@@ -272,6 +287,10 @@ class CommitLog:
         """
         if self._closed or not self._started:
             raise InternalServerError("Internal server error: commit log is not open")
+        if not self.enabled:
+            self.records_total += 1
+            seg = self._segments[-1]
+            return seg.segment_id, seg.size
         self.check_writable()
         record = encode_record(kind, payload)
         seg = self._segments[-1]
@@ -280,6 +299,7 @@ class CommitLog:
             seg = self._segments[-1]
         self._buffer += record
         seg.size += len(record)
+        self._disk_bytes += len(record)
         self.appended_total += len(record)
         self.records_total += 1
         if not self._write_scheduled:
@@ -336,6 +356,8 @@ class CommitLog:
     async def sync(self) -> None:
         """batch: wait for an fdatasync covering every record appended so far (shared with
         concurrent callers). periodic: make sure those records reached the page cache."""
+        if not self.enabled:
+            return
         if self._error is not None:
             self.check_writable()
         target = self.appended_total
@@ -426,6 +448,8 @@ class CommitLog:
     def sync_blocking(self) -> None:
         """Write out and fdatasync now, blocking the loop: for rare events (DROP TABLE)
         whose record must be durable before files are removed."""
+        if not self.enabled:
+            return
         self._write_out()
         if self._error is not None:
             self.check_writable()
@@ -464,12 +488,14 @@ class CommitLog:
             except FileNotFoundError:
                 pass
             self._segments.pop(0)
+            self._disk_bytes -= seg.size
             self.segments_deleted_total += 1
             deleted += 1
         return deleted
 
     def disk_bytes(self) -> int:
-        return sum(s.size for s in self._segments)
+        """Bytes of the segments on disk (or being written): what commitlog_total_space caps."""
+        return self._disk_bytes
 
     # ------------------------------------------------------------------ closing
     async def close(self) -> None:
@@ -487,7 +513,7 @@ class CommitLog:
                 await self._sync_task
             except Exception:
                 pass
-        if self._started:
+        if self._started and self.enabled:
             try:
                 await self._sync_all()
             except OSError as exc:

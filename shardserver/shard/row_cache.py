@@ -23,11 +23,13 @@ ABSENT = object()   # get()'s answer for a key the cache knows nothing about
 
 class RowCache:
     __slots__ = ("capacity_bytes", "capacity_items", "size", "_rows", "hits", "misses",
-                 "evictions")
+                 "evictions", "enabled")
 
     def __init__(self, capacity_bytes: int, capacity_items: int):
         self.capacity_bytes = max(0, capacity_bytes)
         self.capacity_items = max(0, capacity_items)
+        # a cache of size 0 (row_cache_in_mb: 0) holds nothing: readers skip it
+        self.enabled = bool(self.capacity_bytes and self.capacity_items)
         self.size = 0
         self._rows: OrderedDict = OrderedDict()
         self.hits = 0

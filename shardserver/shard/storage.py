@@ -7,8 +7,9 @@ Owns everything under the shard's data directory:
     <directory>/tables/<table dir>/sst-<generation>.db       (docs/sstable_format.md)
 
 and the API the shard's executor calls (get/put/delete/scan/sync and table
-life cycle).  Writes go to the commit log buffer and the memtable at once;
-memtables over the shard's threshold are flushed in the background to
+life cycle).  Writes go to the commit log buffer and the memtable at once
+(with durable_writes false there is no commit log: only flushed data survives
+a crash); memtables over the shard's threshold are flushed in the background to
 SSTables; size-tiered compaction merges them; point reads check memtables,
 the row cache, then SSTables newest first behind their bloom filters.
 
@@ -37,9 +38,10 @@ from shardserver.shard.commitlog import CommitLog, _fsync_dir
 from shardserver.shard.memtable import MISSING, Memtable, is_tombstone
 from shardserver.shard.row_cache import ABSENT, RowCache
 from shardserver.sstable import compaction as compaction_mod
-from shardserver.sstable.bloom import bloom_key, key_hashes
+from shardserver.sstable.bloom import bloom_key, key_hashes, probe_mask
+from shardserver.sstable.format import key_prefix
 from shardserver.sstable.merge import MemtableSource, MergeIterator
-from shardserver.sstable.reader import BlockCache, CorruptSSTable, SSTableReader
+from shardserver.sstable.reader import NEED_IO, BlockCache, CorruptSSTable, SSTableReader
 from shardserver.sstable.reader import MISSING as SST_MISSING
 from shardserver.sstable.writer import DEFAULT_BLOCK_SIZE, SSTableWriter
 
@@ -69,6 +71,7 @@ class StorageOptions:
     commitlog_sync_period_in_ms: int = 10000
     commitlog_sync_batch_window_in_ms: float = 2.0
     commitlog_segment_size_in_mb: int = 32
+    durable_writes: bool = True                 # False: no commit log (see open())
     memtable_flush_threshold_in_mb: int = 64     # per shard, all tables together
     aio_queue_depth: int = 128
     compaction_min_threshold: int = 4
@@ -78,7 +81,7 @@ class StorageOptions:
     row_cache_in_mb: int = 128                  # ... and at most this many bytes
     block_cache_in_mb: int = 32
     sstable_block_size_in_kb: int = 8
-    bloom_bits_per_key: float = 10.0
+    bloom_bits_per_key: float = 12.0            # ~1 % false positives (blocked filter)
     commitlog_total_space_in_mb: int = 0        # 0: 2 x flush threshold + 2 segments
     force_thread_io: bool = False               # use the thread pool even where Linux AIO works
     trim_heap_after_flush: bool = True          # give freed memtables back to the OS (glibc)
@@ -173,26 +176,6 @@ class _Table:
         }
 
 
-class _BloomHashes:
-    """A point read's filter hashes, computed at most once per kind of filter."""
-
-    __slots__ = ("key", "whole", "partition")
-
-    def __init__(self, key: bytes):
-        self.key = key
-        self.whole = None
-        self.partition = None
-
-    def of(self, reader) -> tuple[int, int]:
-        if reader.partition_bloom:
-            if self.partition is None:
-                self.partition = key_hashes(bloom_key(self.key))
-            return self.partition
-        if self.whole is None:
-            self.whole = key_hashes(self.key)
-        return self.whole
-
-
 def _write_file_durably(path: str, data: bytes) -> None:
     """tmp + fsync + rename + fsync(dir): the file is either old or new after a crash."""
     tmp = path + TMP_SUFFIX
@@ -243,7 +226,8 @@ class ShardStorage:
                                    sync_mode=o.commitlog_sync,
                                    sync_period_ms=o.commitlog_sync_period_in_ms,
                                    batch_window_ms=o.commitlog_sync_batch_window_in_ms,
-                                   segment_size=segment_size, aio=self.aio, log=self.log)
+                                   segment_size=segment_size, aio=self.aio, log=self.log,
+                                   enabled=o.durable_writes)
         self.block_cache = BlockCache(o.block_cache_in_mb << 20)
         self._tables: dict[str, _Table] = {}
         self._row_cache = RowCache(o.row_cache_in_mb << 20, o.row_cache_items)
@@ -282,6 +266,10 @@ class ShardStorage:
         # asyncio.get_running_loop() makes a getpid() syscall each call (its fork
         # check): the hot paths use this instead.
         self._loop = asyncio.get_running_loop()
+        if not self.options.durable_writes:
+            self.log.warning("storage: durable_writes is false: no commit log. Acknowledged "
+                             "writes are NOT crash-safe: a crash loses every write not yet "
+                             "flushed to an SSTable (a clean shutdown flushes them)")
         await self.aio.open()
         for name in sorted(os.listdir(self.tables_dir)):
             path = os.path.join(self.tables_dir, name)
@@ -489,9 +477,15 @@ class ShardStorage:
             return -1 if v is None else len(v)
         if not t.sstables:
             return -1
-        hashes = _BloomHashes(key)
+        h1, h2 = key_hashes(bloom_key(key))
+        mask = 0
+        mask_probes = 0
         for r in tuple(t.sstables):
-            if not r.might_contain_hashes(*hashes.of(r)):
+            bloom = r.bloom
+            if bloom.nprobes != mask_probes:
+                mask_probes = bloom.nprobes
+                mask = probe_mask(h2, mask_probes)
+            if bloom.words[h1 % bloom.nwords] & mask != mask:
                 continue
             self.blind_write_reads_total += 1
             v = r.get_blocking(key)
@@ -501,26 +495,79 @@ class ShardStorage:
 
     # ================================================================== reads
     async def get(self, table_id: str, key: bytes) -> bytes | None:
-        """The value current when this coroutine returns (None if absent or deleted)."""
-        t = self._table(table_id)
+        """The value current when this coroutine returns (None if absent or deleted).
+
+        The common case runs without suspending: memtables, row cache, then each
+        SSTable's bloom filter and one block from the block cache or, copied without
+        waiting, from the page cache.  Nothing can change in between, so it needs no
+        reference counts or retries; only a block that must come from the disk takes
+        the awaiting path (_get_from_disk).
+        """
+        t = self._tables.get(table_id)
+        if t is None:
+            raise ResourceNotFoundException("Requested resource not found")
+        v = t.active.data.get(key, MISSING)
+        if v is not MISSING:
+            return None if type(v) is int else v
+        if t.frozen:
+            for m in reversed(t.frozen):
+                v = m.data.get(key, MISSING)
+                if v is not MISSING:
+                    return None if type(v) is int else v
+        row_cache = self._row_cache
+        ck = (t.incarnation, key)
+        if row_cache.enabled:
+            v = row_cache.get(ck)
+            if v is not ABSENT:
+                return v
+        sstables = t.sstables
+        if not sstables:
+            return None
+        h1, h2 = key_hashes(bloom_key(key))   # every filter of the table shares the hash ...
+        prefix = key_prefix(key)   # ... and every index and block the key prefix
+        mask = 0
+        mask_probes = 0
+        found = SST_MISSING
+        for r in sstables:
+            bloom = r.bloom
+            if bloom.nprobes != mask_probes:
+                mask_probes = bloom.nprobes
+                mask = probe_mask(h2, mask_probes)
+            if bloom.words[h1 % bloom.nwords] & mask != mask:
+                self.bloom_negatives_total += 1
+                continue
+            self.sstable_reads_total += 1
+            found = r.get_nowait(key, prefix)
+            if found is NEED_IO:
+                self.sstable_reads_total -= 1   # counted again by the disk path
+                return await self._get_from_disk(t, key)
+            if found is not SST_MISSING:
+                break
+        value = None if found is SST_MISSING or type(found) is int else found
+        if row_cache.enabled:
+            row_cache.put(ck, value)
+        return value
+
+    async def _get_from_disk(self, t: _Table, key: bytes) -> bytes | None:
+        """get() when some block needs the disk: awaits, so files may be swapped meanwhile."""
         while True:
             for m in t.memtables_newest_first():
                 v = m.data.get(key, MISSING)
                 if v is not MISSING:
                     return None if type(v) is int else v
             ck = (t.incarnation, key)
-            v = self._row_cache.get(ck)
+            v = self._row_cache.peek(ck)
             if v is not ABSENT:
                 return v
             epoch = t.epoch
             found = SST_MISSING
             sstables = tuple(t.sstables)   # flush and compaction replace entries of the list
             if sstables:
-                hashes = _BloomHashes(key)   # hashed once for every filter of the table
+                h1, h2 = key_hashes(bloom_key(key))   # the partition, as every filter holds
                 for r in sstables:
                     if t.epoch != epoch:
                         break     # r may already be closed: the retry below looks again
-                    if not r.might_contain_hashes(*hashes.of(r)):
+                    if not r.bloom.might_contain_hashes(h1, h2):
                         self.bloom_negatives_total += 1
                         continue
                     self.sstable_reads_total += 1
@@ -570,8 +617,7 @@ class ShardStorage:
         readers = []
         partition_hashes = key_hashes(partition) if partition is not None else None
         for r in t.sstables:
-            if partition_hashes is not None and r.partition_bloom and \
-                    not r.might_contain_hashes(*partition_hashes):
+            if partition_hashes is not None and not r.might_contain_hashes(*partition_hashes):
                 self.bloom_negatives_total += 1
                 continue
             readers.append(r.acquire())

@@ -1,21 +1,30 @@
-"""Bloom filter of an SSTable's keys: mmh3 hashes over a numpy bit array.
+"""Bloom filter of an SSTable's keys: mmh3 hashes over 64-bit words, one word per key.
 
 Owns the filter's construction, its membership test and its serialized form
-(docs/sstable_format.md, "Bloom block").  k probes come from double hashing
-of the two 64-bit halves of MurmurHash3 x64_128 (Kirsch-Mitzenmacher).
+(docs/sstable_format.md, "Bloom block").  It is a blocked ("register-blocked")
+filter: the first 64-bit half h1 of MurmurHash3 x64_128 picks one 64-bit word,
+and k 6-bit fields of the second half h2 pick the bits inside it.  A probe is
+then one word lookup and one AND in Python, instead of k bit lookups: the
+point-read path probes every SSTable of a table, so this cost is paid per
+SSTable per read.  Built with numpy, kept as an array of machine words.
 It never does I/O and never reports a present key as absent.
 """
 
 from __future__ import annotations
 
-import math
 import struct
+import sys
+from array import array
 
 import mmh3
 import numpy as np
 
-_HEADER = struct.Struct("<QI")   # number of bits, number of probes
-_MASK64 = (1 << 64) - 1
+_HEADER = struct.Struct("<QI")   # number of 64-bit words, number of probes
+MAX_PROBES = 10                  # 6-bit fields of the 64-bit h2
+DEFAULT_BITS_PER_KEY = 12.0      # ~1 % false positives with 6 probes in a 64-bit word
+
+# bits of two adjacent 6-bit fields: probe_mask reads h2 twelve bits at a time
+_PAIR_BITS = tuple((1 << (x & 63)) | (1 << (x >> 6)) for x in range(4096))
 
 
 def key_hashes(key: bytes) -> tuple[int, int]:
@@ -40,29 +49,46 @@ def bloom_key(key: bytes) -> bytes:
 
 
 def optimal_probes(bits_per_key: float) -> int:
-    return max(1, min(30, int(round(bits_per_key * math.log(2)))))
+    """Probes for a 64-bit-blocked filter: about half the bits per key (fewer than a
+    classic filter's ln 2 x bits: every probe of a key lands in the same word)."""
+    return max(1, min(MAX_PROBES, int(round(bits_per_key / 2))))
+
+
+def probe_mask(h2: int, nprobes: int) -> int:
+    """The bits a key sets in its word: bit ((h2 >> 6i) & 63) for i < nprobes."""
+    if nprobes == 6:    # the default (12 bits per key)
+        return _PAIR_BITS[h2 & 4095] | _PAIR_BITS[(h2 >> 12) & 4095] | _PAIR_BITS[(h2 >> 24) & 4095]
+    mask = 0
+    for i in range(nprobes >> 1):
+        mask |= _PAIR_BITS[(h2 >> (12 * i)) & 4095]
+    if nprobes & 1:
+        mask |= 1 << ((h2 >> (6 * (nprobes - 1))) & 63)
+    return mask
 
 
 class BloomFilter:
-    # Only the packed bytes are kept: indexing bytes is cheaper than numpy scalar
-    # access, and one copy of the bits is all a large table should pay for.
-    __slots__ = ("nbits", "nprobes", "_bytes")
+    # The words as an array of machine words: words[i] is a Python int without
+    # any decoding, and one copy of the bits is all a large table pays for.
+    __slots__ = ("nwords", "nprobes", "words")
 
-    def __init__(self, nbits: int, nprobes: int, bits):
-        self.nbits = nbits
+    def __init__(self, nprobes: int, words: array):
+        if not 1 <= nprobes <= MAX_PROBES or not len(words):
+            raise ValueError("bloom filter block is inconsistent")
+        self.nwords = len(words)
         self.nprobes = nprobes
-        self._bytes = bits.tobytes() if isinstance(bits, np.ndarray) else bytes(bits)
+        self.words = words
 
     @property
-    def bits(self) -> np.ndarray:
-        return np.frombuffer(self._bytes, dtype=np.uint8)
+    def nbits(self) -> int:
+        return 64 * self.nwords
 
     @property
     def memory_bytes(self) -> int:
-        return len(self._bytes)
+        return 8 * self.nwords
 
     @classmethod
-    def build(cls, hashes: list[tuple[int, int]], bits_per_key: float = 10.0) -> "BloomFilter":
+    def build(cls, hashes: list[tuple[int, int]],
+              bits_per_key: float = DEFAULT_BITS_PER_KEY) -> "BloomFilter":
         builder = BloomBuilder(len(hashes), bits_per_key)
         builder.add_hashes(hashes)
         return builder.finish()
@@ -72,37 +98,45 @@ class BloomFilter:
         return self.might_contain_hashes(h1, h2)
 
     def might_contain_hashes(self, h1: int, h2: int) -> bool:
-        """might_contain for a key whose key_hashes() the caller computed once for
-        every SSTable of a table (the filters share the hash function)."""
-        nbits = self.nbits
-        data = self._bytes
-        for i in range(self.nprobes):
-            pos = ((h1 + i * h2) & _MASK64) % nbits
-            if not data[pos >> 3] & (1 << (pos & 7)):
-                return False
-        return True
+        mask = probe_mask(h2, self.nprobes)
+        return self.words[h1 % self.nwords] & mask == mask
+
+    def might_contain_masked(self, h1: int, mask: int) -> bool:
+        """might_contain for a key whose h1 and probe_mask(h2, self.nprobes) the caller
+        computed once for every SSTable of a table (the filters share the hash)."""
+        return self.words[h1 % self.nwords] & mask == mask
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(self.nbits, self.nprobes) + self._bytes
+        words = self.words
+        if sys.byteorder != "little":
+            words = array("Q", words)
+            words.byteswap()
+        return _HEADER.pack(self.nwords, self.nprobes) + words.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "BloomFilter":
-        nbits, nprobes = _HEADER.unpack_from(data, 0)
-        raw = data[_HEADER.size:]
-        if len(raw) * 8 != nbits or nprobes < 1:
+        if len(data) < _HEADER.size:
             raise ValueError("bloom filter block is inconsistent")
-        return cls(nbits, nprobes, raw)
+        nwords, nprobes = _HEADER.unpack_from(data, 0)
+        if len(data) - _HEADER.size != 8 * nwords:
+            raise ValueError("bloom filter block is inconsistent")
+        words = array("Q")
+        if words.itemsize != 8:     # pragma: no cover - every 64-bit CPython has 8-byte Q
+            raise RuntimeError("array('Q') is not 64 bits wide here")
+        words.frombytes(memoryview(data)[_HEADER.size:])
+        if sys.byteorder != "little":
+            words.byteswap()
+        return cls(nprobes, words)
 
 
 class BloomBuilder:
-    """Builds a filter in chunks: one byte per bit while building (fancy indexing is
-    much cheaper than read-modify-write of packed bits), packed at finish()."""
+    """Builds a filter in chunks of hashes with numpy, sized up front."""
 
-    def __init__(self, nkeys: int, bits_per_key: float = 10.0):
+    def __init__(self, nkeys: int, bits_per_key: float = DEFAULT_BITS_PER_KEY):
         nbits = max(64, int(max(1, nkeys) * bits_per_key))
-        self.nbits = (nbits + 7) // 8 * 8
+        self.nwords = (nbits + 63) // 64
         self.nprobes = optimal_probes(bits_per_key)
-        self._unpacked = np.zeros(self.nbits, dtype=np.uint8)
+        self._words = np.zeros(self.nwords, dtype=np.uint64)
 
     def add_hashes(self, hashes: list[tuple[int, int]]) -> None:
         if not hashes:
@@ -117,13 +151,14 @@ class BloomBuilder:
             return
         h1 = arr[:, 0]
         h2 = arr[:, 1]
-        nbits = np.uint64(self.nbits)
-        with np.errstate(over="ignore"):
-            for i in range(self.nprobes):
-                self._unpacked[((h1 + np.uint64(i) * h2) % nbits).astype(np.int64)] = 1
+        masks = np.zeros(len(arr), dtype=np.uint64)
+        one, six = np.uint64(1), np.uint64(63)
+        for i in range(self.nprobes):
+            masks |= one << ((h2 >> np.uint64(6 * i)) & six)
+        np.bitwise_or.at(self._words, (h1 % np.uint64(self.nwords)).astype(np.int64), masks)
 
     def finish(self) -> BloomFilter:
-        # bit j of the filter is bit (j & 7) of byte (j >> 3): little bit order
-        packed = np.packbits(self._unpacked, bitorder="little")
-        self._unpacked = None
-        return BloomFilter(self.nbits, self.nprobes, packed)
+        words = array("Q")
+        words.frombytes(self._words.tobytes())    # native order, as array("Q") wants
+        self._words = None
+        return BloomFilter(self.nprobes, words)

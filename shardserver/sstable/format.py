@@ -12,7 +12,10 @@ import struct
 import crc32c
 
 MAGIC = b"SHSST001"
-FORMAT_VERSION = 1
+# 2: data blocks carry a key-prefix array, the bloom filter is blocked in 64-bit words.
+# Version 1 files are refused with a message that says so (their blocks cannot be
+# searched the version-2 way).
+FORMAT_VERSION = 2
 
 # entry inside a data block: key length, value length, flags; then key, value
 ENTRY_HEADER = struct.Struct("<IIB")
@@ -32,6 +35,16 @@ FOOTER_SIZE = FOOTER.size   # 72
 
 _U32 = struct.Struct("<I")
 U32 = _U32
+KEY_PREFIX_SIZE = 8
+
+
+def key_prefix(key: bytes) -> int:
+    """The first 8 bytes of key as a big-endian integer, zero-padded: order-preserving
+    in the weak sense (a < b implies prefix(a) <= prefix(b)).  Data blocks and the
+    sparse index bisect arrays of these before comparing whole keys."""
+    if len(key) >= KEY_PREFIX_SIZE:
+        return int.from_bytes(key[:KEY_PREFIX_SIZE], "big")
+    return int.from_bytes(key.ljust(KEY_PREFIX_SIZE, b"\0"), "big")
 
 
 def checksum(data) -> int:
@@ -58,5 +71,8 @@ def decode_footer(data: bytes) -> dict:
     if checksum(data[:56]) != crc:
         raise FooterError("footer checksum mismatch")
     if version != FORMAT_VERSION:
-        raise FooterError(f"unsupported format version {version}")
+        raise FooterError(f"SSTable format version {version} is not readable by this shardserver, "
+                          f"which reads version {FORMAT_VERSION} only"
+                          + (" (version 1 files come from an older release)" if version < FORMAT_VERSION
+                             else ""))
     return {"bloom": (b_off, b_len), "index": (i_off, i_len), "meta": (m_off, m_len)}

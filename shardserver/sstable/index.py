@@ -17,17 +17,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 
-from shardserver.sstable.format import INDEX_ENTRY, U32
-
-_PREFIX = 8
-
-
-def key_prefix(key: bytes) -> int:
-    """The first 8 bytes of key as a big-endian integer, zero-padded: order-preserving
-    in the weak sense (a < b implies prefix(a) <= prefix(b))."""
-    if len(key) >= _PREFIX:
-        return int.from_bytes(key[:_PREFIX], "big")
-    return int.from_bytes(key.ljust(_PREFIX, b"\0"), "big")
+from shardserver.sstable.format import INDEX_ENTRY, U32, key_prefix
 
 
 def shortest_separator(last: bytes, following: bytes) -> bytes:
@@ -68,10 +58,13 @@ class SparseIndex:
         """Every index key (tests and tools; not for the read path)."""
         return [self.key(i) for i in range(len(self))]
 
-    def lower_bound(self, key: bytes) -> int:
-        """The first block whose index key is >= key (len(self) if none)."""
+    def lower_bound(self, key: bytes, p: int | None = None) -> int:
+        """The first block whose index key is >= key (len(self) if none).
+
+        p: key_prefix(key), when the caller already computed it."""
         prefixes = self.prefixes
-        p = key_prefix(key)
+        if p is None:
+            p = key_prefix(key)
         i = bisect_left(prefixes, p)
         n = len(prefixes)
         # equal prefixes (keys sharing a token, or short keys): compare whole keys

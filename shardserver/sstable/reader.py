@@ -1,8 +1,10 @@
 """SSTable reader: point lookups and ordered cursors over one immutable file.
 
 Owns an open SSTable: its bloom filter and sparse index in memory (flat
-arrays, see index.py), data blocks read on demand into a shared block cache,
-each block's CRC32C verified before use.  A block already in the kernel's page
+arrays, see index.py), data blocks read on demand, each block's CRC32C
+verified before use and the block kept parsed (block.Block) in a shared block
+cache.  get_nowait() answers a point read without suspending whenever the
+block is in the block cache or the page cache.  A block already in the kernel's page
 cache is copied out with a non-blocking preadv(RWF_NOWAIT), which costs a
 fraction of an AIO round trip; only a block that would wait for the disk goes
 through the shard's AIO context, so the loop never waits on the device.  A mismatch is logged, counted and
@@ -31,6 +33,8 @@ from shardserver.sstable.format import BLOCK_TRAILER, FOOTER_SIZE, FooterError, 
 from shardserver.sstable.index import SparseIndex
 
 MISSING = block_mod.MISSING
+# get_nowait's answer when the block is neither cached nor in the page cache
+NEED_IO = object()
 _ids = itertools.count(1)
 
 # preadv(..., RWF_NOWAIT) reads what the page cache holds and fails with EAGAIN
@@ -44,7 +48,9 @@ class CorruptSSTable(Exception):
 
 
 class BlockCache:
-    """LRU of verified data blocks, shared by every SSTable of a shard."""
+    """LRU of verified, parsed data blocks (block.Block), shared by every SSTable of a shard.
+
+    Keyed by block_key(reader uid, block number): one int, no tuple per lookup."""
 
     def __init__(self, capacity_bytes: int = 32 << 20):
         self.capacity = capacity_bytes
@@ -54,37 +60,40 @@ class BlockCache:
         self.misses = 0
 
     def get(self, key):
-        data = self._blocks.get(key)
-        if data is None:
+        block = self._blocks.get(key)
+        if block is None:
             self.misses += 1
             return None
         self.hits += 1
         self._blocks.move_to_end(key)
-        return data
+        return block
 
-    def put(self, key, data: bytes) -> None:
-        if self.capacity <= 0 or len(data) > self.capacity // 4:
+    def put(self, key, block) -> None:
+        charge = block.charge
+        if self.capacity <= 0 or charge > self.capacity // 4:
             return
         old = self._blocks.pop(key, None)
         if old is not None:
-            self.size -= len(old)
-        self._blocks[key] = data
-        self.size += len(data)
+            self.size -= old.charge
+        self._blocks[key] = block
+        self.size += charge
         while self.size > self.capacity:
             _, evicted = self._blocks.popitem(last=False)
-            self.size -= len(evicted)
+            self.size -= evicted.charge
 
     def forget(self, reader_uid: int, nblocks: int) -> None:
+        base = reader_uid << 32
         for i in range(nblocks):
-            data = self._blocks.pop((reader_uid, i), None)
-            if data is not None:
-                self.size -= len(data)
+            block = self._blocks.pop(base | i, None)
+            if block is not None:
+                self.size -= block.charge
 
 
 class SSTableReader:
     def __init__(self, path: str, fd: int, size: int, bloom: BloomFilter, index: SparseIndex,
                  meta: dict, aio, cache: BlockCache, on_checksum_error, log):
         self.uid = next(_ids)
+        self.cache_base = self.uid << 32     # block i's key in the block cache: cache_base | i
         self.path = path
         self.fd = fd
         self.file_size = size
@@ -93,9 +102,6 @@ class SSTableReader:
         self.offsets = index.offsets
         self.lengths = index.lengths
         self.meta = meta
-        # Files whose meta says "bloom_key": "partition" filter partition
-        # prefixes (bloom.bloom_key); older files' filters hash whole keys.
-        self.partition_bloom = meta.get("bloom_key") == "partition"
         self.aio = aio
         self.cache = cache
         self.on_checksum_error = on_checksum_error
@@ -189,8 +195,9 @@ class SSTableReader:
         return len(self.offsets)
 
     # ------------------------------------------------------------------ blocks
-    def _verify(self, i: int, raw) -> bytes:
-        """raw: bytes, or a bytearray this reader owns (trimmed in place, no copy)."""
+    def _verify(self, i: int, raw) -> block_mod.Block:
+        """raw: bytes, or a bytearray this reader owns (trimmed in place, no copy).
+        Returns the parsed block, now in the block cache."""
         length = self.lengths[i]
         if len(raw) == length + BLOCK_TRAILER.size:
             with memoryview(raw) as view:
@@ -201,8 +208,13 @@ class SSTableReader:
                     body = raw
                 else:
                     body = raw[:length]
-                self.cache.put((self.uid, i), body)
-                return body
+                try:
+                    block = block_mod.Block(body)
+                except ValueError:
+                    block = None    # a checksum-valid block we cannot parse: same refusal
+                if block is not None:
+                    self.cache.put(self.cache_base | i, block)
+                    return block
         if self.on_checksum_error is not None:
             self.on_checksum_error()
         self.log.error("SSTable %s: checksum mismatch in data block %d at offset %d "
@@ -210,8 +222,8 @@ class SSTableReader:
                        self.path, i, self.offsets[i], len(raw))
         raise InternalServerError("Internal server error")
 
-    async def read_block(self, i: int) -> bytes:
-        cached = self.cache.get((self.uid, i))
+    async def read_block(self, i: int) -> block_mod.Block:
+        cached = self.cache.get(self.cache_base | i)
         if cached is not None:
             return cached
         nbytes = self.lengths[i] + BLOCK_TRAILER.size
@@ -241,8 +253,8 @@ class SSTableReader:
             return None   # partly cached (or short file: AIO reports it the same way)
         return buf        # block.find/entries hand out bytes slices of it
 
-    def read_block_blocking(self, i: int) -> bytes:
-        cached = self.cache.get((self.uid, i))
+    def read_block_blocking(self, i: int) -> block_mod.Block:
+        cached = self.cache.get(self.cache_base | i)
         if cached is not None:
             return cached
         raw = os.pread(self.fd, self.lengths[i] + BLOCK_TRAILER.size, self.offsets[i])
@@ -250,10 +262,10 @@ class SSTableReader:
 
     # ------------------------------------------------------------------ lookups
     def might_contain(self, key: bytes) -> bool:
-        return self.bloom.might_contain(bloom_key(key) if self.partition_bloom else key)
+        return self.bloom.might_contain(bloom_key(key))
 
     def might_contain_hashes(self, h1: int, h2: int) -> bool:
-        """h1, h2: key_hashes of what this file's filter hashes (see partition_bloom)."""
+        """h1, h2: key_hashes of a bloom key (a partition prefix, see bloom.bloom_key)."""
         return self.bloom.might_contain_hashes(h1, h2)
 
     def block_for(self, key: bytes) -> int:
@@ -266,13 +278,32 @@ class SSTableReader:
         i = self.block_for(key)
         if i < 0:
             return MISSING
-        return block_mod.find(await self.read_block(i), key)
+        return (await self.read_block(i)).find(key)
+
+    def get_nowait(self, key: bytes, prefix: int):
+        """get() without waiting: value bytes, tombstone int, MISSING, or NEED_IO when the
+        block is in neither the block cache nor the page cache (then await get()).
+
+        prefix: format.key_prefix(key), computed once by the caller for every SSTable."""
+        i = self.index.lower_bound(key, prefix)
+        if i >= len(self.offsets):
+            return MISSING
+        block = self.cache.get(self.cache_base | i)
+        if block is None:
+            if not _nowait_usable:
+                return NEED_IO
+            raw = self._read_cached_pages(self.offsets[i], self.lengths[i] + BLOCK_TRAILER.size)
+            if raw is None:
+                return NEED_IO
+            self.page_cache_reads += 1
+            block = self._verify(i, raw)
+        return block.find(key, prefix)
 
     def get_blocking(self, key: bytes):
         i = self.block_for(key)
         if i < 0:
             return MISSING
-        return block_mod.find(self.read_block_blocking(i), key)
+        return self.read_block_blocking(i).find(key)
 
     def cursor(self, low, low_inclusive, high, high_inclusive, reverse) -> "SSTableCursor":
         return SSTableCursor(self, low, low_inclusive, high, high_inclusive, reverse)
@@ -305,7 +336,7 @@ class SSTableCursor:
         reader = self.reader
         n = reader.nblocks
         while not self.done and 0 <= self.block < n:
-            ents = block_mod.entries(await reader.read_block(self.block))
+            ents = (await reader.read_block(self.block)).entries()
             keys = [e[0] for e in ents]
             lo = 0
             hi = len(ents)

@@ -31,7 +31,7 @@ BLOOM_CHUNK = 10000
 
 class SSTableWriter:
     def __init__(self, path: str, aio, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                 bits_per_key: float = 10.0, expected_keys: int | None = None):
+                 bits_per_key: float = bloom_mod.DEFAULT_BITS_PER_KEY, expected_keys: int | None = None):
         """expected_keys: an upper bound on the entries to come, when the caller knows
         one (a flush, a compaction): the bloom filter is then sized up front and fed as
         entries arrive instead of buffering 16 bytes of hashes per entry to the end."""
@@ -161,7 +161,6 @@ class SSTableWriter:
             "min_deletion_time": self.min_deletion_time,
             "max_deletion_time": self.max_deletion_time,
             "created_at": int(time.time()),
-            "bloom_key": "partition",
         }
         if extra_meta:
             meta.update(extra_meta)
