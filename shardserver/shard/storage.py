@@ -643,13 +643,17 @@ class ShardStorage:
                 source = sources[holding[0]]
                 chunk = firsts[holding[0]]
                 while chunk:
-                    for key, value in chunk:
-                        if type(value) is int:
-                            continue
-                        out.append((key, value))
-                        total += len(value)
-                        if len(out) >= limit or total >= max_bytes:
-                            return out
+                    live = [kv for kv in chunk if type(kv[1]) is not int]   # no tombstones
+                    size = sum([len(kv[1]) for kv in live])
+                    if len(out) + len(live) < limit and total + size < max_bytes:
+                        out += live          # the whole chunk fits: no per-item checks
+                        total += size
+                    else:
+                        for kv in live:
+                            out.append(kv)
+                            total += len(kv[1])
+                            if len(out) >= limit or total >= max_bytes:
+                                return out
                     if loop.time() - last_yield > 0.002:
                         await asyncio.sleep(0)
                         last_yield = loop.time()

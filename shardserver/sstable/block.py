@@ -111,7 +111,9 @@ class Block:
         if _BIG_ENDIAN:
             prefixes.byteswap()
             offsets.byteswap()
-        self.data = data
+        # bytes, not the bytearray a read filled: slices of bytes are the
+        # keys and values handed out, one copy each instead of two.
+        self.data = data if type(data) is bytes else bytes(data)
         self.n = n
         self.prefixes = prefixes
         self.offsets = offsets
@@ -160,6 +162,61 @@ class Block:
             return _TOMB.unpack_from(data, vstart)[0]
         value = data[vstart:vstart + vlen]
         return value if type(value) is bytes else bytes(value)
+
+    def _key_at(self, i: int):
+        off = self.offsets[i]
+        kstart = off + _HDR_SIZE
+        return self.data[kstart:kstart + _U32.unpack_from(self.data, off)[0]]
+
+    def bound(self, key: bytes, after: bool) -> int:
+        """Index of the first entry whose key is >= key (> key if after).
+
+        The prefix array narrows it to the entries sharing key's 8-byte
+        prefix (prefixes never decrease along the block); only those are
+        compared whole."""
+        prefixes = self.prefixes
+        prefix = key_prefix(key)
+        lo = bisect_left(prefixes, prefix)
+        hi = bisect_right(prefixes, prefix, lo)
+        if lo == hi:
+            return lo
+        # A Query's bounds enclose one partition, whose items share the token
+        # prefix: the bound is then at one end of the run, which two
+        # comparisons tell without a search.
+        k = self._key_at(lo)
+        if k > key or (not after and k == key):
+            return lo
+        k = self._key_at(hi - 1)
+        if k < key or (after and k == key):
+            return hi
+        lo += 1
+        hi -= 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            k = self._key_at(mid)
+            if k < key or (after and k == key):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def entries_between(self, lo: int, hi: int) -> list[tuple[bytes, object]]:
+        """The (key, value-or-tombstone) pairs of entries lo..hi-1, ascending."""
+        block = self.data
+        offsets = self.offsets
+        out = []
+        append = out.append
+        unpack_hdr = _HDR.unpack_from
+        for i in range(lo, hi):
+            off = offsets[i]
+            klen, vlen, flags = unpack_hdr(block, off)
+            kstart = off + _HDR_SIZE
+            vstart = kstart + klen
+            if flags & FLAG_TOMBSTONE:
+                append((block[kstart:vstart], _TOMB.unpack_from(block, vstart)[0]))
+            else:
+                append((block[kstart:vstart], block[vstart:vstart + vlen]))
+        return out
 
     def entries(self) -> list[tuple[bytes, object]]:
         """Every (key, value-or-tombstone) of the block, ascending."""

@@ -21,7 +21,6 @@ import errno
 import itertools
 import logging
 import os
-from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 
 import orjson
@@ -226,6 +225,10 @@ class SSTableReader:
         cached = self.cache.get(self.cache_base | i)
         if cached is not None:
             return cached
+        return await self.load_block(i)
+
+    async def load_block(self, i: int) -> block_mod.Block:
+        """Block i from the file (the caller found it missing from the block cache)."""
         nbytes = self.lengths[i] + BLOCK_TRAILER.size
         if _nowait_usable:
             raw = self._read_cached_pages(self.offsets[i], nbytes)
@@ -335,25 +338,30 @@ class SSTableCursor:
         """The next non-empty run of in-range entries in scan order; [] once exhausted."""
         reader = self.reader
         n = reader.nblocks
+        cache = reader.cache
         while not self.done and 0 <= self.block < n:
-            ents = (await reader.read_block(self.block)).entries()
-            keys = [e[0] for e in ents]
-            lo = 0
-            hi = len(ents)
-            if self.low is not None:
-                lo = bisect_left(keys, self.low) if self.low_inclusive else bisect_right(keys, self.low)
-            if self.high is not None:
-                hi = bisect_right(keys, self.high) if self.high_inclusive else bisect_left(keys, self.high)
+            # A cached block needs no coroutine: most blocks of a hot range are.
+            block = cache.get(reader.cache_base | self.block)
+            if block is None:
+                block = await reader.load_block(self.block)
+            # Only the entries inside the bounds are decoded: a Query of one
+            # partition touches a few entries of a block, not all of them.
+            count = block.n
+            # Past the first block, the bound behind the scan is behind every key.
+            lo = 0 if self.low is None else block.bound(self.low, not self.low_inclusive)
+            hi = count if self.high is None else block.bound(self.high, self.high_inclusive)
             if not self.reverse:
+                self.low = None
                 self.block += 1
-                if hi < len(ents):
+                if hi < count:
                     self.done = True      # this block already passes the upper bound
             else:
+                self.high = None
                 self.block -= 1
                 if lo > 0:
                     self.done = True
             if lo < hi:
-                chunk = ents[lo:hi]
+                chunk = block.entries_between(lo, hi)
                 if self.reverse:
                     chunk.reverse()
                 return chunk

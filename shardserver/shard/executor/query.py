@@ -28,7 +28,8 @@ MAX_TOTAL_SEGMENTS = 1_000_000
 SCAN_PAGE = b"scan-page"   # fabric verb: one shard's part of a Scan page
 UNBOUNDED = 1 << 62
 
-# route() prepares the expressions to find the owner; a local execute() reuses them.
+# route() prepares the expressions and hashes the partition key to find the owner;
+# a local execute() reuses both (prepared, token).
 _PREPARED = "\0prepared"
 
 INVALID_START_KEY = "The provided starting key is invalid: "
@@ -147,7 +148,7 @@ def shape_page(pairs: list[tuple[bytes, bytes]], filter_fn, projection_fn, count
 
 
 def _page_bytes(pairs) -> int:
-    return sum(len(raw) for _, raw in pairs)
+    return sum([len(raw) for _, raw in pairs])
 
 
 def _items_response(items: list[bytes], tail: dict, count_only: bool) -> bytes:
@@ -162,15 +163,16 @@ def _items_response(items: list[bytes], tail: dict, count_only: bool) -> bytes:
 def route_query(svc, request: dict) -> int:
     schema = table_of(svc, request)
     prepared = svc.prepare_expressions(request, schema, "Query")
-    request[_PREPARED] = prepared
     pk, _, _ = prepared.key_condition
-    return svc.owner_of(pk)
+    owner, token = routing.shard_of_key(pk, svc.nshards)
+    request[_PREPARED] = (prepared, token)
+    return owner
 
 
 @operation("Query", route=route_query)
 async def query(svc, request: dict) -> bytes:
     schema = table_of(svc, request)
-    prepared = request.pop(_PREPARED, None) or svc.prepare_expressions(request, schema, "Query")
+    prepared, token = request.pop(_PREPARED, None) or (svc.prepare_expressions(request, schema, "Query"), None)
     limit = limit_of(request)
     select = _select_of(request, "Query")
     mode = capacity.requested_mode(request)
@@ -182,7 +184,7 @@ async def query(svc, request: dict) -> bytes:
     if request.get("IndexName") is not None:
         return await svc.query_index(request, schema, prepared)
     pk, range_op, operands = prepared.key_condition
-    prefix = values.partition_prefix(pk)
+    prefix = values.partition_prefix(pk, token)
     start, end = partition_range(pk, range_op, operands, prefix)
     start_exclusive = False
     exclusive = request.get("ExclusiveStartKey")
