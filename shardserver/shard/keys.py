@@ -17,6 +17,12 @@ KEY_MISMATCH = "The provided key element does not match the schema"
 def _check_key_value(name: str, av: dict, expected_type: str, *, is_range: bool, in_item: bool) -> None:
     if not isinstance(av, dict) or len(av) != 1:
         validate_value(av)
+    if expected_type == "S":
+        value = av.get("S")
+        # The common case, a non-empty string of a legal size, in one look.
+        if type(value) is str and 0 < len(value) and len(value) * 4 <= (
+                MAX_RANGE_KEY_BYTES if is_range else MAX_HASH_KEY_BYTES):
+            return
     (kind, value), = av.items()
     if kind != expected_type:
         if in_item:

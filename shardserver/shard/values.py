@@ -315,5 +315,13 @@ def encode_key(pk: dict, sk: dict | None = None, token: int | None = None) -> by
     return prefix if sk is None else prefix + encode_sort_component(sk)
 
 
+def storage_key_and_token(pk: dict, sk: dict | None = None) -> tuple[bytes, int]:
+    """(encode_key(pk, sk), token_of(pk)), the partition key's bytes made once."""
+    raw = key_component_bytes(pk)
+    token = mmh3.hash64(raw, signed=True)[0]
+    key = _TOKEN.pack(token + TOKEN_BIAS) + _escape(raw)
+    return (key if sk is None else key + encode_sort_component(sk)), token
+
+
 def token_of_storage_key(key: bytes) -> int:
     return _TOKEN.unpack_from(key)[0] - TOKEN_BIAS

@@ -18,7 +18,7 @@ from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
 from shardserver.shard.keys import key_of_item, key_of_request
-from shardserver.shard.routing import shard_of_key
+from shardserver.shard.routing import shard_of_token
 from shardserver.shard.transactions import check_write
 
 MAX_WRITES = 25
@@ -96,8 +96,8 @@ def _parse_write(svc, request: dict):
                 key = (write["DeleteRequest"] or {}).get("Key") if isinstance(write["DeleteRequest"], dict) else None
                 pk, sk = key_of_request(schema, key)
                 kind, payload = "delete", key
-            owner, token = shard_of_key(pk, svc.nshards)
-            storage_key = values.encode_key(pk, sk, token)
+            storage_key, token = values.storage_key_and_token(pk, sk)
+            owner = shard_of_token(token, svc.nshards)
             if storage_key in seen:
                 raise ValidationException("Provided list of item keys contains duplicates")
             seen.add(storage_key)
@@ -190,8 +190,8 @@ def _parse_get(svc, request: dict):
         nshards = svc.nshards
         for key in keys:
             pk, sk = key_of_request(schema, key)
-            owner, token = shard_of_key(pk, nshards)
-            storage_key = values.encode_key(pk, sk, token)
+            storage_key, token = values.storage_key_and_token(pk, sk)
+            owner = shard_of_token(token, nshards)
             if storage_key in seen:
                 raise ValidationException("Provided list of item keys contains duplicates")
             seen.add(storage_key)

@@ -16,7 +16,7 @@ from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.tables import table_of
 from shardserver.shard.keys import key_of_item, key_of_request
-from shardserver.shard.routing import shard_of_key
+from shardserver.shard.routing import shard_of_token
 from shardserver.shard.transactions import check_write
 
 RETURN_VALUES_ENUM = "[ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
@@ -32,8 +32,8 @@ def _address(svc, request: dict, from_item: bool) -> tuple:
         pk, sk = key_of_item(schema, request.get("Item"))
     else:
         pk, sk = key_of_request(schema, request.get("Key"))
-    owner, token = shard_of_key(pk, svc.nshards)
-    return schema, values.encode_key(pk, sk, token), owner
+    key, token = values.storage_key_and_token(pk, sk)
+    return schema, key, shard_of_token(token, svc.nshards)
 
 
 def addressed_item(svc, request: dict, from_item: bool = False) -> tuple:
