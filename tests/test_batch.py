@@ -176,6 +176,14 @@ def test_writes_while_a_shard_restarts_are_never_lost(tmp_path):
             left = {r["PutRequest"]["Item"]["pk"]["S"] for r in reply["UnprocessedItems"].get("restarting", [])}
             unprocessed += len(left)
             acknowledged |= set(batch) - left
+            try:
+                got = ddb.batch_get_item(RequestItems={"restarting": {"Keys": [{"pk": {"S": k}} for k in batch]}})
+            except Exception:
+                continue
+            # each key is answered or handed back, never silently dropped
+            answered = {i["pk"]["S"] for i in got["Responses"].get("restarting", [])}
+            handed_back = {k["pk"]["S"] for k in got["UnprocessedKeys"].get("restarting", {}).get("Keys", [])}
+            assert answered | handed_back >= set(batch) - left and not answered & handed_back
             if srv.all_shards_up() and victim not in srv.shard_pids() and len(acknowledged) > 200:
                 break
         srv.wait_healthy(30)

@@ -1,21 +1,24 @@
 """BatchWriteItem and BatchGetItem: scatter by owner shard, gather, report what was not done.
 
 The acceptor validates the whole batch, groups its requests by the shard
-that owns each key, and sends each owner one sub-batch (the same operation
-with only that owner's requests); owners apply theirs with a single commit
-log sync.  A shard that cannot take its part (it is restarting) has its
-requests returned as UnprocessedItems/UnprocessedKeys, never reported done.
+that owns each key, and sends each owner one sub-batch: owners apply their
+writes with a single commit log sync, and answer their reads with the stored
+item JSON length-prefixed, which the acceptor splices into the response
+without decoding it.  A shard that cannot take its part (it is restarting)
+has its requests returned as UnprocessedItems/UnprocessedKeys, never
+reported done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import orjson
 
 from shardserver.errors import ServiceUnavailableException, TransactionConflictException, ValidationException
 from shardserver.shard import values
-from shardserver.shard.executor import capacity, operation
+from shardserver.shard.executor import capacity, fabric_verb, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
 from shardserver.shard.keys import key_of_item, key_of_request
 from shardserver.shard.routing import shard_of_token
@@ -203,11 +206,8 @@ def _parse_get(svc, request: dict):
 async def batch_get_item(svc, request: dict) -> bytes:
     reads = _parse_get(svc, request)
     mode = capacity.requested_mode(request)
-    responses: dict[str, list] = {name: [] for name in _table_names(reads)}
-    unprocessed: dict[str, dict] = {}
-    units: dict[str, float] = {name: 0.0 for name in responses}
-    others: dict[int, dict] = {}
     specs = request["RequestItems"]
+    others: dict[int, dict] = {}
     for shard, name, _, key, _, _, _ in reads:
         if shard != svc.shard_id:
             sub = others.setdefault(shard, {})
@@ -215,17 +215,39 @@ async def batch_get_item(svc, request: dict) -> bytes:
                 sub[name] = {k: v for k, v in specs[name].items() if k != "Keys"}
                 sub[name]["Keys"] = []
             sub[name]["Keys"].append(key)
-    pending = None
-    if others:
-        pending = asyncio.ensure_future(_scatter(
-            svc, "BatchGetItem", {s: {"RequestItems": r, "ReturnConsumedCapacity": mode} for s, r in others.items()}))
     # Every shard answers at most its share of the 16 MB, so the gathered page stays under it
     # without the acceptor having to decode what the owners send back.
     share = MAX_BATCH_GET_BYTES // svc.nshards
+    pending = None
+    if others:
+        pending = asyncio.ensure_future(asyncio.gather(*(
+            _read_part(svc, shard, {"RequestItems": sub, "ReturnConsumedCapacity": mode, "share": share})
+            for shard, sub in others.items())))
+    responses: dict[str, list] = {name: [] for name in _table_names(reads)}
+    units: dict[str, float] = {name: 0.0 for name in responses}
+    unprocessed: dict[str, dict] = {}
+    await _read_owned(svc, [r for r in reads if r[0] == svc.shard_id], specs, mode, share,
+                      responses, unprocessed, units)
+    if pending is not None:
+        for (shard, sub), part in zip(others.items(), await pending):
+            if part is None:          # the owner is restarting: its keys are unprocessed
+                for name, spec in sub.items():
+                    for key in spec["Keys"]:
+                        _add_unprocessed(unprocessed, specs, name, key)
+                continue
+            _merge_part(part, specs, responses, unprocessed, units)
+    response = {"Responses": responses, "UnprocessedKeys": unprocessed}
+    if mode != "NONE":
+        response["ConsumedCapacity"] = [capacity.consumed(mode, name, u) for name, u in units.items()]
+    return orjson.dumps(response)
+
+
+async def _read_owned(svc, reads, specs: dict, mode: str, share: int,
+                      responses: dict, unprocessed: dict, units: dict) -> None:
+    """Reads this shard's keys of a batch into responses: orjson fragments of the stored
+    JSON, or projected items (dicts)."""
     total_bytes = 0
-    for shard, name, schema, key, storage_key, projection, consistent in reads:
-        if shard != svc.shard_id:
-            continue
+    for _, name, schema, key, storage_key, projection, consistent in reads:
         if total_bytes >= share:
             _add_unprocessed(unprocessed, specs, name, key)
             continue
@@ -237,30 +259,68 @@ async def batch_get_item(svc, request: dict) -> bytes:
                 continue
             total_bytes += len(stored)
             if projection is None:
-                responses[name].append(orjson.Fragment(stored))
+                responses.setdefault(name, []).append(orjson.Fragment(stored))   # spliced as stored
             else:
-                responses[name].append(projection(orjson.loads(stored)))
+                responses.setdefault(name, []).append(projection(orjson.loads(stored)))
             if mode != "NONE":
                 size = values.item_size(orjson.loads(stored))
-        units[name] += capacity.read_units(size, consistent)
-    if pending is not None:
-        for shard, result in (await pending).items():
-            if result is None:
-                for name, sub in others[shard].items():
-                    for key in sub["Keys"]:
-                        _add_unprocessed(unprocessed, specs, name, key)
-                continue
-            for name, items in result.get("Responses", {}).items():
-                responses.setdefault(name, []).extend(items)
-            for name, sub in result.get("UnprocessedKeys", {}).items():
-                for key in sub["Keys"]:
-                    _add_unprocessed(unprocessed, specs, name, key)
-            for used in result.get("ConsumedCapacity", []) or []:
-                units[used["TableName"]] = units.get(used["TableName"], 0.0) + used["CapacityUnits"]
-    response = {"Responses": responses, "UnprocessedKeys": unprocessed}
-    if mode != "NONE":
-        response["ConsumedCapacity"] = [capacity.consumed(mode, name, u) for name, u in units.items()]
-    return orjson.dumps(response)
+        units[name] = units.get(name, 0.0) + capacity.read_units(size, consistent)
+
+
+BATCH_GET_PART = b"batch-get"   # fabric verb: one owner's keys of a BatchGetItem
+_ITEM_LENGTH = struct.Struct("<I")
+
+
+async def _read_part(svc, shard: int, part: dict):
+    """An owner's answer for its keys, or None if that shard cannot answer (restarting)."""
+    try:
+        return await svc.submit_to(shard, BATCH_GET_PART, orjson.dumps(part))
+    except ServiceUnavailableException:
+        return None
+
+
+@fabric_verb(BATCH_GET_PART)
+async def batch_get_part(svc, src: int, payload: bytes) -> bytes:
+    """Reads the keys the acceptor sent; replies header JSON, NUL, then each item's JSON
+    length-prefixed (u32 little-endian), so the acceptor splices them without decoding."""
+    part = orjson.loads(payload)
+    reads = _parse_get(svc, part)
+    specs = part["RequestItems"]
+    responses: dict[str, list] = {}
+    unprocessed: dict[str, dict] = {}
+    units: dict[str, float] = {}
+    await _read_owned(svc, reads, specs, part["ReturnConsumedCapacity"], part["share"],
+                      responses, unprocessed, units)
+    chunks = []
+    counts = []
+    for name, items in responses.items():
+        counts.append((name, len(items)))
+        for item in items:
+            # A fragment serializes to the stored bytes as they are.
+            raw = orjson.dumps(item)
+            chunks.append(_ITEM_LENGTH.pack(len(raw)))
+            chunks.append(raw)
+    header = orjson.dumps({"counts": counts, "unprocessed": unprocessed, "units": units})
+    return header + b"\0" + b"".join(chunks)
+
+
+def _merge_part(reply: bytes, specs: dict, responses: dict, unprocessed: dict, units: dict) -> None:
+    end = reply.index(b"\0")
+    header = orjson.loads(reply[:end])
+    view = memoryview(reply)
+    pos = end + 1
+    for name, count in header["counts"]:
+        items = responses.setdefault(name, [])
+        for _ in range(count):
+            length = _ITEM_LENGTH.unpack_from(reply, pos)[0]
+            pos += 4
+            items.append(orjson.Fragment(bytes(view[pos:pos + length])))
+            pos += length
+    for name, sub in header["unprocessed"].items():
+        for key in sub["Keys"]:
+            _add_unprocessed(unprocessed, specs, name, key)
+    for name, used in header["units"].items():
+        units[name] = units.get(name, 0.0) + used
 
 
 def _add_unprocessed(unprocessed: dict, specs: dict, name: str, key: dict) -> None:
