@@ -235,9 +235,9 @@ class SSTableReader:
         return len(self.offsets)
 
     # ------------------------------------------------------------------ blocks
-    def _verify(self, i: int, raw) -> block_mod.Block:
+    def _verify(self, i: int, raw, fill_cache: bool = True) -> block_mod.Block:
         """raw: bytes, or a bytearray this reader owns (trimmed in place, no copy).
-        Returns the parsed block, now in the block cache."""
+        Returns the parsed block, now in the block cache (if fill_cache)."""
         length = self.lengths[i]
         if len(raw) == length + BLOCK_TRAILER.size:
             with memoryview(raw) as view:
@@ -253,7 +253,8 @@ class SSTableReader:
                 except ValueError:
                     block = None    # a checksum-valid block we cannot parse: same refusal
                 if block is not None:
-                    self.cache.put(self.cache_base | i, block)
+                    if fill_cache:
+                        self.cache.put(self.cache_base | i, block)
                     return block
         self._checksum_mismatch(i, len(raw))
 
@@ -265,7 +266,8 @@ class SSTableReader:
                        self.path, i, self.offsets[i], nread)
         raise InternalServerError("Internal server error")
 
-    async def read_block(self, i: int) -> block_mod.Block:
+    async def read_block(self, i: int, fill_cache: bool = True) -> block_mod.Block:
+        """fill_cache=False: a block read once (compaction) must not evict hot ones."""
         cached = self.cache.get(self.cache_base | i)
         if cached is not None:
             return cached
@@ -274,10 +276,10 @@ class SSTableReader:
             raw = self._read_cached_pages(self.offsets[i], nbytes)
             if raw is not None:
                 self.page_cache_reads += 1
-                return self._verify(i, raw)
+                return self._verify(i, raw, fill_cache)
         self.aio_reads += 1
         raw = await self.aio.read(self.fd, self.offsets[i], nbytes)
-        return self._verify(i, raw)
+        return self._verify(i, raw, fill_cache)
 
     def _read_cached_pages(self, offset: int, nbytes: int):
         """The bytes if the page cache holds all of them, else None (never waits on the disk)."""
@@ -366,18 +368,21 @@ class SSTableReader:
             return MISSING
         return self.read_block_blocking(i).find(key)
 
-    def cursor(self, low, low_inclusive, high, high_inclusive, reverse) -> "SSTableCursor":
-        return SSTableCursor(self, low, low_inclusive, high, high_inclusive, reverse)
+    def cursor(self, low, low_inclusive, high, high_inclusive, reverse,
+               fill_cache: bool = True) -> "SSTableCursor":
+        return SSTableCursor(self, low, low_inclusive, high, high_inclusive, reverse, fill_cache)
 
 
 class SSTableCursor:
     """Walks the blocks overlapping [low, high] in key order (or reverse), one block per chunk."""
 
     __slots__ = ("reader", "low", "low_inclusive", "high", "high_inclusive", "reverse", "block",
-                 "done")
+                 "done", "fill_cache")
 
-    def __init__(self, reader: SSTableReader, low, low_inclusive, high, high_inclusive, reverse):
+    def __init__(self, reader: SSTableReader, low, low_inclusive, high, high_inclusive, reverse,
+                 fill_cache: bool = True):
         self.reader = reader
+        self.fill_cache = fill_cache
         self.low = low
         self.low_inclusive = low_inclusive
         self.high = high
@@ -397,7 +402,7 @@ class SSTableCursor:
         reader = self.reader
         n = reader.nblocks
         while not self.done and 0 <= self.block < n:
-            ents = (await reader.read_block(self.block)).entries()
+            ents = (await reader.read_block(self.block, self.fill_cache)).entries()
             keys = [e[0] for e in ents]
             lo = 0
             hi = len(ents)
