@@ -228,20 +228,23 @@ def scenario_get(args, results: list) -> None:
 
 def scenario_size(args, results: list) -> None:
     """c) random GetItem at 10k items vs a large table, row cache off and default."""
+    base = tuple(args.size_server_args.split())
     for items in (args.small_items, args.large_items):
         server = Server()
         try:
-            server.start()
+            server.start(base)
             seconds = load(server, items, args.size_item_size, args.load_timeout)
-            server.restart(("--row-cache-in-mb", "0"))
+            server.restart(base + ("--row-cache-in-mb", "0"))
             server.wait_idle()
-            for label, extra in (("row cache off", ("--row-cache-in-mb", "0")),
-                                 ("default row cache", ())):
+            for label, extra in (("row cache off", base + ("--row-cache-in-mb", "0")),
+                                 ("default row cache", base)):
                 if extra != server.extra_args:
                     server.restart(extra)
                 r = best_of(server, "get", items, args.size_item_size, args)
                 r["sstables"] = server.sstable_files()
                 r["load_s"] = round(seconds, 1)
+                if base:
+                    label += " (%s)" % " ".join(base)
                 results.append({"scenario": "c) GetItem random key, %s" % label, "items": items,
                                 "item_size": args.size_item_size, **r})
         finally:
@@ -286,6 +289,9 @@ def main(argv=None) -> int:
     ap.add_argument("--small-items", type=int, default=10_000, help="c) small table")
     ap.add_argument("--large-items", type=int, default=5_000_000, help="c) large table")
     ap.add_argument("--size-item-size", type=int, default=100, help="item size for c)")
+    ap.add_argument("--size-server-args", default="",
+                    help="extra server flags for c), e.g. '--compaction-min-threshold 1' (no "
+                         "compaction: one SSTable per flush, every one probed by each read)"),
     ap.add_argument("--put-items", type=int, default=100_000, help="key range of d)")
     ap.add_argument("--no-commitlog-flag", default="--durable-writes false",
                     help="server flags of d)'s in-memory-only mode ('' to skip it)")
