@@ -51,6 +51,8 @@ def test_compact_drops_shadowed_and_only_safe_tombstones(tmp_path):
         oldest_outside = await _write(str(tmp_path / "3.db"), aio, [(b"x", b"x0")])
         meta, purged, dropped = await compact([newest, middle], [oldest_outside],
                                               str(tmp_path / "out.db"), aio, gc_grace_seconds=3600)
+        # compaction reads every input block once: none of them displaces the point reads'
+        assert newest.cache.size == 0 and middle.cache.size == 0
         out = SSTableReader.load(str(tmp_path / "out.db"), aio, BlockCache(1 << 20))
         c = out.cursor(None, True, None, True, False)
         got = []

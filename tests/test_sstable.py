@@ -123,6 +123,45 @@ def test_get_nowait_and_the_disk_path_agree(tmp_path, monkeypatch):
     run(go())
 
 
+def test_block_cache_admits_on_a_second_miss_once_full(tmp_path):
+    from shardserver.sstable.format import key_prefix
+    entries = [(b"k%06d" % i, b"v" * 200) for i in range(4000)]
+    path = str(tmp_path / "t.db")
+    errors = []
+
+    async def go():
+        aio = AIOContext(8)
+        await aio.open()
+        await write_table(path, entries, aio)
+        cache = BlockCache(8 * 1024)          # a few 1 KB blocks: full at once
+        r = SSTableReader.load(path, aio, cache, lambda: errors.append(1))
+        for k, v in entries:                  # every block once: the cache fills, then bypasses
+            assert r.get_nowait(k, key_prefix(k)) == v
+        assert cache.bypassed > 0 and cache.size <= cache.capacity
+        hot = entries[len(entries) // 2][0]
+        block_key = r.cache_base | r.block_for(hot)
+        for _ in range(3):
+            assert r.get_nowait(hot, key_prefix(hot)) == b"v" * 200
+        assert cache.get(block_key) is not None      # missed twice in a row: admitted
+        assert r.get_nowait(b"k9", key_prefix(b"k9")) is MISSING
+        r.mark_obsolete(unlink=False)
+        # a damaged block read through the scratch buffer is an error too, not garbage
+        target = 7
+        with open(path, "r+b") as f:
+            f.seek(r.offsets[target] + 20)
+            byte = f.read(1)
+            f.seek(r.offsets[target] + 20)
+            f.write(bytes([byte[0] ^ 4]))
+        r = SSTableReader.load(path, aio, BlockCache(0), lambda: errors.append(1))
+        with pytest.raises(InternalServerError):
+            key = r.last_keys[target]
+            r.get_nowait(key, key_prefix(key))
+        r.mark_obsolete(unlink=False)
+        aio.close()
+    run(go())
+    assert errors == [1]
+
+
 def test_round_trip_get_and_cursors(tmp_path):
     entries = make_entries(3000)
     path = str(tmp_path / "t.db")

@@ -97,8 +97,11 @@ class Block:
 
     __slots__ = ("data", "n", "prefixes", "offsets", "entries_end", "charge")
 
-    def __init__(self, data):
-        size = len(data)
+    def __init__(self, data, size: int | None = None):
+        """data: the block's bytes; or, with size, a buffer whose first size bytes are
+        the block (the reader's scratch buffer: the Block must not outlive the call)."""
+        if size is None:
+            size = len(data)
         if size < 4:
             raise ValueError("data block shorter than its entry count")
         (n,) = _U32.unpack_from(data, size - 4)
@@ -106,7 +109,7 @@ class Block:
         if start < 0:
             raise ValueError("data block too short for its %d entries" % n)
         mid = start + 8 * n
-        prefixes = array("Q", data[start:mid])    # a bytes slice: two C copies of n words
+        prefixes = array("Q", data[start:mid])    # a slice: two C copies of n words
         offsets = array("I", data[mid:size - 4])
         if _BIG_ENDIAN:
             prefixes.byteswap()

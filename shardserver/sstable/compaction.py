@@ -69,7 +69,8 @@ async def compact(readers: list, older: list, out_path: str, aio, *, gc_grace_se
     """
     now = time.time() if now is None else now
     gc_before = int(now) - int(gc_grace_seconds)
-    sources = [r.cursor(None, True, None, True, False) for r in readers]
+    # each input block is read once: keep the block cache for the point reads
+    sources = [r.cursor(None, True, None, True, False, fill_cache=False) for r in readers]
     merged = MergeIterator(sources)
     kwargs = {"block_size": block_size} if block_size else {}
     total_in = sum(r.meta.get("entries", 0) for r in readers)
