@@ -148,6 +148,23 @@ def test_scrape_during_load_every_shard_moves(mserver):
     # Every item written is counted exactly once, on its owner.
     items = sum(value(last, P + "table_items", table="metrics_load", shard=s) for s in ("0", "1"))
     assert items == sum(written)
+
+    # Reads of flushed items and of absent keys show in the cache and bloom-filter series.
+    for n in range(0, written[0], 3):
+        clients[0].get_item(TableName="metrics_load", Key={"pk": {"S": f"c0-{n}"}})
+    for n in range(100):
+        clients[0].get_item(TableName="metrics_load", Key={"pk": {"S": f"absent-{n}"}})
+    _, _, after_raw = scrape(mserver)
+    after = parse(after_raw.decode())
+    total = lambda snap, name: sum(value(snap, P + name, shard=s) for s in ("0", "1"))  # noqa: E731
+    assert total(after, "cache_hits_total") + total(after, "cache_misses_total") > \
+        total(last, "cache_hits_total") + total(last, "cache_misses_total")
+    assert total(after, "bloom_filter_negatives_total") > total(last, "bloom_filter_negatives_total")
+    for name in ("block_cache_bytes", "block_cache_hits_total", "block_cache_misses_total",
+                 "sstable_reads_total", "flush_bytes_total", "compaction_bytes_total", "memtables_flushing"):
+        for shard in ("0", "1"):
+            assert (P + name, frozenset({"shard": shard}.items())) in after, name
+    assert total(after, "block_cache_hits_total") + total(after, "block_cache_misses_total") > 0
     assert all(value(last, P + "table_items", table="metrics_load", shard=s) > 0 for s in ("0", "1"))
     assert sum(value(last, P + "table_bytes", table="metrics_load", shard=s) for s in ("0", "1")) > 8000 * items
 
