@@ -81,7 +81,7 @@ class ApiFrontend:
                     raise SerializationException(f"Unsupported Content-Encoding: {encoding.decode('latin-1')}")
                 body = self.codec.decode_body(encoding.decode("latin-1"), body)
             target = header(b"x-amz-target")
-            op = _OPERATIONS.get(target) if target is not None else None
+            op = _OPERATIONS[target] if target is not None else None
             if op is None:
                 op = wire.operation_of(target.decode("latin-1") if target is not None else None)
         except DynamoDBError as error:
