@@ -148,9 +148,8 @@ class _Table:
         self.incarnation = incarnation
         self.active = Memtable()
         self.frozen: list[Memtable] = []          # oldest first, being flushed
-        self.sstables: list[SSTableReader] = []   # newest first; replaced, never changed in place
-        self._probes: tuple = ()
-        self._probes_of: list | None = None
+        self._sstables: list[SSTableReader] = []
+        self._probes: tuple | None = None
         self.sst_items = 0                        # live items as of the SSTables alone
         self.sst_bytes = 0
         self.live_items = 0                       # including every memtable's delta
@@ -162,15 +161,24 @@ class _Table:
         self.compacting = False
         self.lock = asyncio.Lock()                # serializes manifest updates
 
+    @property
+    def sstables(self) -> list[SSTableReader]:
+        """Newest first.  Replaced, never changed in place: assigning it drops bloom_probes."""
+        return self._sstables
+
+    @sstables.setter
+    def sstables(self, readers: list[SSTableReader]) -> None:
+        self._sstables = readers
+        self._probes = None
+
     def bloom_probes(self) -> tuple:
         """(bloom words, word count, probes, reader) per SSTable, newest first: the point
-        read's loop without attribute lookups.  Rebuilt whenever self.sstables is a new
-        list; the list is therefore never changed in place, only replaced."""
-        if self._probes_of is not self.sstables:
-            self._probes = tuple((r.bloom.words, r.bloom.nwords, r.bloom.nprobes, r)
-                                 for r in self.sstables)
-            self._probes_of = self.sstables
-        return self._probes
+        read's loop without attribute lookups, built once per SSTable set."""
+        probes = self._probes
+        if probes is None:
+            probes = self._probes = tuple((r.bloom.words, r.bloom.nwords, r.bloom.nprobes, r)
+                                          for r in self._sstables)
+        return probes
 
     def memtables_newest_first(self) -> list[Memtable]:
         return [self.active, *reversed(self.frozen)]
