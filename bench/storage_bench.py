@@ -12,7 +12,7 @@ It only ever talks to 127.0.0.1, stops only the processes it started (by the
 pids it recorded), deletes only the directories it created, and every phase is
 bounded: a duration and a request count per run, a timeout per load.
 
-    python bench/storage_bench.py                       # every scenario, ~10 minutes
+    python bench/storage_bench.py                       # every scenario, ~10-15 minutes
     python bench/storage_bench.py --scenarios get,put   # just a) b) and d)
     python bench/storage_bench.py --large-items 1000000 # c) with a smaller large table
 """

@@ -468,6 +468,18 @@ def test_memory_stays_bounded_as_the_table_grows(tmp_path):
     run(go())
 
 
+def test_durable_writes_option_reaches_the_storage():
+    import argparse
+
+    from shardserver import config as config_mod
+    from shardserver.shard.main import storage_options
+    parser = argparse.ArgumentParser()
+    config_mod.add_arguments(parser)
+    assert storage_options(config_mod.from_args(parser.parse_args([]))).durable_writes is True
+    cfg = config_mod.from_args(parser.parse_args(["--durable-writes", "false"]))
+    assert cfg.durable_writes is False and storage_options(cfg).durable_writes is False
+
+
 def test_durable_writes_false_keeps_no_commit_log(tmp_path, caplog):
     """No commit log: nothing under commitlog/, a clean close flushes everything, a crash
     loses only what no flush wrote; segments of an earlier durable run are still replayed."""

@@ -148,7 +148,8 @@ class _Table:
         self.incarnation = incarnation
         self.active = Memtable()
         self.frozen: list[Memtable] = []          # oldest first, being flushed
-        self.sstables: list[SSTableReader] = []   # newest first
+        self._sstables: list[SSTableReader] = []
+        self._probes: tuple | None = None
         self.sst_items = 0                        # live items as of the SSTables alone
         self.sst_bytes = 0
         self.live_items = 0                       # including every memtable's delta
@@ -159,6 +160,25 @@ class _Table:
         self.dropped = False
         self.compacting = False
         self.lock = asyncio.Lock()                # serializes manifest updates
+
+    @property
+    def sstables(self) -> list[SSTableReader]:
+        """Newest first.  Replaced, never changed in place: assigning it drops bloom_probes."""
+        return self._sstables
+
+    @sstables.setter
+    def sstables(self, readers: list[SSTableReader]) -> None:
+        self._sstables = readers
+        self._probes = None
+
+    def bloom_probes(self) -> tuple:
+        """(bloom words, word count, probes, reader) per SSTable, newest first: the point
+        read's loop without attribute lookups, built once per SSTable set."""
+        probes = self._probes
+        if probes is None:
+            probes = self._probes = tuple((r.bloom.words, r.bloom.nwords, r.bloom.nprobes, r)
+                                          for r in self._sstables)
+        return probes
 
     def memtables_newest_first(self) -> list[Memtable]:
         return [self.active, *reversed(self.frozen)]
@@ -319,7 +339,7 @@ class ShardStorage:
                 self.checksum_errors_total += 1
                 self.log.error("storage: cannot open SSTable %s of table %s: %s", name, table_id, exc)
                 raise InternalServerError(f"Internal server error: damaged SSTable {name}") from exc
-            t.sstables.append(reader.acquire())
+            t.sstables = t.sstables + [reader.acquire()]
         for name in os.listdir(path):
             if name == MANIFEST or name in listed:
                 continue
@@ -520,29 +540,30 @@ class ShardStorage:
             v = row_cache.get(ck)
             if v is not ABSENT:
                 return v
-        sstables = t.sstables
-        if not sstables:
+        probes = t.bloom_probes()
+        if not probes:
             return None
         h1, h2 = key_hashes(bloom_key(key))   # every filter of the table shares the hash ...
         prefix = key_prefix(key)   # ... and every index and block the key prefix
         mask = 0
         mask_probes = 0
+        negatives = 0
         found = SST_MISSING
-        for r in sstables:
-            bloom = r.bloom
-            if bloom.nprobes != mask_probes:
-                mask_probes = bloom.nprobes
-                mask = probe_mask(h2, mask_probes)
-            if bloom.words[h1 % bloom.nwords] & mask != mask:
-                self.bloom_negatives_total += 1
+        for words, nwords, nprobes, r in probes:
+            if nprobes != mask_probes:
+                mask_probes = nprobes
+                mask = probe_mask(h2, nprobes)
+            if words[h1 % nwords] & mask != mask:
+                negatives += 1
                 continue
-            self.sstable_reads_total += 1
             found = r.get_nowait(key, prefix)
             if found is NEED_IO:
-                self.sstable_reads_total -= 1   # counted again by the disk path
+                self.bloom_negatives_total += negatives
                 return await self._get_from_disk(t, key)
+            self.sstable_reads_total += 1
             if found is not SST_MISSING:
                 break
+        self.bloom_negatives_total += negatives
         value = None if found is SST_MISSING or type(found) is int else found
         if row_cache.enabled:
             row_cache.put(ck, value)
@@ -821,7 +842,7 @@ class ShardStorage:
         new_sst_items = t.sst_items + m.count_delta
         new_sst_bytes = t.sst_bytes + m.bytes_delta
         old_position = t.replay_position
-        t.sstables.insert(0, reader.acquire())
+        t.sstables = [reader.acquire()] + t.sstables
         t.sst_items, t.sst_bytes = new_sst_items, new_sst_bytes
         t.replay_position = m.flush_position
         try:
@@ -829,7 +850,7 @@ class ShardStorage:
         except BaseException:
             # the old manifest may or may not have been replaced: keep the file (an
             # unlisted file is removed at the next open) and keep serving from memory
-            t.sstables.remove(reader)
+            t.sstables = [r for r in t.sstables if r is not reader]
             reader.mark_obsolete(unlink=False)
             reader.release()
             t.sst_items -= m.count_delta

@@ -30,7 +30,7 @@ _BIG_ENDIAN = sys.byteorder != "little"
 
 MISSING = object()
 
-# what a cached Block costs beyond its bytes: the object, two arrays and their headers
+# what a cached Block costs beyond its bytes and array items: the object, the array headers
 BLOCK_OVERHEAD = 256
 
 
@@ -121,7 +121,7 @@ class Block:
         self.prefixes = prefixes
         self.offsets = offsets
         self.entries_end = start
-        self.charge = size + BLOCK_OVERHEAD
+        self.charge = size + 12 * n + BLOCK_OVERHEAD    # the bytes plus both arrays' copies
 
     def find(self, key: bytes, prefix: int | None = None):
         """The value bytes, a tombstone int, or MISSING for key in this block.
