@@ -207,6 +207,18 @@ def test_incomplete_authorization_header():
     assert e.value.message.endswith("Authorization=Basic dXNlcjpwYXNz")
 
 
+@pytest.mark.parametrize("edit", [",,Signature=", ",, Signature=", ", bare, Signature="])
+def test_parts_without_an_equal_sign_are_refused(edit):
+    """A comma where a space was (found by the fuzz test below) must not verify."""
+    m, p, q, h, b = sign()
+    auth = header(h, "Authorization")
+    assert ", Signature=" in auth
+    h = replace_header(h, "Authorization", auth.replace(", Signature=", edit))
+    with pytest.raises(InvalidSignatureException) as e:
+        sigv4.verify(m, p, q, h, b, CREDS)
+    assert "not a valid key=value pair (missing equal-sign) in Authorization header" in e.value.message
+
+
 def test_unsupported_algorithm():
     m, p, q, h, b = sign()
     auth = header(h, "Authorization").replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512")

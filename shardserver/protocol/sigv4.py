@@ -178,7 +178,12 @@ def _parse_authorization(auth: str, hdrs: dict[str, list[str]]) -> tuple[str, li
     if algorithm == ALGORITHM:
         for part in rest.split(","):
             name, eq, value = part.strip().partition("=")
-            if eq and name.strip() and name.strip() not in params:
+            if not eq:
+                # An empty part (",,") or a bare word: AWS refuses the header as malformed.
+                raise InvalidSignatureException(
+                    f"'{part.strip()[:64]}' not a valid key=value pair (missing equal-sign) in "
+                    f"Authorization header: '{_echo(auth)}'")
+            if name.strip() and name.strip() not in params:
                 params[name.strip()] = value.strip()
     problems = []
     if not params.get("Credential"):
