@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -90,11 +89,7 @@ class Server:
     def _tree(self) -> list[psutil.Process]:
         if self.proc is None or self.proc.poll() is not None:
             return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root] + root.children(recursive=True)
-        except psutil.Error:
-            return []
+        return targets.process_tree(self.proc)
 
     def _remember(self) -> None:
         self._pids.update(p.pid for p in self._tree())
@@ -146,20 +141,7 @@ class Server:
         if self.proc is None:
             return
         self._remember()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        for pid in sorted(self._pids - {self.proc.pid}):
-            try:
-                p = psutil.Process(pid)
-                if p.create_time() >= psutil.Process().create_time() and p.is_running():
-                    p.kill()
-            except psutil.Error:
-                pass
+        targets.stop_process_tree(self.proc, self._pids, timeout)
         self._pids.clear()
         self.proc = None
 

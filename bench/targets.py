@@ -40,6 +40,47 @@ sys.path.insert(0, BENCH_DIR)
 import loadgen  # noqa: E402
 
 
+def process_tree(proc: subprocess.Popen | None) -> list[psutil.Process]:
+    """Our child and all its descendants, as they are now ([] once it is gone)."""
+    if proc is None:
+        return []
+    try:
+        root = psutil.Process(proc.pid)
+        return [root] + root.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def stop_process_tree(proc: subprocess.Popen, known_pids: set[int], timeout: float) -> None:
+    """SIGTERM our child and wait, then SIGKILL any of its recorded descendants still left.
+
+    Only pids this harness recorded from its own child's tree are touched, and
+    none that started before the child (the pid was reused meanwhile)."""
+    try:
+        started = psutil.Process(proc.pid).create_time()
+    except psutil.Error:
+        started = None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    deadline = time.monotonic() + 5
+    for pid in sorted(known_pids - {proc.pid}):
+        try:
+            p = psutil.Process(pid)
+            if started is not None and p.create_time() < started - 1:
+                continue   # older than our child: a reused pid, not its descendant
+            while p.is_running() and p.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+        except psutil.Error:
+            pass
+
+
 class TargetUnavailable(Exception):
     """The target cannot run on this machine; the comparison skips it with this message."""
 
@@ -214,38 +255,10 @@ class RunningTarget:
         """SIGTERM to our child, then SIGKILL to any of its recorded descendants left."""
         if self.proc is not None:
             self._remember_tree()
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(10)
-            deadline = time.monotonic() + 5
-            for pid in sorted(self._known_pids - {self.proc.pid}):
-                self._kill_if_ours(pid, deadline)
+            stop_process_tree(self.proc, self._known_pids, timeout)
         if self.data_dir and os.path.isdir(self.data_dir):
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
-
-    def _kill_if_ours(self, pid: int, deadline: float) -> None:
-        try:
-            p = psutil.Process(pid)
-            # A recycled pid would have a later start time than our child.
-            if p.create_time() < self._start_time() - 1:
-                return
-            while p.is_running() and p.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                p.kill()
-        except psutil.Error:
-            pass
-
-    def _start_time(self) -> float:
-        try:
-            return psutil.Process(self.proc.pid).create_time()
-        except psutil.Error:
-            return 0.0
 
     def _remember_tree(self) -> None:
         for p in self._tree():
@@ -262,13 +275,7 @@ class RunningTarget:
     # -- measurements
 
     def _tree(self) -> list[psutil.Process]:
-        if self.proc is None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root] + root.children(recursive=True)
-        except psutil.Error:
-            return []
+        return process_tree(self.proc)
 
     def cpu_snapshot(self) -> dict[int, float]:
         """user+sys CPU seconds of every process in the server's tree, by pid."""

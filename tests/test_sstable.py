@@ -37,6 +37,16 @@ async def write_table(path, entries, aio, block_size=1024):
     return await w.finish({"generation": 1})
 
 
+def write_tiny_table(path):
+    """A one-entry SSTable at path (for tests that then damage the file)."""
+    async def go():
+        aio = AIOContext(4)
+        await aio.open()
+        await write_table(path, [(b"a", b"b")], aio)
+        aio.close()
+    run(go())
+
+
 def test_block_round_trip():
     b = block_mod.BlockBuilder()
     ents = [(b"a", b"1"), (b"b", 123), (b"c", b""), (b"d" * 300, b"x" * 1000)]
@@ -83,12 +93,7 @@ def test_format_version_1_is_refused_clearly(tmp_path):
     from shardserver.sstable import format as fmt
     path = str(tmp_path / "old.db")
 
-    async def go():
-        aio = AIOContext(4)
-        await aio.open()
-        await write_table(path, [(b"a", b"b")], aio)
-        aio.close()
-    run(go())
+    write_tiny_table(path)
     with open(path, "r+b") as f:    # rewrite the footer as an older release would have
         f.seek(-fmt.FOOTER_SIZE, os.SEEK_END)
         footer = bytearray(f.read())
@@ -274,12 +279,7 @@ def test_data_block_bit_flip_is_an_error_not_garbage(tmp_path):
 def test_damaged_footer_refuses_to_open(tmp_path):
     path = str(tmp_path / "t.db")
 
-    async def go():
-        aio = AIOContext(4)
-        await aio.open()
-        await write_table(path, [(b"a", b"b")], aio)
-        aio.close()
-    run(go())
+    write_tiny_table(path)
     for pos in (-1, -14, -30, -70):     # magic, checksum, index location, bloom location
         with open(path, "r+b") as f:
             f.seek(pos, os.SEEK_END)
