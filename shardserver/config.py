@@ -54,6 +54,8 @@ OPTIONS = [
     ("compaction_min_threshold", int, 4, "SSTables of similar size that trigger a compaction"),
     ("tombstone_gc_grace_seconds", int, 864000, "age after which compaction may drop tombstones"),
     ("row_cache_in_mb", int, 128, "row cache size per shard (hot items served without any disk read)"),
+    ("partition_cache_in_mb", int, 128,
+     "partition cache size per shard (whole partitions a Query read, served again without merging; 0 = off)"),
     ("block_cache_in_mb", int, 32, "SSTable block cache size per shard"),
     ("sstable_block_size_in_kb", int, 8, "SSTable data block size"),
     ("ring_size_in_kb", int, 1024, "shared-memory ring size per ordered shard pair"),
@@ -92,6 +94,7 @@ class Config:
     compaction_min_threshold: int = 4
     tombstone_gc_grace_seconds: int = 864000
     row_cache_in_mb: int = 128
+    partition_cache_in_mb: int = 128
     block_cache_in_mb: int = 32
     sstable_block_size_in_kb: int = 8
     ring_size_in_kb: int = 1024

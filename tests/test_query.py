@@ -369,3 +369,64 @@ def test_paging_keys_survive_a_restart(tmp_path):
         assert sorted(seen, key=int) == [str(i) for i in range(40)]
     finally:
         assert srv.stop() == 0
+
+
+def test_repeated_queries_see_every_kind_of_write(server, ddb, table_name):
+    """The same partitions queried over and over (served from the partition cache after
+    the first read) while every write path changes them: each answer is current."""
+    create_table(ddb, table_name, range_key=("sk", "N"))
+    try:
+        model = {p: {} for p in ("a", "b")}
+
+        def check(p):
+            for forward in (True, False):
+                got = full_query(ddb, TableName=table_name, KeyConditionExpression="pk = :p",
+                                 ExpressionAttributeValues={":p": {"S": p}}, ScanIndexForward=forward)[0]
+                want = [model[p][s] for s in sorted(model[p], reverse=not forward)]
+                assert got == want
+            if model[p]:
+                lo = sorted(model[p])[len(model[p]) // 2]
+                got = ddb.query(TableName=table_name, KeyConditionExpression="pk = :p AND sk >= :s",
+                                ExpressionAttributeValues={":p": {"S": p}, ":s": {"N": str(lo)}},
+                                Limit=2)["Items"]
+                assert got == [model[p][s] for s in sorted(model[p]) if s >= lo][:2]
+
+        def item(p, s, v):
+            return {"pk": {"S": p}, "sk": {"N": str(s)}, "v": {"S": v}}
+
+        for s in range(6):
+            ddb.put_item(TableName=table_name, Item=item("a", s, f"put{s}"))
+            model["a"][s] = item("a", s, f"put{s}")
+        check("a"), check("a"), check("b")
+        ddb.update_item(TableName=table_name, Key={"pk": {"S": "a"}, "sk": {"N": "2"}},
+                        UpdateExpression="SET v = :v", ExpressionAttributeValues={":v": {"S": "upd"}})
+        model["a"][2] = item("a", 2, "upd")
+        check("a")
+        ddb.delete_item(TableName=table_name, Key={"pk": {"S": "a"}, "sk": {"N": "4"}})
+        del model["a"][4]
+        check("a")
+        with pytest.raises(ClientError):
+            ddb.put_item(TableName=table_name, Item=item("a", 0, "never"),
+                         ConditionExpression="attribute_not_exists(pk)")
+        check("a")
+        ddb.batch_write_item(RequestItems={table_name: [
+            {"PutRequest": {"Item": item("a", 9, "batch")}},
+            {"DeleteRequest": {"Key": {"pk": {"S": "a"}, "sk": {"N": "0"}}}},
+            {"PutRequest": {"Item": item("b", 1, "batch")}}]})
+        model["a"][9] = item("a", 9, "batch")
+        del model["a"][0]
+        model["b"][1] = item("b", 1, "batch")
+        check("a"), check("b")
+        ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table_name, "Item": item("a", 7, "txn")}},
+            {"Delete": {"TableName": table_name, "Key": {"pk": {"S": "b"}, "sk": {"N": "1"}}}}])
+        model["a"][7] = item("a", 7, "txn")
+        del model["b"][1]
+        check("a"), check("b")
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.prometheus_port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        hits = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith("shardserver_partition_cache_hits_total"))
+        assert hits > 0
+    finally:
+        ddb.delete_table(TableName=table_name)

@@ -158,6 +158,7 @@ def test_get_sees_write_landing_during_disk_read(tmp_path, monkeypatch):
         s.create_table("t")
         s.put("t", b"k", b"old")
         await s.flush()
+        s._row_cache.clear()             # the flush filled it: make the read go to the SSTable
         task = asyncio.ensure_future(s.get("t", b"k"))
         await asyncio.sleep(0)           # get is now awaiting the SSTable read
         s.put("t", b"k", b"new")

@@ -36,7 +36,7 @@ from shardserver.errors import InternalServerError, ResourceNotFoundException
 from shardserver.reactor.aio import AIOContext
 from shardserver.shard.commitlog import CommitLog, _fsync_dir
 from shardserver.shard.memtable import MISSING, Memtable, is_tombstone
-from shardserver.shard.row_cache import ABSENT, RowCache
+from shardserver.shard.row_cache import ABSENT, CachedPartition, PartitionCache, RowCache
 from shardserver.sstable import compaction as compaction_mod
 from shardserver.sstable.bloom import bloom_key, key_hashes, probe_mask
 from shardserver.sstable.format import key_prefix
@@ -79,6 +79,7 @@ class StorageOptions:
     tombstone_gc_grace_seconds: int = 864000
     row_cache_items: int = 100_000              # at most this many rows ...
     row_cache_in_mb: int = 128                  # ... and at most this many bytes
+    partition_cache_in_mb: int = 128            # whole partitions, for Query (0: off)
     block_cache_in_mb: int = 32
     sstable_block_size_in_kb: int = 8
     bloom_bits_per_key: float = 12.0            # ~1 % false positives (blocked filter)
@@ -157,6 +158,7 @@ class _Table:
         self.replay_position = (0, 0)             # records at or before this are in SSTables
         self.next_generation = 1
         self.epoch = 0                            # bumped whenever the SSTable set changes
+        self.writes = 0                           # bumped by every write (partition cache fills)
         self.dropped = False
         self.compacting = False
         self.lock = asyncio.Lock()                # serializes manifest updates
@@ -251,6 +253,7 @@ class ShardStorage:
         self.block_cache = BlockCache(o.block_cache_in_mb << 20)
         self._tables: dict[str, _Table] = {}
         self._row_cache = RowCache(o.row_cache_in_mb << 20, o.row_cache_items)
+        self._partitions = PartitionCache(o.partition_cache_in_mb << 20)
         self._memtable_bytes = 0
         self._open = False
         self._loop = None
@@ -481,6 +484,9 @@ class ShardStorage:
             t.live_bytes += len(value)
             new = value
         self._row_cache.update_if_present((t.incarnation, key), new)
+        t.writes += 1
+        if self._partitions.size:
+            self._partitions.invalidate((t.incarnation, bloom_key(key)))
         if not self._replaying and (self._memtable_bytes > self.flush_threshold
                                     or self.commitlog.disk_bytes() > self.commitlog_limit):
             self._maybe_flush()
@@ -633,8 +639,31 @@ class ShardStorage:
         SSTables whose filter rules the partition out are not read at all.
         """
         t = self._table(table_id)
-        if start is not None and end is not None and (start > end or (start == end)):
+        if start is not None and end is not None and start >= end:
             return []
+        partitions = self._partitions
+        if partition is None or not partitions.enabled:
+            return await self._scan(t, start, end, start_exclusive, reverse, limit, max_bytes, partition)
+        ck = (t.incarnation, partition)
+        cached = partitions.get(ck)
+        if cached is not None:
+            return cached.read(start, start_exclusive, end, reverse, limit, max_bytes)
+        writes = t.writes
+        out = await self._scan(t, start, end, start_exclusive, reverse, limit, max_bytes, partition)
+        # A read that returned the whole partition, with no write to the table while
+        # it ran, is the partition's content: cache it for the next Query.
+        if (len(out) < limit and t.writes == writes and not t.dropped
+                and (start is None or start < partition or (start == partition and not start_exclusive))
+                and (end is None or end >= partition[:-1] + b"\x02")):
+            entry = CachedPartition(out[::-1] if reverse else out[:])
+            if entry.value_bytes < max_bytes:
+                partitions.put(ck, entry)
+        return out
+
+    async def _scan(self, t: _Table, start: bytes | None, end: bytes | None, start_exclusive: bool,
+                    reverse: bool, limit: int, max_bytes: int,
+                    partition: bytes | None) -> list[tuple[bytes, bytes]]:
+        """scan() from the memtables and SSTables (the partition cache not consulted)."""
         low_incl = not start_exclusive
         sources = []
         for m in t.memtables_newest_first():
@@ -833,6 +862,7 @@ class ShardStorage:
             if t.dropped:
                 return
             await _uncancellable(self._install_flushed(t, m, tmp, final, meta))
+        await self._fill_row_cache(t, m)
         self._release_segments()
         self._maybe_compact(t)
 
@@ -868,6 +898,34 @@ class ShardStorage:
         self.flush_bytes_total += meta["file_size"]
         self.log.info("storage: flushed a memtable of table %s to %s (%d bytes, %d SSTables now)",
                       t.table_id, os.path.basename(reader.path), meta["file_size"], len(t.sstables))
+
+    async def _fill_row_cache(self, t: _Table, m: Memtable) -> None:
+        """Hand a flushed memtable's rows to the row cache while it has free room, as
+        Scylla moves a flushed memtable into its cache: what was just written is
+        read next from memory, not from the new SSTable.  Never evicts, so a full
+        cache keeps its hot rows.  A row that a newer memtable holds is skipped;
+        each row is checked and inserted in one step, and any later write keeps
+        the entry current (update_if_present)."""
+        cache = self._row_cache
+        if not cache.enabled or self._closing:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        last_yield = loop.time()
+        inc = t.incarnation
+        newer = [n.data for n in t.memtables_newest_first()]
+        i = 0
+        for key, value in m.data.items():
+            i += 1
+            if i & 1023 == 0 and loop.time() - last_yield > 0.002:
+                await asyncio.sleep(0)
+                last_yield = loop.time()
+                if t.dropped or self._closing:
+                    return
+                newer = [n.data for n in t.memtables_newest_first()]   # may have changed
+            if any([key in data for data in newer]):
+                continue
+            if not cache.fill((inc, key), None if type(value) is int else value):
+                return
 
     def _trim_heap(self) -> None:
         """Return the C heap's free pages to the kernel after a memtable or SSTables went."""
@@ -1055,6 +1113,11 @@ class ShardStorage:
             "row_cache_hits_total": self._row_cache.hits,
             "row_cache_misses_total": self._row_cache.misses,
             "row_cache_evictions_total": self._row_cache.evictions,
+            "partition_cache_partitions": len(self._partitions),
+            "partition_cache_bytes": self._partitions.size,
+            "partition_cache_hits_total": self._partitions.hits,
+            "partition_cache_misses_total": self._partitions.misses,
+            "partition_cache_evictions_total": self._partitions.evictions,
             "block_cache_bytes": self.block_cache.size,
             "block_cache_hits_total": self.block_cache.hits,
             "block_cache_misses_total": self.block_cache.misses,
