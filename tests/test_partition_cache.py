@@ -5,30 +5,14 @@ bounds, direction, limit and page size, and every write must be seen at once."""
 import asyncio
 import random
 
-import uvloop
-
 from shardserver.shard import values
 from shardserver.shard.row_cache import CachedPartition, PartitionCache, RowCache
-from shardserver.shard.storage import ShardStorage, StorageOptions
 from shardserver.sstable import reader as sst_reader
-
-
-def run(coro):
-    return uvloop.run(coro)
+from test_storage import opened, run, small_opts
 
 
 def opts(**kw):
-    base = dict(memtable_flush_threshold_bytes=60_000, commitlog_segment_size_bytes=64 * 1024,
-                sstable_block_size_in_kb=2, compaction_min_threshold=3,
-                commitlog_sync_batch_window_in_ms=0.0)
-    base.update(kw)
-    return StorageOptions(**base)
-
-
-async def opened(path, options):
-    s = ShardStorage(str(path), 0, options)
-    await s.open()
-    return s
+    return small_opts(**{"memtable_flush_threshold_bytes": 60_000, "compaction_min_threshold": 3, **kw})
 
 
 def reference_read(pairs, start, start_exclusive, end, reverse, limit, max_bytes):

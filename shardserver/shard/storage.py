@@ -636,7 +636,8 @@ class ShardStorage:
         Stops after `limit` items or once the values' total length reaches
         max_bytes (the item crossing it is included).  `partition`: the
         partition prefix every key of the range starts with (a Query), so
-        SSTables whose filter rules the partition out are not read at all.
+        SSTables whose filter rules the partition out are not read at all, and
+        the partition cache may answer without reading any source.
         """
         t = self._table(table_id)
         if start is not None and end is not None and start >= end:
