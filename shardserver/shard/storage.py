@@ -863,9 +863,9 @@ class ShardStorage:
             if t.dropped:
                 return
             await _uncancellable(self._install_flushed(t, m, tmp, final, meta))
-        await self._fill_row_cache(t, m)
         self._release_segments()
         self._maybe_compact(t)
+        await self._fill_row_cache(t, m)   # last: a cancellation here loses nothing
 
     async def _install_flushed(self, t: _Table, m: Memtable, tmp: str, final: str,
                                meta: dict) -> None:
