@@ -128,3 +128,40 @@ def test_expect_100_continue(server):
         while chunk := s.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200 OK") and b"TableNames" in reply
+
+
+def test_pipelined_answers_keep_their_order_across_shards(server, ddb, hash_table):
+    # Answers are written out once per loop iteration; forwarded requests (keys owned
+    # by the other shard) suspend. Whatever the mix, each connection's answers leave
+    # in request order, and a closing request's answer is written before the close.
+    for i in range(20):
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": f"k{i}"}, "n": {"N": str(i)}})
+    gets = [post("DynamoDB_20120810.GetItem",
+                 json.dumps({"TableName": hash_table, "Key": {"pk": {"S": f"k{i}"}}}).encode())
+            for i in range(20)]
+    data = b"".join(gets) + post("DynamoDB_20120810.ListTables", b"{}") + \
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for _ in range(3):
+        responses = split_responses(raw(server, data))
+        assert [r[0] for r in responses] == [200] * 22
+        assert [json.loads(r[2])["Item"]["n"]["N"] for r in responses[:20]] == [str(i) for i in range(20)]
+        assert "TableNames" in json.loads(responses[20][2]) and responses[21][2].startswith(b"healthy")
+
+
+def test_answers_made_before_a_framing_error_or_a_continue_are_sent_first(server):
+    one = post("DynamoDB_20120810.ListTables", b"{}")
+    responses = split_responses(raw(server, one * 3 + b"\x00garbage\r\n\r\n"))
+    assert [r[0] for r in responses] == [200, 200, 200, 400]
+    head = (b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(one * 2 + head)
+        reply = b""
+        while reply.count(b"HTTP/1.1 ") < 3:
+            reply += s.recv(65536)
+        first, continue_at = reply.index(b"HTTP/1.1 200"), reply.index(b"HTTP/1.1 100 Continue")
+        assert first < continue_at and reply.count(b"HTTP/1.1 200") == 2
+        s.sendall(b"{}")
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.count(b"TableNames") == 3

@@ -35,6 +35,7 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.requests: list = []     # set by RequestParser.feed: requests complete before the error
 
 
 class Request:
@@ -112,11 +113,14 @@ class RequestParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            raise HttpError(400, "Protocol upgrade is not supported") from None
+            error = HttpError(400, "Protocol upgrade is not supported")
+            error.requests, self._done = self._done, []
+            raise error from None
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, HttpError):
-                raise exc.__context__ from None
-            raise HttpError(400, f"Malformed HTTP request: {exc}") from None
+            error = exc.__context__ if isinstance(exc.__context__, HttpError) else \
+                HttpError(400, f"Malformed HTTP request: {exc}")
+            error.requests, self._done = self._done, []    # complete before the bad bytes
+            raise error from None
         done = self._done
         if done:
             self._done = []
