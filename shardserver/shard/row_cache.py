@@ -1,4 +1,7 @@
-"""The row cache: recent point-read results of one shard, bounded in bytes.
+"""The row cache and the partition cache of one shard, each bounded in bytes.
+
+The row cache (RowCache) holds recent point-read results; the partition
+cache (PartitionCache, below) whole partitions for Query.
 
 Owns an LRU from (table incarnation, key) to the row's value bytes, or None
 for a key known to be absent (Scylla's row cache is the model: hot reads never
@@ -8,7 +11,7 @@ whatever the item size (an item count alone let 100,000 rows of 400 KB pin
 40 GB).  The storage layer keeps it coherent: a write updates an entry that
 is present, a read that went to the SSTables inserts one.
 
-It never does I/O and never decides what is current: it only remembers.
+Neither does I/O nor decides what is current: they only remember.
 """
 
 from __future__ import annotations
@@ -22,26 +25,53 @@ ENTRY_OVERHEAD = 224
 ABSENT = object()   # get()'s answer for a key the cache knows nothing about
 
 
-class RowCache:
-    __slots__ = ("capacity_bytes", "capacity_items", "size", "_rows", "hits", "misses",
-                 "evictions", "enabled")
+class _ByteBoundedLRU:
+    """What both caches share: an LRU OrderedDict, its byte total and the counters."""
 
-    def __init__(self, capacity_bytes: int, capacity_items: int):
+    __slots__ = ("capacity_bytes", "size", "_entries", "hits", "misses", "evictions", "enabled")
+
+    def __init__(self, capacity_bytes: int, enabled: bool):
         self.capacity_bytes = max(0, capacity_bytes)
-        self.capacity_items = max(0, capacity_items)
-        # a cache of size 0 (row_cache_in_mb: 0) holds nothing: readers skip it
-        self.enabled = bool(self.capacity_bytes and self.capacity_items)
+        # a cache of size 0 (..._in_mb: 0) holds nothing: readers skip it
+        self.enabled = enabled and bool(self.capacity_bytes)
         self.size = 0
-        self._rows: OrderedDict = OrderedDict()
+        self._entries: OrderedDict = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._entries)
 
     def __contains__(self, ck) -> bool:
-        return ck in self._rows
+        return ck in self._entries
+
+    def get(self, ck):
+        """The entry (a hit refreshes it and counts), or the class's MISSING."""
+        entries = self._entries
+        missing = self.MISSING
+        value = entries.get(ck, missing)
+        if value is missing:
+            self.misses += 1
+            return missing
+        entries.move_to_end(ck)
+        self.hits += 1
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
+
+
+class RowCache(_ByteBoundedLRU):
+    """(incarnation, key) -> value bytes, or None for a key known to be absent."""
+
+    __slots__ = ("capacity_items",)
+    MISSING = ABSENT
+
+    def __init__(self, capacity_bytes: int, capacity_items: int):
+        super().__init__(capacity_bytes, capacity_items > 0)
+        self.capacity_items = max(0, capacity_items)
 
     @staticmethod
     def charge(ck, value) -> int:
@@ -49,22 +79,11 @@ class RowCache:
 
     def peek(self, ck):
         """The cached value (bytes or None), or ABSENT; no LRU or hit accounting."""
-        return self._rows.get(ck, ABSENT)
-
-    def get(self, ck):
-        """Like peek, but a hit refreshes the entry and counts."""
-        rows = self._rows
-        value = rows.get(ck, ABSENT)
-        if value is ABSENT:
-            self.misses += 1
-            return ABSENT
-        rows.move_to_end(ck)
-        self.hits += 1
-        return value
+        return self._entries.get(ck, ABSENT)
 
     def update_if_present(self, ck, value) -> None:
         """A write to a cached key: keep the entry true (bytes, or None once deleted)."""
-        rows = self._rows
+        rows = self._entries
         old = rows.get(ck, ABSENT)
         if old is ABSENT:
             return
@@ -76,7 +95,7 @@ class RowCache:
         charge = self.charge(ck, value)
         if not self.capacity_items or charge > self.capacity_bytes // 8:
             return    # one huge row must not flush the whole cache
-        rows = self._rows
+        rows = self._entries
         old = rows.pop(ck, ABSENT)
         if old is not ABSENT:
             self.size -= self.charge(ck, old)
@@ -87,7 +106,7 @@ class RowCache:
     def fill(self, ck, value) -> bool:
         """Insert a row only if it fits in the free room (no eviction, no refresh of a
         present entry).  False once the cache is full."""
-        rows = self._rows
+        rows = self._entries
         charge = self.charge(ck, value)
         if self.size + charge > self.capacity_bytes or len(rows) >= self.capacity_items:
             return False
@@ -97,15 +116,12 @@ class RowCache:
         return True
 
     def _evict(self) -> None:
-        rows = self._rows
+        rows = self._entries
         while rows and (self.size > self.capacity_bytes or len(rows) > self.capacity_items):
             ck, value = rows.popitem(last=False)
             self.size -= self.charge(ck, value)
             self.evictions += 1
 
-    def clear(self) -> None:
-        self._rows.clear()
-        self.size = 0
 
 
 # per cached item: its (key, value) tuple, the key in the bisect list, two
@@ -167,7 +183,7 @@ class CachedPartition:
         return page
 
 
-class PartitionCache:
+class PartitionCache(_ByteBoundedLRU):
     """LRU from (table incarnation, partition prefix) to a CachedPartition, bounded
     in bytes: one-partition range reads (Query) served without merging memtables
     and SSTable blocks, as Scylla's row cache holds whole partitions.
@@ -176,50 +192,26 @@ class PartitionCache:
     partition drops its entry (the storage layer calls invalidate), so an entry
     is always the partition's current content."""
 
-    __slots__ = ("capacity_bytes", "size", "_parts", "hits", "misses", "evictions", "enabled")
+    __slots__ = ()
+    MISSING = None
 
     def __init__(self, capacity_bytes: int):
-        self.capacity_bytes = max(0, capacity_bytes)
-        self.enabled = bool(self.capacity_bytes)
-        self.size = 0
-        self._parts: OrderedDict = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._parts)
-
-    def __contains__(self, ck) -> bool:
-        return ck in self._parts
-
-    def get(self, ck) -> CachedPartition | None:
-        parts = self._parts
-        entry = parts.get(ck)
-        if entry is None:
-            self.misses += 1
-            return None
-        parts.move_to_end(ck)
-        self.hits += 1
-        return entry
+        super().__init__(capacity_bytes, True)
 
     def put(self, ck, entry: CachedPartition) -> None:
         if entry.charge > self.capacity_bytes // 8:
             return    # one huge partition must not flush the whole cache
         self.invalidate(ck)
-        self._parts[ck] = entry
+        self._entries[ck] = entry
         self.size += entry.charge
-        parts = self._parts
+        parts = self._entries
         while self.size > self.capacity_bytes:
             _, old = parts.popitem(last=False)
             self.size -= old.charge
             self.evictions += 1
 
     def invalidate(self, ck) -> None:
-        entry = self._parts.pop(ck, None)
+        entry = self._entries.pop(ck, None)
         if entry is not None:
             self.size -= entry.charge
 
-    def clear(self) -> None:
-        self._parts.clear()
-        self.size = 0
