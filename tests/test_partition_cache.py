@@ -110,7 +110,7 @@ def test_queries_see_every_write_through_flushes_and_compactions(tmp_path):
                 prefix = prefixes[p]
                 whole = rnd.random() < 0.6
                 lo = prefix if whole else key_of(p, rnd.randrange(40))
-                hi = prefix[:-1] + b"\x02" if whole or rnd.random() < 0.5 else key_of(p, rnd.randrange(40))
+                hi = values.partition_end(prefix) if whole or rnd.random() < 0.5 else key_of(p, rnd.randrange(40))
                 if lo >= hi:
                     continue
                 exclusive = not whole and rnd.random() < 0.3
@@ -142,7 +142,7 @@ def test_a_write_during_a_suspended_read_keeps_it_out_of_the_cache(tmp_path, mon
         for i in range(5):
             s.put("t", key_of(1, i), b"old%d" % i)
         await s.flush()
-        end = prefix[:-1] + b"\x02"
+        end = values.partition_end(prefix)
         task = asyncio.ensure_future(s.scan("t", prefix, end, partition=prefix))
         await asyncio.sleep(0)
         s.put("t", key_of(1, 9), b"new")
@@ -160,7 +160,7 @@ def test_only_whole_untruncated_partitions_are_cached(tmp_path):
         s = await opened(tmp_path, opts())
         s.create_table("t")
         prefix = values.partition_prefix(pk_of(2))
-        end = prefix[:-1] + b"\x02"
+        end = values.partition_end(prefix)
         for i in range(10):
             s.put("t", key_of(2, i), b"v%d" % i)
         await s.scan("t", prefix, end, limit=10, partition=prefix)            # may be cut by the limit

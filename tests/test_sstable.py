@@ -37,6 +37,14 @@ async def write_table(path, entries, aio, block_size=1024):
     return await w.finish({"generation": 1})
 
 
+async def written_reader(path, entries, cache, on_checksum_error=None):
+    """(AIO context, reader) of an SSTable of entries written at path."""
+    aio = AIOContext(8)
+    await aio.open()
+    await write_table(path, entries, aio)
+    return aio, SSTableReader.load(path, aio, cache, on_checksum_error)
+
+
 def write_tiny_table(path):
     """A one-entry SSTable at path (for tests that then damage the file)."""
     async def go():
@@ -112,10 +120,7 @@ def test_get_nowait_and_the_disk_path_agree(tmp_path, monkeypatch):
     path = str(tmp_path / "t.db")
 
     async def go():
-        aio = AIOContext(8)
-        await aio.open()
-        await write_table(path, entries, aio)
-        r = SSTableReader.load(path, aio, BlockCache(0))      # no block cache
+        aio, r = await written_reader(path, entries, BlockCache(0))      # no block cache
         for k, v in entries[::7]:
             assert r.get_nowait(k, key_prefix(k)) == v          # page cache
         monkeypatch.setattr(reader_mod, "_nowait_usable", False)
@@ -135,11 +140,8 @@ def test_block_cache_admits_on_a_second_miss_once_full(tmp_path):
     errors = []
 
     async def go():
-        aio = AIOContext(8)
-        await aio.open()
-        await write_table(path, entries, aio)
         cache = BlockCache(8 * 1024)          # a few 1 KB blocks: full at once
-        r = SSTableReader.load(path, aio, cache, lambda: errors.append(1))
+        aio, r = await written_reader(path, entries, cache, lambda: errors.append(1))
         for k, v in entries:                  # every block once: the cache fills, then bypasses
             assert r.get_nowait(k, key_prefix(k)) == v
         assert cache.bypassed > 0 and cache.size <= cache.capacity
@@ -247,10 +249,7 @@ def test_data_block_bit_flip_is_an_error_not_garbage(tmp_path):
     errors = []
 
     async def go():
-        aio = AIOContext(8)
-        await aio.open()
-        await write_table(path, entries, aio)
-        r = SSTableReader.load(path, aio, BlockCache(1 << 20), lambda: errors.append(1))
+        aio, r = await written_reader(path, entries, BlockCache(1 << 20), lambda: errors.append(1))
         target = 5
         off = r.offsets[target] + 10
         r.mark_obsolete(unlink=False)
@@ -406,10 +405,7 @@ def test_page_cache_reads_skip_aio_and_fall_back(tmp_path, monkeypatch):
 
     async def go(nowait):
         monkeypatch.setattr(reader_mod, "_nowait_usable", nowait)
-        aio = AIOContext(8)
-        await aio.open()
-        await write_table(path, entries, aio)
-        r = SSTableReader.load(path, aio, BlockCache(0))     # no block cache: every get reads
+        aio, r = await written_reader(path, entries, BlockCache(0))     # no block cache: every get reads
         assert r.memory_bytes() < 40 * r.nblocks + 2 * len(entries) + 64
         for k, v in entries[::7]:
             assert await r.get(k) == v

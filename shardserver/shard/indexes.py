@@ -75,9 +75,7 @@ def _escape(raw: bytes) -> bytes:
     return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
 
 
-def _after(encoded: bytes) -> bytes:
-    """Just past every key that starts with ``encoded`` when ``encoded`` ends with a terminator."""
-    return encoded[:-1] + b"\x02"
+_after = values.partition_end   # just past every key starting with an encoded, terminated prefix
 
 
 def _successor(prefix: bytes) -> bytes | None:

@@ -37,6 +37,7 @@ from shardserver.reactor.aio import AIOContext
 from shardserver.shard.commitlog import CommitLog, _fsync_dir
 from shardserver.shard.memtable import MISSING, Memtable, is_tombstone
 from shardserver.shard.row_cache import ABSENT, CachedPartition, PartitionCache, RowCache
+from shardserver.shard.values import partition_end
 from shardserver.sstable import compaction as compaction_mod
 from shardserver.sstable.bloom import bloom_key, key_hashes, probe_mask
 from shardserver.sstable.format import key_prefix
@@ -655,7 +656,7 @@ class ShardStorage:
         # it ran, is the partition's content: cache it for the next Query.
         if (len(out) < limit and t.writes == writes and not t.dropped
                 and (start is None or start < partition or (start == partition and not start_exclusive))
-                and (end is None or end >= partition[:-1] + b"\x02")):
+                and (end is None or end >= partition_end(partition))):
             entry = CachedPartition(out[::-1] if reverse else out[:])
             if entry.value_bytes < max_bytes:
                 partitions.put(ck, entry)

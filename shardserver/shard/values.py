@@ -309,6 +309,12 @@ def partition_prefix(pk: dict, token: int | None = None) -> bytes:
     return token_prefix(token) + _escape(key_component_bytes(pk))
 
 
+def partition_end(prefix: bytes) -> bytes:
+    """Just past every storage key of the partition whose prefix (ending in the
+    0x00 0x01 terminator) is ``prefix``."""
+    return prefix[:-1] + b"\x02"
+
+
 def encode_key(pk: dict, sk: dict | None = None, token: int | None = None) -> bytes:
     """Order-preserving storage key of (token, partition key, sort key)."""
     prefix = partition_prefix(pk, token)

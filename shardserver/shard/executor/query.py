@@ -51,7 +51,7 @@ def partition_range(pk: dict, range_op: str | None, operands: list,
     """[start, end) of the storage keys a key condition selects inside one partition."""
     if prefix is None:
         prefix = values.partition_prefix(pk)
-    end = prefix[:-1] + b"\x02"           # just past the partition's terminator byte
+    end = values.partition_end(prefix)
     if range_op is None:
         return prefix, end
     encoded = [prefix + values.encode_sort_component(v) for v in operands]
