@@ -70,11 +70,7 @@ _I = struct.Struct(">I")
 _Q = struct.Struct(">Q")
 
 
-def _escape(raw: bytes) -> bytes:
-    # Self-delimiting, order-preserving: 0x00 -> 0x00 0xff, terminator 0x00 0x01.
-    return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
-
-
+_escape = values.escape_component
 _after = values.partition_end   # just past every key starting with an encoded, terminated prefix
 
 

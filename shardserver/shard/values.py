@@ -273,8 +273,9 @@ def token_prefix(token: int) -> bytes:
     return _TOKEN.pack(token + TOKEN_BIAS)
 
 
-def _escape(raw: bytes) -> bytes:
-    # 0x00 is escaped so the terminator 0x00 0x01 sorts below any continuation.
+def escape_component(raw: bytes) -> bytes:
+    """Self-delimiting and order-preserving: 0x00 -> 0x00 0xff, then the terminator
+    0x00 0x01, which sorts below any continuation."""
     return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
 
 
@@ -306,7 +307,7 @@ def partition_prefix(pk: dict, token: int | None = None) -> bytes:
     """Storage-key prefix shared by every item of one partition."""
     if token is None:
         token = token_of(pk)
-    return token_prefix(token) + _escape(key_component_bytes(pk))
+    return token_prefix(token) + escape_component(key_component_bytes(pk))
 
 
 def partition_end(prefix: bytes) -> bytes:
@@ -325,7 +326,7 @@ def storage_key_and_token(pk: dict, sk: dict | None = None) -> tuple[bytes, int]
     """(encode_key(pk, sk), token_of(pk)), the partition key's bytes made once."""
     raw = key_component_bytes(pk)
     token = mmh3.hash64(raw, signed=True)[0]
-    key = _TOKEN.pack(token + TOKEN_BIAS) + _escape(raw)
+    key = _TOKEN.pack(token + TOKEN_BIAS) + escape_component(raw)
     return (key if sk is None else key + encode_sort_component(sk)), token
 
 
