@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from shardserver.shard import values
-from shardserver.shard.row_cache import CachedPartition, PartitionCache, RowCache
+from shardserver.shard.row_cache import ABSENT, CachedPartition, PartitionCache, RowCache
 from shardserver.sstable import reader as sst_reader
 from test_storage import opened, run, small_opts
 
@@ -66,7 +66,7 @@ def test_partition_cache_is_bounded_and_refuses_huge_partitions():
 
 
 def test_row_cache_fill_never_evicts():
-    cache = RowCache(10_000, 1000)
+    cache = RowCache(10_000)
     cache.put(("t", b"hot"), b"h" * 100)
     filled = 0
     while cache.fill(("t", b"k%d" % filled), b"x" * 100):
@@ -74,6 +74,17 @@ def test_row_cache_fill_never_evicts():
     assert 20 < filled < 40 and cache.evictions == 0
     assert cache.peek(("t", b"hot")) == b"h" * 100
     assert cache.size <= 10_000
+
+
+def test_row_cache_is_bounded_by_bytes_not_by_rows():
+    cache = RowCache(4 << 20)
+    for i in range(12_000):                     # ~300 bytes each: 3.6 MB of small rows
+        cache.put(("t", b"k%06d" % i), b"v" * 30)
+    assert len(cache) == 12_000 and cache.evictions == 0
+    for i in range(12_000, 20_000):
+        cache.put(("t", b"k%06d" % i), b"v" * 30)
+    assert cache.size <= 4 << 20 and cache.evictions > 0
+    assert cache.peek(("t", b"k019999")) == b"v" * 30 and cache.peek(("t", b"k000000")) is ABSENT
 
 
 def pk_of(i: int) -> dict:

@@ -19,8 +19,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 
-# OrderedDict entry and node, the (incarnation, key) tuple, two bytes headers
-ENTRY_OVERHEAD = 224
+# OrderedDict entry and node, the (incarnation, key) tuple, two bytes headers and
+# pymalloc's rounding: 477 bytes per row of a 20-byte key and a 200-byte value, measured
+ENTRY_OVERHEAD = 256
 
 ABSENT = object()   # get()'s answer for a key the cache knows nothing about
 
@@ -66,12 +67,10 @@ class _ByteBoundedLRU:
 class RowCache(_ByteBoundedLRU):
     """(incarnation, key) -> value bytes, or None for a key known to be absent."""
 
-    __slots__ = ("capacity_items",)
     MISSING = ABSENT
 
-    def __init__(self, capacity_bytes: int, capacity_items: int):
-        super().__init__(capacity_bytes, capacity_items > 0)
-        self.capacity_items = max(0, capacity_items)
+    def __init__(self, capacity_bytes: int):
+        super().__init__(capacity_bytes, True)
 
     @staticmethod
     def charge(ck, value) -> int:
@@ -93,7 +92,7 @@ class RowCache(_ByteBoundedLRU):
 
     def put(self, ck, value) -> None:
         charge = self.charge(ck, value)
-        if not self.capacity_items or charge > self.capacity_bytes // 8:
+        if not self.enabled or charge > self.capacity_bytes // 8:
             return    # one huge row must not flush the whole cache
         rows = self._entries
         old = rows.pop(ck, ABSENT)
@@ -108,7 +107,7 @@ class RowCache(_ByteBoundedLRU):
         present entry).  False once the cache is full."""
         rows = self._entries
         charge = self.charge(ck, value)
-        if self.size + charge > self.capacity_bytes or len(rows) >= self.capacity_items:
+        if self.size + charge > self.capacity_bytes:
             return False
         if ck not in rows:
             rows[ck] = value
@@ -117,7 +116,7 @@ class RowCache(_ByteBoundedLRU):
 
     def _evict(self) -> None:
         rows = self._entries
-        while rows and (self.size > self.capacity_bytes or len(rows) > self.capacity_items):
+        while rows and self.size > self.capacity_bytes:
             ck, value = rows.popitem(last=False)
             self.size -= self.charge(ck, value)
             self.evictions += 1

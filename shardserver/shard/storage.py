@@ -78,8 +78,7 @@ class StorageOptions:
     compaction_min_threshold: int = 4
     compaction_max_threshold: int = 32
     tombstone_gc_grace_seconds: int = 864000
-    row_cache_items: int = 100_000              # at most this many rows ...
-    row_cache_in_mb: int = 128                  # ... and at most this many bytes
+    row_cache_in_mb: int = 128
     partition_cache_in_mb: int = 128            # whole partitions, for Query (0: off)
     block_cache_in_mb: int = 32
     sstable_block_size_in_kb: int = 8
@@ -253,7 +252,7 @@ class ShardStorage:
                                    enabled=o.durable_writes)
         self.block_cache = BlockCache(o.block_cache_in_mb << 20)
         self._tables: dict[str, _Table] = {}
-        self._row_cache = RowCache(o.row_cache_in_mb << 20, o.row_cache_items)
+        self._row_cache = RowCache(o.row_cache_in_mb << 20)
         self._partitions = PartitionCache(o.partition_cache_in_mb << 20)
         self._memtable_bytes = 0
         self._open = False
