@@ -130,3 +130,21 @@ def test_placeholders_in_paths_are_single_names():
     assert evaluate_condition(parse_condition("#n = :v"), item, ctx)
     ctx2 = ExpressionContext(None, {":v": {"N": "2"}})
     assert evaluate_condition(parse_condition("a.b = :v"), item, ctx2)
+
+
+@pytest.mark.parametrize("text", [
+    "(a = b)", "(a = b) AND (c = d)", "((a = b) AND (c = d))", "((a = b AND c = d) AND e = f)",
+    "a = b OR (c = d AND e = f)", "NOT (a = b)", "(NOT (a = b))", "((a = b) OR c = d) AND e = f",
+])
+def test_parentheses_that_group_something_are_accepted(text):
+    parse_condition(text)
+
+
+@pytest.mark.parametrize("text", [
+    "((a = b))", "((a = b AND c = d))", "(((a = b)))", "NOT ((a = b))", "a = b AND ((c = d))",
+    "(" * 2000 + "a = b" + ")" * 2000,
+])
+def test_redundant_parentheses_are_refused(text):
+    with pytest.raises(ValidationException) as raised:
+        parse_condition(text, "FilterExpression")
+    assert raised.value.message == "Invalid FilterExpression: The expression has redundant parentheses;"

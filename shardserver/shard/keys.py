@@ -14,6 +14,13 @@ from shardserver.shard.values import (MAX_HASH_KEY_BYTES, MAX_RANGE_KEY_BYTES, k
 KEY_MISMATCH = "The provided key element does not match the schema"
 
 
+def empty_key_error(name: str, kind: str) -> ValidationException:
+    kind_word = "string" if kind == "S" else "binary"
+    return ValidationException(
+        "One or more parameter values are not valid. The AttributeValue for a key attribute "
+        f"cannot contain an empty {kind_word} value. Key: {name}")
+
+
 def _check_key_value(name: str, av: dict, expected_type: str, *, is_range: bool, in_item: bool) -> None:
     if not isinstance(av, dict) or len(av) != 1:
         validate_value(av)
@@ -32,10 +39,7 @@ def _check_key_value(name: str, av: dict, expected_type: str, *, is_range: bool,
         raise ValidationException(KEY_MISMATCH)
     validate_value(av)
     if value == "":
-        kind_word = "string" if kind == "S" else "binary"
-        raise ValidationException(
-            "One or more parameter values are not valid. The AttributeValue for a key attribute "
-            f"cannot contain an empty {kind_word} value. Key: {name}")
+        raise empty_key_error(name, kind)
     size = len(key_component_bytes(av)) if kind != "N" else 0
     if not is_range and size > MAX_HASH_KEY_BYTES:
         raise ValidationException("One or more parameter values were invalid: Size of hashkey has "

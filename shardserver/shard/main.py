@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 
 import uvloop
@@ -101,6 +102,9 @@ class Shard:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        # The expression parser recurses ~5 frames per nested group and allows
+        # 301 of them (parser.MAX_GROUP_DEPTH); Python calls take no C stack in 3.11+.
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 4000))
         log.info("storage open and commit log replayed in %.2fs", time.monotonic() - started)
 
         self.front = ApiFrontend(service, config, authenticator=_make_authenticator(config),

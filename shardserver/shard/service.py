@@ -19,7 +19,7 @@ from shardserver import errors
 from shardserver.errors import (DynamoDBError, InternalServerError, ResourceInUseException,
                                 ResourceNotFoundException, ServiceUnavailableException,
                                 UnknownOperationException, ValidationException)
-from shardserver.protocol import wire
+from shardserver.protocol import shapes, wire
 from shardserver.shard import indexes, itemsem, routing
 from shardserver.shard.catalog import Catalog, TableSchema
 from shardserver.shard.executor import FABRIC_VERBS, load_all
@@ -118,6 +118,7 @@ class ShardService:
             if operation is None:
                 raise UnknownOperationException("")
             request = wire.parse_body(body)
+            shapes.check(op, request)
             if operation.route is not None:
                 owner = operation.route(self, request)
                 if owner != self.shard_id:
@@ -150,6 +151,7 @@ class ShardService:
             self.stats.forwarded_in += 1
         try:
             request = wire.parse_body(body)
+            shapes.check(op, request)     # the raw body again: its nulls and unknown members
             if key_length:
                 schema = self.catalog.tables.get(request.get("TableName"))
                 # Trust the acceptor's key checks only for the table it checked against.

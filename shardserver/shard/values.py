@@ -48,7 +48,14 @@ def _digits_exponent(text: str) -> tuple[int, str, int]:
     """(sign, significant digits without leading/trailing zeros, exponent of last digit)."""
     if not isinstance(text, str) or not _NUMBER_RE.match(text):
         raise ValidationException(NOT_A_NUMBER)
-    sign, digits, exponent = decimal.Decimal(text).as_tuple()
+    try:
+        sign, digits, exponent = decimal.Decimal(text).as_tuple()
+    except decimal.InvalidOperation:
+        # an exponent past what decimal can hold (~1e18): far outside DynamoDB's range
+        mantissa, _, power = text.lower().partition("e")
+        if not mantissa.strip("+-.0"):
+            return 0, "", 0
+        raise ValidationException(UNDERFLOW if power.startswith("-") else OVERFLOW) from None
     ds = "".join(map(str, digits)).lstrip("0")
     if not ds:
         return 0, "", 0

@@ -190,8 +190,33 @@ def schema_from_create_request(request: dict) -> TableSchema:
         local_indexes=local_indexes,
         global_indexes=global_indexes,
         stream_specification=stream if isinstance(stream, dict) else None,
-        tags=list(request.get("Tags") or []),
+        tags=checked_tags(request.get("Tags") or []),
     )
+
+
+def checked_tags(tags: list) -> list:
+    """A Tags list (member types already checked) after DynamoDB's constraints on it."""
+    problems = []
+    for i, tag in enumerate(tags, 1):
+        for member, low, high in (("Key", 1, 128), ("Value", 0, 256)):
+            value = tag.get(member)
+            where = f"at 'tags.{i}.member.{member.lower()}' failed to satisfy constraint"
+            if value is None:
+                problems.append(f"Value null {where}: Member must not be null")
+            elif len(value) > high:
+                problems.append(f"Value '{value}' {where}: Member must have length less than or "
+                                f"equal to {high}")
+            elif len(value) < low:
+                problems.append(f"Value '{value}' {where}: Member must have length greater than or "
+                                f"equal to {low}")
+    if problems:
+        count = len(problems)
+        raise ValidationException(f"{count} validation error{'s' if count > 1 else ''} detected: "
+                                  + "; ".join(problems[:10]))
+    merged = {t["Key"]: t["Value"] for t in tags}
+    if len(merged) > 50:
+        raise ValidationException("One or more parameter values were invalid: Too many tags")
+    return [{"Key": k, "Value": v} for k, v in merged.items()]
 
 
 # ------------------------------------------------------------------ operations
@@ -281,15 +306,11 @@ async def list_tags_of_resource(svc, request: dict) -> bytes:
 async def tag_resource(svc, request: dict) -> bytes:
     schema = _schema_by_arn(svc, request.get("ResourceArn"))
     tags = request.get("Tags")
-    if not isinstance(tags, list) or not all(isinstance(t, dict) and isinstance(t.get("Key"), str)
-                                             and isinstance(t.get("Value"), str) for t in tags):
-        raise ValidationException("One or more parameter values were invalid: Tags must be a list of Key/Value")
-    merged = {t["Key"]: t["Value"] for t in schema.tags}
-    merged.update({t["Key"]: t["Value"] for t in tags})
-    if len(merged) > 50:
-        raise ValidationException("One or more parameter values were invalid: Too many tags")
-    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name,
-                                                    "tags": [{"Key": k, "Value": v} for k, v in merged.items()]}))
+    if tags is None:
+        raise ValidationException("1 validation error detected: Value null at 'tags' failed to satisfy "
+                                  "constraint: Member must not be null")
+    merged = checked_tags(schema.tags + checked_tags(tags))
+    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": merged}))
     return b"{}"
 
 
@@ -297,8 +318,10 @@ async def tag_resource(svc, request: dict) -> bytes:
 async def untag_resource(svc, request: dict) -> bytes:
     schema = _schema_by_arn(svc, request.get("ResourceArn"))
     keys = request.get("TagKeys")
-    if not isinstance(keys, list):
-        raise ValidationException("One or more parameter values were invalid: TagKeys must be a list")
-    remaining = [t for t in schema.tags if t["Key"] not in set(keys)]
+    if keys is None:
+        raise ValidationException("1 validation error detected: Value null at 'tagKeys' failed to "
+                                  "satisfy constraint: Member must not be null")
+    gone = set(keys)
+    remaining = [t for t in schema.tags if t["Key"] not in gone]
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": remaining}))
     return b"{}"

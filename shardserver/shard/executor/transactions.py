@@ -22,7 +22,7 @@ import zlib
 import orjson
 
 from shardserver.errors import (DynamoDBError, IdempotentParameterMismatchException, InternalServerError,
-                                ServiceUnavailableException, TransactionCanceledException,
+                                TransactionCanceledException,
                                 TransactionInProgressException, ValidationException)
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, fabric_verb, operation
@@ -346,8 +346,8 @@ async def transact_get_items(svc, request: dict) -> bytes:
         raise cancellation([CONFLICT_REASON if g.index in conflicts else NONE_REASON for g in gets])
     if failure is not None:
         if isinstance(failure, DynamoDBError):
-            raise failure
-        raise ServiceUnavailableException("A shard is restarting; retry the request") from failure
+            raise failure    # a shard restarting arrives as ServiceUnavailableException
+        raise InternalServerError("Internal server error") from failure
     responses = []
     units: dict[str, float] = {}
     for get in gets:

@@ -152,20 +152,35 @@ def contains(a: dict, b: dict) -> bool:
     return False
 
 
+def _element_key(kind: str):
+    """The function giving a set element its identity (1 and 1.0 are one number)."""
+    if kind == "NS":
+        return Decimal
+    if kind == "BS":
+        return binary_of
+    return None
+
+
 def set_union(kind: str, old: list, new: list) -> list:
-    seen = _set_key(kind, old)
+    """old, then each element of new that is not in it yet: linear in both sizes."""
+    identity = _element_key(kind)
+    seen = set(old if identity is None else map(identity, old))
     out = list(old)
     for element in new:
-        key = _set_key(kind, [element])
-        if not key <= seen:
-            seen = seen | key
+        key = element if identity is None else identity(element)
+        if key not in seen:
+            seen.add(key)
             out.append(element)
     return out
 
 
 def set_difference(kind: str, old: list, remove: list) -> list:
-    gone = _set_key(kind, remove)
-    return [e for e in old if not _set_key(kind, [e]) <= gone]
+    identity = _element_key(kind)
+    if identity is None:
+        gone = set(remove)
+        return [e for e in old if e not in gone]
+    gone = set(map(identity, remove))
+    return [e for e in old if identity(e) not in gone]
 
 
 def get_path(item: dict, path: tuple):

@@ -15,6 +15,8 @@ from shardserver.shard.expressions import ast
 from shardserver.shard.expressions.compare import kind_of
 from shardserver.shard.expressions.conditions import ALL_FUNCTIONS, ARITY, check_between_literals
 from shardserver.shard.expressions.parser import invalid
+from shardserver.shard.keys import empty_key_error
+from shardserver.shard.values import validate_value
 
 KIND = "KeyConditionExpression"
 _REVERSED = {"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -99,6 +101,9 @@ def check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: 
         if op == "BETWEEN":
             check_between_literals(KIND, operands[0], operands[1])
     hash_value = parts[hash_name][1][0]
+    (kind, value), = hash_value.items()
+    if value == "":
+        raise empty_key_error(hash_name, kind)
     if range_name is not None and range_name in parts:
         op, operands = parts[range_name]
         return hash_value, op, operands
@@ -147,5 +152,7 @@ def key_conditions_parts(key_conditions: dict, hash_name: str, range_name: str |
         if not isinstance(values, list) or len(values) != count:
             raise ValidationException("One or more parameter values were invalid: Invalid number of argument(s) "
                                       f"for the {operator} ComparisonOperator")
+        for av in values:
+            validate_value(av)
         parts[name] = (op, values)
     return check_parts(parts, hash_name, range_name, key_types)

@@ -23,6 +23,9 @@ MAX_EXPRESSION_BYTES = 4096
 MAX_PATH_DEPTH = 32
 MAX_IN_OPERANDS = 100
 MAX_OPERATORS = 300
+# Deeper nesting needs more operators than MAX_OPERATORS, or a redundant group;
+# refusing it before recursing keeps the parser's stack bounded.
+MAX_GROUP_DEPTH = MAX_OPERATORS + 1
 
 COMPARATORS = frozenset(("=", "<>", "<", "<=", ">", ">="))
 UPDATE_CLAUSES = ("SET", "REMOVE", "ADD", "DELETE")
@@ -51,6 +54,30 @@ class _Parser:
         self.tokens = tokenize(text)
         self.pos = 0
         self.operators = 0
+        self.groups: dict[int, int] = {}    # "(" token index -> its ")" index, conditions only
+        self._check_nesting()
+
+    def _check_nesting(self) -> None:
+        """Refuse nesting no valid expression has, before recursing into it.
+
+        Every group that wraps more than one group holds an operator of its own,
+        so a valid expression nests at most MAX_OPERATORS + 1 deep."""
+        depth = deepest = 0
+        doubled = False
+        previous = None
+        for tok in self.tokens:
+            if tok.kind == "(":
+                depth += 1
+                deepest = max(deepest, depth)
+                doubled = doubled or previous == "("
+            elif tok.kind == ")":
+                depth -= 1
+            previous = tok.kind
+        if deepest > MAX_GROUP_DEPTH:
+            if doubled:
+                raise invalid(self.kind, "The expression has redundant parentheses;")
+            raise invalid(self.kind, "The expression contains too many operators; "
+                                     f"operator count: more than {MAX_OPERATORS}")
 
     # -------------------------------------------------------- token helpers
 
@@ -166,9 +193,14 @@ class _Parser:
 
     def primary(self):
         if self.tok.kind == "(":
+            opened = self.pos
             self.pos += 1
             node = self.condition()
+            if self.groups.get(opened + 1) == self.pos - 1:
+                # "((a = b))": DynamoDB refuses a group that only wraps another group
+                raise invalid(self.kind, "The expression has redundant parentheses;")
             self.expect(")")
+            self.groups[opened] = self.pos - 1
             return node
         left = self.operand()
         tok = self.tok
@@ -257,7 +289,25 @@ class _Parser:
         return ast.ProjectionExpr(paths)
 
 
+def _too_deep(kind: str):
+    """Decorator: a parse that outgrows the interpreter's stack is the client's error.
+
+    The shards raise the recursion limit above what the deepest valid
+    expression needs (see shard.main); this covers a smaller limit elsewhere."""
+    def wrap(parse):
+        @functools.wraps(parse)
+        def guarded(*args):
+            try:
+                return parse(*args)
+            except RecursionError:
+                raise invalid(args[0] if kind is None else kind,
+                              "The expression is nested too deeply;") from None
+        return guarded
+    return wrap
+
+
 @functools.lru_cache(maxsize=4096)
+@_too_deep(None)
 def _parse_condition(kind: str, text: str) -> ast.Condition:
     parser = _Parser(kind, text)
     root = parser.condition()
@@ -266,12 +316,14 @@ def _parse_condition(kind: str, text: str) -> ast.Condition:
 
 
 @functools.lru_cache(maxsize=4096)
+@_too_deep("UpdateExpression")
 def _parse_update(text: str) -> ast.UpdateExpr:
     parser = _Parser("UpdateExpression", text)
     return parser.update()
 
 
 @functools.lru_cache(maxsize=4096)
+@_too_deep("ProjectionExpression")
 def _parse_projection(text: str) -> ast.ProjectionExpr:
     return _Parser("ProjectionExpression", text).projection()
 
