@@ -134,6 +134,8 @@ def test_attribute_updates(ddb, item):
      "{AttributeUpdates, Expected} Expression parameters: {UpdateExpression, ConditionExpression}"),
     ({"ExpressionAttributeValues": {":v": N(1)}}, "ExpressionAttributeValues can only be specified when using "
      "expressions: UpdateExpression and ConditionExpression are null"),
+    ({"AttributeUpdates": {"": {"Action": "PUT", "Value": S("x")}}},
+     "One or more parameter values were invalid: An AttributeName cannot be empty"),
 ])
 def test_invalid_legacy_update_requests(ddb, item, request_args, message):
     with pytest.raises(ClientError) as e:

@@ -232,6 +232,8 @@ def apply_attribute_updates(attribute_updates: dict, item: dict | None, key_name
                                       "[ADD, PUT, DELETE]" % (action, name))
         if name in key_names:
             raise ValidationException(f"{_INVALID}Cannot update attribute {name}. This attribute is part of the key")
+        if not name:
+            raise ValidationException(f"{_INVALID}An AttributeName cannot be empty")
         if value is not None:
             validate_value(value)
         elif action != "DELETE":
