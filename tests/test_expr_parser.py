@@ -148,3 +148,12 @@ def test_redundant_parentheses_are_refused(text):
     with pytest.raises(ValidationException) as raised:
         parse_condition(text, "FilterExpression")
     assert raised.value.message == "Invalid FilterExpression: The expression has redundant parentheses;"
+
+
+def test_what_boto3s_condition_builder_writes_is_accepted():
+    from boto3.dynamodb.conditions import Attr, ConditionExpressionBuilder
+    a, b, c, d = Attr("a").eq(1), Attr("b").eq(2), Attr("c").eq(3), Attr("d").eq(4)
+    builder = ConditionExpressionBuilder()
+    for condition in [a & b & c, (a & b) | (c & d), ~(a & b), ~a, a | (b & c) | d, ~(~a),
+                      (a | b) & ~(c | d), a & (b | (c & (d | a)))]:
+        parse_condition(builder.build_expression(condition).condition_expression)

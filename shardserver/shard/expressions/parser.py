@@ -3,7 +3,8 @@
 Owns the grammar (clauses of UpdateExpression, the condition grammar with
 OR < AND < NOT < comparison precedence, paths, function calls) and the checks
 that depend on the text alone: emptiness, the 4 KB size limit, reserved
-words, path nesting depth, IN and operator counts, repeated update clauses.
+words, path nesting depth, IN and operator counts, repeated update clauses,
+redundant parentheses and group nesting.
 Everything that needs the request's ExpressionAttributeNames/Values is left
 to the binders.  Parsed trees are cached by (kind, text) and shared, so the
 parser must never return anything mutable.
@@ -60,8 +61,9 @@ class _Parser:
     def _check_nesting(self) -> None:
         """Refuse nesting no valid expression has, before recursing into it.
 
-        Every group that wraps more than one group holds an operator of its own,
-        so a valid expression nests at most MAX_OPERATORS + 1 deep."""
+        A group that is not redundant (it does more than wrap one other group)
+        holds an operator of its own, so a valid expression nests at most
+        MAX_OPERATORS + 1 groups deep."""
         depth = deepest = 0
         doubled = False
         previous = None
