@@ -39,6 +39,7 @@ from shardserver.shard.memtable import MISSING, Memtable, is_tombstone
 from shardserver.shard.row_cache import ABSENT, CachedPartition, PartitionCache, RowCache
 from shardserver.shard.values import partition_end
 from shardserver.sstable import compaction as compaction_mod
+from shardserver.sstable.compaction import BACKGROUND_SLICE_S
 from shardserver.sstable.bloom import bloom_key, key_hashes, probe_mask
 from shardserver.sstable.format import key_prefix
 from shardserver.sstable.merge import MemtableSource, MergeIterator
@@ -843,9 +844,9 @@ class ShardStorage:
                 for key, value in m.data.items():
                     writer.add(key, value)
                     i += 1
-                    if i & 255 == 0:
+                    if i & 63 == 0:
                         await writer.write_pending()
-                        if loop.time() - last_yield > 0.002:
+                        if loop.time() - last_yield > BACKGROUND_SLICE_S:
                             await asyncio.sleep(0)
                             last_yield = loop.time()
                             if t.dropped:
@@ -917,7 +918,7 @@ class ShardStorage:
         i = 0
         for key, value in m.data.items():
             i += 1
-            if i & 1023 == 0 and loop.time() - last_yield > 0.002:
+            if i & 255 == 0 and loop.time() - last_yield > BACKGROUND_SLICE_S:
                 await asyncio.sleep(0)
                 last_yield = loop.time()
                 if t.dropped or self._closing:
