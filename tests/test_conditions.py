@@ -55,8 +55,8 @@ TRUE = [
     "attribute_type(s, :S)", "attribute_type(ns, :NS)", "begins_with(s, :he)", "begins_with(b, :b12)",
     "contains(s, :ell)", "contains(ss, :x)", "contains(l, :two)", "size(s) = :n5", "size(l) = :three",
     "size(m.deepmap) < :n5", "size(b) = :three", "m.deepmap.n = :three", "l[2].deep = :d", "attribute_exists(l[2].deep)",
-    "m.k = :v AND NOT n = :n5", "NOT (n = :n5 OR n = :n20)", "n = :n5 OR n = :n10 AND s = :he OR s = :x OR t = t",
-    "(n = :n10)", "s > :he", "attribute_exists(z)", "t = t",
+    "m.k = :v AND NOT n = :n5", "NOT (n = :n5 OR n = :n20)", "n = :n5 OR n = :n10 AND s = :he OR s = :x OR attribute_exists(t)",
+    "(n = :n10)", "s > :he", "attribute_exists(z)", "size(s) = size(s)",
 ]
 FALSE = [
     "n = :n5", "n <> :n10", "n < :n5", "n BETWEEN :n20 AND :n20", "n IN (:n5, :n20)", "attribute_exists(nope)",

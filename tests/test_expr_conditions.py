@@ -128,3 +128,17 @@ def test_bound_once_per_request():
     ctx = ExpressionContext(None, {":v": {"N": "1"}})
     assert ctx.bind_condition(cond) is ctx.bind_condition(cond)
     assert evaluate_condition(ctx.bind_condition(cond), {"a": {"N": "1"}})
+
+
+@pytest.mark.parametrize("text, names, operator, shown", [
+    ("contains(#a, #a)", {"#a": "data"}, "contains", "[data]"),
+    ("a = a", None, "=", "[a]"),
+    ("a.b[0] < a.b[0]", None, "<", "[a, b, [0]]"),
+    ("begins_with(x, x)", None, "begins_with", "[x]"),
+])
+def test_an_operator_on_one_path_twice_is_refused(text, names, operator, shown):
+    with pytest.raises(ValidationException) as raised:
+        evaluate_condition(parse_condition(text), {}, ExpressionContext(names, None))
+    assert raised.value.message == (
+        "Invalid ConditionExpression: The first operand must be distinct from the remaining operands for "
+        f"this operator or function; operator: {operator}, first operand: {shown}")

@@ -19,6 +19,7 @@ def test_create_describe_list_delete(ddb, table_name):
         BillingMode="PAY_PER_REQUEST")
     desc = resp["TableDescription"]
     assert desc["TableName"] == table_name
+    assert desc["TableStatus"] == "CREATING"          # as DynamoDB answers CreateTable
     assert desc["KeySchema"][1] == {"AttributeName": "n", "KeyType": "RANGE"}
     ddb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.1})
     table = ddb.describe_table(TableName=table_name)["Table"]

@@ -254,3 +254,26 @@ def test_concurrent_add_is_exact(server, hash_table):
     assert not errors
     item = server.client().get_item(TableName=hash_table, Key=key, ConsistentRead=True)["Item"]
     assert item["counter"] == N(threads * per_thread)
+
+
+@pytest.mark.parametrize("update_args", [
+    {"UpdateExpression": "REMOVE a, b"},
+    {"UpdateExpression": "DELETE ss :v", "ExpressionAttributeValues": {":v": {"SS": ["a"]}}},
+    {"AttributeUpdates": {"a": {"Action": "DELETE"}}},
+])
+def test_an_update_that_only_removes_leaves_an_absent_item_absent(ddb, hash_table, update_args):
+    key = {"pk": S("never-created")}
+    out = ddb.update_item(TableName=hash_table, Key=key, ReturnValues="ALL_NEW", **update_args)
+    assert "Attributes" not in out
+    assert get(ddb, hash_table, key) is None
+    if "UpdateExpression" in update_args:      # transactions take expressions only
+        ddb.transact_write_items(TransactItems=[{"Update": dict(TableName=hash_table, Key=key, **update_args)}])
+        assert get(ddb, hash_table, key) is None
+
+
+def test_an_update_that_adds_or_does_nothing_creates_the_item(ddb, hash_table):
+    ddb.update_item(TableName=hash_table, Key={"pk": S("empty-update")})
+    assert get(ddb, hash_table, {"pk": S("empty-update")}) == {"pk": S("empty-update")}
+    ddb.update_item(TableName=hash_table, Key={"pk": S("mixed")}, UpdateExpression="REMOVE a SET b = :v",
+                    ExpressionAttributeValues={":v": N(1)})
+    assert get(ddb, hash_table, {"pk": S("mixed")}) == {"pk": S("mixed"), "b": N(1)}

@@ -41,6 +41,16 @@ class Prepared:
         if self.condition is not None:
             self.condition(old)
 
+    def only_removes(self) -> bool:
+        """True when the update only removes attributes or set elements: DynamoDB then
+        leaves an absent item absent instead of creating it from its key (an update
+        with no actions at all does create it)."""
+        if self.update is not None:
+            return not self.update.sets and not self.update.adds
+        if self.legacy_updates:
+            return all(spec.get("Action", "PUT") == "DELETE" for spec in self.legacy_updates.values())
+        return False
+
 
 def _text(request: dict, name: str) -> str | None:
     value = request.get(name)

@@ -212,6 +212,8 @@ class TransactionTable:
                     new = None
                     if action.kind == "Put":
                         op, new = "put", action.item
+                    elif action.kind == "Update" and old is None and action.prepared.only_removes():
+                        op = "check"        # an absent item stays absent (see UpdateItem)
                     elif action.kind == "Update":
                         base = old if old is not None else {n: action.key_av[n] for n in schema.key_names}
                         key_names = set(schema.key_names)

@@ -238,7 +238,9 @@ async def create_table(svc, request: dict) -> bytes:
     if len(svc.catalog.tables) >= MAX_TABLES:
         raise LimitExceededException(f"Subscriber limit exceeded: Only {MAX_TABLES} tables are allowed")
     await svc.change_catalog(b"create", orjson.dumps(schema.to_json()))
-    return orjson.dumps({"TableDescription": schema.description(0, 0, "ACTIVE")})
+    # As DynamoDB answers; the table is usable at once, so DescribeTable (and every
+    # waiter) sees ACTIVE from the next request on.
+    return orjson.dumps({"TableDescription": schema.description(0, 0, "CREATING")})
 
 
 @operation("DeleteTable")

@@ -42,27 +42,32 @@ async def update_item(svc, request: dict) -> bytes:
         new, touched = ex.apply_attribute_updates(prepared.legacy_updates, base, key_names)
     else:
         new, touched = base, set()
-    # apply_update / apply_attribute_updates already enforced the 400 KB limit on the result.
-    svc.check_index_keys(schema, new)
-    check_write(svc, table_id, key)
-    svc.storage.put(table_id, key, orjson.dumps(new))
-    svc.after_write(schema, key, old, new)
-    await svc.storage.sync()
+    if old is None and prepared.only_removes():
+        new = None          # nothing to remove from an absent item: it stays absent
+    else:
+        # apply_update / apply_attribute_updates already enforced the 400 KB limit on the result.
+        svc.check_index_keys(schema, new)
+        check_write(svc, table_id, key)
+        svc.storage.put(table_id, key, orjson.dumps(new))
+        svc.after_write(schema, key, old, new)
+        await svc.storage.sync()
 
     fields = {}
     if rv == "ALL_OLD":
         if old is not None:
             fields["Attributes"] = old
     elif rv == "ALL_NEW":
-        fields["Attributes"] = new
-    elif rv in ("UPDATED_OLD", "UPDATED_NEW"):
+        if new is not None:
+            fields["Attributes"] = new
+    elif rv in ("UPDATED_OLD", "UPDATED_NEW") and new is not None:
         attributes = _updated(prepared, old, new, touched, rv)
         if attributes:
             fields["Attributes"] = attributes
     if mode != "NONE":
         old_size = values.item_size(old) if old else 0
+        new_size = values.item_size(new) if new is not None else 0
         fields["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.write_units(max(values.item_size(new), old_size)), read=False)
+            mode, schema.name, capacity.write_units(max(new_size, old_size)), read=False)
     return response(fields)
 
 

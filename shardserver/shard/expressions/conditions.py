@@ -104,7 +104,16 @@ def _check_ordered_literal(kind: str, op: str, operand: Operand) -> None:
         raise operand_type_error(kind, op, operand.const)
 
 
+def check_distinct(kind: str, op: str, first: Operand, second: Operand) -> None:
+    """DynamoDB refuses an operator or function applied to one path twice (``a = a``)."""
+    if first.path is not None and first.path == second.path:
+        shown = ", ".join(f"[{e}]" if e.__class__ is int else e for e in first.path)
+        raise invalid(kind, "The first operand must be distinct from the remaining operands for this "
+                            f"operator or function; operator: {op}, first operand: [{shown}]")
+
+
 def _compare(op: str, left: Operand, right: Operand, kind: str):
+    check_distinct(kind, op, left, right)
     lg, rg = left.get, right.get
     if op == "=":
         def test(item):
@@ -195,6 +204,7 @@ def _function(call: ast.Call, ctx, kind: str):
         return lambda item: get(item) is None
     args = [bind_operand(a, ctx, kind) for a in call.args]
     first, second = args
+    check_distinct(kind, name, first, second)
     fg, sg = first.get, second.get
     if name == "attribute_type":
         if second.const is None:
