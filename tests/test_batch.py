@@ -53,6 +53,19 @@ def test_write_and_get_over_several_tables(ddb, two_tables):
     assert reply["Responses"][second] == [{"id": {"B": b"new"}}]
 
 
+def test_write_capacity_counts_the_larger_of_old_and_new_items(ddb, hash_table):
+    big = {"S": "x" * 2500}                          # 3 write units
+    keys = [{"pk": {"S": f"cap{i}"}} for i in range(8)]    # on both shards
+    ddb.batch_write_item(RequestItems={hash_table: [{"PutRequest": {"Item": dict(k, v=big)}} for k in keys]})
+    reply = ddb.batch_write_item(RequestItems={hash_table: [
+        {"PutRequest": {"Item": dict(k, v={"S": "small"})}} for k in keys[:4]] + [
+        {"DeleteRequest": {"Key": k}} for k in keys[4:]]}, ReturnConsumedCapacity="TOTAL")
+    assert reply["ConsumedCapacity"] == [{"TableName": hash_table, "CapacityUnits": 24.0}]
+    reply = ddb.batch_write_item(RequestItems={hash_table: [{"DeleteRequest": {"Key": k}} for k in keys]},
+                                 ReturnConsumedCapacity="TOTAL")
+    assert reply["ConsumedCapacity"] == [{"TableName": hash_table, "CapacityUnits": 8.0}]   # 4 small, 4 absent
+
+
 def test_limits_duplicates_and_unknown_tables(ddb, two_tables, hash_table):
     first, second = two_tables
 

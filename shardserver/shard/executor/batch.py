@@ -118,9 +118,13 @@ async def batch_write_item(svc, request: dict) -> bytes:
         if shard != svc.shard_id:
             others.setdefault(shard, {}).setdefault(name, []).append(write)
     unprocessed: dict[str, list] = {}
+    # Units per table of the writes done, each owner counting its own: like a PutItem or
+    # DeleteItem, a write costs the larger of the old and the new item.
+    units: dict[str, float] = dict.fromkeys(_table_names(writes), 0.0)
     if others:
+        sub = {"ReturnConsumedCapacity": "TOTAL"} if mode != "NONE" else {}
         results = await _scatter(svc, "BatchWriteItem",
-                                 {s: {"RequestItems": r} for s, r in others.items()})
+                                 {s: dict(sub, RequestItems=r) for s, r in others.items()})
         for shard, result in results.items():
             if result is None:
                 for name, requests in others[shard].items():
@@ -128,10 +132,12 @@ async def batch_write_item(svc, request: dict) -> bytes:
                 continue
             for name, requests in result.get("UnprocessedItems", {}).items():
                 unprocessed.setdefault(name, []).extend(requests)
+            for used in result.get("ConsumedCapacity", ()):
+                units[used["TableName"]] += used["CapacityUnits"]
     if mine:
         for _, name, schema, kind, payload, key, write in mine:
             stored = None
-            if svc.needs_old_image(schema):
+            if svc.needs_old_image(schema) or mode != "NONE":
                 raw = await svc.storage.get(schema.table_id, key)
                 stored = orjson.loads(raw) if raw is not None else None
             try:
@@ -146,21 +152,18 @@ async def batch_write_item(svc, request: dict) -> bytes:
             else:
                 svc.storage.delete(schema.table_id, key)
                 svc.after_write(schema, key, stored, None)
+            if mode != "NONE":
+                units[name] += capacity.write_units(max(values.item_size(stored) if stored else 0,
+                                                        values.item_size(payload) if kind == "put" else 0))
         await svc.storage.sync()
     response = {"UnprocessedItems": unprocessed}
     if mode != "NONE":
-        response["ConsumedCapacity"] = [
-            capacity.consumed(mode, name, _write_units_of(writes, name)) for name in _table_names(writes)]
+        response["ConsumedCapacity"] = [capacity.consumed(mode, name, u) for name, u in units.items()]
     return orjson.dumps(response)
 
 
 def _table_names(entries) -> list[str]:
     return list(dict.fromkeys(e[1] for e in entries))
-
-
-def _write_units_of(writes, name: str) -> float:
-    return sum(capacity.write_units(values.item_size(w[4]) if w[3] == "put" else 0)
-               for w in writes if w[1] == name)
 
 
 # ------------------------------------------------------------------ BatchGetItem
