@@ -1046,11 +1046,11 @@ class _Reader:
 def _consumed(request: dict, schema, index: Index, read_bytes: int) -> dict | None:
     mode = capacity.requested_mode(request)
     units = capacity.read_units(read_bytes, bool(request.get("ConsistentRead", False)))
-    result = capacity.consumed(mode, schema.name, units, read=True)
+    result = capacity.consumed(mode, schema.name, units)
     if result is not None and mode == "INDEXES":
-        result["Table"] = {"CapacityUnits": 0.0, "ReadCapacityUnits": 0.0}
+        result["Table"] = {"CapacityUnits": 0.0}
         field = "GlobalSecondaryIndexes" if index.is_global else "LocalSecondaryIndexes"
-        result[field] = {index.name: {"CapacityUnits": units, "ReadCapacityUnits": units}}
+        result[field] = {index.name: {"CapacityUnits": units}}
     return result
 
 

@@ -32,7 +32,10 @@ def read_units(size: int, consistent: bool) -> float:
 
 
 def consumed(mode: str, table: str, units: float, *, read: bool | None = None) -> dict | None:
-    """The ConsumedCapacity object for one table, or None when not requested."""
+    """The ConsumedCapacity object for one table, or None when not requested.
+
+    ``read`` (True/False) adds the ReadCapacityUnits/WriteCapacityUnits split, which
+    DynamoDB reports for transactions only; other operations give CapacityUnits alone."""
     if mode == "NONE":
         return None
     result = {"TableName": table, "CapacityUnits": units}

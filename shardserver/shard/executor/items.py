@@ -90,7 +90,7 @@ async def get_item(svc, request: dict) -> bytes:
     used = None
     if mode != "NONE":
         size = values.item_size(orjson.loads(stored)) if stored else 0
-        used = capacity.consumed(mode, schema.name, capacity.read_units(size, consistent), read=True)
+        used = capacity.consumed(mode, schema.name, capacity.read_units(size, consistent))
     if stored is None:
         return response({"ConsumedCapacity": used} if used else {})
     if projection is None and used is None:
@@ -139,7 +139,7 @@ async def put_item(svc, request: dict) -> bytes:
         old_size = values.item_size(old) if old else 0
         size = values.item_size(item)
         fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name,
-                                                       capacity.write_units(max(size, old_size)), read=False)
+                                                       capacity.write_units(max(size, old_size)))
     return response(fields)
 
 
@@ -166,5 +166,5 @@ async def delete_item(svc, request: dict) -> bytes:
         fields["Attributes"] = old
     if mode != "NONE":
         size = values.item_size(old) if old else 0
-        fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name, capacity.write_units(size), read=False)
+        fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name, capacity.write_units(size))
     return response(fields)

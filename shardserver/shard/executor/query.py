@@ -210,7 +210,7 @@ async def query(svc, request: dict) -> bytes:
         tail["LastEvaluatedKey"] = key_attributes(schema, orjson.loads(pairs[-1][1]))
     if mode != "NONE":
         tail["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(read_bytes, consistent), read=True)
+            mode, schema.name, capacity.read_units(read_bytes, consistent))
     return _items_response(items, tail, count_only)
 
 
@@ -317,7 +317,7 @@ async def scan(svc, request: dict) -> bytes:
         tail["LastEvaluatedKey"] = last
     if mode != "NONE":
         tail["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(read_bytes, consistent), read=True)
+            mode, schema.name, capacity.read_units(read_bytes, consistent))
     return _items_response(chunks, tail, count_only)
 
 

@@ -67,7 +67,7 @@ async def update_item(svc, request: dict) -> bytes:
         old_size = values.item_size(old) if old else 0
         new_size = values.item_size(new) if new is not None else 0
         fields["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.write_units(max(new_size, old_size)), read=False)
+            mode, schema.name, capacity.write_units(max(new_size, old_size)))
     return response(fields)
 
 
