@@ -13,7 +13,8 @@ from __future__ import annotations
 from shardserver.errors import ValidationException
 from shardserver.shard.expressions import ast
 from shardserver.shard.expressions.compare import kind_of
-from shardserver.shard.expressions.conditions import ALL_FUNCTIONS, ARITY, check_between_literals
+from shardserver.shard.expressions.conditions import (ALL_FUNCTIONS, ARITY, CONDITION_FUNCTIONS,
+                                                     check_between_literals)
 from shardserver.shard.expressions.parser import invalid
 from shardserver.shard.keys import empty_key_error
 from shardserver.shard.values import validate_value
@@ -29,9 +30,9 @@ def _flatten(node, out: list) -> None:
         _flatten(node.left, out)
         _flatten(node.right, out)
     elif cls is ast.Or:
-        raise invalid(KIND, "Invalid operator used in KeyConditionExpression: OR")
+        raise ValidationException("Invalid operator used in KeyConditionExpression: OR")
     elif cls is ast.Not:
-        raise invalid(KIND, "Invalid operator used in KeyConditionExpression: NOT")
+        raise ValidationException("Invalid operator used in KeyConditionExpression: NOT")
     else:
         out.append(node)
 
@@ -42,7 +43,7 @@ def _key_name(node, ctx) -> str:
                             "a key attribute must be compared with a value")
     path = ctx.resolve_path(node.elements, KIND)
     if len(path) != 1:
-        raise invalid(KIND, "KeyConditionExpressions cannot contain nested attributes")
+        raise ValidationException("KeyConditionExpressions cannot have conditions on nested attributes")
     return path[0]
 
 
@@ -58,17 +59,19 @@ def _one(node, ctx):
     cls = node.__class__
     if cls is ast.Compare:
         if node.op == "<>":
-            raise invalid(KIND, "Invalid operator used in KeyConditionExpression: <>")
+            raise ValidationException("Invalid operator used in KeyConditionExpression: <>")
         if node.left.__class__ is ast.ValueRef and node.right.__class__ is ast.Path:
             return _key_name(node.right, ctx), _REVERSED[node.op], [_literal(node.left, ctx)]
         return _key_name(node.left, ctx), node.op, [_literal(node.right, ctx)]
     if cls is ast.In:
-        raise invalid(KIND, "Invalid operator used in KeyConditionExpression: IN")
+        raise ValidationException("Invalid operator used in KeyConditionExpression: IN")
     if cls is ast.Between:
         return _key_name(node.operand, ctx), "BETWEEN", [_literal(node.low, ctx), _literal(node.high, ctx)]
     call = node.call
     if call.name not in ALL_FUNCTIONS:
         raise invalid(KIND, f"Invalid function name; function: {call.name}")
+    if call.name in CONDITION_FUNCTIONS and call.name != "begins_with":
+        raise ValidationException(f"Invalid operator used in KeyConditionExpression: {call.name}")
     if call.name != "begins_with":
         raise invalid(KIND, "The function is not allowed to be used this way in an expression; "
                             f"function: {call.name}")
