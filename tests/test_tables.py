@@ -152,3 +152,20 @@ def test_tags(ddb, hash_table):
     assert tags == {"team": "db", "env": "test"}
     ddb.untag_resource(ResourceArn=arn, TagKeys=["env"])
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "db"}]
+
+
+def test_deletion_protection(ddb, table_name):
+    create_table(ddb, table_name, DeletionProtectionEnabled=True)
+    assert ddb.describe_table(TableName=table_name)["Table"]["DeletionProtectionEnabled"] is True
+    with pytest.raises(ClientError) as e:
+        ddb.delete_table(TableName=table_name)
+    assert error_of(e) == ("ValidationException", "Resource cannot be deleted as it is currently protected "
+                                                  "against deletion. Disable deletion protection first.")
+    ddb.update_table(TableName=table_name, DeletionProtectionEnabled=False)
+    assert ddb.describe_table(TableName=table_name)["Table"]["DeletionProtectionEnabled"] is False
+    ddb.update_table(TableName=table_name, DeletionProtectionEnabled=True)
+    with pytest.raises(ClientError):
+        ddb.delete_table(TableName=table_name)
+    ddb.update_table(TableName=table_name, DeletionProtectionEnabled=False)
+    ddb.delete_table(TableName=table_name)
+    assert table_name not in ddb.list_tables()["TableNames"]

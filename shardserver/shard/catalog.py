@@ -45,6 +45,10 @@ class TableSchema:
         return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.name}"
 
     @property
+    def deletion_protection(self) -> bool:
+        return bool(self.extra.get("DeletionProtectionEnabled", False))
+
+    @property
     def key_schema(self) -> list:
         schema = [{"AttributeName": self.hash_key, "KeyType": "HASH"}]
         if self.range_key:
@@ -86,7 +90,7 @@ class TableSchema:
                 "BillingMode": self.billing_mode,
                 "LastUpdateToPayPerRequestDateTime": self.creation_time,
             },
-            "DeletionProtectionEnabled": False,
+            "DeletionProtectionEnabled": self.deletion_protection,
         }
         if self.stream_specification and self.stream_specification.get("StreamEnabled"):
             description["StreamSpecification"] = self.stream_specification

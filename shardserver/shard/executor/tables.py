@@ -191,6 +191,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
         global_indexes=global_indexes,
         stream_specification=stream if isinstance(stream, dict) else None,
         tags=checked_tags(request.get("Tags") or []),
+        extra={"DeletionProtectionEnabled": True} if request.get("DeletionProtectionEnabled") else {},
     )
 
 
@@ -246,6 +247,9 @@ async def create_table(svc, request: dict) -> bytes:
 @operation("DeleteTable")
 async def delete_table(svc, request: dict) -> bytes:
     schema = _table_or_not_found(svc, request)
+    if schema.deletion_protection:
+        raise ValidationException("Resource cannot be deleted as it is currently protected against deletion. "
+                                  "Disable deletion protection first.")
     description = await describe(svc, schema, "DELETING")
     await svc.change_catalog(b"delete", schema.name.encode())
     return orjson.dumps({"TableDescription": description})
