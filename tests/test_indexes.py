@@ -619,3 +619,46 @@ def test_unacknowledged_gsi_updates_are_resent_after_the_sender_restarts(tmp_pat
         assert "re-sending" in server.log()
     finally:
         server.stop()
+
+
+def test_writes_are_charged_for_the_indexes_they_touch(ddb, table_name):
+    ddb.create_table(
+        TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("pk", "sk"),
+        AttributeDefinitions=defs(pk="S", sk="S", g="S", l="S"),
+        GlobalSecondaryIndexes=[{"IndexName": "by_g", "KeySchema": key_schema("g"),
+                                 "Projection": {"ProjectionType": "KEYS_ONLY"}}],
+        LocalSecondaryIndexes=[{"IndexName": "by_l", "KeySchema": key_schema("pk", "l"),
+                                "Projection": {"ProjectionType": "ALL"}}])
+    try:
+        def spent(reply):
+            used = reply["ConsumedCapacity"]
+            return (used["CapacityUnits"], used["Table"]["CapacityUnits"],
+                    {n: u["CapacityUnits"] for n, u in used.get("GlobalSecondaryIndexes", {}).items()},
+                    {n: u["CapacityUnits"] for n, u in used.get("LocalSecondaryIndexes", {}).items()})
+        key = {"pk": S("p"), "sk": S("s")}
+        # a new item in both indexes: one write each
+        reply = ddb.put_item(TableName=table_name, Item=dict(key, g=S("g1"), l=S("l1"), x=S("x")),
+                             ReturnConsumedCapacity="INDEXES")
+        assert spent(reply) == (3.0, 1.0, {"by_g": 1.0}, {"by_l": 1.0})
+        total = ddb.put_item(TableName=table_name, Item=dict(key, g=S("g1"), l=S("l1"), x=S("y")),
+                             ReturnConsumedCapacity="TOTAL")["ConsumedCapacity"]
+        # x is not projected into the KEYS_ONLY GSI: only the table and the ALL LSI change
+        assert total == {"TableName": table_name, "CapacityUnits": 2.0}
+        # a new GSI key: delete and put in the GSI; a 2.5 KB attribute: 3 units in the table and the LSI
+        reply = ddb.update_item(TableName=table_name, Key=key, UpdateExpression="SET g = :g, big = :b",
+                                ExpressionAttributeValues={":g": S("g2"), ":b": S("b" * 2500)},
+                                ReturnConsumedCapacity="INDEXES")
+        assert spent(reply) == (8.0, 3.0, {"by_g": 2.0}, {"by_l": 3.0})
+        # out of both indexes
+        reply = ddb.delete_item(TableName=table_name, Key=key, ReturnConsumedCapacity="INDEXES")
+        assert spent(reply) == (7.0, 3.0, {"by_g": 1.0}, {"by_l": 3.0})
+        # a batch over both shards, summed per index
+        reply = ddb.batch_write_item(RequestItems={table_name: [
+            {"PutRequest": {"Item": {"pk": S(f"b{i}"), "sk": S("s"), "g": S("g")}}} for i in range(6)]},
+            ReturnConsumedCapacity="INDEXES")
+        (used,) = reply["ConsumedCapacity"]
+        assert used["CapacityUnits"] == 12.0 and used["Table"] == {"CapacityUnits": 6.0}
+        assert used["GlobalSecondaryIndexes"] == {"by_g": {"CapacityUnits": 6.0}}
+        assert "LocalSecondaryIndexes" not in used
+    finally:
+        ddb.delete_table(TableName=table_name)

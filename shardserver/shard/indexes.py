@@ -389,6 +389,36 @@ class Plan:
         self.key_checks = checks
 
 
+def write_units(schema, old: dict | None, new: dict | None) -> tuple[dict, dict]:
+    """({GSI name: units}, {LSI name: units}) one write spends on the indexes it touches.
+
+    DynamoDB's rules: putting an item into an index, or taking it out, is one index
+    write; changing its index key is two (delete and put); changing only projected
+    attributes is one; an index the item is in neither before nor after costs nothing.
+    Each index write is charged by the size of the projected item, 1 KB a unit."""
+    plan = plan_of(schema)
+    spent = ({}, {})
+    for bucket, group in ((spent[0], plan.gsis), (spent[1], plan.lsis)):
+        for index in group:
+            before = index.entry(old, b"") if old else None
+            after = index.entry(new, b"") if new else None
+            if before is None and after is None:
+                continue
+            old_entry = index.project(old) if before is not None else None
+            new_entry = index.project(new) if after is not None else None
+            if before is None or after is None:
+                units = capacity.write_units(values.item_size(old_entry or new_entry))
+            elif before[0] != after[0]:
+                units = (capacity.write_units(values.item_size(old_entry))
+                         + capacity.write_units(values.item_size(new_entry)))
+            elif old_entry != new_entry:
+                units = capacity.write_units(max(values.item_size(old_entry), values.item_size(new_entry)))
+            else:
+                continue
+            bucket[index.name] = units
+    return spent
+
+
 def plan_of(schema) -> Plan:
     plan = schema.__dict__.get("_index_plan")
     if plan is None:

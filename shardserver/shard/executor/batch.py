@@ -120,9 +120,9 @@ async def batch_write_item(svc, request: dict) -> bytes:
     unprocessed: dict[str, list] = {}
     # Units per table of the writes done, each owner counting its own: like a PutItem or
     # DeleteItem, a write costs the larger of the old and the new item.
-    units: dict[str, float] = dict.fromkeys(_table_names(writes), 0.0)
+    units = {name: [0.0, {}, {}] for name in _table_names(writes)}   # table, GSIs, LSIs
     if others:
-        sub = {"ReturnConsumedCapacity": "TOTAL"} if mode != "NONE" else {}
+        sub = {"ReturnConsumedCapacity": "INDEXES"} if mode != "NONE" else {}
         results = await _scatter(svc, "BatchWriteItem",
                                  {s: dict(sub, RequestItems=r) for s, r in others.items()})
         for shard, result in results.items():
@@ -133,7 +133,9 @@ async def batch_write_item(svc, request: dict) -> bytes:
             for name, requests in result.get("UnprocessedItems", {}).items():
                 unprocessed.setdefault(name, []).extend(requests)
             for used in result.get("ConsumedCapacity", ()):
-                units[used["TableName"]] += used["CapacityUnits"]
+                _add_units(units[used["TableName"]], used["Table"]["CapacityUnits"],
+                           *({name: u["CapacityUnits"] for name, u in used.get(field, {}).items()}
+                             for field in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")))
     if mine:
         for _, name, schema, kind, payload, key, write in mine:
             stored = None
@@ -153,13 +155,21 @@ async def batch_write_item(svc, request: dict) -> bytes:
                 svc.storage.delete(schema.table_id, key)
                 svc.after_write(schema, key, stored, None)
             if mode != "NONE":
-                units[name] += capacity.write_units(max(values.item_size(stored) if stored else 0,
-                                                        values.item_size(payload) if kind == "put" else 0))
+                _add_units(units[name], *capacity.write_units_of(schema, stored,
+                                                                 payload if kind == "put" else None))
         await svc.storage.sync()
     response = {"UnprocessedItems": unprocessed}
     if mode != "NONE":
-        response["ConsumedCapacity"] = [capacity.consumed(mode, name, u) for name, u in units.items()]
+        response["ConsumedCapacity"] = [capacity.consumed(mode, name, table, gsis=gsis, lsis=lsis)
+                                        for name, (table, gsis, lsis) in units.items()]
     return orjson.dumps(response)
+
+
+def _add_units(into: list, table: float, gsis: dict, lsis: dict) -> None:
+    into[0] += table
+    for spent, by_index in ((gsis, into[1]), (lsis, into[2])):
+        for name, u in spent.items():
+            by_index[name] = by_index.get(name, 0.0) + u
 
 
 def _table_names(entries) -> list[str]:

@@ -1,7 +1,8 @@
 """ReturnConsumedCapacity: DynamoDB's capacity-unit arithmetic.
 
 Write units are 1 KB each, read units 4 KB each (rounded up, at least one),
-and an eventually consistent read costs half.  Pure arithmetic.
+and an eventually consistent read costs half; a write also costs what it
+does to each secondary index (DynamoDB's rules, in ``indexes.write_units``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 from shardserver.errors import ValidationException
+from shardserver.shard.values import item_size
 
 MODES = ("INDEXES", "TOTAL", "NONE")
 
@@ -31,18 +33,43 @@ def read_units(size: int, consistent: bool) -> float:
     return float(units) if consistent else units / 2
 
 
-def consumed(mode: str, table: str, units: float, *, read: bool | None = None) -> dict | None:
+def consumed(mode: str, table: str, units: float, *, read: bool | None = None,
+             gsis: dict | None = None, lsis: dict | None = None) -> dict | None:
     """The ConsumedCapacity object for one table, or None when not requested.
 
-    ``read`` (True/False) adds the ReadCapacityUnits/WriteCapacityUnits split, which
-    DynamoDB reports for transactions only; other operations give CapacityUnits alone."""
+    ``units`` is what the table itself used; ``gsis``/``lsis`` map index names to what
+    each index used (a write's index updates), which the total includes.  ``read``
+    (True/False) adds the ReadCapacityUnits/WriteCapacityUnits split, which DynamoDB
+    reports for transactions only; other operations give CapacityUnits alone."""
     if mode == "NONE":
         return None
-    result = {"TableName": table, "CapacityUnits": units}
+    total = units + sum((gsis or {}).values()) + sum((lsis or {}).values())
+    result = {"TableName": table, "CapacityUnits": total}
     if read is not None:
-        result["ReadCapacityUnits" if read else "WriteCapacityUnits"] = units
+        result["ReadCapacityUnits" if read else "WriteCapacityUnits"] = total
     if mode == "INDEXES":
         result["Table"] = {"CapacityUnits": units}
         if read is not None:
             result["Table"]["ReadCapacityUnits" if read else "WriteCapacityUnits"] = units
+        for field, spent in (("GlobalSecondaryIndexes", gsis), ("LocalSecondaryIndexes", lsis)):
+            if spent:
+                result[field] = {name: {"CapacityUnits": u} for name, u in spent.items()}
     return result
+
+
+def write_consumed(mode: str, schema, old: dict | None, new: dict | None) -> dict | None:
+    """ConsumedCapacity of one write (old -> new item, None = absent) to a table and its indexes."""
+    if mode == "NONE":
+        return None
+    table, gsis, lsis = write_units_of(schema, old, new)
+    return consumed(mode, schema.name, table, gsis=gsis, lsis=lsis)
+
+
+def write_units_of(schema, old: dict | None, new: dict | None) -> tuple[float, dict, dict]:
+    """(table units, {GSI: units}, {LSI: units}) of one write: the larger of the two items
+    for the table, and DynamoDB's index rules for each index the write touches."""
+    table = write_units(max(item_size(old) if old else 0, item_size(new) if new else 0))
+    if not (schema.local_indexes or schema.global_indexes):
+        return table, {}, {}
+    from shardserver.shard import indexes
+    return (table,) + indexes.write_units(schema, old, new)

@@ -123,7 +123,7 @@ async def put_item(svc, request: dict) -> bytes:
     svc.check_index_keys(schema, item)
     table_id = schema.table_id
     old = None
-    if rv == "ALL_OLD" or condition is not None or svc.needs_old_image(schema):
+    if rv == "ALL_OLD" or condition is not None or svc.needs_old_image(schema) or mode != "NONE":
         stored = await svc.storage.get(table_id, key)
         old = orjson.loads(stored) if stored is not None else None
         if condition is not None:
@@ -136,10 +136,7 @@ async def put_item(svc, request: dict) -> bytes:
     if rv == "ALL_OLD" and old is not None:
         fields["Attributes"] = old
     if mode != "NONE":
-        old_size = values.item_size(old) if old else 0
-        size = values.item_size(item)
-        fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name,
-                                                       capacity.write_units(max(size, old_size)))
+        fields["ConsumedCapacity"] = capacity.write_consumed(mode, schema, old, item)
     return response(fields)
 
 
@@ -165,6 +162,5 @@ async def delete_item(svc, request: dict) -> bytes:
     if rv == "ALL_OLD" and old is not None:
         fields["Attributes"] = old
     if mode != "NONE":
-        size = values.item_size(old) if old else 0
-        fields["ConsumedCapacity"] = capacity.consumed(mode, schema.name, capacity.write_units(size))
+        fields["ConsumedCapacity"] = capacity.write_consumed(mode, schema, old, None)
     return response(fields)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import orjson
 
 from shardserver.shard import expressions as ex
-from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.items import addressed_item, response, return_values, route_by_key
 from shardserver.shard.transactions import check_write
@@ -64,10 +63,7 @@ async def update_item(svc, request: dict) -> bytes:
         if attributes:
             fields["Attributes"] = attributes
     if mode != "NONE":
-        old_size = values.item_size(old) if old else 0
-        new_size = values.item_size(new) if new is not None else 0
-        fields["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.write_units(max(new_size, old_size)))
+        fields["ConsumedCapacity"] = capacity.write_consumed(mode, schema, old, new)
     return response(fields)
 
 
