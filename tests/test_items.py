@@ -179,3 +179,22 @@ def test_consumed_capacity(ddb, hash_table):
     resp = ddb.get_item(TableName=hash_table, Key={"pk": {"S": "c"}}, ReturnConsumedCapacity="TOTAL",
                         ConsistentRead=True)
     assert resp["ConsumedCapacity"]["CapacityUnits"] == 1.0
+
+
+KEY_X = {"pk": {"S": "x"}}
+
+
+@pytest.mark.parametrize("call, bad, good", [
+    ("put_item", {"Item": KEY_X, "ConditionExpression": "a ="}, {"Item": KEY_X}),
+    ("update_item", {"Key": KEY_X, "UpdateExpression": "SET a = :v, a = :w",
+                     "ExpressionAttributeValues": {":v": {"N": "1"}, ":w": {"N": "2"}}}, {"Key": KEY_X}),
+    ("get_item", {"Key": KEY_X, "ProjectionExpression": "a,,b"}, {"Key": KEY_X}),
+])
+def test_a_bad_expression_is_reported_before_a_missing_table(ddb, call, bad, good):
+    """As DynamoDB does: the expressions are checked before the table is looked for."""
+    with pytest.raises(ClientError) as e:
+        getattr(ddb, call)(TableName="no_such_table_here", **bad)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        getattr(ddb, call)(TableName="no_such_table_here", **good)
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"

@@ -56,8 +56,39 @@ def table_of(svc, request: dict):
     schema = svc.catalog.tables.get(name) if isinstance(name, str) else None
     if schema is None:
         check_table_name(name)
+        check_expressions_alone(request)
         raise ResourceNotFoundException("Requested resource not found")
     return schema
+
+
+def check_expressions_alone(request: dict) -> None:
+    """What DynamoDB finds wrong in a request's expressions before it looks for the table:
+    their syntax, and what binding them to ExpressionAttributeNames/Values reveals
+    (undefined placeholders, overlapping update paths)."""
+    from shardserver.shard import expressions as ex
+    from shardserver.shard.expressions.update import bind_update
+    texts = [(field, request.get(field)) for field in (
+        "KeyConditionExpression", "ConditionExpression", "FilterExpression", "UpdateExpression",
+        "ProjectionExpression")]
+    texts = [(field, text) for field, text in texts if isinstance(text, str)]
+    if not texts:
+        return
+    names, values = request.get("ExpressionAttributeNames"), request.get("ExpressionAttributeValues")
+    try:
+        context = ex.ExpressionContext(names, values)
+    except ValidationException:
+        context = None
+    for field, text in texts:
+        if field == "UpdateExpression":
+            parsed = ex.parse_update(text)
+            if context is not None:
+                bind_update(parsed, context)
+        elif field == "ProjectionExpression":
+            ex.parse_projection(text)
+        elif field == "KeyConditionExpression":
+            ex.parse_key_condition(text)
+        else:
+            ex.parse_condition(text, field)
 
 
 def _table_or_not_found(svc, request: dict) -> TableSchema:
