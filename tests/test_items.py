@@ -198,3 +198,12 @@ def test_a_bad_expression_is_reported_before_a_missing_table(ddb, call, bad, goo
     with pytest.raises(ClientError) as e:
         getattr(ddb, call)(TableName="no_such_table_here", **good)
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_a_number_that_is_none_is_quoted_in_the_error(ddb, hash_table):
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "n"}, "n": {"N": "12e"}})
+    assert e.value.response["Error"]["Message"] == "The parameter cannot be converted to a numeric value: 12e"
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=hash_table, Item={"pk": {"S": "n"}, "ns": {"NS": ["1", "x1"]}})
+    assert e.value.response["Error"]["Message"] == "The parameter cannot be converted to a numeric value: x1"

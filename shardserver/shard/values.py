@@ -36,7 +36,12 @@ SCALAR_TYPES = ("S", "N", "B")
 ALL_TYPES = frozenset(("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"))
 _SET_NAMES = {"SS": "string", "NS": "number", "BS": "binary"}
 
-NOT_A_NUMBER = "A value provided cannot be converted into a number"
+NOT_A_NUMBER = "The parameter cannot be converted to a numeric value"
+
+
+def not_a_number(text) -> ValidationException:
+    """DynamoDB's error for the text of a number that is none: it quotes the text."""
+    return ValidationException(f"{NOT_A_NUMBER}: {text}" if isinstance(text, str) and text else NOT_A_NUMBER)
 TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits in a Number"
 OVERFLOW = "Number overflow. Attempting to store a number with magnitude larger than supported range"
 UNDERFLOW = "Number underflow. Attempting to store a number with magnitude smaller than supported range"
@@ -47,7 +52,7 @@ UNDERFLOW = "Number underflow. Attempting to store a number with magnitude small
 def _digits_exponent(text: str) -> tuple[int, str, int]:
     """(sign, significant digits without leading/trailing zeros, exponent of last digit)."""
     if not isinstance(text, str) or not _NUMBER_RE.match(text):
-        raise ValidationException(NOT_A_NUMBER)
+        raise not_a_number(text)
     try:
         sign, digits, exponent = decimal.Decimal(text).as_tuple()
     except decimal.InvalidOperation:
@@ -133,7 +138,7 @@ def validate_value(av, depth: int = 0) -> None:
             raise ValidationException("Invalid attribute value type: S must be a string")
     elif kind == "N":
         if not isinstance(value, str):
-            raise ValidationException(NOT_A_NUMBER)
+            raise not_a_number(value)
         av["N"] = normalize_number(value)
     elif kind == "B":
         if not isinstance(value, str):
