@@ -662,3 +662,43 @@ def test_writes_are_charged_for_the_indexes_they_touch(ddb, table_name):
         assert "LocalSecondaryIndexes" not in used
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def test_item_collection_metrics_on_a_table_with_an_lsi(ddb, table_name):
+    ddb.create_table(
+        TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("pk", "sk"),
+        AttributeDefinitions=defs(pk="S", sk="S", l="S"),
+        LocalSecondaryIndexes=[{"IndexName": "by_l", "KeySchema": key_schema("pk", "l"),
+                                "Projection": {"ProjectionType": "ALL"}}])
+    plain = table_name + "_plain"
+    ddb.create_table(TableName=plain, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("pk", "sk"),
+                     AttributeDefinitions=defs(pk="S", sk="S"))
+    try:
+        expected = {"ItemCollectionKey": {"pk": S("p")}, "SizeEstimateRangeGB": [0.0, 1.0]}
+        reply = ddb.put_item(TableName=table_name, Item={"pk": S("p"), "sk": S("1"), "l": S("x")},
+                             ReturnItemCollectionMetrics="SIZE")
+        assert reply["ItemCollectionMetrics"] == expected
+        reply = ddb.update_item(TableName=table_name, Key={"pk": S("p"), "sk": S("1")},
+                                UpdateExpression="SET a = :a", ExpressionAttributeValues={":a": N(1)},
+                                ReturnItemCollectionMetrics="SIZE")
+        assert reply["ItemCollectionMetrics"] == expected
+        reply = ddb.delete_item(TableName=table_name, Key={"pk": S("p"), "sk": S("1")},
+                                ReturnItemCollectionMetrics="SIZE")
+        assert reply["ItemCollectionMetrics"] == expected
+        assert "ItemCollectionMetrics" not in ddb.put_item(TableName=table_name, Item={"pk": S("p"), "sk": S("2")})
+        # a table without an LSI has no item collections to report
+        assert "ItemCollectionMetrics" not in ddb.put_item(TableName=plain, Item={"pk": S("p"), "sk": S("1")},
+                                                           ReturnItemCollectionMetrics="SIZE")
+        reply = ddb.batch_write_item(RequestItems={
+            table_name: [{"PutRequest": {"Item": {"pk": S(f"b{i % 3}"), "sk": S(str(i))}}} for i in range(9)],
+            plain: [{"PutRequest": {"Item": {"pk": S("b"), "sk": S("1")}}}]}, ReturnItemCollectionMetrics="SIZE")
+        collections = reply["ItemCollectionMetrics"]
+        assert list(collections) == [table_name]
+        assert sorted(e["ItemCollectionKey"]["pk"]["S"] for e in collections[table_name]) == ["b0", "b1", "b2"]
+        assert all(e["SizeEstimateRangeGB"] == [0.0, 1.0] for e in collections[table_name])
+        with pytest.raises(ClientError) as e:
+            ddb.put_item(TableName=table_name, Item={"pk": S("p"), "sk": S("3")}, ReturnItemCollectionMetrics="ALL")
+        assert "returnItemCollectionMetrics" in e.value.response["Error"]["Message"]
+    finally:
+        ddb.delete_table(TableName=table_name)
+        ddb.delete_table(TableName=plain)

@@ -121,8 +121,12 @@ async def batch_write_item(svc, request: dict) -> bytes:
     # Units per table of the writes done, each owner counting its own: like a PutItem or
     # DeleteItem, a write costs the larger of the old and the new item.
     units = {name: [0.0, {}, {}] for name in _table_names(writes)}   # table, GSIs, LSIs
+    metrics = {w[1]: w[2] for w in writes if capacity.wants_collection_metrics(request, w[2])}
+    collections: dict[str, list] = {}
     if others:
         sub = {"ReturnConsumedCapacity": "INDEXES"} if mode != "NONE" else {}
+        if metrics:
+            sub["ReturnItemCollectionMetrics"] = "SIZE"
         results = await _scatter(svc, "BatchWriteItem",
                                  {s: dict(sub, RequestItems=r) for s, r in others.items()})
         for shard, result in results.items():
@@ -132,6 +136,8 @@ async def batch_write_item(svc, request: dict) -> bytes:
                 continue
             for name, requests in result.get("UnprocessedItems", {}).items():
                 unprocessed.setdefault(name, []).extend(requests)
+            for name, entries in result.get("ItemCollectionMetrics", {}).items():
+                collections.setdefault(name, []).extend(entries)
             for used in result.get("ConsumedCapacity", ()):
                 _add_units(units[used["TableName"]], used["Table"]["CapacityUnits"],
                            *({name: u["CapacityUnits"] for name, u in used.get(field, {}).items()}
@@ -158,7 +164,14 @@ async def batch_write_item(svc, request: dict) -> bytes:
                 _add_units(units[name], *capacity.write_units_of(schema, stored,
                                                                  payload if kind == "put" else None))
         await svc.storage.sync()
+        # one entry per item collection written to (a put's item and a delete's key both hold it)
+        done = {(w[1], orjson.dumps(w[4][w[2].hash_key])) for w in mine if w[1] in metrics}
+        for name, pk in sorted(done):
+            collections.setdefault(name, []).append(
+                await capacity.collection_metrics(svc, metrics[name], orjson.loads(pk)))
     response = {"UnprocessedItems": unprocessed}
+    if collections:
+        response["ItemCollectionMetrics"] = collections
     if mode != "NONE":
         response["ConsumedCapacity"] = [capacity.consumed(mode, name, table, gsis=gsis, lsis=lsis)
                                         for name, (table, gsis, lsis) in units.items()]

@@ -119,6 +119,7 @@ async def put_item(svc, request: dict) -> bytes:
         values.check_item_size(item)
     rv = return_values(request, ("NONE", "ALL_OLD"))
     mode = capacity.requested_mode(request)
+    metrics = capacity.wants_collection_metrics(request, schema)
     condition = svc.prepare_expressions(request, schema, "PutItem").condition
     svc.check_index_keys(schema, item)
     table_id = schema.table_id
@@ -137,6 +138,8 @@ async def put_item(svc, request: dict) -> bytes:
         fields["Attributes"] = old
     if mode != "NONE":
         fields["ConsumedCapacity"] = capacity.write_consumed(mode, schema, old, item)
+    if metrics:
+        fields["ItemCollectionMetrics"] = await capacity.collection_metrics(svc, schema, item[schema.hash_key])
     return response(fields)
 
 
@@ -147,6 +150,7 @@ async def delete_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request)
     rv = return_values(request, ("NONE", "ALL_OLD"))
     mode = capacity.requested_mode(request)
+    metrics = capacity.wants_collection_metrics(request, schema)
     condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
     table_id = schema.table_id
     stored = await svc.storage.get(table_id, key)
@@ -163,4 +167,7 @@ async def delete_item(svc, request: dict) -> bytes:
         fields["Attributes"] = old
     if mode != "NONE":
         fields["ConsumedCapacity"] = capacity.write_consumed(mode, schema, old, None)
+    if metrics:
+        fields["ItemCollectionMetrics"] = await capacity.collection_metrics(
+            svc, schema, request["Key"][schema.hash_key])
     return response(fields)

@@ -24,6 +24,7 @@ async def update_item(svc, request: dict) -> bytes:
     key_av = request.get("Key")
     rv = return_values(request, ALL_RETURN_VALUES)
     mode = capacity.requested_mode(request)
+    metrics = capacity.wants_collection_metrics(request, schema)
     prepared = svc.prepare_expressions(request, schema, "UpdateItem")
     table_id = schema.table_id
     key_names = set(schema.key_names)
@@ -64,6 +65,8 @@ async def update_item(svc, request: dict) -> bytes:
             fields["Attributes"] = attributes
     if mode != "NONE":
         fields["ConsumedCapacity"] = capacity.write_consumed(mode, schema, old, new)
+    if metrics:
+        fields["ItemCollectionMetrics"] = await capacity.collection_metrics(svc, schema, key_av[schema.hash_key])
     return response(fields)
 
 
