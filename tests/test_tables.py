@@ -169,3 +169,16 @@ def test_deletion_protection(ddb, table_name):
     ddb.update_table(TableName=table_name, DeletionProtectionEnabled=False)
     ddb.delete_table(TableName=table_name)
     assert table_name not in ddb.list_tables()["TableNames"]
+
+
+def test_table_class_and_encryption_settings_are_described(ddb, table_name):
+    create_table(ddb, table_name, TableClass="STANDARD_INFREQUENT_ACCESS", SSESpecification={"Enabled": True})
+    table = ddb.describe_table(TableName=table_name)["Table"]
+    assert table["TableClassSummary"] == {"TableClass": "STANDARD_INFREQUENT_ACCESS"}
+    assert table["SSEDescription"]["Status"] == "ENABLED" and table["SSEDescription"]["SSEType"] == "KMS"
+    ddb.update_table(TableName=table_name, TableClass="STANDARD")
+    assert ddb.describe_table(TableName=table_name)["Table"]["TableClassSummary"] == {"TableClass": "STANDARD"}
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, TableClass="GLACIER")
+    assert error_of(e)[0] == "ValidationException"
+    ddb.delete_table(TableName=table_name)

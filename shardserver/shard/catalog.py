@@ -92,6 +92,12 @@ class TableSchema:
             },
             "DeletionProtectionEnabled": self.deletion_protection,
         }
+        if "TableClass" in self.extra:
+            description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
+        if self.extra.get("SSEEnabled"):
+            description["SSEDescription"] = {
+                "Status": "ENABLED", "SSEType": "KMS",
+                "KMSMasterKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.table_id}"}
         if self.stream_specification and self.stream_specification.get("StreamEnabled"):
             description["StreamSpecification"] = self.stream_specification
         if self.local_indexes or self.global_indexes:

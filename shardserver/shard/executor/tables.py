@@ -222,8 +222,30 @@ def schema_from_create_request(request: dict) -> TableSchema:
         global_indexes=global_indexes,
         stream_specification=stream if isinstance(stream, dict) else None,
         tags=checked_tags(request.get("Tags") or []),
-        extra={"DeletionProtectionEnabled": True} if request.get("DeletionProtectionEnabled") else {},
+        extra=table_settings(request, {}),
     )
+
+
+TABLE_CLASSES = ("STANDARD", "STANDARD_INFREQUENT_ACCESS")
+
+
+def table_settings(request: dict, extra: dict) -> dict:
+    """The table's settings a CreateTable or UpdateTable request gives (deletion protection,
+    table class, encryption at rest), merged over ``extra``; stored and described only:
+    every table here is stored the same way."""
+    extra = dict(extra)
+    if request.get("DeletionProtectionEnabled") is not None:
+        extra["DeletionProtectionEnabled"] = bool(request["DeletionProtectionEnabled"])
+    table_class = request.get("TableClass")
+    if table_class is not None:
+        if table_class not in TABLE_CLASSES:
+            raise constraint_error([f"Value '{table_class}' at 'tableClass' failed to satisfy constraint: "
+                                    "Member must satisfy enum value set: [STANDARD, STANDARD_INFREQUENT_ACCESS]"])
+        extra["TableClass"] = table_class
+    sse = request.get("SSESpecification")
+    if sse is not None:
+        extra["SSEEnabled"] = bool(sse.get("Enabled", False))
+    return extra
 
 
 def checked_tags(tags: list) -> list:

@@ -20,7 +20,7 @@ from shardserver.shard import indexes
 from shardserver.shard.catalog import TableSchema
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.tables import (check_table_name, constraint_error, describe,
-                                               parse_attribute_definitions)
+                                               parse_attribute_definitions, table_settings)
 
 MAX_CAPACITY = 1_000_000_000_000
 STREAM_VIEW_TYPES = ("NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY")
@@ -217,11 +217,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["billing"] = {"mode": billing, "read": read, "write": write}
     if request.get("StreamSpecification") is not None:
         change["stream"] = _stream_specification(request["StreamSpecification"])
-    if request.get("DeletionProtectionEnabled") is not None:
-        if not isinstance(request["DeletionProtectionEnabled"], bool):
-            raise ValidationException("1 validation error detected: Value at 'deletionProtectionEnabled' failed "
-                                      "to satisfy constraint: Member must be a boolean")
-        change["deletion_protection"] = request["DeletionProtectionEnabled"]
+    settings = table_settings(request, {})
+    if settings:
+        change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
     return change
 
@@ -250,8 +248,8 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
                                                        "WriteCapacityUnits": billing["write"]}
     if "stream" in change:
         data["stream_specification"] = change["stream"]
-    if "deletion_protection" in change:
-        data["extra"] = {**data.get("extra", {}), "DeletionProtectionEnabled": change["deletion_protection"]}
+    if "settings" in change:
+        data["extra"] = {**data.get("extra", {}), **change["settings"]}
     for name, throughput in change.get("gsi_throughput", {}).items():
         for definition in data["global_indexes"]:
             if definition["IndexName"] == name:
