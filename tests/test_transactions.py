@@ -368,3 +368,25 @@ def test_whole_server_killed_after_prepare_recovers_with_nothing_applied(tmp_pat
         assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
     finally:
         srv.stop()
+
+
+def test_transactional_writes_are_charged_for_their_indexes(ddb, table_name):
+    ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                           {"AttributeName": "g", "AttributeType": "S"}],
+                     GlobalSecondaryIndexes=[{"IndexName": "by_g",
+                                              "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                              "Projection": {"ProjectionType": "ALL"}}])
+    try:
+        (a,), (b,) = keys_on_each_shard("ix")
+        result = ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table_name, "Item": {"pk": {"S": a}, "g": {"S": "x"}}}},
+            {"Put": {"TableName": table_name, "Item": {"pk": {"S": b}}}}], ReturnConsumedCapacity="INDEXES")
+        # two units per KB: 2 + 2 in the table, 2 in the index (only a is indexed)
+        assert result["ConsumedCapacity"] == [{
+            "TableName": table_name, "CapacityUnits": 6.0, "WriteCapacityUnits": 6.0,
+            "Table": {"CapacityUnits": 4.0, "WriteCapacityUnits": 4.0},
+            "GlobalSecondaryIndexes": {"by_g": {"CapacityUnits": 2.0}}}]
+    finally:
+        ddb.delete_table(TableName=table_name)

@@ -181,10 +181,11 @@ class TransactionTable:
 
         ``actions`` are objects with index, kind, schema, key, prepared, item and
         key_av (see executor/transactions.py).  Returns ({index: reason} of failed
-        actions, {index: consumed size}); no intent stays behind on failure.
+        actions, {index: [table units, {GSI: units}, {LSI: units}]}); no intent stays behind on failure.
         """
         from shardserver.shard import expressions as ex
         from shardserver.shard import indexes, values
+        from shardserver.shard.executor import capacity
         intent = Intent(tx, coordinator)
         reasons: dict[int, dict] = {}
         locks = self.locks
@@ -198,7 +199,7 @@ class TransactionTable:
                 entry.broken = True
             locks[lock_key] = intent
             intent.keys.append(lock_key)
-        sizes: dict[int, int] = {}
+        units: dict[int, list] = {}
         # From here on the claimed items cannot change under us: reads see their final values.
         try:
             for action in actions:
@@ -238,19 +239,21 @@ class TransactionTable:
                 except DynamoDBError as error:
                     reasons[action.index] = {"Code": "ValidationError", "Message": error.message}
                     continue
-                sizes[action.index] = max(values.item_size(old) if old else 0,
-                                          values.item_size(new) if new else 0)
+                if op == "check":   # a condition check (or a delete of nothing) reads the item only
+                    units[action.index] = [capacity.write_units(values.item_size(old) if old else 0), {}, {}]
+                else:               # the table's units and each index's (capacity.write_units_of)
+                    units[action.index] = list(capacity.write_units_of(schema, old, new))
                 intent.writes.append((schema.table_id, action.key, op, new, old))
         except BaseException:
             self._release(intent)
             raise
         if reasons:
             self._release(intent)
-            return reasons, sizes
+            return reasons, units
         self.intents[tx] = intent
         intent.segment = self._log(KIND_PREPARE, self._prepare_record(intent))
         await self.storage.sync()
-        return {}, sizes
+        return {}, units
 
     @staticmethod
     def _prepare_record(intent: Intent) -> bytes:

@@ -40,7 +40,7 @@ _OP_OF_KIND = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
 # round and its commit decision, so tests can kill shards at that point.  0 in production.
 INJECT_DECISION_DELAY = float(os.environ.get("SHARDSERVER_INJECT_TX_DECISION_DELAY_S") or 0)
 
-TX_PREPARE = b"txprep"      # orjson {"tx", "c", "a": [[index, action]]} -> {"r": {index: reason}, "s": sizes}
+TX_PREPARE = b"txprep"      # orjson {"tx", "c", "a": [[index, action]]} -> {"r": {index: reason}, "s": units}
 TX_COMMIT = b"txcommit"     # tx id -> b""
 TX_ABORT = b"txabort"       # tx id -> b""
 TX_STATUS = b"txstatus"     # tx id -> b"c" | b"p" | b"a"
@@ -183,7 +183,7 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
     replies = await asyncio.gather(*(_send_prepare(svc, shard, tx, part) for shard, part in by_shard.items()),
                                    return_exceptions=True)
     reasons: list[dict | None] = [None] * len(actions)
-    sizes: dict[int, int] = {}
+    spent: dict[int, list] = {}
     failure = None
     for reply in replies:
         if isinstance(reply, BaseException):
@@ -191,7 +191,7 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
             continue
         for index, reason in reply["r"].items():
             reasons[int(index)] = reason
-        sizes.update((int(i), s) for i, s in reply["s"].items())
+        spent.update((int(i), s) for i, s in reply["s"].items())
     if failure is not None or any(reasons) or tx not in table.preparing:
         table.preparing.discard(tx)
         await asyncio.gather(*(_send(svc, shard, TX_ABORT, tx.encode()) for shard in by_shard),
@@ -211,16 +211,22 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
     await table.push_commit(svc, decision, lambda shard, t: send_commit(svc, shard, t))
     if mode == "NONE":
         return b"{}"
-    return orjson.dumps({"ConsumedCapacity": _consumed(actions, sizes, mode)})
+    return orjson.dumps({"ConsumedCapacity": _consumed(actions, spent, mode)})
 
 
-def _consumed(actions: list[Action], sizes: dict, mode: str) -> list:
-    # A transactional write costs two write units per KB (prepare and commit).
-    units: dict[str, float] = {}
+def _consumed(actions: list[Action], spent: dict, mode: str) -> list:
+    """Per table: the units each participant reported for its actions ([table, {GSI: u},
+    {LSI: u}]), doubled: a transactional write costs two units per KB (prepare and commit)."""
+    tables: dict[str, list] = {}
     for action in actions:
-        name = action.schema.name
-        units[name] = units.get(name, 0.0) + 2 * capacity.write_units(sizes.get(action.index, 0))
-    return [capacity.consumed(mode, name, u, read=False) for name, u in units.items()]
+        table, gsis, lsis = spent.get(action.index, (1.0, {}, {}))
+        total = tables.setdefault(action.schema.name, [0.0, {}, {}])
+        total[0] += 2 * table
+        for by_index, into in ((gsis, total[1]), (lsis, total[2])):
+            for name, u in by_index.items():
+                into[name] = into.get(name, 0.0) + 2 * u
+    return [capacity.consumed(mode, name, table, read=False, gsis=gsis, lsis=lsis)
+            for name, (table, gsis, lsis) in tables.items()]
 
 
 async def _send(svc, shard: int, verb: bytes, payload: bytes) -> bytes:
@@ -253,8 +259,8 @@ async def _on_prepare(svc, src: int, payload: bytes) -> bytes:
             reasons[index] = {"Code": "ValidationError", "Message": error.message}
     if reasons:
         return orjson.dumps({"r": reasons, "s": {}}, option=orjson.OPT_NON_STR_KEYS)
-    reasons, sizes = await svc.transactions.prepare(svc, request["tx"], request["c"], actions)
-    return orjson.dumps({"r": reasons, "s": sizes}, option=orjson.OPT_NON_STR_KEYS)
+    reasons, spent = await svc.transactions.prepare(svc, request["tx"], request["c"], actions)
+    return orjson.dumps({"r": reasons, "s": spent}, option=orjson.OPT_NON_STR_KEYS)
 
 
 @fabric_verb(TX_COMMIT)
