@@ -139,9 +139,9 @@ async def batch_write_item(svc, request: dict) -> bytes:
             for name, entries in result.get("ItemCollectionMetrics", {}).items():
                 collections.setdefault(name, []).extend(entries)
             for used in result.get("ConsumedCapacity", ()):
-                _add_units(units[used["TableName"]], used["Table"]["CapacityUnits"],
-                           *({name: u["CapacityUnits"] for name, u in used.get(field, {}).items()}
-                             for field in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")))
+                capacity.add_units(units[used["TableName"]], used["Table"]["CapacityUnits"],
+                                   *({name: u["CapacityUnits"] for name, u in used.get(field, {}).items()}
+                                     for field in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")))
     if mine:
         for _, name, schema, kind, payload, key, write in mine:
             stored = None
@@ -161,14 +161,14 @@ async def batch_write_item(svc, request: dict) -> bytes:
                 svc.storage.delete(schema.table_id, key)
                 svc.after_write(schema, key, stored, None)
             if mode != "NONE":
-                _add_units(units[name], *capacity.write_units_of(schema, stored,
-                                                                 payload if kind == "put" else None))
+                capacity.add_units(units[name], *capacity.write_units_of(schema, stored,
+                                                                         payload if kind == "put" else None))
         await svc.storage.sync()
         # one entry per item collection written to (a put's item and a delete's key both hold it)
-        done = {(w[1], orjson.dumps(w[4][w[2].hash_key])) for w in mine if w[1] in metrics}
-        for name, pk in sorted(done):
-            collections.setdefault(name, []).append(
-                await capacity.collection_metrics(svc, metrics[name], orjson.loads(pk)))
+        written = {(w[1], orjson.dumps(w[4][w[2].hash_key])): (w[1], w[4][w[2].hash_key])
+                   for w in mine if w[1] in metrics}
+        for name, pk in written.values():
+            collections.setdefault(name, []).append(await capacity.collection_metrics(svc, metrics[name], pk))
     response = {"UnprocessedItems": unprocessed}
     if collections:
         response["ItemCollectionMetrics"] = collections
@@ -176,13 +176,6 @@ async def batch_write_item(svc, request: dict) -> bytes:
         response["ConsumedCapacity"] = [capacity.consumed(mode, name, table, gsis=gsis, lsis=lsis)
                                         for name, (table, gsis, lsis) in units.items()]
     return orjson.dumps(response)
-
-
-def _add_units(into: list, table: float, gsis: dict, lsis: dict) -> None:
-    into[0] += table
-    for spent, by_index in ((gsis, into[1]), (lsis, into[2])):
-        for name, u in spent.items():
-            by_index[name] = by_index.get(name, 0.0) + u
 
 
 def _table_names(entries) -> list[str]:

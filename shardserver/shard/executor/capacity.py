@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 
+import orjson
+
 from shardserver.errors import ValidationException
+from shardserver.shard import values
 from shardserver.shard.values import item_size
 
 MODES = ("INDEXES", "TOTAL", "NONE")
@@ -75,6 +78,15 @@ def write_units_of(schema, old: dict | None, new: dict | None) -> tuple[float, d
     return (table,) + indexes.write_units(schema, old, new)
 
 
+def add_units(into: list, table: float, gsis: dict, lsis: dict, factor: float = 1.0) -> None:
+    """Adds one write's (table units, {GSI: units}, {LSI: units}), times factor, into a
+    running [table, {GSI: units}, {LSI: units}] total (several writes to one table)."""
+    into[0] += factor * table
+    for spent, by_index in ((gsis, into[1]), (lsis, into[2])):
+        for name, u in spent.items():
+            by_index[name] = by_index.get(name, 0.0) + factor * u
+
+
 COLLECTION_METRICS = ("SIZE", "NONE")
 
 
@@ -91,9 +103,7 @@ def wants_collection_metrics(request: dict, schema) -> bool:
 async def collection_metrics(svc, schema, pk: dict) -> dict:
     """ItemCollectionMetrics of the partition pk (run on its owner): the size of its items
     plus what each LSI holds of them, as DynamoDB gives it, a one-gigabyte range."""
-    import orjson
-
-    from shardserver.shard import indexes, values
+    from shardserver.shard import indexes
     lsis = indexes.plan_of(schema).lsis
     prefix = values.partition_prefix(pk)
     end = values.partition_end(prefix)

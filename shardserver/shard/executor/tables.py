@@ -222,18 +222,18 @@ def schema_from_create_request(request: dict) -> TableSchema:
         global_indexes=global_indexes,
         stream_specification=stream if isinstance(stream, dict) else None,
         tags=checked_tags(request.get("Tags") or []),
-        extra=table_settings(request, {}),
+        extra=table_settings(request),
     )
 
 
 TABLE_CLASSES = ("STANDARD", "STANDARD_INFREQUENT_ACCESS")
 
 
-def table_settings(request: dict, extra: dict) -> dict:
+def table_settings(request: dict) -> dict:
     """The table's settings a CreateTable or UpdateTable request gives (deletion protection,
-    table class, encryption at rest), merged over ``extra``; stored and described only:
-    every table here is stored the same way."""
-    extra = dict(extra)
+    table class, encryption at rest); stored and described only: every table here is
+    stored the same way."""
+    extra = {}
     if request.get("DeletionProtectionEnabled") is not None:
         extra["DeletionProtectionEnabled"] = bool(request["DeletionProtectionEnabled"])
     table_class = request.get("TableClass")

@@ -219,12 +219,8 @@ def _consumed(actions: list[Action], spent: dict, mode: str) -> list:
     {LSI: u}]), doubled: a transactional write costs two units per KB (prepare and commit)."""
     tables: dict[str, list] = {}
     for action in actions:
-        table, gsis, lsis = spent.get(action.index, (1.0, {}, {}))
-        total = tables.setdefault(action.schema.name, [0.0, {}, {}])
-        total[0] += 2 * table
-        for by_index, into in ((gsis, total[1]), (lsis, total[2])):
-            for name, u in by_index.items():
-                into[name] = into.get(name, 0.0) + 2 * u
+        capacity.add_units(tables.setdefault(action.schema.name, [0.0, {}, {}]),
+                           *spent.get(action.index, (1.0, {}, {})), factor=2.0)
     return [capacity.consumed(mode, name, table, read=False, gsis=gsis, lsis=lsis)
             for name, (table, gsis, lsis) in tables.items()]
 

@@ -217,7 +217,7 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["billing"] = {"mode": billing, "read": read, "write": write}
     if request.get("StreamSpecification") is not None:
         change["stream"] = _stream_specification(request["StreamSpecification"])
-    settings = table_settings(request, {})
+    settings = table_settings(request)
     if settings:
         change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
