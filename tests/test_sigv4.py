@@ -189,6 +189,27 @@ def test_skew_past_and_future():
         sigv4.verify(m, p, q, h, b, CREDS, now=now + 61, max_skew_s=60)
 
 
+@pytest.mark.parametrize("separator", [",", " ", " , "])
+def test_components_separated_by_commas_or_spaces(separator):
+    m, p, q, h, b = sign()
+    auth = header(h, "Authorization")
+    algorithm, _, rest = auth.partition(" ")
+    parts = [part.strip() for part in rest.split(",")]
+    h = replace_header(h, "Authorization", algorithm + " " + separator.join(parts))
+    assert sigv4.verify(m, p, q, h, b, CREDS) == "AKIDEXAMPLE"
+
+
+def test_the_clock_is_checked_before_scope_and_signature():
+    """A stale request with a bogus scope and signature says it expired, as AWS does."""
+    bogus = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/2/3/4/aws4_request SignedHeaders=x-amz-date;host Signature=123"
+    for date, start in (("20170101T010101Z", "Signature expired: "),
+                        ("30200101T010101Z", "Signature not yet current: ")):
+        h = [(b"Host", b"127.0.0.1:8000"), (b"X-Amz-Date", date.encode()), (b"Authorization", bogus.encode())]
+        with pytest.raises(InvalidSignatureException) as e:
+            sigv4.verify("POST", "/", "", h, b"{}", CREDS)
+        assert e.value.message.startswith(start + date)
+
+
 def test_host_must_be_signed():
     m, p, q, h, b = sign()
     auth = header(h, "Authorization").replace("host;", "")

@@ -115,15 +115,20 @@ def verify(
         raise MissingAuthenticationTokenException(MSG_MISSING_TOKEN)
     auth = authorization[-1]
     credential, signed_headers, signature = _parse_authorization(auth, hdrs)
+    # The clock before the credential and signature, as AWS: a stale request
+    # says "Signature expired" even when its scope or signature is bad too.
+    amz_date = _request_date(hdrs, auth)
+    _check_skew(amz_date, now, max_skew_s)
+    if len(signature) != 64 or any(c not in "0123456789abcdefABCDEF" for c in signature):
+        # A signature that cannot be a hex SHA-256 HMAC simply does not match.
+        raise InvalidSignatureException(MSG_BAD_SIGNATURE)
 
     key_id, scope_date, region, service = _parse_credential(credential)
-    amz_date = _request_date(hdrs, auth)
     if scope_date != amz_date[:8]:
         raise InvalidSignatureException(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version "
             f"of date from HTTP: '{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
         )
-    _check_skew(amz_date, now, max_skew_s)
 
     secret = credentials.get(key_id)
     if secret is None:
@@ -176,15 +181,19 @@ def _parse_authorization(auth: str, hdrs: dict[str, list[str]]) -> tuple[str, li
         raise InvalidSignatureException(f"Unsupported AWS 'algorithm': '{algorithm[:64]}'")
     params: dict[str, str] = {}
     if algorithm == ALGORITHM:
+        # Components are separated by commas, whitespace, or both: SDKs
+        # write ", ", some clients write only "," or only " ".  No value can
+        # hold a space (key ids, dates, header names and hex do not).
         for part in rest.split(","):
-            name, eq, value = part.strip().partition("=")
-            if not eq:
-                # An empty part (",,") or a bare word: AWS refuses the header as malformed.
-                raise InvalidSignatureException(
-                    f"'{part.strip()[:64]}' not a valid key=value pair (missing equal-sign) in "
-                    f"Authorization header: '{_echo(auth)}'")
-            if name.strip() and name.strip() not in params:
-                params[name.strip()] = value.strip()
+            for word in part.split() or [""]:
+                name, eq, value = word.partition("=")
+                if not eq:
+                    # An empty part (",,") or a bare word: AWS refuses the header as malformed.
+                    raise InvalidSignatureException(
+                        f"'{word[:64]}' not a valid key=value pair (missing equal-sign) in "
+                        f"Authorization header: '{_echo(auth)}'")
+                if name and name not in params:
+                    params[name] = value
     problems = []
     if not params.get("Credential"):
         problems.append("Authorization header requires 'Credential' parameter.")
@@ -204,11 +213,7 @@ def _parse_authorization(auth: str, hdrs: dict[str, list[str]]) -> tuple[str, li
         raise InvalidSignatureException(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
         )
-    signature = params["Signature"]
-    if len(signature) != 64 or any(c not in "0123456789abcdefABCDEF" for c in signature):
-        # A signature that cannot be a hex SHA-256 HMAC simply does not match.
-        raise InvalidSignatureException(MSG_BAD_SIGNATURE)
-    return params["Credential"], signed_headers, signature
+    return params["Credential"], signed_headers, params["Signature"]
 
 
 def _parse_credential(credential: str) -> tuple[str, str, str, str]:
