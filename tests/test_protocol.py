@@ -165,3 +165,38 @@ def test_answers_made_before_a_framing_error_or_a_continue_are_sent_first(server
         while chunk := s.recv(65536):
             reply += chunk
     assert reply.count(b"TableNames") == 3
+
+
+CORS_HEADERS = ("access-control-allow-origin", "access-control-expose-headers", "access-control-max-age",
+                "access-control-allow-methods", "access-control-allow-headers")
+
+
+def test_no_cors_headers_without_an_origin(server):
+    requests = [b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                post("DynamoDB_20120810.ListTables", b"{}")]
+    for status, headers, _ in split_responses(raw(server, b"".join(requests))):
+        assert status == 200
+        assert not any(name in headers for name in CORS_HEADERS)
+
+
+def test_cors_for_browsers(server):
+    """A page's script may call the server from any origin, as it may call DynamoDB."""
+    origin = b"Origin: http://example.com\r\n"
+    asked = b"Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type, x-amz-date\r\n"
+    requests = [b"OPTIONS / HTTP/1.1\r\nHost: x\r\n" + origin + asked + b"\r\n",
+                b"GET / HTTP/1.1\r\nHost: x\r\n" + origin + asked + b"\r\n",
+                post("DynamoDB_20120810.ListTables", b"{}", origin),
+                post("DynamoDB_20120810.DescribeTable", b'{"TableName": "nope"}', origin)]
+    preflight, get, ok, error = split_responses(raw(server, b"".join(requests)))
+    assert preflight[0] == 200 and preflight[2] == b""
+    assert preflight[1]["access-control-allow-origin"] == "*"
+    assert preflight[1]["access-control-allow-methods"] == "POST"
+    assert preflight[1]["access-control-allow-headers"] == "content-type, x-amz-date"
+    assert int(preflight[1]["access-control-max-age"]) > 0
+    for status, headers, _ in (get, ok, error):
+        assert headers["access-control-allow-origin"] == "*"
+        assert "x-amzn-RequestId" in headers["access-control-expose-headers"]
+        # the preflight's answers are for the preflight only
+        assert not any(name in headers for name in CORS_HEADERS[2:])
+    assert (get[0], ok[0], error[0]) == (200, 200, 400)
+    assert b"ResourceNotFoundException" in error[2]

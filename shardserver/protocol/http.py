@@ -187,8 +187,12 @@ _OK_JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: " + JSON_TYPE + b"\r\nContent
 
 def build_response(status: int, body: bytes, *, content_type: bytes = JSON_TYPE,
                    request_id: bytes = b"", keep_alive: bool = True,
-                   content_encoding: bytes | None = None, crc32: bool = True) -> bytes:
-    """Full response bytes; ``x-amz-crc32`` covers the body as sent (botocore checks it)."""
+                   content_encoding: bytes | None = None, crc32: bool = True,
+                   extra_headers: bytes = b"") -> bytes:
+    """Full response bytes; ``x-amz-crc32`` covers the body as sent (botocore checks it).
+
+    ``extra_headers`` are whole header lines, each starting with CRLF.
+    """
     if status == 200 and content_type is JSON_TYPE:
         head = [_OK_JSON_HEAD, b"%d" % len(body)]
     else:
@@ -202,6 +206,8 @@ def build_response(status: int, body: bytes, *, content_type: bytes = JSON_TYPE,
         head += (b"\r\nContent-Encoding: ", content_encoding)
     if not keep_alive:
         head.append(b"\r\nConnection: close")
+    if extra_headers:
+        head.append(extra_headers)
     head.append(b"\r\n\r\n")
     head.append(body)
     return b"".join(head)

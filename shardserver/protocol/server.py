@@ -25,6 +25,13 @@ log = logging.getLogger("shardserver.http")
 
 MAX_PIPELINED = 64       # pause reading while this many requests of a connection wait
 
+# CORS, as DynamoDB answers browsers: any origin, and the headers an SDK
+# reads from a response exposed (DynamoDB does not expose x-amz-crc32, so
+# browser SDKs skip that check).  Only requests with an Origin get them.
+_CORS_ALLOWED = (b"\r\nAccess-Control-Allow-Origin: *"
+                 b"\r\nAccess-Control-Expose-Headers: x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,Date")
+_CORS_MAX_AGE = b"\r\nAccess-Control-Max-Age: 172800"    # preflight answers only
+
 
 class _TargetCache(dict):
     """X-Amz-Target header bytes -> operation name, remembered for valid targets only."""
@@ -84,16 +91,20 @@ class ApiFrontend:
     async def respond(self, request: Request) -> bytes:
         method = request.method
         request_id = self.next_request_id()
+        header = request.header
+        cors = b"" if header(b"origin") is None else _CORS_ALLOWED
         if method == b"GET":
-            return self._get(request, request_id)
+            return self._get(request, request_id, cors)
         if method == b"HEAD":
             # Same head as GET, no body: a body here would be read as the
             # start of the next response on a keep-alive connection.
-            response, body_length = self._get(request, request_id, head=True)
+            response, body_length = self._get(request, request_id, cors, head=True)
             return response[:len(response) - body_length]
+        if method == b"OPTIONS":
+            return self._preflight(request, request_id, cors)
         if method != b"POST":
-            return build_response(405, b"", content_type=b"text/plain", keep_alive=request.keep_alive)
-        header = request.header
+            return build_response(405, b"", content_type=b"text/plain", keep_alive=request.keep_alive,
+                                  extra_headers=cors)
         try:
             if self.authenticator is not None:
                 self.authenticator(request)
@@ -110,7 +121,8 @@ class ApiFrontend:
         except DynamoDBError as error:
             self._count_refusal(request.text_header(b"x-amz-target"), error)
             status, payload = wire.error_response(error)
-            return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive)
+            return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive,
+                                  extra_headers=cors)
         status, payload = await self.service.handle(op, body)
         content_encoding = None
         accept = header(b"accept-encoding")
@@ -119,7 +131,19 @@ class ApiFrontend:
                 payload, accept.decode("latin-1"), self.config.response_compression_threshold)
             content_encoding = content_encoding.encode() if content_encoding else None
         return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive,
-                              content_encoding=content_encoding)
+                              content_encoding=content_encoding, extra_headers=cors)
+
+    def _preflight(self, request: Request, request_id: bytes, cors: bytes) -> bytes:
+        """A CORS preflight (OPTIONS): any origin may send what it asks to send, as DynamoDB allows."""
+        if cors:
+            cors += _CORS_MAX_AGE
+            for asked, allowed in ((b"access-control-request-method", b"Access-Control-Allow-Methods"),
+                                   (b"access-control-request-headers", b"Access-Control-Allow-Headers")):
+                value = request.header(asked)
+                if value is not None:
+                    cors += b"\r\n" + allowed + b": " + value
+        return build_response(200, b"", content_type=b"text/plain", request_id=request_id,
+                              keep_alive=request.keep_alive, extra_headers=cors)
 
     def _count_refusal(self, target: str | None, error: DynamoDBError) -> None:
         """Counts a request refused before it reached the shard service (auth, encoding).
@@ -138,7 +162,7 @@ class ApiFrontend:
                 op = name
         stats.error(op, error.type_name)
 
-    def _get(self, request: Request, request_id: bytes, head: bool = False):
+    def _get(self, request: Request, request_id: bytes, cors: bytes, head: bool = False):
         path = request.path.split(b"?", 1)[0]
         if path == b"/":
             body, kind, status = self.health, b"text/plain", 200
@@ -147,7 +171,7 @@ class ApiFrontend:
         else:
             body, kind, status, request_id = b"Not Found", b"text/plain", 404, b""
         response = build_response(status, body, content_type=kind, request_id=request_id,
-                                  keep_alive=request.keep_alive)
+                                  keep_alive=request.keep_alive, extra_headers=cors)
         return (response, len(body)) if head else response
 
 
