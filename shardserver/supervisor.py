@@ -178,36 +178,56 @@ class Supervisor:
     def _watch(self) -> None:
         while not self.stopping:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                dead = self._reap()
             except ChildProcessError:
                 return
-            if pid == 0:
+            if not dead:
                 self._mark_started_shards_up()
                 time.sleep(0.05)
                 continue
+            for shard_id, pid, status in dead:
+                del self.children[shard_id]
+                self.awaiting_up.pop(shard_id, None)
+                if time.monotonic() - self.started_at.get(shard_id, 0.0) < EARLY_DEATH_SECONDS:
+                    self.early_deaths[shard_id] = self.early_deaths.get(shard_id, 0) + 1
+                else:
+                    self.early_deaths[shard_id] = 1
+                if self.early_deaths[shard_id] >= MAX_EARLY_DEATHS:
+                    log.error("shard %d (pid %d) died (%s) %d times right after starting; stopping the server "
+                              "(see the shard's log lines above for the cause)", shard_id, pid,
+                              _describe_status(status), self.early_deaths[shard_id])
+                    self.exit_status = 1
+                    return
+                log.error("shard %d (pid %d) died (%s); restarting it", shard_id, pid, _describe_status(status))
+            # Every dead shard is marked down before any restart waits for the
+            # survivors' acknowledgements: a dead shard never acknowledges.
+            for shard_id, _, _ in dead:
+                self.segments.mark_down(shard_id)
+            for shard_id, _, _ in dead:
+                self._restart(shard_id)
+
+    def _reap(self) -> list[tuple[int, int, int]]:
+        """(shard id, pid, wait status) of every shard process that has exited; raises
+        ChildProcessError when no child is left."""
+        dead = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                if dead:
+                    return dead
+                raise
+            if pid == 0:
+                return dead
             shard_id = next((s for s, p in self.children.items() if p == pid), None)
-            if shard_id is None or self.stopping:
-                continue
-            del self.children[shard_id]
-            self.awaiting_up.pop(shard_id, None)
-            if time.monotonic() - self.started_at.get(shard_id, 0.0) < EARLY_DEATH_SECONDS:
-                self.early_deaths[shard_id] = self.early_deaths.get(shard_id, 0) + 1
-            else:
-                self.early_deaths[shard_id] = 1
-            if self.early_deaths[shard_id] >= MAX_EARLY_DEATHS:
-                log.error("shard %d (pid %d) died (%s) %d times right after starting; stopping the server "
-                          "(see the shard's log lines above for the cause)", shard_id, pid,
-                          _describe_status(status), self.early_deaths[shard_id])
-                self.exit_status = 1
-                return
-            log.error("shard %d (pid %d) died (%s); restarting it", shard_id, pid, _describe_status(status))
-            self._restart(shard_id)
+            if shard_id is not None and not self.stopping:
+                dead.append((shard_id, pid, status))
 
     def _restart(self, shard_id: int) -> None:
         """The restart protocol of ``FabricSegments``: survivors let go, rings reset, replacement up."""
         segments = self.segments
         segments.mark_down(shard_id)
-        laggards = segments.wait_acks(shard_id, timeout=5.0)
+        laggards = segments.wait_acks(shard_id, timeout=5.0, gone=self._exited)
         for laggard in laggards:
             # Its rings with the dead shard are about to be reset under it: restart it too.
             log.error("shard %d did not acknowledge the restart of shard %d in time; restarting it",
@@ -219,6 +239,16 @@ class Supervisor:
             return
         pid = self._spawn(shard_id)
         self.awaiting_up[shard_id] = pid
+
+    def _exited(self, shard_id: int) -> bool:
+        """Whether shard ``shard_id``'s process has exited (without reaping it: _watch does)."""
+        pid = self.children.get(shard_id)
+        if pid is None:
+            return True
+        try:
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
 
     def _mark_started_shards_up(self) -> None:
         """A replacement counts as up once its fabric has attached (it replayed its storage first)."""

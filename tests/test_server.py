@@ -83,6 +83,33 @@ def test_kill_one_shard_restarts_it_and_loses_nothing(tmp_path):
         assert srv.stop() == 0
 
 
+def test_all_shards_killed_at_once_come_back_promptly(tmp_path):
+    """A dead shard never acknowledges another's restart: none may wait for one (it took 5 s)."""
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    try:
+        ddb = srv.client()
+        create_table(ddb, "killall")
+        for i in range(50):
+            ddb.put_item(TableName="killall", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
+        victims = srv.shard_pids()
+        started = time.monotonic()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        while time.monotonic() - started < 30:
+            pids = srv.shard_pids()
+            if len(pids) == 2 and not set(pids) & set(victims) and srv.all_shards_up():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("shards were not restarted:\n" + srv.log())
+        assert time.monotonic() - started < 4.0, srv.log()
+        assert "did not acknowledge" not in srv.log()
+        for i in range(50):
+            assert ddb.get_item(TableName="killall", Key={"pk": {"S": f"k{i}"}})["Item"]["v"] == {"N": str(i)}
+    finally:
+        assert srv.stop() == 0
+
+
 def test_sigterm_stops_everything_cleanly(tmp_path):
     before = shm_segments()
     srv = ServerProcess(tmp_path / "data", smp=2).start()

@@ -219,12 +219,18 @@ class FabricSegments:
         return [q for q in range(self.nshards)
                 if q != p and self.state(q) & 1 and self._ctl[layout.ack(q, p)] != v]
 
-    def wait_acks(self, p: int, timeout: float = 2.0) -> list[int]:
-        """Block up to ``timeout`` seconds for the acks; returns the shards that did not ack."""
+    def wait_acks(self, p: int, timeout: float = 2.0, gone=None) -> list[int]:
+        """Block up to ``timeout`` seconds for the acks; returns the shards that did not ack.
+
+        ``gone(q)``, if given, says that shard q's process has exited: it
+        will never acknowledge, and is not waited for (nor returned).
+        """
         self._require_owner()
         deadline = time.monotonic() + timeout
         while True:
             late = self.laggards(p)
+            if gone is not None:
+                late = [q for q in late if not gone(q)]
             if not late or time.monotonic() >= deadline:
                 return late
             time.sleep(0.001)
