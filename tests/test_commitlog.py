@@ -247,3 +247,43 @@ def test_disk_bytes_follows_the_files(tmp_path):
         assert log.disk_bytes() == on_disk() == 0
         await log.close()
     run(go())
+
+
+def test_write_pending_is_the_barrier_before_answers(tmp_path, monkeypatch):
+    """Periodic syncs leave the pwrite to write_pending, which the shard runs before any answer
+    leaves; it says False while records stay unwritten."""
+    d = str(tmp_path)
+
+    async def go():
+        log = CommitLog(d, 0, sync_mode="periodic")
+        log.replay(lambda *a: None)
+        log.start(1)
+        log.acks_wait_for_writes = True
+        log.append(1, b"one")
+        log.append(1, b"two")
+        await log.sync()
+        assert log.written_total < log.appended_total       # left to the barrier
+        assert log.write_pending()
+        assert log.written_total == log.appended_total      # both in one write
+        assert log.write_pending()                          # nothing pending: nothing to do
+        real_pwrite = os.pwrite
+        full = {"on": True}
+
+        def fake_pwrite(fd, data, off):
+            if full["on"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_pwrite(fd, data, off)
+
+        monkeypatch.setattr(cl.os, "pwrite", fake_pwrite)
+        log.append(1, b"three")
+        await log.sync()
+        assert not log.write_pending()
+        assert not log.write_pending()                      # still unwritten: still refused
+        with pytest.raises(InternalServerError):
+            log.append(1, b"rejected")
+        full["on"] = False
+        assert log.write_pending()
+        await log.close()
+    run(go())
+    _, seen = replay_all(d)
+    assert [p for _, p, _ in seen] == [b"one", b"two", b"three"]

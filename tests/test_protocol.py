@@ -200,3 +200,52 @@ def test_cors_for_browsers(server):
         assert not any(name in headers for name in CORS_HEADERS[2:])
     assert (get[0], ok[0], error[0]) == (200, 200, 400)
     assert b"ResourceNotFoundException" in error[2]
+
+
+def test_answers_wait_for_the_barrier_and_fail_when_it_fails():
+    """An answer may acknowledge a write: it is written only after before_send said the write is
+    logged, and becomes a 500 when it was not (one per answer, so the framing stays right)."""
+    import asyncio
+
+    from shardserver.config import Config
+    from shardserver.protocol.server import ApiFrontend, ApiProtocol
+
+    class Service:
+        shard_id = 0
+        stats = None
+        operations = {}
+
+        async def handle(self, op, body):
+            return 200, b'{"ok":1}'
+
+    class Transport:
+        def __init__(self):
+            self.data = b""
+
+        def write(self, data):
+            self.data += data
+
+        def is_closing(self):
+            return False
+
+        def get_extra_info(self, name):
+            return None
+
+    async def go(logged):
+        front = ApiFrontend(Service(), Config())
+        calls = []
+        front.before_send = lambda: calls.append(1) or logged
+        protocol = ApiProtocol(front)
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(post("DynamoDB_20120810.PutItem", b"{}") * 2)
+        assert transport.data == b""            # held until the loop iteration ends
+        await asyncio.sleep(0)
+        assert calls
+        return split_responses(transport.data)
+
+    ok = asyncio.run(go(True))
+    assert [(status, body) for status, _, body in ok] == [(200, b'{"ok":1}')] * 2
+    failed = asyncio.run(go(False))
+    assert [status for status, _, _ in failed] == [500, 500]
+    assert all(b"commit log write failed" in body for _, _, body in failed)

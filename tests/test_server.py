@@ -161,6 +161,53 @@ def test_whole_server_kill9_loses_no_acknowledged_write(tmp_path):
         assert srv.stop() == 0
 
 
+def test_periodic_mode_kill9_loses_no_acknowledged_write(tmp_path):
+    """Periodic mode writes records to the page cache once per loop iteration, before any answer
+    or ring reply leaves: a process crash right after the answers loses none of them."""
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    ddb = srv.client()
+    create_table(ddb, "crashp")
+    acknowledged = []
+    stop = threading.Event()
+
+    def writer(w):
+        client = srv.client(retries=0)
+        i = 0
+        while not stop.is_set():
+            try:
+                client.put_item(TableName="crashp", Item={"pk": {"S": f"w{w}-{i}"}})
+            except Exception:
+                return          # the server is gone
+            acknowledged.append(f"w{w}-{i}")
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    srv.kill()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(acknowledged) > 200
+    srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
+    try:
+        ddb = srv.client()
+        missing = []
+        for start in range(0, len(acknowledged), 100):
+            keys = [{"pk": {"S": k}} for k in acknowledged[start:start + 100]]
+            request = {"crashp": {"Keys": keys}}
+            found = set()
+            while request:
+                reply = ddb.batch_get_item(RequestItems=request)
+                found |= {item["pk"]["S"] for item in reply["Responses"].get("crashp", [])}
+                request = reply.get("UnprocessedKeys")
+            missing += [k["pk"]["S"] for k in keys if k["pk"]["S"] not in found]
+        assert missing == []
+    finally:
+        assert srv.stop() == 0
+
+
 def test_changing_smp_is_refused_clearly(tmp_path):
     srv = ServerProcess(tmp_path / "data", smp=2).start()
     assert srv.stop() == 0

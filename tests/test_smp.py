@@ -130,6 +130,9 @@ async def _shard_main(segs, shard_id, scenario, loop, fabric_kw):
             return b""
         if verb == b"bad-reply":
             return "not bytes"
+        if verb in (b"refuse-acks", b"accept-acks"):
+            _ACKS_LOGGED[0] = verb == b"accept-acks"
+            return b""
         raise KeyError(verb)
 
     fabric = Fabric(shard_id, segs.nshards, segs, loop, handler, **fabric_kw)
@@ -148,6 +151,14 @@ async def _shard_main(segs, shard_id, scenario, loop, fabric_kw):
 
 
 async def serve_only(fabric, ctx):
+    return None
+
+
+_ACKS_LOGGED = [True]   # what the barrier of barrier_server answers (in its own process)
+
+
+async def barrier_server(fabric, ctx):
+    fabric.before_publish = lambda: _ACKS_LOGGED[0]
     return None
 
 
@@ -286,6 +297,28 @@ def test_handler_exception_becomes_remote_error(segments):
     assert res["seen"][2][:2] == [1, "TypeError"]
     assert res["seen"][3] == [1, "LookupError", "late: after a suspension"]
     assert res["after"] == "still fine"
+
+
+def test_replies_wait_for_the_barrier_and_fail_when_it_fails(segments):
+    """A reply may acknowledge a write: it leaves only after before_publish said the write is
+    logged, and becomes an error when it was not."""
+    segs = segments(2, 1 << 16)
+
+    async def client(fabric, ctx):
+        seen = []
+        for verb in (b"echo", b"refuse-acks", b"echo", b"yield-echo", b"accept-acks", b"echo"):
+            try:
+                seen.append((await fabric.submit_to(1, verb, b"x")).decode())
+            except RemoteError as exc:
+                seen.append(f"{exc.remote_type}: {exc.remote_message}")
+        return seen
+
+    a = Shard(segs, 0, client)
+    b = Shard(segs, 1, barrier_server)
+    seen = a.result()["result"]
+    b.result()
+    failed = "InternalServerError: Internal server error: commit log write failed"
+    assert seen == ["x", failed, failed, failed, "", "x"]
 
 
 def test_broadcast_reaches_every_shard_in_order(segments):

@@ -17,7 +17,8 @@ from functools import partial
 
 import orjson
 
-from shardserver.errors import DynamoDBError, SerializationException, UnknownOperationException
+from shardserver.errors import (DynamoDBError, InternalServerError, SerializationException,
+                                UnknownOperationException)
 from shardserver.protocol import wire
 from shardserver.protocol.http import CONTINUE, HttpError, Request, RequestParser, build_response
 
@@ -63,6 +64,10 @@ class ApiFrontend:
         self.open_connections = 0
         self._loop = None
         self._unwritten: list[ApiProtocol] = []     # connections with answers to write out
+        # Called before answers are written, returns False if the writes they
+        # may acknowledge could not be logged (set by the shard: the commit
+        # log's write_pending); the answers then become 500s.
+        self.before_send = None
 
     # Answers are written out once per loop iteration, after every connection
     # readable in it was served, instead of one write as each is made: the
@@ -173,6 +178,12 @@ class ApiFrontend:
         response = build_response(status, body, content_type=kind, request_id=request_id,
                                   keep_alive=request.keep_alive, extra_headers=cors)
         return (response, len(body)) if head else response
+
+
+def _unlogged_answer() -> bytes:
+    """What replaces answers whose writes the commit log could not take (one per answer, in order)."""
+    status, payload = wire.error_response(InternalServerError("Internal server error: commit log write failed"))
+    return build_response(status, payload)
 
 
 class ApiProtocol(asyncio.Protocol):
@@ -334,6 +345,9 @@ class ApiProtocol(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
+        before_send = self.front.before_send
+        if before_send is not None and not before_send():
+            out = [_unlogged_answer()] * len(out)
         transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self.closing:
             transport.close()

@@ -332,6 +332,11 @@ class Fabric:
         self._pending: list[dict] = [{} for _ in range(nshards)]
         self._space_waiters: list[deque] = [deque() for _ in range(nshards)]
         self._dirty: set[int] = set()
+        self._replies: list[tuple] = []     # (src, state, rid, reply, exc) held until the flush
+        # Called before anything is published, returns False if the writes the
+        # replies acknowledge could not be logged (set by the shard: the commit
+        # log's write_pending).
+        self.before_publish = None
         self._on_frame = [partial(self._dispatch, p) for p in range(nshards)]
         self._tasks: set = set()
         self._next_id = 1
@@ -581,6 +586,9 @@ class Fabric:
         """
         retry = False
         published = None
+        acknowledged = self.before_publish is None or self.before_publish()
+        if self._replies:
+            self._put_replies(acknowledged)
         for p in list(self._dirty):
             tx = self._tx[p]
             if tx.has_backlog():
@@ -676,17 +684,28 @@ class Fabric:
             exc = TypeError(f"handler returned {type(reply).__name__}, not bytes")
         if self._stopped or self._state[src] != state:
             return  # the caller's incarnation is gone; its rings may have been reset
-        tx = self._tx[src]
-        if exc is None:
-            try:
-                tx.put(KIND_REPLY, rid, b"", reply)
-            except ValueError as too_big:
-                exc = too_big
-        if exc is not None:
-            tx.put(KIND_ERROR, rid, b"", _encode_error(exc))
+        # Held until the flush: a reply may acknowledge a write, and it goes
+        # out only after before_publish (the commit log's barrier) has run.
+        self._replies.append((src, state, rid, reply, exc))
         self._dirty.add(src)
         self._kick()
 
+    def _put_replies(self, acknowledged: bool) -> None:
+        """Put the held replies on their rings; as errors when ``acknowledged`` is False."""
+        replies, self._replies = self._replies, []
+        for src, state, rid, reply, exc in replies:
+            if self._state[src] != state:
+                continue
+            tx = self._tx[src]
+            if not acknowledged:
+                exc = InternalServerError("Internal server error: commit log write failed")
+            if exc is None:
+                try:
+                    tx.put(KIND_REPLY, rid, b"", reply)
+                except ValueError as too_big:
+                    exc = too_big
+            if exc is not None:
+                tx.put(KIND_ERROR, rid, b"", _encode_error(exc))
 
     def _sync_control(self) -> None:
         """Act on state changes announced by the supervisor (down, reset-and-up)."""

@@ -152,6 +152,10 @@ class CommitLog:
         self._segments: list[_Segment] = []     # oldest first; the last one is active
         self._buffer = bytearray()              # appended, not yet written to the active segment
         self._write_scheduled = False
+        # Set by the shard once every acknowledgement it sends passes through
+        # write_pending(): periodic syncs then leave the write to that barrier,
+        # one pwrite per loop iteration instead of one per write.
+        self.acks_wait_for_writes = False
         self._dir_dirty = False
         self._error: OSError | None = None
         self._closed = False
@@ -345,6 +349,19 @@ class CommitLog:
             self.log.warning("commit log: writes succeed again (%s)", seg.path)
             self._error = None
 
+    def write_pending(self) -> bool:
+        """The barrier before answers leave the shard: appended records into the page cache.
+
+        Returns False while records stay unwritten (the write failed): the
+        answers about to leave may acknowledge them, so they must not claim
+        success.  Until a retried write succeeds every answer of the shard
+        fails, as a commit-log failure stops a ScyllaDB node from serving.
+        """
+        if not self._buffer:
+            return True
+        self._write_out()
+        return not self._buffer
+
     def _set_error(self, exc: OSError, what: str) -> None:
         if self._error is None:
             self.log.error("commit log: %s failed: %s; writes fail with InternalServerError "
@@ -362,7 +379,7 @@ class CommitLog:
             self.check_writable()
         target = self.appended_total
         if self.sync_mode == "periodic":
-            if self.written_total < target:
+            if self.written_total < target and not self.acks_wait_for_writes:
                 self._write_out()
                 if self._error is not None:
                     self.check_writable()
