@@ -157,3 +157,47 @@ def test_mixing_on_put_and_delete(ddb, item):
         assert error_of(e) == ("ValidationException", "ExpressionAttributeValues can only be specified when using "
                                "expressions: ConditionExpression is null")
     assert get(ddb, item) == ITEM
+
+
+ENUM = "[IN, NULL, BETWEEN, LT, NOT_CONTAINS, EQ, GT, NOT_NULL, NE, LE, BEGINS_WITH, GE, CONTAINS]"
+
+
+def test_comparison_operator_outside_the_enum(ddb, table_name):
+    # ComparisonOperator is an enum (case-sensitive) that DynamoDB checks
+    # before anything else, naming where in the request the bad value sits.
+    create_table(ddb, table_name, range_key=("c", "N"))
+    key = {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [S("a")]}}
+    cases = [
+        (ddb.query, dict(KeyConditions={"pk": {"ComparisonOperator": "eq", "AttributeValueList": [S("a")]}}),
+         "keyConditions.pk", "eq"),
+        (ddb.query, dict(KeyConditions={**key, "c": {"ComparisonOperator": "DOG", "AttributeValueList": [N(1)]}}),
+         "keyConditions.c", "DOG"),
+        (ddb.query, dict(KeyConditions=key, QueryFilter={"x": {"ComparisonOperator": "eq",
+                                                               "AttributeValueList": [N(1)]}}),
+         "queryFilter.x", "eq"),
+        (ddb.scan, dict(ScanFilter={"x": {"ComparisonOperator": "DOG", "AttributeValueList": [N(1)]}}),
+         "scanFilter.x", "DOG"),
+        (ddb.delete_item, dict(Key={"pk": S("a"), "c": N(1)},
+                               Expected={"x": {"ComparisonOperator": "ne", "AttributeValueList": [N(1)]}}),
+         "expected.x", "ne"),
+    ]
+    try:
+        for call, args, where, operator in cases:
+            with pytest.raises(ClientError) as e:
+                call(TableName=table_name, **args)
+            assert error_of(e) == ("ValidationException", f"1 validation error detected: Value '{operator}' at "
+                                   f"'{where}.member.comparisonOperator' failed to satisfy constraint: Member must "
+                                   f"satisfy enum value set: {ENUM}"), args
+        # A known operator that is not one of the key operators.
+        with pytest.raises(ClientError) as e:
+            ddb.query(TableName=table_name, KeyConditions={**key, "c": {"ComparisonOperator": "NE",
+                                                                         "AttributeValueList": [N(1)]}})
+        assert error_of(e) == ("ValidationException", "Attempted conditional constraint is not an indexable operation")
+        # BEGINS_WITH on a number key is named in the legacy parameters' own words.
+        with pytest.raises(ClientError) as e:
+            ddb.query(TableName=table_name, KeyConditions={**key, "c": {"ComparisonOperator": "BEGINS_WITH",
+                                                                         "AttributeValueList": [N(1)]}})
+        assert error_of(e) == ("ValidationException", "One or more parameter values were invalid: ComparisonOperator "
+                               "BEGINS_WITH is not valid for N AttributeValue type")
+    finally:
+        ddb.delete_table(TableName=table_name)

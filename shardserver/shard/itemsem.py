@@ -216,7 +216,8 @@ def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
                 _reject_key_attributes_in_filter(
                     "Filter Expression", _top_level_names(parsed.root, ctx), hash_name, range_name)
         elif legacy is not None:
-            bound = ex.filter_from_legacy(legacy, request.get("ConditionalOperator"))
+            bound = ex.filter_from_legacy(legacy, request.get("ConditionalOperator"),
+                                          "queryFilter" if op == "Query" else "scanFilter")
             if op == "Query":
                 _reject_key_attributes_in_filter("QueryFilter", set(legacy), hash_name, range_name)
         if bound is not None:

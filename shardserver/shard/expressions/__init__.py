@@ -40,7 +40,7 @@ Public API
     updated_values(old, new, upd, ctx, "UPDATED_OLD" | "UPDATED_NEW") -> dict
     project(item, paths, ctx=None) -> dict
     expected_to_condition(expected, conditional_operator=None) -> BoundCondition
-    filter_from_legacy(filter, conditional_operator=None) -> BoundCondition
+    filter_from_legacy(filter, conditional_operator=None, member="queryFilter" | "scanFilter") -> BoundCondition
     apply_attribute_updates(attribute_updates, item | None, key_names) -> (new_item, touched)
     attributes_to_get_projection(names) -> BoundProjection
     check_legacy_mix(request, op="") -> None

@@ -15,6 +15,7 @@ from shardserver.shard.expressions import ast
 from shardserver.shard.expressions.compare import kind_of
 from shardserver.shard.expressions.conditions import (ALL_FUNCTIONS, ARITY, CONDITION_FUNCTIONS,
                                                      check_between_literals)
+from shardserver.shard.expressions.legacy import check_operator_enum
 from shardserver.shard.expressions.parser import invalid
 from shardserver.shard.keys import empty_key_error
 from shardserver.shard.values import validate_value
@@ -148,6 +149,7 @@ def key_conditions_parts(key_conditions: dict, hash_name: str, range_name: str |
         if not isinstance(spec, dict):
             raise ValidationException("KeyConditions must map attribute names to Condition objects")
         operator = spec.get("ComparisonOperator")
+        check_operator_enum(operator, "keyConditions", name)
         if operator not in _LEGACY_KEY_OPS:
             raise ValidationException("Attempted conditional constraint is not an indexable operation")
         op, count = _LEGACY_KEY_OPS[operator]
@@ -157,5 +159,8 @@ def key_conditions_parts(key_conditions: dict, hash_name: str, range_name: str |
                                       f"for the {operator} ComparisonOperator")
         for av in values:
             validate_value(av)
+        if operator == "BEGINS_WITH" and kind_of(values[0]) == "N":
+            raise ValidationException("One or more parameter values were invalid: ComparisonOperator BEGINS_WITH "
+                                      "is not valid for N AttributeValue type")
         parts[name] = (op, values)
     return check_parts(parts, hash_name, range_name, key_types)

@@ -25,6 +25,8 @@ _ARGUMENTS = {"EQ": 1, "NE": 1, "LE": 1, "LT": 1, "GE": 1, "GT": 1, "NOT_NULL": 
               "CONTAINS": 1, "NOT_CONTAINS": 1, "BEGINS_WITH": 1, "IN": None, "BETWEEN": 2}
 _ORDER = {"LT": (-1,), "LE": (-1, 0), "GT": (1,), "GE": (1, 0)}
 _SCALAR_ONLY = frozenset(("LE", "LT", "GE", "GT", "CONTAINS", "NOT_CONTAINS", "BEGINS_WITH", "IN", "BETWEEN"))
+# DynamoDB lists the ComparisonOperator enum in this order in its messages.
+_OPERATOR_ENUM = "[IN, NULL, BETWEEN, LT, NOT_CONTAINS, EQ, GT, NOT_NULL, NE, LE, BEGINS_WITH, GE, CONTAINS]"
 
 NON_EXPRESSION = ("AttributesToGet", "AttributeUpdates", "ConditionalOperator", "Expected",
                   "KeyConditions", "QueryFilter", "ScanFilter")
@@ -75,11 +77,22 @@ def _validated(values: list) -> list:
     return values
 
 
-def _comparison(name: str, operator, values) -> callable:
-    """test(item) for one legacy `ComparisonOperator` on attribute `name`."""
+def check_operator_enum(operator, member: str, name: str) -> None:
+    """DynamoDB's request validation of a Condition's ComparisonOperator: it
+    must be present and one of the enum's names (case-sensitive); `member`
+    is the request parameter holding the condition ("queryFilter"...)."""
+    if operator is None:
+        raise ValidationException(f"1 validation error detected: Value null at '{member}.{name}.member."
+                                  "comparisonOperator' failed to satisfy constraint: Member must not be null")
     if operator not in _ARGUMENTS:
-        raise ValidationException(f"{_INVALID}Unsupported comparison operator {operator}" if isinstance(operator, str)
-                                  else f"{_INVALID}ComparisonOperator must be a string")
+        raise ValidationException(f"1 validation error detected: Value '{operator}' at '{member}.{name}.member."
+                                  "comparisonOperator' failed to satisfy constraint: Member must satisfy enum "
+                                  f"value set: {_OPERATOR_ENUM}")
+
+
+def _comparison(name: str, operator, values, member: str) -> callable:
+    """test(item) for one legacy `ComparisonOperator` on attribute `name`."""
+    check_operator_enum(operator, member, name)
     values = [] if values is None else values
     if not isinstance(values, list):
         raise ValidationException(f"{_INVALID}AttributeValueList must be a list")
@@ -152,14 +165,14 @@ def _expected_entry(name: str, spec) -> callable:
         if not has_value:
             raise ValidationException(f"{_INVALID}Value must be provided when Exists is true for "
                                       f"Attribute: {name}")
-        return _comparison(name, "EQ", [spec["Value"]])
+        return _comparison(name, "EQ", [spec["Value"]], "expected")
     if operator is None:
         if has_value:
-            return _comparison(name, "EQ", [spec["Value"]])
+            return _comparison(name, "EQ", [spec["Value"]], "expected")
         raise ValidationException(f"{_INVALID}Value must be provided when Exists is null for Attribute: {name}")
     if has_value:
-        return _comparison(name, operator, [spec["Value"]])
-    return _comparison(name, operator, spec.get("AttributeValueList"))
+        return _comparison(name, operator, [spec["Value"]], "expected")
+    return _comparison(name, operator, spec.get("AttributeValueList"), "expected")
 
 
 def _combine(tests: list, conditional_operator) -> BoundCondition:
@@ -186,8 +199,10 @@ def expected_to_condition(expected: dict, conditional_operator: str | None = Non
     return _combine([_expected_entry(n, s) for n, s in expected.items()], conditional_operator)
 
 
-def filter_from_legacy(filters: dict, conditional_operator: str | None = None) -> BoundCondition:
-    """QueryFilter / ScanFilter as a condition for evaluate_condition()."""
+def filter_from_legacy(filters: dict, conditional_operator: str | None = None,
+                       member: str = "queryFilter") -> BoundCondition:
+    """QueryFilter / ScanFilter (member "queryFilter" / "scanFilter", as
+    DynamoDB's messages spell it) as a condition for evaluate_condition()."""
     if not isinstance(filters, dict):
         raise ValidationException(f"{_INVALID}Filter must be a map")
     _check_operator_use(filters, conditional_operator, "Filter")
@@ -195,7 +210,7 @@ def filter_from_legacy(filters: dict, conditional_operator: str | None = None) -
     for name, spec in filters.items():
         if not isinstance(spec, dict):
             raise ValidationException(f"{_INVALID}Filter must map attribute names to Condition objects")
-        tests.append(_comparison(name, spec.get("ComparisonOperator"), spec.get("AttributeValueList")))
+        tests.append(_comparison(name, spec.get("ComparisonOperator"), spec.get("AttributeValueList"), member))
     return _combine(tests, conditional_operator)
 
 
