@@ -279,6 +279,19 @@ def test_bad_input(server, ddb, range_table):
          "One or more parameter values were invalid: Condition parameter type does not match schema type"),
         (dict(TableName=range_table),
          "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request."),
+        (dict(TableName=range_table, KeyConditionExpression="pk = :p AND begins_with(sk, :s)",
+              ExpressionAttributeValues={":p": {"S": "a"}, ":s": {"S": ""}}),
+         "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an "
+         "empty string value. Key: sk"),
+        (dict(TableName=range_table, KeyConditionExpression="pk = :p AND sk BETWEEN :s AND :t",
+              ExpressionAttributeValues={":p": {"S": "a"}, ":s": {"S": ""}, ":t": {"S": "b"}}),
+         "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an "
+         "empty string value. Key: sk"),
+        (dict(TableName=range_table, KeyConditions={
+            "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "a"}]},
+            "sk": {"ComparisonOperator": "GT", "AttributeValueList": [{"S": ""}]}}),
+         "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an "
+         "empty string value. Key: sk"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ClientError) as e:

@@ -2,10 +2,10 @@
 
 Owns the restrictions DynamoDB puts on a key condition (an AND of at most
 two comparisons, equality on the partition key, one of = < <= > >=
-BETWEEN begins_with on the sort key, literal operands of the key's type)
-and their error messages.  It returns the partition key value and the sort
-key predicate for the Query executor to turn into a storage range; it never
-reads storage itself.
+BETWEEN begins_with on the sort key, non-empty literal operands of the
+key's type) and their error messages.  It returns the partition key value
+and the sort key predicate for the Query executor to turn into a storage
+range; it never reads storage itself.
 """
 
 from __future__ import annotations
@@ -110,6 +110,12 @@ def check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: 
         raise empty_key_error(hash_name, kind)
     if range_name is not None and range_name in parts:
         op, operands = parts[range_name]
+        for av in operands:
+            # Key values are never empty, so DynamoDB refuses an empty sort key
+            # operand too (begins_with(sk, "") included) rather than matching.
+            (kind, value), = av.items()
+            if value == "":
+                raise empty_key_error(range_name, kind)
         return hash_value, op, operands
     return hash_value, None, []
 
