@@ -2,7 +2,9 @@
 
 import json
 import socket
+import time
 import zlib
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -114,6 +116,14 @@ def test_build_response_crc():
     response = build_response(200, b'{"x":1}', request_id=b"abc")
     assert b"x-amz-crc32: " + str(zlib.crc32(b'{"x":1}')).encode() in response
     assert response.endswith(b'\r\n\r\n{"x":1}')
+
+
+def test_responses_carry_date_and_server_headers(server):
+    # DynamoDB sends both on every answer, errors included.
+    for target in ("ListTables", "NoSuchThing"):
+        (_, headers, _), = split_responses(raw(server, post("DynamoDB_20120810." + target, b"{}")))
+        assert headers["server"] == "Server"
+        assert abs(parsedate_to_datetime(headers["date"]).timestamp() - time.time()) < 60
 
 
 def test_expect_100_continue(server):

@@ -8,6 +8,9 @@ here owns a socket: ``protocol.server`` is the thin asyncio glue.
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
+
 import httptools
 
 try:
@@ -183,6 +186,20 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 JSON_TYPE = b"application/x-amz-json-1.0"
 _OK_JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: " + JSON_TYPE + b"\r\nContent-Length: "
+# DynamoDB sends these two on every response, success or error.
+_SERVER = b"\r\nServer: Server"
+_date_second = -1
+_date_header = b""
+
+
+def _date() -> bytes:
+    """The Date header (RFC 7231 IMF-fixdate), formatted once a second."""
+    global _date_second, _date_header
+    second = int(time.time())
+    if second != _date_second:
+        _date_second = second
+        _date_header = b"\r\nDate: " + formatdate(second, usegmt=True).encode()
+    return _date_header
 
 
 def build_response(status: int, body: bytes, *, content_type: bytes = JSON_TYPE,
@@ -198,6 +215,7 @@ def build_response(status: int, body: bytes, *, content_type: bytes = JSON_TYPE,
     else:
         head = [b"HTTP/1.1 %d " % status, STATUS_TEXT.get(status, b"Unknown"),
                 b"\r\nContent-Type: ", content_type, b"\r\nContent-Length: ", b"%d" % len(body)]
+    head += (_date(), _SERVER)
     if request_id:
         head += (b"\r\nx-amzn-RequestId: ", request_id)
     if crc32:
