@@ -154,6 +154,15 @@ def test_tags(ddb, hash_table):
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "db"}]
 
 
+def test_tag_and_untag_answer_with_an_empty_body(ddb, hash_table):
+    # DynamoDB's TagResource and UntagResource responses have no body at all, not "{}".
+    arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
+    tagged = ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "k", "Value": "v"}])
+    assert tagged["ResponseMetadata"]["HTTPHeaders"]["content-length"] == "0"
+    untagged = ddb.untag_resource(ResourceArn=arn, TagKeys=["k"])
+    assert untagged["ResponseMetadata"]["HTTPHeaders"]["content-length"] == "0"
+
+
 def test_deletion_protection(ddb, table_name):
     create_table(ddb, table_name, DeletionProtectionEnabled=True)
     assert ddb.describe_table(TableName=table_name)["Table"]["DeletionProtectionEnabled"] is True

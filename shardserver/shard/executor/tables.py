@@ -370,7 +370,7 @@ async def tag_resource(svc, request: dict) -> bytes:
                                   "constraint: Member must not be null")
     merged = checked_tags(schema.tags + checked_tags(tags))
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": merged}))
-    return b"{}"
+    return b""      # DynamoDB answers TagResource and UntagResource with an empty body
 
 
 @operation("UntagResource")
@@ -383,4 +383,4 @@ async def untag_resource(svc, request: dict) -> bytes:
     gone = set(keys)
     remaining = [t for t in schema.tags if t["Key"] not in gone]
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": remaining}))
-    return b"{}"
+    return b""
