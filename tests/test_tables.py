@@ -163,6 +163,48 @@ def test_tag_and_untag_answer_with_an_empty_body(ddb, hash_table):
     assert untagged["ResponseMetadata"]["HTTPHeaders"]["content-length"] == "0"
 
 
+def _key(name, kind="HASH"):
+    return {"AttributeName": name, "KeyType": kind}
+
+
+def _definitions(*names):
+    return [{"AttributeName": n, "AttributeType": "S"} for n in names]
+
+
+LONG = "n" * 256
+
+
+@pytest.mark.parametrize("extra", [
+    # The length is checked before the definitions are matched to the keys.
+    {"KeySchema": [_key("a")], "AttributeDefinitions": _definitions(LONG)},
+    {"KeySchema": [_key("a"), _key("b", "RANGE")], "AttributeDefinitions": _definitions("a", "b", LONG),
+     "GlobalSecondaryIndexes": [{"IndexName": "gsi", "KeySchema": [_key("short")],
+                                 "Projection": {"ProjectionType": "ALL"}}]},
+    {"KeySchema": [_key("a"), _key("b", "RANGE")], "AttributeDefinitions": _definitions("a", "b", "short"),
+     "GlobalSecondaryIndexes": [{"IndexName": "gsi", "KeySchema": [_key(LONG)],
+                                 "Projection": {"ProjectionType": "ALL"}}]},
+    {"KeySchema": [_key("a"), _key("b", "RANGE")], "AttributeDefinitions": _definitions("a", "b", "short"),
+     "LocalSecondaryIndexes": [{"IndexName": "lsi", "KeySchema": [_key("a"), _key(LONG, "RANGE")],
+                                "Projection": {"ProjectionType": "ALL"}}]},
+])
+def test_key_attribute_names_are_limited_to_255_characters(ddb, table_name, extra):
+    with pytest.raises(ClientError) as e:
+        ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", **extra)
+    code, message = error_of(e)
+    assert code == "ValidationException" and "255" in message
+
+
+def test_update_table_index_key_names_are_limited_to_255_characters(ddb, hash_table):
+    for definition, key in ((LONG, "short"), ("short", LONG)):
+        with pytest.raises(ClientError) as e:
+            ddb.update_table(TableName=hash_table, AttributeDefinitions=_definitions(definition),
+                             GlobalSecondaryIndexUpdates=[{"Create": {
+                                 "IndexName": "gsi", "KeySchema": [_key(key)],
+                                 "Projection": {"ProjectionType": "ALL"}}}])
+        code, message = error_of(e)
+        assert code == "ValidationException" and "255" in message
+
+
 def test_deletion_protection(ddb, table_name):
     create_table(ddb, table_name, DeletionProtectionEnabled=True)
     assert ddb.describe_table(TableName=table_name)["Table"]["DeletionProtectionEnabled"] is True

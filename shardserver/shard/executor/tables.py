@@ -118,17 +118,17 @@ def key_schema_elements(key_schema, field: str) -> tuple[list[str], list[str]]:
         if kind not in ("HASH", "RANGE"):
             raise constraint_error([f"Value '{kind}' at '{field}.{i}.member.keyType' failed to satisfy "
                                     "constraint: Member must satisfy enum value set: [HASH, RANGE]"])
-        names.append(element["AttributeName"])
+        name = element["AttributeName"]
+        if not 1 <= len(name) <= 255:
+            raise constraint_error([f"Value '{name}' at '{field}.{i}.member.attributeName' "
+                                    "failed to satisfy constraint: Member must have length between 1 and 255"])
+        names.append(name)
         kinds.append(kind)
     return names, kinds
 
 
 def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
     names, types = key_schema_elements(key_schema, field)
-    for i, name in enumerate(names, 1):
-        if not 1 <= len(name) <= 255:
-            raise constraint_error([f"Value '{name}' at '{field}.{i}.member.attributeName' "
-                                    "failed to satisfy constraint: Member must have length between 1 and 255"])
     if types[0] != "HASH":
         raise ValidationException("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
     if len(types) == 2:
@@ -155,6 +155,9 @@ def parse_attribute_definitions(definitions) -> dict[str, str]:
             raise constraint_error([f"Value '{kind}' at 'attributeDefinitions.{i}.member.attributeType' failed "
                                     "to satisfy constraint: Member must satisfy enum value set: [B, N, S]"])
         name = definition["AttributeName"]
+        if not 1 <= len(name) <= 255:
+            raise constraint_error([f"Value '{name}' at 'attributeDefinitions.{i}.member.attributeName' "
+                                    "failed to satisfy constraint: Member must have length between 1 and 255"])
         if name in types:
             raise ValidationException("Cannot have two attributes with the same name")
         types[name] = kind
