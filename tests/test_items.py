@@ -117,6 +117,35 @@ def test_nesting_limit(ddb, hash_table):
     assert error_of(e)[0] == "ValidationException"
 
 
+def test_attribute_names_are_limited_to_65535_bytes(ddb, hash_table):
+    longest, too_long = "a" * 65535, "a" * 65536
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": "n"}, longest: {"N": "1"}})
+    assert longest in ddb.get_item(TableName=hash_table, Key={"pk": {"S": "n"}})["Item"]
+    key = {"pk": {"S": "n"}}
+    refused = [
+        lambda: ddb.put_item(TableName=hash_table, Item={**key, too_long: {"N": "1"}}),
+        lambda: ddb.get_item(TableName=hash_table, Key=key, AttributesToGet=[too_long]),
+        lambda: ddb.get_item(TableName=hash_table, Key=key, ProjectionExpression="#n",
+                             ExpressionAttributeNames={"#n": too_long}),
+        lambda: ddb.update_item(TableName=hash_table, Key=key,
+                                AttributeUpdates={too_long: {"Value": {"N": "2"}, "Action": "PUT"}}),
+        lambda: ddb.update_item(TableName=hash_table, Key=key, UpdateExpression="SET #n = :v",
+                                ExpressionAttributeNames={"#n": too_long},
+                                ExpressionAttributeValues={":v": {"N": "2"}}),
+        lambda: ddb.update_item(TableName=hash_table, Key=key, UpdateExpression="SET a = :v",
+                                ConditionExpression="#n = :v", ExpressionAttributeNames={"#n": too_long},
+                                ExpressionAttributeValues={":v": {"N": "2"}}),
+        # Multi-byte characters count by their UTF-8 bytes.
+        lambda: ddb.put_item(TableName=hash_table, Item={**key, "\u00e9" * 32768: {"N": "1"}}),
+    ]
+    for call in refused:
+        with pytest.raises(ClientError) as e:
+            call()
+        code, message = error_of(e)
+        assert code == "ValidationException" and "65535" in message
+    assert longest in ddb.get_item(TableName=hash_table, Key=key)["Item"]
+
+
 def test_return_values_all_old(ddb, hash_table):
     first = ddb.put_item(TableName=hash_table, Item={"pk": {"S": "r"}, "v": {"N": "1"}}, ReturnValues="ALL_OLD")
     assert "Attributes" not in first

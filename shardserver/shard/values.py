@@ -193,12 +193,25 @@ def _show_list(values) -> str:
     return "[" + ", ".join(values) + "]"
 
 
+MAX_ATTRIBUTE_NAME_BYTES = 65535
+
+
+def check_attribute_name_length(name: str) -> None:
+    """DynamoDB refuses attribute names longer than 64 KB - 1 in UTF-8, wherever
+    they appear (items, AttributeUpdates, AttributesToGet, ExpressionAttributeNames)."""
+    # A UTF-8 character is at most 4 bytes: shorter names need no encoding.
+    if len(name) * 4 > MAX_ATTRIBUTE_NAME_BYTES and len(name.encode()) > MAX_ATTRIBUTE_NAME_BYTES:
+        raise _invalid(f"Attribute name is too long: {len(name.encode())} bytes, the maximum is "
+                       f"{MAX_ATTRIBUTE_NAME_BYTES} bytes")
+
+
 def validate_item(item) -> None:
     if not isinstance(item, dict):
         raise ValidationException("Item must be a map of attribute names to AttributeValues")
     for name, av in item.items():
         if not name:
             raise _invalid("An AttributeName cannot be empty")
+        check_attribute_name_length(name)
         # Most attributes are plain strings: {"S": str} needs no further check.
         if type(av) is dict and len(av) == 1 and type(av.get("S")) is str:
             continue

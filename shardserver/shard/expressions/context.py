@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from shardserver.errors import ValidationException
-from shardserver.shard.values import validate_value
+from shardserver.shard.values import check_attribute_name_length, validate_value
 
 _NAME_KEY = re.compile(r"#[A-Za-z0-9_]+\Z")
 _VALUE_KEY = re.compile(r":[A-Za-z0-9_]+\Z")
@@ -37,6 +37,7 @@ class ExpressionContext:
                 if not isinstance(name, str) or not name:
                     raise ValidationException(
                         f"ExpressionAttributeNames contains invalid value: Empty attribute name for key {key}")
+                check_attribute_name_length(name)
         if values is not None:
             if not isinstance(values, dict):
                 raise ValidationException("ExpressionAttributeValues must be a map")

@@ -17,7 +17,7 @@ from shardserver.shard.expressions.compare import (
     SET_TYPES, add_numbers, av_equal, begins_with, compare_scalars, contains, kind_of, set_difference, set_union)
 from shardserver.shard.expressions.conditions import BoundCondition
 from shardserver.shard.expressions.projection import BoundProjection
-from shardserver.shard.values import MAX_ITEM_SIZE, item_size, validate_value
+from shardserver.shard.values import MAX_ITEM_SIZE, check_attribute_name_length, item_size, validate_value
 
 _INVALID = "One or more parameter values were invalid: "
 _TYPE_MISMATCH = "Type mismatch for attribute to update"
@@ -223,6 +223,7 @@ def attributes_to_get_projection(names: list) -> BoundProjection:
     for name in names:
         if not isinstance(name, str) or not name:
             raise ValidationException(f"{_INVALID}AttributesToGet must contain attribute names")
+        check_attribute_name_length(name)
         if name in seen:
             raise ValidationException(f"{_INVALID}Duplicate value in attribute name: {name}")
         seen.add(name)
@@ -239,6 +240,7 @@ def apply_attribute_updates(attribute_updates: dict, item: dict | None, key_name
     for name, spec in attribute_updates.items():
         if not isinstance(spec, dict):
             raise ValidationException(f"{_INVALID}AttributeUpdates must map names to AttributeValueUpdate objects")
+        check_attribute_name_length(name)
         action = spec.get("Action", "PUT")
         value = spec.get("Value")
         if action not in ("PUT", "ADD", "DELETE"):
