@@ -3,7 +3,9 @@
 import threading
 from decimal import Decimal
 
+import boto3
 import pytest
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from conftest import create_table
@@ -227,6 +229,23 @@ def test_a_bad_expression_is_reported_before_a_missing_table(ddb, call, bad, goo
     with pytest.raises(ClientError) as e:
         getattr(ddb, call)(TableName="no_such_table_here", **good)
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_a_json_number_where_a_string_belongs_is_a_serialization_error(server, hash_table):
+    # {"N": 123} fails DynamoDB's deserializer (N holds a string), before any validation.
+    # boto3 would refuse these client-side; the server must answer them itself.
+    unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                             aws_access_key_id="x", aws_secret_access_key="y",
+                             config=BotoConfig(parameter_validation=False, retries={"max_attempts": 0}))
+    for item in ({"pk": {"S": "j"}, "n": {"N": 123}}, {"pk": {"S": "j"}, "s": {"S": 5}}):
+        with pytest.raises(ClientError) as e:
+            unchecked.put_item(TableName=hash_table, Item=item)
+        assert error_of(e)[0] == "SerializationException"
+    with pytest.raises(ClientError) as e:
+        unchecked.update_item(TableName=hash_table, Key={"pk": {"S": "j"}}, UpdateExpression="SET a = :v",
+                              ConditionExpression="a < :bad",
+                              ExpressionAttributeValues={":v": {"N": "1"}, ":bad": {"N": 123}})
+    assert error_of(e)[0] == "SerializationException"
 
 
 def test_a_number_that_is_none_is_quoted_in_the_error(ddb, hash_table):

@@ -127,7 +127,7 @@ def test_bad_shapes_get_400s_and_the_server_keeps_serving(server, ddb, fuzz_tabl
                         "Expected": {"a": {"ComparisonOperator": ["EQ"], "AttributeValueList": [{"S": "x"}]}}},
          "SerializationException"),
         ("Query", {"TableName": t, "KeyConditions": {
-            "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": 5}]}}}, "ValidationException"),
+            "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": 5}]}}}, "SerializationException"),
         ("Query", {"TableName": t, "KeyConditions": {
             "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "p1"}]},
             "sk": {"ComparisonOperator": "BETWEEN", "AttributeValueList": [{"N": "abc"}, {"N": "1"}]}}},

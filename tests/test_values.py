@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, strategies as st
 
-from shardserver.errors import ValidationException
+from shardserver.errors import SerializationException, ValidationException
 from shardserver.shard import routing, values
 
 
@@ -82,4 +82,11 @@ def test_item_size_rules():
                                 {"NS": ["1", "x"]}, {"B": "***"}, {"XX": 1}, {"L": {}}, {"M": []}])
 def test_invalid_values(av):
     with pytest.raises(ValidationException):
+        values.validate_value(av)
+
+
+@pytest.mark.parametrize("av", [{"N": 123}, {"N": 1.5}, {"S": 7}, {"S": True}, {"B": ["x"]}, {"N": {"x": 1}}])
+def test_non_string_json_in_a_string_member_is_a_serialization_error(av):
+    # DynamoDB's deserializer refuses these before its validator sees them.
+    with pytest.raises(SerializationException):
         values.validate_value(av)

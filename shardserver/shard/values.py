@@ -18,7 +18,7 @@ import struct
 
 import mmh3
 
-from shardserver.errors import ValidationException
+from shardserver.errors import SerializationException, ValidationException
 
 MAX_ITEM_SIZE = 400 * 1024
 MAX_NESTING_DEPTH = 32
@@ -124,6 +124,18 @@ def _invalid(message: str) -> ValidationException:
     return ValidationException("One or more parameter values were invalid: " + message)
 
 
+def _not_a_string(value) -> SerializationException:
+    """DynamoDB's deserializer, not its validator, refuses a non-string JSON value
+    where S, N or B wants a string (e.g. {"N": 123}): a SerializationException."""
+    if isinstance(value, list):
+        return SerializationException("Start of list found where not expected")
+    if isinstance(value, dict):
+        return SerializationException("Start of structure or map found where not expected.")
+    source = ("class java.lang.Boolean" if isinstance(value, bool)
+              else "class com.amazon.coral.value.json.numbers.TruncatingBigNumber")
+    return SerializationException(f"{source} can not be converted to an String")
+
+
 def validate_value(av, depth: int = 0) -> None:
     """Validates one AttributeValue in place (numbers are normalized in place)."""
     if not isinstance(av, dict):
@@ -135,14 +147,16 @@ def validate_value(av, depth: int = 0) -> None:
     (kind, value), = av.items()
     if kind == "S":
         if not isinstance(value, str):
-            raise ValidationException("Invalid attribute value type: S must be a string")
+            raise _not_a_string(value) if value is not None else ValidationException(
+                "Invalid attribute value type: S must be a string")
     elif kind == "N":
         if not isinstance(value, str):
-            raise not_a_number(value)
+            raise _not_a_string(value) if value is not None else not_a_number(value)
         av["N"] = normalize_number(value)
     elif kind == "B":
         if not isinstance(value, str):
-            raise ValidationException("Invalid attribute value type: B must be base64 text")
+            raise _not_a_string(value) if value is not None else ValidationException(
+                "Invalid attribute value type: B must be base64 text")
         binary_of(value)
     elif kind == "BOOL":
         if not isinstance(value, bool):
