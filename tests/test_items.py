@@ -116,7 +116,8 @@ def test_nesting_limit(ddb, hash_table):
     ddb.put_item(TableName=hash_table, Item={"pk": {"S": "deep"}, "v": value})
     with pytest.raises(ClientError) as e:
         ddb.put_item(TableName=hash_table, Item={"pk": {"S": "deep"}, "v": {"M": {"x": {"L": [value]}}}})
-    assert error_of(e)[0] == "ValidationException"
+    assert error_of(e) == ("ValidationException", "Nesting Levels have exceeded supported limits: "
+                           "Attributes in the item have nested levels beyond supported limit")
 
 
 def test_attribute_names_are_limited_to_65535_bytes(ddb, hash_table):

@@ -42,6 +42,8 @@ NOT_A_NUMBER = "The parameter cannot be converted to a numeric value"
 def not_a_number(text) -> ValidationException:
     """DynamoDB's error for the text of a number that is none: it quotes the text."""
     return ValidationException(f"{NOT_A_NUMBER}: {text}" if isinstance(text, str) and text else NOT_A_NUMBER)
+NESTING_TOO_DEEP = ("Nesting Levels have exceeded supported limits: "
+                    "Attributes in the item have nested levels beyond supported limit")
 TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits in a Number"
 OVERFLOW = "Number overflow. Attempting to store a number with magnitude larger than supported range"
 UNDERFLOW = "Number underflow. Attempting to store a number with magnitude smaller than supported range"
@@ -168,14 +170,14 @@ def validate_value(av, depth: int = 0) -> None:
         if not isinstance(value, dict):
             raise ValidationException("Invalid attribute value type: M must be a map")
         if depth >= MAX_NESTING_DEPTH:
-            raise ValidationException("Nesting Levels have exceeded supported limits")
+            raise ValidationException(NESTING_TOO_DEEP)
         for sub in value.values():
             validate_value(sub, depth + 1)
     elif kind == "L":
         if not isinstance(value, list):
             raise ValidationException("Invalid attribute value type: L must be a list")
         if depth >= MAX_NESTING_DEPTH:
-            raise ValidationException("Nesting Levels have exceeded supported limits")
+            raise ValidationException(NESTING_TOO_DEEP)
         for sub in value:
             validate_value(sub, depth + 1)
     elif kind in _SET_NAMES:
