@@ -140,13 +140,18 @@ def test_attribute_names_are_limited_to_65535_bytes(ddb, hash_table):
                                 ExpressionAttributeValues={":v": {"N": "2"}}),
         # Multi-byte characters count by their UTF-8 bytes.
         lambda: ddb.put_item(TableName=hash_table, Item={**key, "\u00e9" * 32768: {"N": "1"}}),
+        # The keys of maps, at any depth, are attribute names too.
+        lambda: ddb.put_item(TableName=hash_table, Item={**key, "m": {"M": {"x": {"M": {too_long: {"N": "1"}}}}}}),
+        lambda: ddb.update_item(TableName=hash_table, Key=key, UpdateExpression="SET m = :v",
+                                ExpressionAttributeValues={":v": {"M": {too_long: {"N": "1"}}}}),
     ]
     for call in refused:
         with pytest.raises(ClientError) as e:
             call()
-        code, message = error_of(e)
-        assert code == "ValidationException" and "65535" in message
+        assert error_of(e) == ("ValidationException", "1 validation error detected: Attribute name is too "
+                                                      "large, must be less than 65536 bytes")
     assert longest in ddb.get_item(TableName=hash_table, Key=key)["Item"]
+    ddb.put_item(TableName=hash_table, Item={**key, "m": {"M": {longest: {"N": "1"}}}})
 
 
 def test_return_values_all_old(ddb, hash_table):

@@ -171,7 +171,8 @@ def validate_value(av, depth: int = 0) -> None:
             raise ValidationException("Invalid attribute value type: M must be a map")
         if depth >= MAX_NESTING_DEPTH:
             raise ValidationException(NESTING_TOO_DEEP)
-        for sub in value.values():
+        for name, sub in value.items():
+            check_attribute_name_length(name)
             validate_value(sub, depth + 1)
     elif kind == "L":
         if not isinstance(value, list):
@@ -212,13 +213,17 @@ def _show_list(values) -> str:
 MAX_ATTRIBUTE_NAME_BYTES = 65535
 
 
+ATTRIBUTE_NAME_TOO_LARGE = ("1 validation error detected: Attribute name is too large, "
+                            f"must be less than {MAX_ATTRIBUTE_NAME_BYTES + 1} bytes")
+
+
 def check_attribute_name_length(name: str) -> None:
-    """DynamoDB refuses attribute names longer than 64 KB - 1 in UTF-8, wherever
-    they appear (items, AttributeUpdates, AttributesToGet, ExpressionAttributeNames)."""
+    """DynamoDB refuses attribute names longer than 64 KB - 1 in UTF-8 wherever they
+    appear: items and the keys of their maps at any depth, AttributeUpdates,
+    AttributesToGet, ExpressionAttributeNames."""
     # A UTF-8 character is at most 4 bytes: shorter names need no encoding.
     if len(name) * 4 > MAX_ATTRIBUTE_NAME_BYTES and len(name.encode()) > MAX_ATTRIBUTE_NAME_BYTES:
-        raise _invalid(f"Attribute name is too long: {len(name.encode())} bytes, the maximum is "
-                       f"{MAX_ATTRIBUTE_NAME_BYTES} bytes")
+        raise ValidationException(ATTRIBUTE_NAME_TOO_LARGE)
 
 
 def validate_item(item) -> None:

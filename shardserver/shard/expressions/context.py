@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from shardserver.errors import ValidationException
-from shardserver.shard.values import check_attribute_name_length, validate_value
+from shardserver.shard.values import ATTRIBUTE_NAME_TOO_LARGE, check_attribute_name_length, validate_value
 
 _NAME_KEY = re.compile(r"#[A-Za-z0-9_]+\Z")
 _VALUE_KEY = re.compile(r":[A-Za-z0-9_]+\Z")
@@ -50,6 +50,8 @@ class ExpressionContext:
                 try:
                     validate_value(av)
                 except ValidationException as e:
+                    if e.message == ATTRIBUTE_NAME_TOO_LARGE:
+                        raise           # DynamoDB words it the same wherever the name is
                     raise ValidationException(
                         f"ExpressionAttributeValues contains invalid value: {e.message} for key {key}") from None
         self.names = names or {}
