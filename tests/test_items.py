@@ -254,6 +254,22 @@ def test_a_json_number_where_a_string_belongs_is_a_serialization_error(server, h
     assert error_of(e)[0] == "SerializationException"
 
 
+def test_a_missing_key_or_item_is_a_request_validation_error(server, hash_table):
+    unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                             aws_access_key_id="x", aws_secret_access_key="y",
+                             config=BotoConfig(parameter_validation=False, retries={"max_attempts": 0}))
+    calls = [(unchecked.get_item, {}, "key"), (unchecked.delete_item, {}, "key"),
+             (unchecked.update_item, {"UpdateExpression": "SET a = :v",
+                                      "ExpressionAttributeValues": {":v": {"N": "1"}}}, "key"),
+             (unchecked.put_item, {}, "item")]
+    for table in (hash_table, "no_such_table"):      # checked before the table is looked up
+        for call, extra, member in calls:
+            with pytest.raises(ClientError) as e:
+                call(TableName=table, **extra)
+            assert error_of(e) == ("ValidationException", f"1 validation error detected: Value null at "
+                                   f"'{member}' failed to satisfy constraint: Member must not be null")
+
+
 def test_a_number_that_is_none_is_quoted_in_the_error(ddb, hash_table):
     with pytest.raises(ClientError) as e:
         ddb.put_item(TableName=hash_table, Item={"pk": {"S": "n"}, "n": {"N": "12e"}})

@@ -27,11 +27,16 @@ ROUTED = "\0item"   # request key under which routing leaves (schema, storage ke
 
 def _address(svc, request: dict, from_item: bool) -> tuple:
     """(schema, storage key, owner shard) of the one item a request names."""
+    member = "Item" if from_item else "Key"
+    if request.get(member) is None:
+        # Request validation, before the table is looked up.
+        raise ValidationException(f"1 validation error detected: Value null at '{member.lower()}' failed "
+                                  "to satisfy constraint: Member must not be null")
     schema = table_of(svc, request)
     if from_item:
-        pk, sk = key_of_item(schema, request.get("Item"))
+        pk, sk = key_of_item(schema, request["Item"])
     else:
-        pk, sk = key_of_request(schema, request.get("Key"))
+        pk, sk = key_of_request(schema, request["Key"])
     key, token = values.storage_key_and_token(pk, sk)
     return schema, key, shard_of_token(token, svc.nshards)
 
