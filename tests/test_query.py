@@ -1,6 +1,7 @@
 """Query through boto3 against the real 2-shard server: key conditions on every key type,
 paging in both directions, filters, Select, projections, page sizes and DynamoDB's errors."""
 
+import time
 import urllib.error
 import urllib.request
 from decimal import Decimal
@@ -449,3 +450,37 @@ def test_repeated_queries_see_every_kind_of_write(server, ddb, table_name):
         assert hits > 0
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def test_reads_are_charged_by_item_size_not_stored_json(ddb):
+    """200 items of ~10 bytes (DynamoDB's size: names plus values) are 2 KB: one strongly
+    consistent read unit for the Query, the Scan and the index Query; their stored JSON is ~7 KB."""
+    name = "charged_by_size"
+    ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "N"},
+                              {"AttributeName": "g", "AttributeType": "S"}],
+        GlobalSecondaryIndexes=[{"IndexName": "by_g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                 "Projection": {"ProjectionType": "KEYS_ONLY"}}])
+    for start in range(0, 200, 25):
+        ddb.batch_write_item(RequestItems={name: [
+            {"PutRequest": {"Item": {"pk": {"S": "p"}, "sk": {"N": str(i)}, "g": {"S": "g"}}}}
+            for i in range(start, start + 25)]})
+    query = ddb.query(TableName=name, KeyConditionExpression="pk = :p", ExpressionAttributeValues={
+        ":p": {"S": "p"}}, ConsistentRead=True, ReturnConsumedCapacity="TOTAL")
+    assert query["Count"] == 200 and query["ConsumedCapacity"]["CapacityUnits"] == 1.0
+    scan = ddb.scan(TableName=name, ConsistentRead=True, ReturnConsumedCapacity="TOTAL",
+                    FilterExpression="sk < :n", ExpressionAttributeValues={":n": {"N": "0"}})
+    # charged for what was read, before the filter
+    assert scan["Count"] == 0 and scan["ScannedCount"] == 200
+    assert scan["ConsumedCapacity"]["CapacityUnits"] == 1.0
+    for _ in range(100):     # the GSI is eventually consistent
+        index = ddb.query(TableName=name, IndexName="by_g", KeyConditionExpression="g = :g",
+                          ExpressionAttributeValues={":g": {"S": "g"}}, ReturnConsumedCapacity="TOTAL")
+        if index["Count"] == 200:
+            break
+        time.sleep(0.05)
+    assert index["Count"] == 200 and index["ConsumedCapacity"]["CapacityUnits"] == 0.5
+    ddb.delete_table(TableName=name)

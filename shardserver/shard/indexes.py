@@ -1073,9 +1073,11 @@ class _Reader:
         return items, count
 
 
-def _consumed(request: dict, schema, index: Index, read_bytes: int) -> dict | None:
+def _consumed(request: dict, schema, index: Index, pairs) -> dict | None:
     mode = capacity.requested_mode(request)
-    units = capacity.read_units(read_bytes, bool(request.get("ConsistentRead", False)))
+    if mode == "NONE":
+        return None
+    units = capacity.read_units(capacity.stored_size(pairs), bool(request.get("ConsistentRead", False)))
     result = capacity.consumed(mode, schema.name, units)
     if result is not None and mode == "INDEXES":
         result["Table"] = {"CapacityUnits": 0.0}
@@ -1115,7 +1117,7 @@ async def query_index(svc, request: dict, schema, prepared) -> bytes:
     read_bytes = sum(len(v) for _, v in pairs)
     if pairs and ((limit is not None and len(pairs) >= limit) or read_bytes >= PAGE_BYTES):
         response["LastEvaluatedKey"] = index.last_key(orjson.loads(pairs[-1][1]))
-    consumed = _consumed(request, schema, index, read_bytes)
+    consumed = _consumed(request, schema, index, pairs)
     if consumed is not None:
         response["ConsumedCapacity"] = consumed
     return orjson.dumps(response)
@@ -1143,8 +1145,10 @@ async def scan_index_page(svc, part: dict, schema, prepared) -> bytes:
                                    start_exclusive=part["exclusive"], limit=part["limit"],
                                    max_bytes=part["bytes"])
     items, count = await _Reader(svc, schema, index, prepared, select, request).shape(pairs)
-    header = orjson.dumps({
+    header = {
         "count": count, "scanned": len(pairs), "bytes": sum(len(v) for _, v in pairs),
         "last": index.last_key(orjson.loads(pairs[-1][1])) if pairs else None,
-    })
-    return header + b"\0" + b",".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items)
+    }
+    if part.get("size"):
+        header["size"] = capacity.stored_size(pairs)
+    return orjson.dumps(header) + b"\0" + b",".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items)

@@ -210,7 +210,7 @@ async def query(svc, request: dict) -> bytes:
         tail["LastEvaluatedKey"] = key_attributes(schema, orjson.loads(pairs[-1][1]))
     if mode != "NONE":
         tail["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(read_bytes, consistent))
+            mode, schema.name, capacity.read_units(capacity.stored_size(pairs), consistent))
     return _items_response(items, tail, count_only)
 
 
@@ -286,14 +286,15 @@ async def scan(svc, request: dict) -> bytes:
     remaining = limit or UNBOUNDED
     budget = PAGE_BYTES
     chunks: list[bytes] = []
-    count = scanned = read_bytes = 0
+    count = scanned = read_size = 0
     last = None
     stopped_early = False
     fields = {k: request[k] for k in _PAGE_FIELDS if k in request}
     while position < len(order):
         part = {"start": start.hex(), "exclusive": start_exclusive,
                 "end": high.hex() if high is not None else None,
-                "limit": remaining, "bytes": budget, "count_only": count_only, "request": fields}
+                "limit": remaining, "bytes": budget, "count_only": count_only, "request": fields,
+                "size": mode != "NONE"}
         reply = await svc.submit_to(order[position], SCAN_PAGE, orjson.dumps(part))
         header, _, joined = reply.partition(b"\0")
         result = orjson.loads(header)
@@ -303,7 +304,7 @@ async def scan(svc, request: dict) -> bytes:
             chunks.append(joined)
         count += result["count"]
         scanned += result["scanned"]
-        read_bytes += result["bytes"]
+        read_size += result.get("size", 0)
         if result["last"] is not None:
             last = result["last"]
         remaining -= result["scanned"]
@@ -317,7 +318,7 @@ async def scan(svc, request: dict) -> bytes:
         tail["LastEvaluatedKey"] = last
     if mode != "NONE":
         tail["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(read_bytes, consistent))
+            mode, schema.name, capacity.read_units(read_size, consistent))
     return _items_response(chunks, tail, count_only)
 
 
@@ -352,8 +353,10 @@ async def scan_page(svc, src: int, payload: bytes) -> bytes:
                                    start_exclusive=part["exclusive"], limit=part["limit"],
                                    max_bytes=part["bytes"])
     items, count = shape_page(pairs, prepared.filter, prepared.projection, part["count_only"])
-    header = orjson.dumps({
+    header = {
         "count": count, "scanned": len(pairs), "bytes": _page_bytes(pairs),
         "last": key_attributes(schema, orjson.loads(pairs[-1][1])) if pairs else None,
-    })
-    return header + b"\0" + b",".join(items)
+    }
+    if part.get("size"):
+        header["size"] = capacity.stored_size(pairs)
+    return orjson.dumps(header) + b"\0" + b",".join(items)
