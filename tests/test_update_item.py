@@ -258,6 +258,7 @@ def test_concurrent_add_is_exact(server, hash_table):
 
 @pytest.mark.parametrize("update_args", [
     {"UpdateExpression": "REMOVE a, b"},
+    {"UpdateExpression": "REMOVE x.y, z[0]"},      # no item, so no document path to be invalid
     {"UpdateExpression": "DELETE ss :v", "ExpressionAttributeValues": {":v": {"SS": ["a"]}}},
     {"AttributeUpdates": {"a": {"Action": "DELETE"}}},
 ])

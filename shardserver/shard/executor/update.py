@@ -34,7 +34,11 @@ async def update_item(svc, request: dict) -> bytes:
     old = orjson.loads(stored) if stored is not None else None
     prepared.check_condition(old)
     base = old if old is not None else {name: key_av[name] for name in schema.key_names}
-    if prepared.update is not None:
+    if prepared.update is not None and old is None and prepared.only_removes():
+        # Nothing to remove from an absent item, so DynamoDB does not look at
+        # the paths: REMOVE x.y succeeds (key attributes were refused in prepare).
+        new, touched = base, set()
+    elif prepared.update is not None:
         # The stored JSON is longer than the item's DynamoDB size: a cheap bound for the 400 KB check.
         new, touched = ex.apply_update(prepared.update, base, None, key_names,
                                        len(stored) if stored is not None else None)
