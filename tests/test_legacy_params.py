@@ -123,8 +123,14 @@ def test_attribute_updates(ddb, item):
      "One or more parameter values were invalid: ComparisonOperator LT is not valid for SS AttributeValue type"),
     ({"Expected": {"n": {"ComparisonOperator": "BETWEEN", "AttributeValueList": [N(9), N(1)]}}},
      "The BETWEEN condition was provided a range where the lower bound is greater than the upper bound"),
-    ({"ConditionalOperator": "OR"},
-     "ConditionalOperator can only be used when Expected or QueryFilter or ScanFilter are present"),
+    ({"ConditionalOperator": "OR"}, "ConditionalOperator cannot be used without Filter or Expected"),
+    ({"AttributeUpdates": {"s": {"Value": S("x")}}, "ConditionalOperator": "AND"},
+     "ConditionalOperator cannot be used without Filter or Expected"),
+    ({"AttributeUpdates": {"s": {"Value": S("x")}}, "Expected": {"n": {"Value": N(5)}}, "ConditionalOperator": "OR"},
+     "ConditionalOperator can only be used when Filter or Expected has two or more elements"),
+    ({"UpdateExpression": "SET n = :v", "ExpressionAttributeValues": {":v": N(1)}, "ConditionalOperator": "AND"},
+     "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: "
+     "{ConditionalOperator} Expression parameters: {UpdateExpression}"),
     ({"AttributeUpdates": {"s": {"Value": S("x")}}, "UpdateExpression": "SET n = :v",
       "ExpressionAttributeValues": {":v": N(1)}}, "Can not use both expression and non-expression parameters in the "
      "same request: Non-expression parameters: {AttributeUpdates} Expression parameters: {UpdateExpression}"),
@@ -132,6 +138,10 @@ def test_attribute_updates(ddb, item):
       "UpdateExpression": "SET n = :v", "ConditionExpression": "n = :v", "ExpressionAttributeValues": {":v": N(1)}},
      "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: "
      "{AttributeUpdates, Expected} Expression parameters: {UpdateExpression, ConditionExpression}"),
+    ({"AttributeUpdates": {"s": {"Value": S("x")}}, "Expected": {"n": {"Value": N(5)}}, "ConditionalOperator": "AND",
+      "UpdateExpression": "SET n = :v", "ConditionExpression": "n = :v", "ExpressionAttributeValues": {":v": N(1)}},
+     "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: "
+     "{AttributeUpdates, Expected, ConditionalOperator} Expression parameters: {UpdateExpression, ConditionExpression}"),
     ({"ExpressionAttributeValues": {":v": N(1)}}, "ExpressionAttributeValues can only be specified when using "
      "expressions: UpdateExpression and ConditionExpression are null"),
     ({"AttributeUpdates": {"": {"Action": "PUT", "Value": S("x")}}},
@@ -152,6 +162,19 @@ def test_mixing_on_put_and_delete(ddb, item):
         assert error_of(e) == ("ValidationException", "Can not use both expression and non-expression parameters "
                                "in the same request: Non-expression parameters: {Expected} Expression parameters: "
                                "{ConditionExpression}")
+        # ConditionalOperator is a legacy parameter too: with a condition that
+        # holds, the write must still be refused rather than done.
+        with pytest.raises(ClientError) as e:
+            call(ConditionalOperator="AND", ConditionExpression="attribute_exists(n)")
+        assert error_of(e) == ("ValidationException", "Can not use both expression and non-expression parameters "
+                               "in the same request: Non-expression parameters: {ConditionalOperator} Expression "
+                               "parameters: {ConditionExpression}")
+        for args, message in (({}, "ConditionalOperator cannot be used without Filter or Expected"),
+                              ({"Expected": {"n": {"Value": N(5)}}}, "ConditionalOperator can only be used when "
+                               "Filter or Expected has two or more elements")):
+            with pytest.raises(ClientError) as e:
+                call(ConditionalOperator="OR", **args)
+            assert error_of(e) == ("ValidationException", message)
         with pytest.raises(ClientError) as e:
             call(ExpressionAttributeValues={":v": N(1)})
         assert error_of(e) == ("ValidationException", "ExpressionAttributeValues can only be specified when using "

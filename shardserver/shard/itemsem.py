@@ -245,8 +245,7 @@ def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
                 ex.expected_to_condition(request["Expected"], request.get("ConditionalOperator")),
                 return_old == "ALL_OLD")
         elif request.get("ConditionalOperator") is not None:
-            raise ValidationException("ConditionalOperator can only be used when Expected or QueryFilter or "
-                                      "ScanFilter are present")
+            raise ValidationException("ConditionalOperator cannot be used without Filter or Expected")
 
     if op == "UpdateItem":
         text = _text(request, "UpdateExpression")

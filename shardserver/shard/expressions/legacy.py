@@ -36,9 +36,9 @@ EXPRESSION = ("ConditionExpression", "FilterExpression", "KeyConditionExpression
 # Per operation, the expression and non-expression parameters DynamoDB
 # checks, in the order its messages list them.
 _PARAMETERS = {
-    "PutItem": (("ConditionExpression",), ("Expected",)),
-    "DeleteItem": (("ConditionExpression",), ("Expected",)),
-    "UpdateItem": (("UpdateExpression", "ConditionExpression"), ("AttributeUpdates", "Expected")),
+    "PutItem": (("ConditionExpression",), ("Expected", "ConditionalOperator")),
+    "DeleteItem": (("ConditionExpression",), ("Expected", "ConditionalOperator")),
+    "UpdateItem": (("UpdateExpression", "ConditionExpression"), ("AttributeUpdates", "Expected", "ConditionalOperator")),
     "GetItem": (("ProjectionExpression",), ("AttributesToGet",)),
     "Query": (("ProjectionExpression", "FilterExpression", "KeyConditionExpression"),
               ("AttributesToGet", "QueryFilter", "ConditionalOperator", "KeyConditions")),
@@ -187,7 +187,7 @@ def _combine(tests: list, conditional_operator) -> BoundCondition:
 
 def _check_operator_use(entries: dict, conditional_operator, what: str) -> None:
     if conditional_operator is not None and len(entries) < 2:
-        raise ValidationException(f"{_INVALID}ConditionalOperator can only be used when Filter or Expected "
+        raise ValidationException("ConditionalOperator can only be used when Filter or Expected "
                                   "has two or more elements")
 
 
