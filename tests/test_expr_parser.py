@@ -24,6 +24,9 @@ def error_of(fn):
     ("SET a[:i] = :v", ":i", "[:i]"),
     ("SET :a = :b", ":a", "SET :a ="),
     ("SET c = if_not_exists(c, :v1+:v2)", "+", ":v1+:v2"),
+    ("SET a = (:v1 + :v2) + :v3", "+", ") + :v3"),      # parentheses do not chain operators
+    ("SET a = :v1 - (:v2 + :v3)", "(", "- (:v2"),
+    ("SET a = ()", ")", "()"),
 ])
 def test_update_syntax_errors(text, token, near):
     assert error_of(lambda: parse_update(text)) == \

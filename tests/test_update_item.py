@@ -80,6 +80,20 @@ def test_list_functions_and_if_not_exists(ddb, doc):
     assert out["n"] == N(6) and out["fresh"] == N(-1)
 
 
+def test_parenthesised_set_values(ddb, doc):
+    # DynamoDB takes a SET value, or one of its operands, in parentheses
+    # (ElectroDB writes SET c = (c - :v)); the operator still joins two operands.
+    out = update(ddb, doc, "SET n = (n - :one), m2 = (if_not_exists(m2, :zero) + :one), s = (:s), l = (list_append(l, :l))",
+                 {":one": N(1), ":zero": N(0), ":s": S("t"), ":l": {"L": [S("w")]}}, ReturnValues="UPDATED_NEW")
+    assert out["Attributes"] == {"n": N(4), "m2": N(1), "s": S("t"), "l": {"L": [S("x"), S("y"), S("z"), S("w")]}}
+    assert update(ddb, doc, "SET n = ((n) + :one)", {":one": N(1)}, ReturnValues="ALL_NEW")["Attributes"]["n"] == N(5)
+    for text in ("SET n = (n + :one) + :one", "SET n = n + (:one - :one)", "SET n = (n + :one"):
+        with pytest.raises(ClientError) as e:
+            update(ddb, doc, text, {":one": N(1)})
+        assert error_of(e)[0] == "ValidationException" and "Syntax error" in error_of(e)[1]
+    assert get(ddb, doc)["n"] == N(5)
+
+
 def test_set_past_list_end_appends_and_delete_empties_set(ddb, doc):
     update(ddb, doc, "SET l[10] = :v, l[7] = :w DELETE ss :all", {":v": S("ten"), ":w": S("seven"),
                                                                     ":all": {"SS": ["a", "b"]}})

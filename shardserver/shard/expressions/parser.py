@@ -266,19 +266,41 @@ class _Parser:
         path = self.path()
         if clause == "SET":
             self.expect("=")
-            value = self.operand()
-            if self.tok.kind in ("+", "-"):
-                op = self.tok.kind
-                self.pos += 1
-                self.count_operator()
-                value = ast.Arith(op, value, self.operand())
-            return path, value
+            return path, self.set_value()
         # ADD and DELETE take a path and a value placeholder, separated by blanks only.
         tok = self.tok
         if tok.kind != VALREF:
             raise self.error()
         self.pos += 1
         return path, ast.ValueRef(tok.text)
+
+    def set_value(self):
+        """A SET action's value: an operand, or two operands joined by one + or -.
+        DynamoDB also takes the value, or an operand, in parentheses, as
+        SET c = (c - :v) (ORMs such as ElectroDB write it that way); the
+        parentheses never let one + or - join more than two operands."""
+        value = self.set_operand()
+        if self.tok.kind in ("+", "-"):
+            if value.__class__ is ast.Arith:
+                raise self.error()
+            op = self.tok.kind
+            self.pos += 1
+            self.count_operator()
+            start = self.pos
+            right = self.set_operand()
+            if right.__class__ is ast.Arith:
+                self.pos = start
+                raise self.error()
+            value = ast.Arith(op, value, right)
+        return value
+
+    def set_operand(self):
+        if self.tok.kind != "(":
+            return self.operand()
+        self.pos += 1
+        value = self.set_value()
+        self.expect(")")
+        return value
 
     # -------------------------------------------------------- projection
 
