@@ -141,7 +141,10 @@ def test_expected_operators_and_errors():
     for bad, text in [
         ({"a": {"Exists": True}}, "Value must be provided when Exists is true for Attribute: a"),
         ({"a": {"Exists": False, "Value": {"N": "1"}}}, "Value cannot be used when Exists is false for Attribute: a"),
-        ({"a": {"ComparisonOperator": "EQ"}}, "Invalid number of argument(s) for the EQ ComparisonOperator"),
+        ({"a": {"ComparisonOperator": "EQ"}},
+         "Value or AttributeValueList must be used with ComparisonOperator: EQ for Attribute: a"),
+        ({"a": {"ComparisonOperator": "EQ", "AttributeValueList": []}},
+         "Invalid number of argument(s) for the EQ ComparisonOperator"),
         ({"a": {"ComparisonOperator": "LT", "AttributeValueList": [{"SS": ["x"]}]}},
          "ComparisonOperator LT is not valid for SS AttributeValue type"),
     ]:

@@ -117,6 +117,8 @@ def test_attribute_updates(ddb, item):
      "One or more parameter values were invalid: Value cannot be used when Exists is false for Attribute: n"),
     ({"Expected": {"n": {"ComparisonOperator": "EQ", "AttributeValueList": []}}},
      "One or more parameter values were invalid: Invalid number of argument(s) for the EQ ComparisonOperator"),
+    ({"Expected": {"n": {"ComparisonOperator": "EQ"}}}, "One or more parameter values were invalid: Value or "
+     "AttributeValueList must be used with ComparisonOperator: EQ for Attribute: n"),
     ({"Expected": {"n": {"ComparisonOperator": "IN", "AttributeValueList": [N(1), S("1")]}}},
      "One or more parameter values were invalid: AttributeValues inside AttributeValueList must be of same type"),
     ({"Expected": {"n": {"ComparisonOperator": "LT", "AttributeValueList": [{"SS": ["a"]}]}}},

@@ -152,6 +152,11 @@ def _expected_entry(name: str, spec) -> callable:
     if has_value and has_list:
         raise ValidationException(f"{_INVALID}Value and AttributeValueList cannot be used together for "
                                   f"Attribute: {name}")
+    if (operator in _ARGUMENTS and _ARGUMENTS[operator] != 0 and not has_value and not has_list
+            and "Exists" not in spec):
+        # An operand-taking operator given no operand at all; an empty list is a count error instead.
+        raise ValidationException(f"{_INVALID}Value or AttributeValueList must be used with ComparisonOperator: "
+                                  f"{operator} for Attribute: {name}")
     if "Exists" in spec:
         exists = spec["Exists"]
         if operator is not None:
