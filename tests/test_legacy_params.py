@@ -226,3 +226,23 @@ def test_comparison_operator_outside_the_enum(ddb, table_name):
                                "BEGINS_WITH is not valid for N AttributeValue type")
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def test_conditional_operator_needs_a_condition_map(ddb, item):
+    # Query and Scan refuse it as the writes do, before the key condition is looked at;
+    # an empty map counts as no map.
+    eq = {"ComparisonOperator": "EQ", "AttributeValueList": [S("legacy")]}
+    without = "ConditionalOperator cannot be used without Filter or Expected"
+    for call, args in ((ddb.scan, {}), (ddb.scan, {"ScanFilter": {}}), (ddb.scan, {"AttributesToGet": ["s"]}),
+                       (ddb.query, {}), (ddb.query, {"KeyConditions": {"pk": eq}}),
+                       (ddb.put_item, {"Item": ITEM, "Expected": {}})):
+        with pytest.raises(ClientError) as e:
+            call(TableName=item, ConditionalOperator="AND", **args)
+        assert error_of(e) == ("ValidationException", without)
+    with pytest.raises(ClientError) as e:
+        ddb.query(TableName=item, KeyConditions={"pk": eq}, QueryFilter={"s": {"ComparisonOperator": "NOT_NULL"}},
+                  ConditionalOperator="OR")
+    assert error_of(e) == ("ValidationException",
+                           "ConditionalOperator can only be used when Filter or Expected has two or more elements")
+    both = {"s": {"ComparisonOperator": "NOT_NULL"}, "n": {"ComparisonOperator": "NULL"}}
+    assert ITEM in ddb.scan(TableName=item, ScanFilter=both, ConditionalOperator="OR")["Items"]

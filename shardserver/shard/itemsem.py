@@ -183,8 +183,17 @@ def _bind_query_shape(shape, values: dict) -> Prepared | None:
     return prepared
 
 
+# The legacy condition map each operation's ConditionalOperator combines.
+_CONDITION_MAPS = {"Query": "QueryFilter", "Scan": "ScanFilter",
+                   "PutItem": "Expected", "DeleteItem": "Expected", "UpdateItem": "Expected"}
+
+
 def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
     ex.check_legacy_mix(request, op)
+    if (request.get("ConditionalOperator") is not None and op in _CONDITION_MAPS
+            and not request.get(_CONDITION_MAPS[op])):
+        # Checked before the key condition, as DynamoDB does; an empty map counts as none.
+        raise ValidationException("ConditionalOperator cannot be used without Filter or Expected")
     ctx = ex.ExpressionContext(request.get("ExpressionAttributeNames"), request.get("ExpressionAttributeValues"))
     prepared = Prepared()
     key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
@@ -244,8 +253,6 @@ def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
             prepared.condition = _condition_function(
                 ex.expected_to_condition(request["Expected"], request.get("ConditionalOperator")),
                 return_old == "ALL_OLD")
-        elif request.get("ConditionalOperator") is not None:
-            raise ValidationException("ConditionalOperator cannot be used without Filter or Expected")
 
     if op == "UpdateItem":
         text = _text(request, "UpdateExpression")
