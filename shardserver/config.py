@@ -65,6 +65,8 @@ OPTIONS = [
     ("log_level", str, "info", "debug | info | warning | error"),
     ("stall_threshold_in_ms", int, 50, "event-loop stalls longer than this are counted"),
     ("ttl_scan_interval_in_s", int, 60, "seconds between Time to Live expiry scans of each shard"),
+    ("streams_retention_in_s", int, 86400,
+     "seconds a DynamoDB Streams record stays readable (DynamoDB keeps 24 hours)"),
 ]
 
 
@@ -103,6 +105,7 @@ class Config:
     log_level: str = "info"
     stall_threshold_in_ms: int = 50
     ttl_scan_interval_in_s: int = 60
+    streams_retention_in_s: int = 86400
 
     def validate(self) -> None:
         if self.smp < 0:
@@ -119,6 +122,8 @@ class Config:
             raise ValueError("--alternator-https-port needs --alternator-certificate and --alternator-key")
         if self.ttl_scan_interval_in_s < 1:
             raise ValueError("--ttl-scan-interval-in-s must be at least 1")
+        if self.streams_retention_in_s < 1:
+            raise ValueError("--streams-retention-in-s must be at least 1")
         if self.memtable_flush_threshold_in_mb < 1 or self.aio_queue_depth < 1:
             raise ValueError("--memtable-flush-threshold-in-mb and --aio-queue-depth must be at least 1")
 

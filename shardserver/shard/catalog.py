@@ -39,6 +39,19 @@ class TableSchema:
     tags: list = field(default_factory=list)
     ttl_attribute: str | None = None
     extra: dict = field(default_factory=dict)
+    # DynamoDB Streams of the table, oldest first: {"label", "view_type", "created_ms",
+    # "disabled_ms"}; at most the last one is enabled (see shardserver.shard.streams).
+    streams: list = field(default_factory=list)
+
+    def __post_init__(self):
+        spec = self.stream_specification
+        if not self.streams and spec and spec.get("StreamEnabled") and spec.get("StreamViewType"):
+            # A catalog written before streams were kept: its stream starts with the table.
+            from shardserver.shard.streams import new_stream
+            self.streams = [new_stream(spec["StreamViewType"], int(self.creation_time * 1000), [])]
+        # Read on every write (ShardService.after_write): worked out once per schema version.
+        last = self.streams[-1] if self.streams else None
+        self.active_stream = last if last is not None and last.get("disabled_ms") is None else None
 
     @property
     def arn(self) -> str:
@@ -98,8 +111,13 @@ class TableSchema:
             description["SSEDescription"] = {
                 "Status": "ENABLED", "SSEType": "KMS",
                 "KMSMasterKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.table_id}"}
-        if self.stream_specification and self.stream_specification.get("StreamEnabled"):
-            description["StreamSpecification"] = self.stream_specification
+        if self.active_stream is not None:
+            description["StreamSpecification"] = {"StreamEnabled": True,
+                                                  "StreamViewType": self.active_stream["view_type"]}
+        if self.streams:
+            latest = self.streams[-1]
+            description["LatestStreamLabel"] = latest["label"]
+            description["LatestStreamArn"] = f"{self.arn}/stream/{latest['label']}"
         if self.local_indexes or self.global_indexes:
             from shardserver.shard.indexes import describe_index
             stats = index_stats or {}

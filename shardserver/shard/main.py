@@ -69,6 +69,7 @@ class Shard:
         from shardserver.reactor.smp import Fabric
         from shardserver.shard.service import ShardService
         from shardserver.shard.executor.ttl import ExpiryScanner
+        from shardserver.shard import streams
         from shardserver.shard.storage import ShardStorage
         from shardserver.shard.transactions import TransactionTable
         config, shard_id = self.config, self.shard_id
@@ -88,6 +89,7 @@ class Shard:
         service = ShardService(shard_id, config.smp, config, storage, stats)
         service.transactions = transactions
         service.load_catalog()
+        await streams.recover(service)      # sequence numbers go on above the replayed records
         self.service = service
         fabric = Fabric(shard_id, config.smp, self.segments, loop, service.on_message,
                         idle_poll_us=config.fabric_idle_poll_us)
@@ -96,6 +98,7 @@ class Shard:
         transactions.start(service)
         expiry = ExpiryScanner(service, config.ttl_scan_interval_in_s)
         expiry.start()
+        streams.start_trimming(service, config.streams_retention_in_s)
         # Everything allocated so far lives as long as the shard: keep the
         # collector from re-scanning it (full passes were the loop stalls
         # seen during flushes), and collect young objects less often.
@@ -139,6 +142,7 @@ class Shard:
         while front.open_connections and time.monotonic() < deadline and _busy(front):
             await asyncio.sleep(0.02)
         await expiry.stop()
+        await streams.stop_trimming(service)
         await transactions.stop()
         await storage.close()
         await fabric.stop()

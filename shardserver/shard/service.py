@@ -20,7 +20,7 @@ from shardserver.errors import (DynamoDBError, InternalServerError, ResourceInUs
                                 ResourceNotFoundException, ServiceUnavailableException,
                                 UnknownOperationException, ValidationException)
 from shardserver.protocol import shapes, wire
-from shardserver.shard import indexes, itemsem, routing
+from shardserver.shard import indexes, itemsem, routing, streams
 from shardserver.shard.catalog import Catalog, TableSchema
 from shardserver.shard.executor import FABRIC_VERBS, load_all
 from shardserver.shard.executor.items import ROUTED
@@ -59,6 +59,7 @@ class ShardService:
     def _reconcile_storage(self) -> None:
         live = {t.table_id for t in self.catalog.tables.values()}
         live |= indexes.storage_table_ids(self)
+        live |= streams.storage_table_ids(self)
         for table_id in live:
             self.storage.create_table(table_id)
         for table_id in list(self.storage.table_ids()):
@@ -278,13 +279,18 @@ class ShardService:
             indexes.check_item(schema, item)
 
     def needs_old_image(self, schema) -> bool:
-        """Whether writes must read the old item (indexes, streams)."""
-        return bool(schema.local_indexes or schema.global_indexes)
+        """Whether writes must read the old item (indexes, streams: INSERT or MODIFY, OldImage)."""
+        return bool(schema.local_indexes or schema.global_indexes or schema.active_stream is not None)
 
-    def after_write(self, schema, key: bytes, old: dict | None, new: dict | None) -> None:
-        """Index and stream maintenance after a write was applied (same step, nothing awaited)."""
+    def after_write(self, schema, key: bytes, old: dict | None, new: dict | None, by_ttl: bool = False) -> None:
+        """Index and stream maintenance after a write was applied (same step, nothing awaited).
+
+        ``by_ttl``: the write is a Time to Live expiry (its stream record names the service).
+        """
         if schema.local_indexes or schema.global_indexes:
-            indexes.after_write(self, schema, key, old, new)
+            indexes.after_write(self, schema, key, old, new)     # may refuse (and undo) the write
+        if schema.active_stream is not None:
+            streams.after_write(self, schema, key, old, new, by_ttl)
 
     # ------------------------------------------------------------ metrics
 
@@ -292,6 +298,7 @@ class ShardService:
         extra = {"storage": self.storage.stats() if self.storage else {},
                  "transactions": self.transactions.stats() if self.transactions is not None else {},
                  "fabric": self.fabric.stats() if self.fabric else {},
+                 "streams": streams.state_of(self).stats(),
                  "tables": {t.name: dict(zip(("items", "bytes"), self.storage.table_stats(t.table_id)))
                             for t in self.catalog.tables.values()}}
         if self.stats is None:

@@ -14,6 +14,7 @@ import orjson
 
 from shardserver.errors import (LimitExceededException, ResourceInUseException,
                                 ResourceNotFoundException, ValidationException)
+from shardserver.shard import streams
 from shardserver.shard.catalog import TableSchema, new_table_id, now
 from shardserver.shard.executor import operation
 
@@ -215,15 +216,20 @@ def schema_from_create_request(request: dict) -> TableSchema:
             "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly "
             "match number of attributes defined in AttributeDefinitions")
     stream = request.get("StreamSpecification")
+    if stream is not None:
+        stream = streams.check_specification(stream, creating=True)
+    created = now()
     return TableSchema(
         name=name, table_id=new_table_id(),
         hash_key=hash_key, hash_type=types[hash_key],
         range_key=range_key, range_type=types[range_key] if range_key else None,
         attribute_definitions=[{"AttributeName": n, "AttributeType": t} for n, t in types.items()],
-        creation_time=now(), billing_mode=mode, read_capacity=read, write_capacity=write,
+        creation_time=created, billing_mode=mode, read_capacity=read, write_capacity=write,
         local_indexes=local_indexes,
         global_indexes=global_indexes,
-        stream_specification=stream if isinstance(stream, dict) else None,
+        stream_specification=stream,
+        streams=[streams.new_stream(stream["StreamViewType"], int(created * 1000), [])]
+        if stream and stream["StreamEnabled"] else [],
         tags=checked_tags(request.get("Tags") or []),
         extra=table_settings(request),
     )

@@ -173,5 +173,5 @@ class ExpiryScanner:
         except Exception:
             return False      # a transaction owns the item now; the next scan will see it again
         self.svc.storage.delete(schema.table_id, key)
-        self.svc.after_write(schema, key, old, None)
+        self.svc.after_write(schema, key, old, None, by_ttl=True)
         return True

@@ -13,17 +13,18 @@ storage and never formats wire errors.
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from shardserver.errors import LimitExceededException, ResourceNotFoundException, ValidationException
-from shardserver.shard import indexes
+from shardserver.shard import indexes, streams
 from shardserver.shard.catalog import TableSchema
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.tables import (check_table_name, constraint_error, describe,
                                                parse_attribute_definitions, table_settings)
 
 MAX_CAPACITY = 1_000_000_000_000
-STREAM_VIEW_TYPES = ("NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY")
 ONE_ONLINE_INDEX = "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table"
 UPDATE_ACTIONS = ("Create", "Update", "Delete")
 
@@ -157,26 +158,6 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     return change
 
 
-def _stream_specification(value) -> dict:
-    if not isinstance(value, dict) or not isinstance(value.get("StreamEnabled"), bool):
-        raise constraint_error(["Value null at 'streamSpecification.streamEnabled' failed to satisfy constraint: "
-                                "Member must not be null"])
-    if not value["StreamEnabled"]:
-        if value.get("StreamViewType") is not None:
-            raise ValidationException("One or more parameter values were invalid: Table is being updated with a "
-                                      "stream disabled, StreamViewType should not be specified")
-        return {"StreamEnabled": False}
-    view = value.get("StreamViewType")
-    if view not in STREAM_VIEW_TYPES:
-        if view is None:
-            raise ValidationException("One or more parameter values were invalid: StreamViewType must be "
-                                      "specified when StreamEnabled is true")
-        raise constraint_error([f"Value '{view}' at 'streamSpecification.streamViewType' failed to satisfy "
-                                "constraint: Member must satisfy enum value set: "
-                                "[NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"])
-    return {"StreamEnabled": True, "StreamViewType": view}
-
-
 def build_change(schema: TableSchema, request: dict) -> dict:
     """The validated change an UpdateTable request asks for."""
     updates = request.get("GlobalSecondaryIndexUpdates")
@@ -216,7 +197,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if mode is not None or throughput is not None:
         change["billing"] = {"mode": billing, "read": read, "write": write}
     if request.get("StreamSpecification") is not None:
-        change["stream"] = _stream_specification(request["StreamSpecification"])
+        change["stream"] = streams.check_specification(request["StreamSpecification"])
+        streams.check_change(schema, change["stream"])
     settings = table_settings(request)
     if settings:
         change["settings"] = settings
@@ -236,6 +218,11 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
                 definition["IndexStatus"] = "ACTIVE"
         tables[schema.name] = TableSchema.from_json(data)
         return
+    if change["action"] == "expire_streams":
+        gone = set(change["streams"])
+        data["streams"] = [s for s in data["streams"] if s["created_ms"] not in gone]
+        tables[schema.name] = TableSchema.from_json(data)
+        return
     billing = change.get("billing")
     if billing is not None:
         data["billing_mode"] = billing["mode"]
@@ -248,6 +235,7 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
                                                        "WriteCapacityUnits": billing["write"]}
     if "stream" in change:
         data["stream_specification"] = change["stream"]
+        data["streams"] = streams.streams_after(schema, change["stream"], int(time.time() * 1000))
     if "settings" in change:
         data["extra"] = {**data.get("extra", {}), **change["settings"]}
     for name, throughput in change.get("gsi_throughput", {}).items():

@@ -1,0 +1,381 @@
+"""DynamoDB Streams on a shard: stream definitions, record writing, reading and trimming.
+
+A table's streams live in its catalog entry (``TableSchema.streams``, oldest
+first; only the last may be enabled).  Each stream has one *stream shard* per
+server shard: stream shard i holds the change records of the items server
+shard i owns, so a record is written by the item's owner in the same step as
+the item (``after_write``), and read there (GetRecords is routed to it).
+Stream shards never split and never close while the stream is enabled; a
+disabled stream's shards are closed and stay readable for the retention
+period (24 h by default, as in DynamoDB), after which the catalog coordinator
+forgets the stream and every shard drops its storage.
+
+Records are kept in a hidden storage table per stream per shard (id
+``<table id>.s<created ms>``), keyed by the record's sequence number as 8
+big-endian bytes and valued by the record's JSON, so they go through the
+memtable, commit log and SSTables like items and survive a restart by replay
+(docs/streams_format.md).  Sequence numbers are per shard, increasing across
+all of its streams and across restarts: the wall clock in microseconds times
+1000, or the last one plus one if that is not larger; at start the shard
+also reads the largest one it stored (``recover``).  Their time part dates
+a record, so trimming needs no decoding: a background pass deletes the keys
+below the retention horizon.
+
+This module never formats wire errors and reaches other shards only through
+``svc.change_catalog``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from datetime import datetime, timezone
+
+import orjson
+
+from shardserver.shard import values
+from shardserver.shard.catalog import REGION
+
+log = logging.getLogger("shardserver.streams")
+
+VIEW_TYPES = ("NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY")
+SEQUENCE_DIGITS = 21            # sequence numbers are zero-padded: numeric and string order agree
+SLOTS_PER_MICROSECOND = 1000
+TRIM_CHUNK = 256
+TTL_IDENTITY = {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
+
+_SEQ = struct.Struct(">Q")
+
+
+# ====================================================================== definitions
+
+def label_of(created_ms: int) -> str:
+    """DynamoDB's stream label: the creation time, ISO 8601 with milliseconds (UTC)."""
+    moment = datetime.fromtimestamp(created_ms / 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created_ms % 1000:03d}"
+
+
+def new_stream(view_type: str, created_ms: int, existing: list) -> dict:
+    """A new stream definition; its label is unique among the table's ``existing`` streams."""
+    if existing:
+        created_ms = max(created_ms, max(s["created_ms"] for s in existing) + 1)
+    return {"label": label_of(created_ms), "view_type": view_type, "created_ms": created_ms,
+            "disabled_ms": None}
+
+
+def storage_id(schema, stream: dict) -> str:
+    return f"{schema.table_id}.s{stream['created_ms']}"
+
+
+def storage_table_ids(svc) -> set[str]:
+    """Storage tables of every stream of every table (enabled or still readable)."""
+    return {storage_id(schema, stream) for schema in svc.catalog.tables.values() for stream in schema.streams}
+
+
+def stream_arn(schema, stream: dict) -> str:
+    return f"{schema.arn}/stream/{stream['label']}"
+
+
+def shard_id_of(stream: dict, index: int) -> str:
+    """The stream shard's id (37 characters): the stream's creation time and the server shard."""
+    return f"shardId-{stream['created_ms']:020d}-{index:08x}"
+
+
+def shard_index_of(stream: dict, shard_id: str, nshards: int) -> int | None:
+    prefix = f"shardId-{stream['created_ms']:020d}-"
+    if not shard_id.startswith(prefix) or len(shard_id) != len(prefix) + 8:
+        return None
+    try:
+        index = int(shard_id[len(prefix):], 16)
+    except ValueError:
+        return None
+    return index if 0 <= index < nshards and shard_id == shard_id_of(stream, index) else None
+
+
+def sequence_text(seq: int) -> str:
+    return f"{seq:0{SEQUENCE_DIGITS}d}"
+
+
+def sequence_at(ms: float) -> int:
+    """The first sequence number a record written at ``ms`` (epoch milliseconds) could have."""
+    return int(ms * 1000) * SLOTS_PER_MICROSECOND
+
+
+def horizon_sequence(retention_s: float) -> int:
+    """Records with a sequence number below this are past the retention period (trimmed)."""
+    return sequence_at((time.time() - retention_s) * 1000)
+
+
+def stream_status(stream: dict) -> str:
+    return "ENABLED" if stream.get("disabled_ms") is None else "DISABLED"
+
+
+def ending_sequence(stream: dict) -> int | None:
+    """The last sequence number a closed (disabled) stream shard can hold."""
+    if stream.get("disabled_ms") is None:
+        return None
+    return max(sequence_at(stream["disabled_ms"]), sequence_at(stream["created_ms"]))
+
+
+def encode_key(seq: int) -> bytes:
+    return _SEQ.pack(seq)
+
+
+def decode_key(key: bytes) -> int:
+    return _SEQ.unpack(key)[0]
+
+
+# ====================================================================== per-shard state
+
+class StreamState:
+    """A shard's sequence counter and stream counters."""
+
+    def __init__(self, svc):
+        self.svc = svc
+        self.last_seq = 0
+        self.records_written_total = 0
+        self.records_read_total = 0
+        self.records_trimmed_total = 0
+        self.trim_task: asyncio.Task | None = None
+
+    def next_seq(self) -> int:
+        seq = time.time_ns() // 1000 * SLOTS_PER_MICROSECOND
+        if seq <= self.last_seq:
+            seq = self.last_seq + 1
+        self.last_seq = seq
+        return seq
+
+    def stats(self) -> dict:
+        return {"stream_records_written_total": self.records_written_total,
+                "stream_records_read_total": self.records_read_total,
+                "stream_records_trimmed_total": self.records_trimmed_total}
+
+
+def state_of(svc) -> StreamState:
+    state = getattr(svc, "_stream_state", None)
+    if state is None:
+        state = svc._stream_state = StreamState(svc)
+    return state
+
+
+async def recover(svc) -> None:
+    """After the commit-log replay: continue above every sequence number this shard stored."""
+    state = state_of(svc)
+    storage = svc.storage
+    for table_id in storage_table_ids(svc):
+        if storage.has_table(table_id):
+            last = await storage.scan(table_id, None, None, reverse=True, limit=1)
+            if last:
+                state.last_seq = max(state.last_seq, decode_key(last[0][0]))
+
+
+# ====================================================================== write path
+
+def after_write(svc, schema, key: bytes, old: dict | None, new: dict | None, by_ttl: bool = False) -> None:
+    """Appends the stream record of one applied write (same step as the write, nothing awaited).
+
+    A write that changed nothing (a PutItem of the identical item, a delete of
+    a missing item) leaves no record, as in DynamoDB.
+    """
+    if old is None:
+        if new is None:
+            return
+        event = "INSERT"
+    elif new is None:
+        event = "REMOVE"
+    elif old == new or _canonical(old) == _canonical(new):
+        return
+    else:
+        event = "MODIFY"
+    stream = schema.active_stream
+    view = stream["view_type"]
+    item = new if new is not None else old
+    keys = {name: item[name] for name in schema.key_names}
+    state = state_of(svc)
+    seq = state.next_seq()
+    body = {"ApproximateCreationDateTime": seq // (SLOTS_PER_MICROSECOND * 1_000_000), "Keys": keys}
+    size = values.item_size(keys)
+    if new is not None and view in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
+        body["NewImage"] = new
+        size += values.item_size(new)
+    if old is not None and view in ("OLD_IMAGE", "NEW_AND_OLD_IMAGES"):
+        body["OldImage"] = old
+        size += values.item_size(old)
+    body["SequenceNumber"] = sequence_text(seq)
+    body["SizeBytes"] = size
+    body["StreamViewType"] = view
+    record = {"eventID": secrets.token_hex(16), "eventName": event, "eventVersion": "1.1",
+              "eventSource": "aws:dynamodb", "awsRegion": REGION, "dynamodb": body}
+    if by_ttl:
+        record["userIdentity"] = TTL_IDENTITY
+    svc.storage.put(storage_id(schema, stream), encode_key(seq), orjson.dumps(record))
+    state.records_written_total += 1
+
+
+_SETS = ("SS", "NS", "BS")
+
+
+def _canonical(value):
+    """An item or attribute value with set members in a fixed order (sets are unordered)."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (kind, inner), = value.items()
+            if kind in _SETS and isinstance(inner, list):
+                if kind == "NS":
+                    return {kind: sorted(inner, key=values.to_decimal)}
+                return {kind: sorted(inner)}
+            if kind == "N" and isinstance(inner, str):
+                return {kind: values.to_decimal(inner)}
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+# ====================================================================== read path
+
+def read_position(svc) -> int:
+    """The first sequence number a record written on this shard from now on can have (LATEST).
+
+    Above both the last one assigned and the clock's, so that an iterator at an
+    idle shard's end does not look trimmed a day later.
+    """
+    last = state_of(svc).last_seq
+    return max(last + 1, time.time_ns() // 1000 * SLOTS_PER_MICROSECOND)
+
+
+async def read_records(svc, schema, stream: dict, start: int, limit: int,
+                       max_bytes: int) -> tuple[list[bytes], int, bool]:
+    """Records of this shard's stream shard from sequence number ``start`` on.
+
+    Returns (record JSONs, the sequence number to continue from, whether the
+    end of what is written so far was reached).
+    """
+    state = state_of(svc)
+    high = state.last_seq           # every record up to here is in storage already ...
+    following = read_position(svc)  # ... and every later one will be numbered from here on
+    if start > high:
+        return [], max(start, following), True
+    pairs = await svc.storage.scan(storage_id(schema, stream), encode_key(start), encode_key(high + 1),
+                                   limit=limit, max_bytes=max_bytes)
+    records = [value for _, value in pairs]
+    state.records_read_total += len(records)
+    if pairs and (len(pairs) >= limit or sum(len(r) for r in records) >= max_bytes):
+        return records, decode_key(pairs[-1][0]) + 1, False
+    return records, following, True
+
+
+# ====================================================================== trimming
+
+def start_trimming(svc, retention_s: float) -> None:
+    state = state_of(svc)
+    if state.trim_task is None:
+        state.trim_task = asyncio.get_running_loop().create_task(_trim_loop(svc, retention_s))
+
+
+async def stop_trimming(svc) -> None:
+    state = state_of(svc)
+    task, state.trim_task = state.trim_task, None
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+def trim_interval(retention_s: float) -> float:
+    return max(0.5, min(60.0, retention_s / 10))
+
+
+async def _trim_loop(svc, retention_s: float) -> None:
+    while True:
+        await asyncio.sleep(trim_interval(retention_s))
+        try:
+            await trim(svc, retention_s)
+            if svc.shard_id == 0:
+                await expire_disabled_streams(svc, retention_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("streams: trimming failed; trying again later")
+
+
+async def trim(svc, retention_s: float) -> int:
+    """Deletes this shard's stream records older than the retention period; how many."""
+    storage = svc.storage
+    state = state_of(svc)
+    end = encode_key(horizon_sequence(retention_s))
+    deleted = 0
+    for table_id in sorted(storage_table_ids(svc)):
+        while storage.has_table(table_id):
+            pairs = await storage.scan(table_id, None, end, limit=TRIM_CHUNK)
+            if not pairs or not storage.has_table(table_id):
+                break
+            for key, _ in pairs:
+                storage.delete(table_id, key)
+            deleted += len(pairs)
+            await asyncio.sleep(0)      # a large backlog must not stall the loop
+    state.records_trimmed_total += deleted
+    return deleted
+
+
+async def expire_disabled_streams(svc, retention_s: float) -> None:
+    """On the catalog coordinator: forget streams disabled longer than the retention period."""
+    limit_ms = (time.time() - retention_s) * 1000
+    for schema in list(svc.catalog.tables.values()):
+        gone = [s["created_ms"] for s in schema.streams
+                if s.get("disabled_ms") is not None and s["disabled_ms"] < limit_ms]
+        if gone:
+            await svc.change_catalog(b"update", orjson.dumps({
+                "action": "expire_streams", "table": schema.name, "table_id": schema.table_id,
+                "streams": gone}))
+
+
+# ====================================================================== StreamSpecification
+
+def check_specification(value, creating: bool = False) -> dict:
+    """A StreamSpecification's validated content ({"StreamEnabled", "StreamViewType"?})."""
+    from shardserver.errors import ValidationException
+    from shardserver.shard.executor.tables import constraint_error
+    if not isinstance(value, dict) or not isinstance(value.get("StreamEnabled"), bool):
+        raise constraint_error(["Value null at 'streamSpecification.streamEnabled' failed to satisfy constraint: "
+                                "Member must not be null"])
+    view = value.get("StreamViewType")
+    if view is not None and view not in VIEW_TYPES:
+        raise constraint_error([f"Value '{view}' at 'streamSpecification.streamViewType' failed to satisfy "
+                                "constraint: Member must satisfy enum value set: "
+                                "[NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"])
+    if not value["StreamEnabled"]:
+        if view is not None and not creating:
+            raise ValidationException("One or more parameter values were invalid: Table is being updated with a "
+                                      "stream disabled, StreamViewType should not be specified")
+        return {"StreamEnabled": False}
+    if view is None:
+        raise ValidationException("One or more parameter values were invalid: StreamViewType must be "
+                                  "specified when StreamEnabled is true")
+    return {"StreamEnabled": True, "StreamViewType": view}
+
+
+def check_change(schema, specification: dict) -> None:
+    """Whether an UpdateTable may apply this (checked) specification to the table now."""
+    from shardserver.errors import ValidationException
+    if specification["StreamEnabled"]:
+        if schema.active_stream is not None:
+            raise ValidationException(f"Table already has an enabled stream: TableName: {schema.name}")
+    elif schema.active_stream is None:
+        raise ValidationException(f"Table does not have an enabled stream to disable: TableName: {schema.name}")
+
+
+def streams_after(schema, specification: dict, now_ms: int) -> list:
+    """The table's stream list once ``specification`` is applied (on the catalog coordinator)."""
+    check_change(schema, specification)
+    streams = [dict(s) for s in schema.streams]
+    if specification["StreamEnabled"]:
+        streams.append(new_stream(specification["StreamViewType"], now_ms, streams))
+    else:
+        streams[-1]["disabled_ms"] = max(now_ms, streams[-1]["created_ms"])
+    return streams
