@@ -147,3 +147,15 @@ class ServiceUnavailableException(DynamoDBError):
 class IncompleteSignatureException(DynamoDBError):
     type_name = "IncompleteSignatureException"
     type_prefix = COYOTE
+
+
+class ExpiredIteratorException(DynamoDBError):
+    """DynamoDB Streams: a shard iterator older than 15 minutes."""
+
+    type_name = "ExpiredIteratorException"
+
+
+class TrimmedDataAccessException(DynamoDBError):
+    """DynamoDB Streams: a position older than the stream's retention period (24 hours)."""
+
+    type_name = "TrimmedDataAccessException"
