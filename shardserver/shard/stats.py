@@ -415,6 +415,9 @@ def render(snapshots: list[dict]) -> str:
         transactions = snap.get("transactions")
         if isinstance(transactions, dict):
             _render_transactions(ex, snap["shard"], transactions)
+        streams = snap.get("streams")
+        if isinstance(streams, dict):
+            _render_counters(ex, snap["shard"], streams, _STREAM_METRICS)
     return ex.text()
 
 
@@ -430,6 +433,24 @@ _TRANSACTION_METRICS = (
     ("transaction_conflicts_total", "transaction_conflicts_total", "counter",
      "Writes and transactional reads refused because an item was locked by another transaction."),
 )
+
+
+_STREAM_METRICS = (
+    ("stream_records_written_total", "stream_records_written_total", "counter",
+     "DynamoDB Streams records this shard wrote (one per item change on a table with a stream)."),
+    ("stream_records_read_total", "stream_records_read_total", "counter",
+     "DynamoDB Streams records this shard returned from GetRecords."),
+    ("stream_records_trimmed_total", "stream_records_trimmed_total", "counter",
+     "DynamoDB Streams records this shard deleted past the retention period."),
+)
+
+
+def _render_counters(ex: _Exposition, shard, values: dict, metrics) -> None:
+    for key, name, mtype, help_text in metrics:
+        value = _number(values.get(key))
+        if value is not None:
+            ex.family(name, mtype, help_text)
+            ex.add(name, {"shard": str(shard)}, value)
 
 
 def _render_transactions(ex: _Exposition, shard, transactions: dict) -> None:
