@@ -1,0 +1,538 @@
+"""DynamoDB Streams through boto3's dynamodbstreams client, against a real 2-shard server."""
+
+import base64
+import os
+import signal
+import time
+import zlib
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from conftest import create_table
+from serverutil import ServerProcess
+
+VIEW_TYPES = ("KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES")
+
+
+def streams_client(server, validate=True):
+    return boto3.client("dynamodbstreams", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="y",
+                        config=BotoConfig(retries={"max_attempts": 3, "mode": "standard"},
+                                          parameter_validation=validate))
+
+
+@pytest.fixture(scope="module")
+def streams(server):
+    return streams_client(server)
+
+
+@pytest.fixture(scope="module")
+def raw_streams(server):
+    """No client-side checks: what the server itself says of bad input."""
+    return streams_client(server, validate=False)
+
+
+def stream_table(ddb, name, view="NEW_AND_OLD_IMAGES", range_key=None, **extra):
+    create_table(ddb, name, range_key=range_key,
+                 StreamSpecification={"StreamEnabled": True, "StreamViewType": view}, **extra)
+    return ddb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+
+
+def shard_ids(streams, arn):
+    return [s["ShardId"] for s in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]]
+
+
+def iterators(streams, arn, kind="TRIM_HORIZON"):
+    return {shard: streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType=kind)["ShardIterator"]
+            for shard in shard_ids(streams, arn)}
+
+
+def read_all(streams, its):
+    """{shard: records} read to the end from each iterator, and the iterators to go on with."""
+    out, following = {}, {}
+    for shard, it in its.items():
+        records = []
+        while it:
+            reply = streams.get_records(ShardIterator=it)
+            records += reply["Records"]
+            it = reply.get("NextShardIterator")
+            if not reply["Records"]:
+                break
+        out[shard] = records
+        following[shard] = it
+    return out, following
+
+
+def all_records(streams, arn):
+    return [r for records in read_all(streams, iterators(streams, arn))[0].values() for r in records]
+
+
+def error_of(call, *args, **kwargs):
+    with pytest.raises(ClientError) as info:
+        call(*args, **kwargs)
+    return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
+
+
+# ------------------------------------------------------------------ streams on tables
+
+def test_create_table_describes_its_stream(ddb, streams, table_name):
+    reply = ddb.create_table(
+        TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})["TableDescription"]
+    try:
+        arn, label = reply["LatestStreamArn"], reply["LatestStreamLabel"]
+        assert arn == f"{reply['TableArn']}/stream/{label}"
+        assert time.strptime(label, "%Y-%m-%dT%H:%M:%S.%f")
+        assert reply["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}
+        table = ddb.describe_table(TableName=table_name)["Table"]
+        assert (table["LatestStreamArn"], table["LatestStreamLabel"]) == (arn, label)
+        assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}
+        assert ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST")["TableDescription"][
+            "LatestStreamArn"] == arn
+        assert streams.list_streams(TableName=table_name)["Streams"] == [
+            {"StreamArn": arn, "TableName": table_name, "StreamLabel": label}]
+        # a tag changes the catalog entry, not the stream
+        ddb.tag_resource(ResourceArn=reply["TableArn"], Tags=[{"Key": "k", "Value": "v"}])
+        assert [s["StreamArn"] for s in streams.list_streams(TableName=table_name)["Streams"]] == [arn]
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_stream_specification_errors(ddb, hash_table, table_name):
+    code, message = error_of(ddb.update_table, TableName=hash_table,
+                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "Fisk"})
+    assert code == "ValidationException" and "streamViewType" in message
+    code, message = error_of(ddb.update_table, TableName=hash_table, StreamSpecification={"StreamEnabled": False})
+    assert code == "ValidationException" and "stream to disable" in message
+    code, message = error_of(ddb.update_table, TableName=hash_table, StreamSpecification={"StreamEnabled": True})
+    assert code == "ValidationException" and "StreamViewType" in message
+    code, _ = error_of(ddb.create_table, TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                       AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                       BillingMode="PAY_PER_REQUEST", StreamSpecification={"StreamEnabled": True})
+    assert code == "ValidationException"
+    ddb.update_table(TableName=hash_table, StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})
+    for view in ("KEYS_ONLY", "NEW_IMAGE"):
+        code, message = error_of(ddb.update_table, TableName=hash_table,
+                                 StreamSpecification={"StreamEnabled": True, "StreamViewType": view})
+        assert code == "ValidationException"
+        assert message == f"Table already has an enabled stream: TableName: {hash_table}"
+
+
+def test_list_streams_pages_and_checks(ddb, streams, raw_streams, table_name):
+    names = [table_name + suffix for suffix in ("_a", "_b", "_c")]
+    arns = [stream_table(ddb, n, "KEYS_ONLY") for n in names]
+    try:
+        seen, start = [], None
+        while True:
+            page = streams.list_streams(Limit=1, **({"ExclusiveStartStreamArn": start} if start else {}))
+            assert len(page["Streams"]) <= 1
+            seen += [s["StreamArn"] for s in page["Streams"]]
+            start = page.get("LastEvaluatedStreamArn")
+            if not start:
+                break
+        assert all(seen.count(a) == 1 for a in arns)
+        assert streams.list_streams(TableName=names[1])["Streams"][0]["StreamArn"] == arns[1]
+        assert error_of(streams.list_streams, TableName="no_such_table")[0] == "ResourceNotFoundException"
+        for limit in (0, 101):
+            assert error_of(raw_streams.list_streams, Limit=limit)[0] == "ValidationException"
+        assert error_of(streams.list_streams, ExclusiveStartStreamArn="x" * 40)[0] == "ValidationException"
+    finally:
+        for n in names:
+            ddb.delete_table(TableName=n)
+    assert not [s for s in streams.list_streams()["Streams"] if s["TableName"] in names]
+
+
+def test_table_without_stream_has_none(ddb, streams, hash_table):
+    assert streams.list_streams(TableName=hash_table)["Streams"] == []
+    assert "LatestStreamArn" not in ddb.describe_table(TableName=hash_table)["Table"]
+
+
+def test_describe_stream_lists_one_shard_per_server_shard(ddb, streams, raw_streams, table_name):
+    arn = stream_table(ddb, table_name, "NEW_IMAGE", range_key=("sk", "N"))
+    try:
+        d = streams.describe_stream(StreamArn=arn)["StreamDescription"]
+        assert (d["StreamArn"], d["StreamStatus"], d["StreamViewType"], d["TableName"]) == (
+            arn, "ENABLED", "NEW_IMAGE", table_name)
+        assert d["StreamLabel"] == arn.rsplit("/", 1)[1]
+        assert d["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "sk", "KeyType": "RANGE"}]
+        assert "CreationRequestDateTime" in d and "LastEvaluatedShardId" not in d
+        ids = [s["ShardId"] for s in d["Shards"]]
+        assert len(ids) == 2 and ids == sorted(ids) and len(set(ids)) == 2
+        for shard in d["Shards"]:
+            assert len(shard["ShardId"]) <= 65 and "ParentShardId" not in shard
+            assert shard["SequenceNumberRange"]["StartingSequenceNumber"].isdecimal()
+            assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
+        first = streams.describe_stream(StreamArn=arn, Limit=1)["StreamDescription"]
+        assert [s["ShardId"] for s in first["Shards"]] == ids[:1] and first["LastEvaluatedShardId"] == ids[0]
+        rest = streams.describe_stream(StreamArn=arn, Limit=1, ExclusiveStartShardId=ids[0])["StreamDescription"]
+        assert [s["ShardId"] for s in rest["Shards"]] == ids[1:] and "LastEvaluatedShardId" not in rest
+        assert streams.describe_stream(StreamArn=arn, ExclusiveStartShardId=ids[-1])["StreamDescription"][
+            "Shards"] == []
+        assert streams.describe_stream(StreamArn=arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": ids[0]})[
+            "StreamDescription"]["Shards"] == []
+        assert error_of(streams.describe_stream, StreamArn="sdfadfsdfnlfkajakfgjalksfgklasjklasdjfkla")[0] == \
+            "ValidationException"
+        assert error_of(streams.describe_stream, StreamArn=arn[:-3] + "999")[0] == "ResourceNotFoundException"
+        assert error_of(raw_streams.describe_stream, StreamArn=arn, Limit=0)[0] == "ValidationException"
+        assert error_of(raw_streams.describe_stream, StreamArn=7)[0] == "SerializationException"
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+# ------------------------------------------------------------------ records
+
+def _writes(ddb, name):
+    """Every kind of event on one item (so on one shard, in order), as (event, old, new) expected."""
+    key = {"pk": {"S": "item"}}
+    ddb.put_item(TableName=name, Item={**key, "x": {"N": "1"}, "s": {"SS": ["a", "b"]}})
+    ddb.put_item(TableName=name, Item={**key, "x": {"N": "1"}, "s": {"SS": ["b", "a"]}})   # the same item
+    ddb.put_item(TableName=name, Item={**key, "y": {"S": "two"}})
+    ddb.update_item(TableName=name, Key=key, UpdateExpression="SET z = :z", ExpressionAttributeValues={
+        ":z": {"BOOL": True}})
+    ddb.update_item(TableName=name, Key=key, UpdateExpression="REMOVE y, z")
+    ddb.delete_item(TableName=name, Key=key)
+    ddb.delete_item(TableName=name, Key=key)                # nothing to delete: no record
+    ddb.update_item(TableName=name, Key=key, UpdateExpression="REMOVE nothing")   # creates no item
+    ddb.update_item(TableName=name, Key=key, UpdateExpression="SET b = :b", ExpressionAttributeValues={
+        ":b": {"N": "4"}})
+    first = {**key, "x": {"N": "1"}, "s": {"SS": ["a", "b"]}}
+    second = {**key, "y": {"S": "two"}}
+    third = {**key, "y": {"S": "two"}, "z": {"BOOL": True}}
+    stored = {**key, "x": {"N": "1"}, "s": {"SS": ["b", "a"]}}     # the second, equal, item is what is stored
+    return [("INSERT", None, first), ("MODIFY", stored, second), ("MODIFY", second, third),
+            ("MODIFY", third, key), ("REMOVE", key, None), ("INSERT", None, {**key, "b": {"N": "4"}})]
+
+
+@pytest.mark.parametrize("view", VIEW_TYPES)
+def test_every_event_kind_in_every_view_type(ddb, streams, table_name, view):
+    arn = stream_table(ddb, table_name, view)
+    try:
+        started = time.time()
+        expected = _writes(ddb, table_name)
+        by_shard, _ = read_all(streams, iterators(streams, arn))
+        holding = [records for records in by_shard.values() if records]
+        assert len(holding) == 1, by_shard          # one item: one stream shard
+        records = holding[0]
+        assert [r["eventName"] for r in records] == [e[0] for e in expected]
+        numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
+        assert numbers == sorted(set(numbers))
+        for record, (_, old, new) in zip(records, expected):
+            assert record["eventSource"] == "aws:dynamodb" and record["eventVersion"] == "1.1"
+            assert record["awsRegion"] == "us-east-1" and len(record["eventID"]) == 32
+            assert "userIdentity" not in record
+            body = record["dynamodb"]
+            assert body["Keys"] == {"pk": {"S": "item"}} and body["StreamViewType"] == view
+            assert body["SequenceNumber"].isdecimal() and body["SizeBytes"] > 0
+            assert abs(body["ApproximateCreationDateTime"].timestamp() - started) < 60
+            if view in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES") and new is not None:
+                assert body["NewImage"] == new
+            else:
+                assert "NewImage" not in body
+            if view in ("OLD_IMAGE", "NEW_AND_OLD_IMAGES") and old is not None:
+                assert body["OldImage"] == old
+            else:
+                assert "OldImage" not in body
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_batch_write_and_transactions_reach_the_stream(ddb, streams, table_name):
+    arn = stream_table(ddb, table_name, "NEW_AND_OLD_IMAGES")
+    try:
+        ddb.batch_write_item(RequestItems={table_name: [
+            {"PutRequest": {"Item": {"pk": {"S": f"b{i}"}, "v": {"N": str(i)}}}} for i in range(20)]})
+        ddb.batch_write_item(RequestItems={table_name: [
+            {"DeleteRequest": {"Key": {"pk": {"S": "b0"}}}}, {"DeleteRequest": {"Key": {"pk": {"S": "missing"}}}},
+            {"PutRequest": {"Item": {"pk": {"S": "b1"}, "v": {"N": "1"}}}}]})     # unchanged: no record
+        ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table_name, "Item": {"pk": {"S": "t1"}, "v": {"N": "1"}}}},
+            {"Update": {"TableName": table_name, "Key": {"pk": {"S": "b2"}}, "UpdateExpression": "SET v = :v",
+                        "ExpressionAttributeValues": {":v": {"N": "20"}}}},
+            {"Delete": {"TableName": table_name, "Key": {"pk": {"S": "b3"}}}},
+            {"ConditionCheck": {"TableName": table_name, "Key": {"pk": {"S": "b4"}},
+                                "ConditionExpression": "attribute_exists(pk)"}}])
+        with pytest.raises(ClientError):      # cancelled: nothing written, nothing streamed
+            ddb.transact_write_items(TransactItems=[
+                {"Put": {"TableName": table_name, "Item": {"pk": {"S": "t2"}}}},
+                {"ConditionCheck": {"TableName": table_name, "Key": {"pk": {"S": "b5"}},
+                                    "ConditionExpression": "attribute_not_exists(pk)"}}])
+        by_shard, _ = read_all(streams, iterators(streams, arn))
+        assert all(by_shard.values()), "both stream shards hold records"
+        events = {}
+        for records in by_shard.values():
+            keys = set()
+            for r in records:
+                events.setdefault(r["dynamodb"]["Keys"]["pk"]["S"], []).append(r["eventName"])
+                keys.add(r["dynamodb"]["Keys"]["pk"]["S"])
+            for other in by_shard.values():
+                if other is not records:      # an item's records are all on its owner's shard
+                    assert not keys & {r["dynamodb"]["Keys"]["pk"]["S"] for r in other}
+        assert events.pop("b0") == ["INSERT", "REMOVE"]
+        assert events.pop("b2") == ["INSERT", "MODIFY"]
+        assert events.pop("b3") == ["INSERT", "REMOVE"]
+        assert events.pop("t1") == ["INSERT"]
+        assert events == {f"b{i}": ["INSERT"] for i in range(20) if i not in (0, 2, 3)}
+        modify = [r for records in by_shard.values() for r in records
+                  if r["dynamodb"]["Keys"]["pk"]["S"] == "b2" and r["eventName"] == "MODIFY"][0]
+        assert modify["dynamodb"]["OldImage"]["v"] == {"N": "2"} and modify["dynamodb"]["NewImage"]["v"] == {"N": "20"}
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+# ------------------------------------------------------------------ iterators
+
+def test_iterator_types_and_paging(ddb, streams, table_name):
+    arn = stream_table(ddb, table_name, "KEYS_ONLY")
+    try:
+        key = {"pk": {"S": "one"}}
+        for i in range(3):
+            ddb.put_item(TableName=table_name, Item={**key, "n": {"N": str(i)}})
+        shard = [s for s, records in read_all(streams, iterators(streams, arn))[0].items() if records][0]
+        latest = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+        reply = streams.get_records(ShardIterator=latest)
+        assert reply["Records"] == [] and "NextShardIterator" in reply
+        ddb.put_item(TableName=table_name, Item={**key, "n": {"N": "3"}})
+        reply = streams.get_records(ShardIterator=reply["NextShardIterator"])
+        assert [r["eventName"] for r in reply["Records"]] == ["MODIFY"]
+        assert streams.get_records(ShardIterator=reply["NextShardIterator"])["Records"] == []
+        # an iterator can be read again: it names a position
+        assert len(streams.get_records(ShardIterator=latest)["Records"]) == 1
+
+        horizon = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        page = streams.get_records(ShardIterator=horizon, Limit=3)
+        numbers = [r["dynamodb"]["SequenceNumber"] for r in page["Records"]]
+        assert len(numbers) == 3
+        rest = streams.get_records(ShardIterator=page["NextShardIterator"], Limit=3)
+        assert len(rest["Records"]) == 1 and int(rest["Records"][0]["dynamodb"]["SequenceNumber"]) > int(numbers[-1])
+        at = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="AT_SEQUENCE_NUMBER",
+                                        SequenceNumber=numbers[1])["ShardIterator"]
+        assert [r["dynamodb"]["SequenceNumber"] for r in streams.get_records(ShardIterator=at)["Records"]][:2] == \
+            numbers[1:]
+        after = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                           SequenceNumber=numbers[1])["ShardIterator"]
+        assert streams.get_records(ShardIterator=after)["Records"][0]["dynamodb"]["SequenceNumber"] == numbers[2]
+        start = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["SequenceNumberRange"][
+            "StartingSequenceNumber"]
+        for shard_id in shard_ids(streams, arn):
+            it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER",
+                                            SequenceNumber=start)["ShardIterator"]
+            assert len(streams.get_records(ShardIterator=it)["Records"]) == (4 if shard_id == shard else 0)
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_shard_iterator_bad_input(ddb, streams, raw_streams, table_name):
+    arn = stream_table(ddb, table_name, "KEYS_ONLY")
+    try:
+        shard = shard_ids(streams, arn)[0]
+        seq = "1" + "0" * 20
+        for kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            assert error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
+                            ShardIteratorType=kind)[0] == "ValidationException"
+        for kind in ("TRIM_HORIZON", "LATEST"):
+            assert error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=shard, ShardIteratorType=kind,
+                            SequenceNumber=seq)[0] == "ValidationException"
+        assert error_of(raw_streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
+                        ShardIteratorType="bulle")[0] == "ValidationException"
+        for bad in ("12ab", "1234567890abcdefghijk"):
+            assert error_of(raw_streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
+                            ShardIteratorType="AT_SEQUENCE_NUMBER", SequenceNumber=bad)[0] == "ValidationException"
+        assert error_of(streams.get_shard_iterator, StreamArn="sdfadsfsdfsdgdfsgsfdabadfbabdadsfsdfsdf", ShardId=shard,
+                        ShardIteratorType="LATEST")[0] == "ValidationException"
+        assert error_of(streams.get_shard_iterator, StreamArn=arn, ShardId="shardId-semprinidfaasdasfsdvacsd",
+                        ShardIteratorType="LATEST")[0] == "ResourceNotFoundException"
+        assert error_of(streams.get_shard_iterator, StreamArn=arn[:-3] + "999", ShardId=shard,
+                        ShardIteratorType="LATEST")[0] == "ResourceNotFoundException"
+        # a day and more ago: past the trim horizon
+        code, _ = error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
+                           ShardIteratorType="AT_SEQUENCE_NUMBER", SequenceNumber="1000".zfill(21))
+        assert code == "TrimmedDataAccessException"
+        assert error_of(raw_streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
+                        ShardIteratorType=["LATEST"])[0] == "SerializationException"
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def _forged(iterator, **changes):
+    arn, version, payload = iterator.split("|")
+    fields = dict(zip(("shard", "start", "issued"), base64.b64decode(payload).decode().split(":")[:3]))
+    fields.update({k: str(v) for k, v in changes.items()})
+    text = ":".join(fields[k] for k in ("shard", "start", "issued"))
+    check = zlib.crc32(f"{arn}|{text}".encode())
+    return f"{arn}|{version}|" + base64.b64encode(f"{text}:{check}".encode()).decode()
+
+
+def test_get_records_bad_input(ddb, streams, raw_streams, table_name):
+    arn = stream_table(ddb, table_name, "KEYS_ONLY")
+    try:
+        it = list(iterators(streams, arn).values())[0]
+        assert streams.get_records(ShardIterator=_forged(it))["Records"] == []   # the forgery is faithful
+        assert error_of(streams.get_records, ShardIterator="sdfsdfsgagaddafgagasgasgasdfasdfasdfasdfasdgasdasdgasdg"
+                        )[0] == "ValidationException"
+        assert error_of(streams.get_records, ShardIterator=it[:-4] + "AAAA")[0] == "ValidationException"
+        assert error_of(streams.get_records, ShardIterator=it.replace("|1|", "|2|"))[0] == "ValidationException"
+        code, message = error_of(streams.get_records,
+                                 ShardIterator=_forged(it, issued=int((time.time() - 16 * 60) * 1000)))
+        assert code == "ExpiredIteratorException"
+        assert error_of(streams.get_records, ShardIterator=_forged(it, shard=7))[0] == "ResourceNotFoundException"
+        for limit in (0, 1001):
+            assert error_of(raw_streams.get_records, ShardIterator=it, Limit=limit)[0] == "ValidationException"
+        assert error_of(raw_streams.get_records, ShardIterator=it, Limit="many")[0] == "SerializationException"
+        assert error_of(raw_streams.get_records)[0] == "ValidationException"
+        ddb.delete_table(TableName=table_name)
+        assert error_of(streams.get_records, ShardIterator=it)[0] == "ResourceNotFoundException"
+        assert error_of(streams.describe_stream, StreamArn=arn)[0] == "ResourceNotFoundException"
+    finally:
+        try:
+            ddb.delete_table(TableName=table_name)
+        except ClientError:
+            pass
+
+
+def test_disabled_stream_stays_readable_and_a_new_one_starts(ddb, streams, table_name):
+    arn = stream_table(ddb, table_name, "NEW_IMAGE")
+    try:
+        ddb.put_item(TableName=table_name, Item={"pk": {"S": "before"}})
+        old_iterators = iterators(streams, arn)
+        ddb.update_table(TableName=table_name, StreamSpecification={"StreamEnabled": False})
+        table = ddb.describe_table(TableName=table_name)["Table"]
+        assert "StreamSpecification" not in table and table["LatestStreamArn"] == arn
+        ddb.put_item(TableName=table_name, Item={"pk": {"S": "while disabled"}})
+        d = streams.describe_stream(StreamArn=arn)["StreamDescription"]
+        assert d["StreamStatus"] == "DISABLED" and d["StreamViewType"] == "NEW_IMAGE"
+        for shard in d["Shards"]:
+            numbers = shard["SequenceNumberRange"]
+            assert numbers["EndingSequenceNumber"].isdecimal()
+            assert int(numbers["EndingSequenceNumber"]) >= int(numbers["StartingSequenceNumber"])
+        total = 0
+        for it in old_iterators.values():
+            reply = streams.get_records(ShardIterator=it)
+            total += len(reply["Records"])
+            if "NextShardIterator" in reply:
+                again = streams.get_records(ShardIterator=reply["NextShardIterator"])
+                assert again["Records"] == [] and "NextShardIterator" not in again
+        assert total == 1       # the closed shards end where the stream was disabled
+        ddb.update_table(TableName=table_name, StreamSpecification={"StreamEnabled": True,
+                                                                     "StreamViewType": "KEYS_ONLY"})
+        table = ddb.describe_table(TableName=table_name)["Table"]
+        new_arn = table["LatestStreamArn"]
+        assert new_arn != arn and table["StreamSpecification"]["StreamViewType"] == "KEYS_ONLY"
+        assert sorted(s["StreamArn"] for s in streams.list_streams(TableName=table_name)["Streams"]) == \
+            sorted([arn, new_arn])
+        assert set(shard_ids(streams, new_arn)).isdisjoint(shard_ids(streams, arn))
+        ddb.put_item(TableName=table_name, Item={"pk": {"S": "after"}})
+        assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in all_records(streams, new_arn)] == ["after"]
+        assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in all_records(streams, arn)] == ["before"]
+    finally:
+        ddb.delete_table(TableName=table_name)
+    assert not [s for s in streams.list_streams()["Streams"] if s["TableName"] == table_name]
+
+
+# ------------------------------------------------------------------ TTL, restarts, trimming
+
+@pytest.fixture(scope="module")
+def lonely(tmp_path_factory):
+    """A server of our own: fast TTL scans, group commit, restarted and reconfigured by the tests."""
+    data = tmp_path_factory.mktemp("streams")
+    proc = ServerProcess(data, smp=2, extra=["--ttl-scan-interval-in-s", "1", "--commitlog-sync", "batch"]).start()
+    state = {"server": proc, "data": data}
+    yield state
+    state["server"].stop()
+
+
+def test_ttl_expiry_is_a_service_remove(lonely):
+    server = lonely["server"]
+    ddb, streams = server.client(), streams_client(server)
+    arn = stream_table(ddb, "ttl", "OLD_IMAGE")
+    ddb.update_time_to_live(TableName="ttl", TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"})
+    ddb.put_item(TableName="ttl", Item={"pk": {"S": "old"}, "exp": {"N": str(int(time.time()) - 10)}})
+    deadline = time.monotonic() + 15
+    while True:
+        records = all_records(streams, arn)
+        if len(records) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [r["eventName"] for r in records] == ["INSERT", "REMOVE"]
+    assert "userIdentity" not in records[0]
+    assert records[1]["userIdentity"] == {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
+    assert records[1]["dynamodb"]["OldImage"]["pk"] == {"S": "old"}
+
+
+def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
+    server = lonely["server"]
+    ddb, streams = server.client(), streams_client(server)
+    arn = stream_table(ddb, "durable", "NEW_IMAGE")
+    for i in range(20):
+        ddb.put_item(TableName="durable", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
+    before = {s: [r["dynamodb"]["SequenceNumber"] for r in records]
+              for s, records in read_all(streams, iterators(streams, arn))[0].items()}
+    assert sum(map(len, before.values())) == 20
+    victims = server.shard_pids()
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not (server.all_shards_up() and not set(victims) & set(server.shard_pids())):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    ddb, streams = server.client(), streams_client(server)
+    after = {s: [r["dynamodb"]["SequenceNumber"] for r in records]
+             for s, records in read_all(streams, iterators(streams, arn))[0].items()}
+    assert after == before
+    for i in range(20, 30):
+        ddb.put_item(TableName="durable", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
+    grown = {s: [r["dynamodb"]["SequenceNumber"] for r in records]
+             for s, records in read_all(streams, iterators(streams, arn))[0].items()}
+    for shard, numbers in grown.items():
+        assert numbers[:len(before[shard])] == before[shard]
+        assert [int(n) for n in numbers] == sorted({int(n) for n in numbers})   # increasing across the restart
+    assert sum(map(len, grown.values())) == 30
+    oldest = min(numbers[0] for numbers in grown.values())
+
+    # The same data with a retention of 2 seconds: everything above is past it.
+    assert server.stop() == 0
+    server = lonely["server"] = ServerProcess(lonely["data"], smp=2, port=server.port,
+                                              extra=["--streams-retention-in-s", "2"]).start()
+    ddb, streams = server.client(), streams_client(server)
+    time.sleep(2.5)
+    shard = shard_ids(streams, arn)[0]
+    code, _ = error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
+                       ShardIteratorType="AT_SEQUENCE_NUMBER", SequenceNumber=oldest)
+    assert code == "TrimmedDataAccessException"
+    assert all_records(streams, arn) == []
+    ddb.update_table(TableName="durable", StreamSpecification={"StreamEnabled": False})
+    deadline = time.monotonic() + 15
+    while [s for s in streams.list_streams(TableName="durable")["Streams"]]:
+        assert time.monotonic() < deadline, "a stream disabled longer than the retention is forgotten"
+        time.sleep(0.2)
+    assert error_of(streams.describe_stream, StreamArn=arn)[0] == "ResourceNotFoundException"
+    ddb.update_table(TableName="durable", StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})
+    fresh = ddb.describe_table(TableName="durable")["Table"]["LatestStreamArn"]
+    ddb.put_item(TableName="durable", Item={"pk": {"S": "new"}})
+    assert len(all_records(streams, fresh)) == 1
+    time.sleep(2.6)
+    assert all_records(streams, fresh) == []            # past the retention: trimmed (or hidden until then)
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = _metrics(server)
+        if metrics.get("stream_records_trimmed_total", 0) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert metrics["stream_records_trimmed_total"] >= 1 and metrics["stream_records_written_total"] >= 1
+
+
+def _metrics(server) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.prometheus_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    totals = {}
+    for line in text.splitlines():
+        if line.startswith("shardserver_stream_records_"):
+            name = line.split("{", 1)[0][len("shardserver_"):]
+            totals[name] = totals.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return totals
