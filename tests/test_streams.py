@@ -143,7 +143,10 @@ def test_list_streams_pages_and_checks(ddb, streams, raw_streams, table_name):
     finally:
         for n in names:
             ddb.delete_table(TableName=n)
-    assert not [s for s in streams.list_streams()["Streams"] if s["TableName"] in names]
+    # A deleted table's streams are disabled, and listed until the retention passes.
+    listed = [s["StreamArn"] for s in streams.list_streams()["Streams"] if s["TableName"] in names]
+    assert sorted(listed) == sorted(arns)
+    assert {streams.describe_stream(StreamArn=a)["StreamDescription"]["StreamStatus"] for a in arns} == {"DISABLED"}
 
 
 def test_table_without_stream_has_none(ddb, streams, hash_table):
@@ -385,14 +388,8 @@ def test_get_records_bad_input(ddb, streams, raw_streams, table_name):
             assert error_of(raw_streams.get_records, ShardIterator=it, Limit=limit)[0] == "ValidationException"
         assert error_of(raw_streams.get_records, ShardIterator=it, Limit="many")[0] == "SerializationException"
         assert error_of(raw_streams.get_records)[0] == "ValidationException"
-        ddb.delete_table(TableName=table_name)
-        assert error_of(streams.get_records, ShardIterator=it)[0] == "ResourceNotFoundException"
-        assert error_of(streams.describe_stream, StreamArn=arn)[0] == "ResourceNotFoundException"
     finally:
-        try:
-            ddb.delete_table(TableName=table_name)
-        except ClientError:
-            pass
+        ddb.delete_table(TableName=table_name)
 
 
 def test_disabled_stream_stays_readable_and_a_new_one_starts(ddb, streams, table_name):
@@ -431,7 +428,31 @@ def test_disabled_stream_stays_readable_and_a_new_one_starts(ddb, streams, table
         assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in all_records(streams, arn)] == ["before"]
     finally:
         ddb.delete_table(TableName=table_name)
-    assert not [s for s in streams.list_streams()["Streams"] if s["TableName"] == table_name]
+
+
+def test_deleting_a_table_disables_its_stream(ddb, streams, table_name):
+    arn = stream_table(ddb, table_name, "NEW_AND_OLD_IMAGES")
+    ddb.put_item(TableName=table_name, Item={"pk": {"S": "a"}, "v": {"N": "1"}})
+    its = iterators(streams, arn)
+    ddb.delete_table(TableName=table_name)
+    # As DynamoDB's DeleteTable says: the stream is DISABLED, still readable, deleted after 24 hours.
+    d = streams.describe_stream(StreamArn=arn)["StreamDescription"]
+    assert d["StreamStatus"] == "DISABLED" and d["TableName"] == table_name
+    assert all("EndingSequenceNumber" in s["SequenceNumberRange"] for s in d["Shards"])
+    assert [s["StreamArn"] for s in streams.list_streams(TableName=table_name)["Streams"]] == [arn]
+    by_shard, following = read_all(streams, its)
+    assert [r["dynamodb"]["NewImage"] for records in by_shard.values() for r in records] == [
+        {"pk": {"S": "a"}, "v": {"N": "1"}}]
+    assert not any(following.values())      # closed shards, read to their end
+    # A table of the same name starts afresh, its own stream listed beside the old one.
+    new_arn = stream_table(ddb, table_name, "KEYS_ONLY")
+    try:
+        assert new_arn != arn
+        assert sorted(s["StreamArn"] for s in streams.list_streams(TableName=table_name)["Streams"]) == \
+            sorted([arn, new_arn])
+        assert all_records(streams, new_arn) == []
+    finally:
+        ddb.delete_table(TableName=table_name)
 
 
 # ------------------------------------------------------------------ TTL, restarts, trimming
@@ -517,6 +538,12 @@ def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
     assert len(all_records(streams, fresh)) == 1
     time.sleep(2.6)
     assert all_records(streams, fresh) == []            # past the retention: trimmed (or hidden until then)
+    ddb.delete_table(TableName="durable")
+    deadline = time.monotonic() + 15
+    while [s for s in streams.list_streams()["Streams"] if s["TableName"] == "durable"]:
+        assert time.monotonic() < deadline, "a deleted table's streams are forgotten after the retention"
+        time.sleep(0.2)
+    assert error_of(streams.list_streams, TableName="durable")[0] == "ResourceNotFoundException"
     deadline = time.monotonic() + 10
     while True:
         metrics = _metrics(server)

@@ -147,6 +147,8 @@ class Catalog:
     def __init__(self, data_dir: str):
         self.path = os.path.join(data_dir, CATALOG_FILE)
         self.tables: dict[str, TableSchema] = {}
+        # Deleted tables whose (disabled) streams stay readable for the streams retention, by table id.
+        self.deleted_tables: dict[str, TableSchema] = {}
         self.version = 0
 
     def load(self) -> None:
@@ -154,16 +156,18 @@ class Catalog:
             with open(self.path, "rb") as f:
                 data = orjson.loads(f.read())
         except FileNotFoundError:
-            self.tables, self.version = {}, 0
+            self.tables, self.deleted_tables, self.version = {}, {}, 0
             return
         self.version = data.get("version", 0)
         self.tables = {t["name"]: TableSchema.from_json(t) for t in data.get("tables", [])}
+        self.deleted_tables = {t["table_id"]: TableSchema.from_json(t) for t in data.get("deleted_tables", [])}
 
     def save(self) -> None:
         """Atomically replaces catalog.json (write temp, fsync, rename, fsync dir)."""
         self.version += 1
         payload = orjson.dumps({"version": self.version,
-                                "tables": [t.to_json() for t in self.tables.values()]},
+                                "tables": [t.to_json() for t in self.tables.values()],
+                                "deleted_tables": [t.to_json() for t in self.deleted_tables.values()]},
                                option=orjson.OPT_INDENT_2)
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:

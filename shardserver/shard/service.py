@@ -214,7 +214,7 @@ class ShardService:
                 name = data.decode()
                 if name not in tables:
                     raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
-                del tables[name]
+                streams.retire(self.catalog, tables.pop(name), int(time.time() * 1000))
             elif kind == b"tags":
                 change = orjson.loads(data)
                 self._existing(change["name"]).tags = change["tags"]
@@ -226,6 +226,9 @@ class ShardService:
                     raise ValidationException("TimeToLive is already enabled" if schema.ttl_attribute else
                                               "TimeToLive is already disabled")
                 schema.ttl_attribute = change["attribute"]
+            elif kind == b"expire-streams":
+                if not streams.expire(self.catalog, float(data), time.time()):
+                    return b""      # nothing to forget: no catalog write
             elif kind == b"update":
                 from shardserver.shard.executor import update_table
                 update_table.apply_catalog_change(tables, orjson.loads(data))

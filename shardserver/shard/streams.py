@@ -71,8 +71,8 @@ def storage_id(schema, stream: dict) -> str:
 
 
 def storage_table_ids(svc) -> set[str]:
-    """Storage tables of every stream of every table (enabled or still readable)."""
-    return {storage_id(schema, stream) for schema in svc.catalog.tables.values() for stream in schema.streams}
+    """Storage tables of every stream of every table (enabled or still readable, the table deleted or not)."""
+    return {storage_id(schema, stream) for schema in schemas_of(svc.catalog) for stream in schema.streams}
 
 
 def stream_arn(schema, stream: dict) -> str:
@@ -325,14 +325,60 @@ async def trim(svc, retention_s: float) -> int:
 
 async def expire_disabled_streams(svc, retention_s: float) -> None:
     """On the catalog coordinator: forget streams disabled longer than the retention period."""
-    limit_ms = (time.time() - retention_s) * 1000
-    for schema in list(svc.catalog.tables.values()):
-        gone = [s["created_ms"] for s in schema.streams
-                if s.get("disabled_ms") is not None and s["disabled_ms"] < limit_ms]
-        if gone:
-            await svc.change_catalog(b"update", orjson.dumps({
-                "action": "expire_streams", "table": schema.name, "table_id": schema.table_id,
-                "streams": gone}))
+    if expired_streams(svc.catalog, retention_s, time.time()):
+        await svc.change_catalog(b"expire-streams", str(retention_s).encode())
+
+
+def _expired(stream: dict, limit_ms: float) -> bool:
+    return stream.get("disabled_ms") is not None and stream["disabled_ms"] < limit_ms
+
+
+def expired_streams(catalog, retention_s: float, now: float) -> bool:
+    limit_ms = (now - retention_s) * 1000
+    schemas = list(catalog.tables.values()) + list(catalog.deleted_tables.values())
+    return any(_expired(stream, limit_ms) for schema in schemas for stream in schema.streams)
+
+
+def expire(catalog, retention_s: float, now: float) -> bool:
+    """Drops expired streams from the catalog (on the coordinator); whether anything changed."""
+    from shardserver.shard.catalog import TableSchema
+    limit_ms = (now - retention_s) * 1000
+    changed = False
+    for name, schema in list(catalog.tables.items()):
+        if any(_expired(s, limit_ms) for s in schema.streams):
+            data = schema.to_json()
+            data["streams"] = [s for s in data["streams"] if not _expired(s, limit_ms)]
+            catalog.tables[name] = TableSchema.from_json(data)
+            changed = True
+    for table_id, schema in list(catalog.deleted_tables.items()):
+        if any(_expired(s, limit_ms) for s in schema.streams):
+            kept = [s for s in schema.streams if not _expired(s, limit_ms)]
+            if kept:
+                data = schema.to_json()
+                data["streams"] = kept
+                catalog.deleted_tables[table_id] = TableSchema.from_json(data)
+            else:
+                del catalog.deleted_tables[table_id]
+            changed = True
+    return changed
+
+
+def retire(catalog, schema, now_ms: int) -> None:
+    """A table is deleted: its streams are disabled and stay readable (DynamoDB's DeleteTable)."""
+    if not schema.streams:
+        return
+    from shardserver.shard.catalog import TableSchema
+    data = schema.to_json()
+    for stream in data["streams"]:
+        if stream.get("disabled_ms") is None:
+            stream["disabled_ms"] = max(now_ms, stream["created_ms"])
+    catalog.deleted_tables[schema.table_id] = TableSchema.from_json(data)
+
+
+def schemas_of(catalog, name: str | None = None) -> list:
+    """Live and deleted tables (of that name) that have streams."""
+    schemas = list(catalog.tables.values()) + list(catalog.deleted_tables.values())
+    return [s for s in schemas if s.streams and (name is None or s.name == name)]
 
 
 # ====================================================================== StreamSpecification

@@ -66,11 +66,11 @@ def _parse_arn(arn, field: str = "StreamArn") -> tuple[str, str]:
 def _stream_of(svc, arn, field: str = "StreamArn") -> tuple:
     """(table schema, stream definition) of a stream ARN, or ValidationException / ResourceNotFoundException."""
     name, label = _parse_arn(arn, field)
-    schema = svc.catalog.tables.get(name)
-    if schema is not None and arn.startswith(schema.arn + "/"):
-        for stream in schema.streams:
-            if stream["label"] == label:
-                return schema, stream
+    for schema in streams.schemas_of(svc.catalog, name):      # the live table, and deleted ones
+        if arn.startswith(schema.arn + "/"):
+            for stream in schema.streams:
+                if stream["label"] == label:
+                    return schema, stream
     raise ResourceNotFoundException(f"Requested resource not found: Stream: {arn} not found")
 
 
@@ -152,12 +152,9 @@ async def list_streams(svc, request: dict) -> bytes:
     name = request.get("TableName")
     if name is not None:
         check_table_name(name)
-        schema = svc.catalog.tables.get(name)
-        if schema is None:
-            raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
-        schemas = [schema]
-    else:
-        schemas = list(svc.catalog.tables.values())
+    schemas = streams.schemas_of(svc.catalog, name)     # a deleted table's streams are listed for 24 h
+    if name is not None and name not in svc.catalog.tables and not schemas:
+        raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
     start = request.get("ExclusiveStartStreamArn")
     if start is not None:
         _parse_arn(start, "ExclusiveStartStreamArn")

@@ -218,11 +218,6 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
                 definition["IndexStatus"] = "ACTIVE"
         tables[schema.name] = TableSchema.from_json(data)
         return
-    if change["action"] == "expire_streams":
-        gone = set(change["streams"])
-        data["streams"] = [s for s in data["streams"] if s["created_ms"] not in gone]
-        tables[schema.name] = TableSchema.from_json(data)
-        return
     billing = change.get("billing")
     if billing is not None:
         data["billing_mode"] = billing["mode"]
