@@ -4,6 +4,8 @@ import base64
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 import zlib
 
 import boto3
@@ -554,7 +556,6 @@ def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
 
 
 def _metrics(server) -> dict:
-    import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{server.prometheus_port}/metrics", timeout=5) as r:
         text = r.read().decode()
     totals = {}
@@ -563,3 +564,17 @@ def _metrics(server) -> dict:
             name = line.split("{", 1)[0][len("shardserver_"):]
             totals[name] = totals.get(name, 0) + float(line.rsplit(" ", 1)[1])
     return totals
+
+
+def test_streams_operations_only_under_their_own_target(server):
+    for target, status in (("DynamoDB_20120810.Streams.ListStreams", 400),
+                           ("DynamoDBStreams_20120810.ListStreams", 200),
+                           ("DynamoDBStreams_20120810.PutItem", 400)):
+        request = urllib.request.Request(server.endpoint + "/", data=b"{}", method="POST", headers={
+            "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.0"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                assert (reply.status, target) == (status, target)
+        except urllib.error.HTTPError as error:
+            assert (error.code, target) == (status, target)
+            assert b"UnknownOperationException" in error.read()

@@ -19,7 +19,10 @@ STREAMS_TARGET_PREFIX = "DynamoDBStreams_20120810."
 def operation_of(target: str | None) -> str:
     """Operation name from an ``X-Amz-Target`` header."""
     if target and target.startswith(TARGET_PREFIX):
-        return target[len(TARGET_PREFIX):]
+        op = target[len(TARGET_PREFIX):]
+        if "." in op:       # "Streams.<Op>" are reached only through the Streams prefix
+            raise UnknownOperationException("")
+        return op
     if target and target.startswith(STREAMS_TARGET_PREFIX):
         return "Streams." + target[len(STREAMS_TARGET_PREFIX):]
     raise UnknownOperationException("")
