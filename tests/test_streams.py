@@ -516,12 +516,26 @@ def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
         assert [int(n) for n in numbers] == sorted({int(n) for n in numbers})   # increasing across the restart
     assert sum(map(len, grown.values())) == 30
     oldest = min(numbers[0] for numbers in grown.values())
-    # A clean stop flushes the memtables: the records come back from SSTables.
+    # A clean stop flushes the memtables: the records come back from SSTables.  With a retention of
+    # 48 s a generation table takes 2 s of records: reads go on across generations.
     assert server.stop() == 0
-    server = lonely["server"] = ServerProcess(lonely["data"], smp=2, port=server.port).start()
-    streams = streams_client(server)
+    server = lonely["server"] = ServerProcess(lonely["data"], smp=2, port=server.port,
+                                              extra=["--streams-retention-in-s", "48"]).start()
+    ddb, streams = server.client(), streams_client(server)
     assert {s: [r["dynamodb"]["SequenceNumber"] for r in records]
             for s, records in read_all(streams, iterators(streams, arn))[0].items()} == grown
+    for i in range(30, 36):
+        ddb.put_item(TableName="durable", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
+        time.sleep(0.5)
+    by_shard = read_all(streams, iterators(streams, arn))[0]
+    for numbers in ([int(r["dynamodb"]["SequenceNumber"]) for r in records] for records in by_shard.values()):
+        assert numbers == sorted(set(numbers))
+    assert sorted(int(r["dynamodb"]["NewImage"]["v"]["N"]) for records in by_shard.values() for r in records) == \
+        list(range(36))
+    table_id = ddb.describe_table(TableName="durable")["Table"]["TableId"]
+    generation_dirs = [d for shard in range(2) for d in os.listdir(lonely["data"] / f"shard-{shard}" / "tables")
+                       if d.startswith(table_id + ".s")]
+    assert len(generation_dirs) >= 4
 
     # The same data with a retention of 2 seconds: everything above is past it.
     assert server.stop() == 0
@@ -552,6 +566,9 @@ def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
         assert time.monotonic() < deadline, "a deleted table's streams are forgotten after the retention"
         time.sleep(0.2)
     assert error_of(streams.list_streams, TableName="durable")[0] == "ResourceNotFoundException"
+    time.sleep(0.5)     # every shard drops the storage with the catalog change
+    assert not [d for shard in range(2) for d in os.listdir(lonely["data"] / f"shard-{shard}" / "tables")
+                if d.startswith(table_id)]
     deadline = time.monotonic() + 10
     while True:
         metrics = _metrics(server)

@@ -10,16 +10,17 @@ disabled stream's shards are closed and stay readable for the retention
 period (24 h by default, as in DynamoDB), after which the catalog coordinator
 forgets the stream and every shard drops its storage.
 
-Records are kept in a hidden storage table per stream per shard (id
-``<table id>.s<created ms>``), keyed by the record's sequence number as 8
-big-endian bytes and valued by the record's JSON, so they go through the
-memtable, commit log and SSTables like items and survive a restart by replay
-(docs/streams_format.md).  Sequence numbers are per shard, increasing across
-all of its streams and across restarts: the wall clock in microseconds times
-1000, or the last one plus one if that is not larger; at start the shard
-also reads the largest one it stored (``recover``).  Their time part dates
-a record, so trimming needs no decoding: a background pass deletes the keys
-below the retention horizon.
+Records are kept in hidden storage tables, one per stream per shard per
+span of time (a *generation*, id ``<table id>.s<created ms>.g<first seq>``),
+keyed by the record's sequence number as 8 big-endian bytes and valued by the
+record's JSON, so they go through the memtable, commit log and SSTables like
+items and survive a restart by replay (docs/streams_format.md).  Sequence
+numbers are per shard, increasing across all of its streams and across
+restarts: the wall clock in microseconds times 1000, or the last one plus one
+if that is not larger; at start the shard also reads the largest one it
+stored (``recover``).  Their time part dates a record, so trimming needs no
+decoding: a background pass drops the generations past the retention horizon
+whole, with no tombstone per record.
 
 This module never formats wire errors and reaches other shards only through
 ``svc.change_catalog``.
@@ -44,7 +45,6 @@ log = logging.getLogger("shardserver.streams")
 VIEW_TYPES = ("NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY")
 SEQUENCE_DIGITS = 21            # sequence numbers are zero-padded: numeric and string order agree
 SLOTS_PER_MICROSECOND = 1000
-TRIM_CHUNK = 256
 TTL_IDENTITY = {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
 
 _SEQ = struct.Struct(">Q")
@@ -66,13 +66,39 @@ def new_stream(view_type: str, created_ms: int, existing: list) -> dict:
             "disabled_ms": None}
 
 
-def storage_id(schema, stream: dict) -> str:
-    return f"{schema.table_id}.s{stream['created_ms']}"
+def storage_prefix(schema, stream: dict) -> str:
+    """What the ids of a stream's storage tables (one per generation) start with."""
+    return f"{schema.table_id}.s{stream['created_ms']}.g"
+
+
+def generation_id(prefix: str, first_seq: int) -> str:
+    return f"{prefix}{first_seq}"
+
+
+def generation_seconds(retention_s: float) -> int:
+    """How long one generation table takes records: a 24th of the retention, at most an hour."""
+    return int(max(1, min(3600, retention_s // 24)))
+
+
+def generations(svc, prefix: str) -> list[tuple[int, str]]:
+    """(first sequence number, storage id) of a stream's generation tables on this shard, oldest first."""
+    found = []
+    for table_id in svc.storage.table_ids():
+        if table_id.startswith(prefix):
+            try:
+                found.append((int(table_id[len(prefix):]), table_id))
+            except ValueError:
+                continue
+    found.sort()
+    return found
 
 
 def storage_table_ids(svc) -> set[str]:
     """Storage tables of every stream of every table (enabled or still readable, the table deleted or not)."""
-    return {storage_id(schema, stream) for schema in schemas_of(svc.catalog) for stream in schema.streams}
+    prefixes = tuple(storage_prefix(schema, stream) for schema in schemas_of(svc.catalog) for stream in schema.streams)
+    if not prefixes or svc.storage is None:
+        return set()
+    return {table_id for table_id in svc.storage.table_ids() if table_id.startswith(prefixes)}
 
 
 def stream_arn(schema, stream: dict) -> str:
@@ -136,6 +162,9 @@ class StreamState:
     def __init__(self, svc):
         self.svc = svc
         self.last_seq = 0
+        retention = float(getattr(svc.config, "streams_retention_in_s", 86400))
+        self.generation_span = generation_seconds(retention) * 1_000_000 * SLOTS_PER_MICROSECOND
+        self.open_generations: dict[str, tuple[str, int]] = {}    # prefix -> (storage id, end sequence)
         self.records_written_total = 0
         self.records_read_total = 0
         self.records_trimmed_total = 0
@@ -147,6 +176,25 @@ class StreamState:
             seq = self.last_seq + 1
         self.last_seq = seq
         return seq
+
+    def generation_for(self, prefix: str, seq: int, floor: int) -> str:
+        """The storage table a record numbered ``seq`` goes to, created when a generation starts.
+
+        ``floor`` is above every sequence number this shard gave before: a new
+        generation's first number is at least that, and it takes numbers up to
+        the end of its span only, so each generation holds keys below the next
+        one's first number, whatever spans earlier runs used.
+        """
+        storage = self.svc.storage
+        current = self.open_generations.get(prefix)
+        if current is not None and seq < current[1] and storage.has_table(current[0]):
+            return current[0]
+        window = seq - seq % self.generation_span
+        table_id = generation_id(prefix, max(window, floor))
+        if not storage.has_table(table_id):
+            storage.create_table(table_id)      # once a generation: blocks on an fsync, like any table creation
+        self.open_generations[prefix] = (table_id, window + self.generation_span)
+        return table_id
 
     def stats(self) -> dict:
         return {"stream_records_written_total": self.records_written_total,
@@ -165,11 +213,16 @@ async def recover(svc) -> None:
     """After the commit-log replay: continue above every sequence number this shard stored."""
     state = state_of(svc)
     storage = svc.storage
-    for table_id in storage_table_ids(svc):
-        if storage.has_table(table_id):
-            last = await storage.scan(table_id, None, None, reverse=True, limit=1)
-            if last:
-                state.last_seq = max(state.last_seq, decode_key(last[0][0]))
+    newest: dict[str, str] = {}
+    for schema in schemas_of(svc.catalog):
+        for stream in schema.streams:
+            found = generations(svc, storage_prefix(schema, stream))
+            if found:
+                newest[found[-1][1]] = found[-1][1]
+    for table_id in newest:
+        last = await storage.scan(table_id, None, None, reverse=True, limit=1)
+        if last:
+            state.last_seq = max(state.last_seq, decode_key(last[0][0]))
 
 
 # ====================================================================== write path
@@ -195,6 +248,7 @@ def after_write(svc, schema, key: bytes, old: dict | None, new: dict | None, by_
     item = new if new is not None else old
     keys = {name: item[name] for name in schema.key_names}
     state = state_of(svc)
+    floor = state.last_seq + 1
     seq = state.next_seq()
     body = {"ApproximateCreationDateTime": seq // (SLOTS_PER_MICROSECOND * 1_000_000), "Keys": keys}
     size = values.item_size(keys)
@@ -211,7 +265,8 @@ def after_write(svc, schema, key: bytes, old: dict | None, new: dict | None, by_
               "eventSource": "aws:dynamodb", "awsRegion": REGION, "dynamodb": body}
     if by_ttl:
         record["userIdentity"] = TTL_IDENTITY
-    svc.storage.put(storage_id(schema, stream), encode_key(seq), orjson.dumps(record))
+    table_id = state.generation_for(storage_prefix(schema, stream), seq, floor)
+    svc.storage.put(table_id, encode_key(seq), orjson.dumps(record))
     state.records_written_total += 1
 
 
@@ -259,12 +314,23 @@ async def read_records(svc, schema, stream: dict, start: int, limit: int,
     following = read_position(svc)  # ... and every later one will be numbered from here on
     if start > high:
         return [], max(start, following), True
-    pairs = await svc.storage.scan(storage_id(schema, stream), encode_key(start), encode_key(high + 1),
-                                   limit=limit, max_bytes=max_bytes)
-    records = [value for _, value in pairs]
+    found = generations(svc, storage_prefix(schema, stream))
+    records: list[bytes] = []
+    size = 0
+    last_key = None
+    for i, (_, table_id) in enumerate(found):
+        if i + 1 < len(found) and found[i + 1][0] <= start:
+            continue        # every key of this generation is below the next one's first number
+        pairs = await svc.storage.scan(table_id, encode_key(start), encode_key(high + 1),
+                                       limit=limit - len(records), max_bytes=max_bytes - size)
+        if pairs:
+            records += [value for _, value in pairs]
+            size += sum(len(value) for _, value in pairs)
+            last_key = pairs[-1][0]
+            if len(records) >= limit or size >= max_bytes:
+                state.records_read_total += len(records)
+                return records, decode_key(last_key) + 1, False
     state.records_read_total += len(records)
-    if pairs and (len(pairs) >= limit or sum(len(r) for r in records) >= max_bytes):
-        return records, decode_key(pairs[-1][0]) + 1, False
     return records, following, True
 
 
@@ -305,22 +371,35 @@ async def _trim_loop(svc, retention_s: float) -> None:
 
 
 async def trim(svc, retention_s: float) -> int:
-    """Deletes this shard's stream records older than the retention period; how many."""
+    """Drops this shard's generation tables whose records are all past the retention; how many records.
+
+    A generation holds the keys below the next one's first sequence number, so
+    every generation but the newest goes once the next one starts before the
+    horizon; the newest once its last record is older.  Whole tables go: no
+    tombstone per record.  Records of a partly expired generation are hidden
+    by GetRecords until their table goes.
+    """
     storage = svc.storage
     state = state_of(svc)
-    end = encode_key(horizon_sequence(retention_s))
-    deleted = 0
-    for table_id in sorted(storage_table_ids(svc)):
-        while storage.has_table(table_id):
-            pairs = await storage.scan(table_id, None, end, limit=TRIM_CHUNK)
-            if not pairs or not storage.has_table(table_id):
-                break
-            for key, _ in pairs:
-                storage.delete(table_id, key)
-            deleted += len(pairs)
-            await asyncio.sleep(0)      # a large backlog must not stall the loop
-    state.records_trimmed_total += deleted
-    return deleted
+    horizon = horizon_sequence(retention_s)
+    dropped = 0
+    for schema in schemas_of(svc.catalog):
+        for stream in schema.streams:
+            found = generations(svc, storage_prefix(schema, stream))
+            for i, (_, table_id) in enumerate(found):
+                if i + 1 < len(found):
+                    if found[i + 1][0] > horizon:
+                        break
+                else:
+                    last = await storage.scan(table_id, None, None, reverse=True, limit=1)
+                    if not storage.has_table(table_id) or (last and decode_key(last[0][0]) >= horizon):
+                        break       # (the writer opens a new generation if this one goes)
+                if storage.has_table(table_id):
+                    dropped += storage.table_stats(table_id)[0]
+                    storage.drop_table(table_id)
+                await asyncio.sleep(0)
+    state.records_trimmed_total += dropped
+    return dropped
 
 
 async def expire_disabled_streams(svc, retention_s: float) -> None:
