@@ -212,17 +212,13 @@ def state_of(svc) -> StreamState:
 async def recover(svc) -> None:
     """After the commit-log replay: continue above every sequence number this shard stored."""
     state = state_of(svc)
-    storage = svc.storage
-    newest: dict[str, str] = {}
     for schema in schemas_of(svc.catalog):
         for stream in schema.streams:
-            found = generations(svc, storage_prefix(schema, stream))
-            if found:
-                newest[found[-1][1]] = found[-1][1]
-    for table_id in newest:
-        last = await storage.scan(table_id, None, None, reverse=True, limit=1)
-        if last:
-            state.last_seq = max(state.last_seq, decode_key(last[0][0]))
+            for _, table_id in reversed(generations(svc, storage_prefix(schema, stream))):
+                last = await svc.storage.scan(table_id, None, None, reverse=True, limit=1)
+                if last:        # the newest generation holding a record holds the stream's last one
+                    state.last_seq = max(state.last_seq, decode_key(last[0][0]))
+                    break
 
 
 # ====================================================================== write path
