@@ -172,6 +172,20 @@ def test_periodic_mode_reaches_page_cache_on_sync(tmp_path):
     run(go())
 
 
+def fill_the_disk(monkeypatch) -> dict:
+    """Commit-log pwrites fail with ENOSPC while the returned dict's "on" is True."""
+    real_pwrite = os.pwrite
+    full = {"on": True}
+
+    def fake_pwrite(fd, data, off):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, off)
+
+    monkeypatch.setattr(cl.os, "pwrite", fake_pwrite)
+    return full
+
+
 def test_disk_full_fails_cleanly_and_recovers(tmp_path, monkeypatch):
     d = str(tmp_path)
 
@@ -181,15 +195,7 @@ def test_disk_full_fails_cleanly_and_recovers(tmp_path, monkeypatch):
         log.start(1)
         log.append(1, b"before")
         await log.sync()
-        real_pwrite = os.pwrite
-        full = {"on": True}
-
-        def fake_pwrite(fd, data, off):
-            if full["on"]:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real_pwrite(fd, data, off)
-
-        monkeypatch.setattr(cl.os, "pwrite", fake_pwrite)
+        full = fill_the_disk(monkeypatch)
         log.append(1, b"during")           # buffered; the write fails at sync
         with pytest.raises(InternalServerError):
             await log.sync()
@@ -266,15 +272,7 @@ def test_write_pending_is_the_barrier_before_answers(tmp_path, monkeypatch):
         assert log.write_pending()
         assert log.written_total == log.appended_total      # both in one write
         assert log.write_pending()                          # nothing pending: nothing to do
-        real_pwrite = os.pwrite
-        full = {"on": True}
-
-        def fake_pwrite(fd, data, off):
-            if full["on"]:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real_pwrite(fd, data, off)
-
-        monkeypatch.setattr(cl.os, "pwrite", fake_pwrite)
+        full = fill_the_disk(monkeypatch)
         log.append(1, b"three")
         await log.sync()
         assert not log.write_pending()
