@@ -2,7 +2,6 @@
 read semantics, scans, exact table stats, disk full, loop responsiveness."""
 
 import asyncio
-import errno
 import gc
 import os
 import random
@@ -14,10 +13,10 @@ import pytest
 import uvloop
 
 from shardserver.errors import InternalServerError, ResourceNotFoundException
-from shardserver.shard import commitlog as cl
 from shardserver.shard import storage as storage_mod
 from shardserver.shard.storage import ShardStorage, StorageOptions
 from shardserver.sstable import reader as sst_reader
+from test_commitlog import fill_the_disk
 
 
 def run(coro):
@@ -271,14 +270,7 @@ def test_disk_full_put_fails_then_recovers(tmp_path, monkeypatch):
         s.create_table("t")
         s.put("t", b"a", b"1")
         await s.sync()
-        real = os.pwrite
-        full = {"on": True}
-
-        def fake(fd, data, off):
-            if full["on"]:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(fd, data, off)
-        monkeypatch.setattr(cl.os, "pwrite", fake)
+        full = fill_the_disk(monkeypatch)
         s.put("t", b"b", b"2")
         with pytest.raises(InternalServerError):
             await s.sync()
