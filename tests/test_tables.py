@@ -108,6 +108,40 @@ def test_create_table_bad_schemas(ddb, table_name):
                              BillingMode="PAY_PER_REQUEST")
         assert error_of(e)[0] == "ValidationException"
         assert fragment in error_of(e)[1]
+
+
+def test_create_table_duplicate_attribute_definition(ddb, table_name):
+    with pytest.raises(ClientError) as e:
+        ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"},
+                                               {"AttributeName": "id", "AttributeType": "N"}],
+                         BillingMode="PAY_PER_REQUEST")
+    assert error_of(e) == ("ValidationException", "Attribute Name is duplicated: id")
+
+
+def test_delete_table_answer_leaves_the_schema_out(ddb, table_name):
+    ddb.create_table(TableName=table_name,
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"},
+                                {"AttributeName": "n", "KeyType": "RANGE"}],
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"},
+                                           {"AttributeName": "n", "AttributeType": "N"},
+                                           {"AttributeName": "g", "AttributeType": "S"}],
+                     GlobalSecondaryIndexes=[{"IndexName": "by_g",
+                                              "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                              "Projection": {"ProjectionType": "ALL"}}],
+                     LocalSecondaryIndexes=[{"IndexName": "by_g_local",
+                                             "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"},
+                                                           {"AttributeName": "g", "KeyType": "RANGE"}],
+                                             "Projection": {"ProjectionType": "KEYS_ONLY"}}],
+                     BillingMode="PAY_PER_REQUEST")
+    table = ddb.describe_table(TableName=table_name)["Table"]
+    gone = ddb.delete_table(TableName=table_name)["TableDescription"]
+    assert gone["TableStatus"] == "DELETING"
+    for member in ("TableName", "TableId", "TableArn", "BillingModeSummary", "ProvisionedThroughput"):
+        assert gone[member] == table[member]
+    for member in ("CreationDateTime", "KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes",
+                   "LocalSecondaryIndexes"):
+        assert member in table and member not in gone
     assert table_name not in ddb.list_tables()["TableNames"]
 
 

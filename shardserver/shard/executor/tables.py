@@ -160,7 +160,7 @@ def parse_attribute_definitions(definitions) -> dict[str, str]:
             raise constraint_error([f"Value '{name}' at 'attributeDefinitions.{i}.member.attributeName' "
                                     "failed to satisfy constraint: Member must have length between 1 and 255"])
         if name in types:
-            raise ValidationException("Cannot have two attributes with the same name")
+            raise ValidationException(f"Attribute Name is duplicated: {name}")
         types[name] = kind
     return types
 
@@ -306,6 +306,10 @@ async def create_table(svc, request: dict) -> bytes:
     return orjson.dumps({"TableDescription": schema.description(0, 0, "CREATING")})
 
 
+DELETE_OMITS = ("CreationDateTime", "KeySchema", "AttributeDefinitions", "LocalSecondaryIndexes",
+                "GlobalSecondaryIndexes")
+
+
 @operation("DeleteTable")
 async def delete_table(svc, request: dict) -> bytes:
     schema = _table_or_not_found(svc, request)
@@ -313,6 +317,11 @@ async def delete_table(svc, request: dict) -> bytes:
         raise ValidationException("Resource cannot be deleted as it is currently protected against deletion. "
                                   "Disable deletion protection first.")
     description = await describe(svc, schema, "DELETING")
+    # DynamoDB's DeleteTable answer leaves the schema out (key schema, attribute
+    # definitions, indexes) and the creation time: only what identifies the table,
+    # its status, billing and totals.
+    for member in DELETE_OMITS:
+        description.pop(member, None)
     await svc.change_catalog(b"delete", schema.name.encode())
     return orjson.dumps({"TableDescription": description})
 
