@@ -262,8 +262,26 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     assert table["TableClassSummary"] == {"TableClass": "STANDARD_INFREQUENT_ACCESS"}
     assert table["SSEDescription"]["Status"] == "ENABLED" and table["SSEDescription"]["SSEType"] == "KMS"
     ddb.update_table(TableName=table_name, TableClass="STANDARD")
-    assert ddb.describe_table(TableName=table_name)["Table"]["TableClassSummary"] == {"TableClass": "STANDARD"}
+    assert ddb.describe_table(TableName=table_name)["Table"]["TableClassSummary"]["TableClass"] == "STANDARD"
     with pytest.raises(ClientError) as e:
         ddb.update_table(TableName=table_name, TableClass="GLACIER")
     assert error_of(e)[0] == "ValidationException"
+    ddb.delete_table(TableName=table_name)
+
+
+def test_table_class_change_is_dated_and_bad_classes_named(ddb, table_name):
+    create_table(ddb, table_name, TableClass="STANDARD")
+    assert "LastUpdateDateTime" not in ddb.describe_table(TableName=table_name)["Table"]["TableClassSummary"]
+    ddb.update_table(TableName=table_name, TableClass="STANDARD_INFREQUENT_ACCESS")
+    summary = ddb.describe_table(TableName=table_name)["Table"]["TableClassSummary"]
+    assert summary["TableClass"] == "STANDARD_INFREQUENT_ACCESS"
+    assert summary["LastUpdateDateTime"] >= ddb.describe_table(TableName=table_name)["Table"]["CreationDateTime"]
+    message = ("Invalid table-class parameter provided. Please try again with a valid table-class value: "
+               "[STANDARD, STANDARD_INFREQUENT_ACCESS].")
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, TableClass="standard")
+    assert error_of(e) == ("ValidationException", message)
+    with pytest.raises(ClientError) as e:
+        create_table(ddb, table_name + "_x", TableClass="GLACIER")
+    assert error_of(e) == ("ValidationException", message)
     ddb.delete_table(TableName=table_name)

@@ -62,6 +62,10 @@ class TableSchema:
         return bool(self.extra.get("DeletionProtectionEnabled", False))
 
     @property
+    def table_class(self) -> str:
+        return self.extra.get("TableClass", "STANDARD")
+
+    @property
     def key_schema(self) -> list:
         schema = [{"AttributeName": self.hash_key, "KeyType": "HASH"}]
         if self.range_key:
@@ -107,6 +111,8 @@ class TableSchema:
         }
         if "TableClass" in self.extra:
             description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
+            if "TableClassUpdated" in self.extra:
+                description["TableClassSummary"]["LastUpdateDateTime"] = self.extra["TableClassUpdated"]
         if self.extra.get("SSEEnabled"):
             description["SSEDescription"] = {
                 "Status": "ENABLED", "SSEType": "KMS",

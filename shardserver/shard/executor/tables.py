@@ -248,8 +248,9 @@ def table_settings(request: dict) -> dict:
     table_class = request.get("TableClass")
     if table_class is not None:
         if table_class not in TABLE_CLASSES:
-            raise constraint_error([f"Value '{table_class}' at 'tableClass' failed to satisfy constraint: "
-                                    "Member must satisfy enum value set: [STANDARD, STANDARD_INFREQUENT_ACCESS]"])
+            # DynamoDB's own wording here, not the model's enum-constraint message.
+            raise ValidationException("Invalid table-class parameter provided. Please try again with a valid "
+                                      "table-class value: [STANDARD, STANDARD_INFREQUENT_ACCESS].")
         extra["TableClass"] = table_class
     sse = request.get("SSESpecification")
     if sse is not None:

@@ -19,7 +19,7 @@ import orjson
 
 from shardserver.errors import LimitExceededException, ResourceNotFoundException, ValidationException
 from shardserver.shard import indexes, streams
-from shardserver.shard.catalog import TableSchema
+from shardserver.shard.catalog import TableSchema, now
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.tables import (check_table_name, constraint_error, describe,
                                                parse_attribute_definitions, table_settings)
@@ -200,6 +200,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
     settings = table_settings(request)
+    if settings.get("TableClass", schema.table_class) != schema.table_class:
+        # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
+        settings["TableClassUpdated"] = now()
     if settings:
         change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
