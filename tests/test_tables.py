@@ -239,6 +239,32 @@ def test_update_table_index_key_names_are_limited_to_255_characters(ddb, hash_ta
         assert code == "ValidationException" and "255" in message
 
 
+def test_tag_errors(ddb, range_table):
+    arn = ddb.describe_table(TableName=range_table)["Table"]["TableArn"]
+    with pytest.raises(ClientError) as e:
+        ddb.tag_resource(ResourceArn=arn, Tags=[])
+    assert error_of(e)[0] == "ValidationException"
+    for bad in ("hi!", "d%g", '"quoted"'):
+        for tag in ({"Key": bad, "Value": "v"}, {"Key": "k", "Value": bad}):
+            with pytest.raises(ClientError) as e:
+                ddb.tag_resource(ResourceArn=arn, Tags=[tag])
+            assert error_of(e)[0] == "ValidationException" and "regular expression pattern" in error_of(e)[1]
+    # Letters and digits of any script, white space and + - = . _ : / are all allowed.
+    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}])
+    with pytest.raises(ClientError) as e:
+        ddb.tag_resource(ResourceArn="no_arn", Tags=[{"Key": "k", "Value": "v"}])
+    assert error_of(e)[0] == "ValidationException" and "ARNs must start with 'arn:'" in error_of(e)[1]
+    # An index's ARN is not a taggable resource.
+    index_arn = arn + "/index/whatever"
+    for call in (lambda: ddb.list_tags_of_resource(ResourceArn=index_arn),
+                 lambda: ddb.tag_resource(ResourceArn=index_arn, Tags=[{"Key": "k", "Value": "v"}])):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
+                                                      f"{index_arn}")
+    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}]
+
+
 def test_deletion_protection(ddb, table_name):
     create_table(ddb, table_name, DeletionProtectionEnabled=True)
     assert ddb.describe_table(TableName=table_name)["Table"]["DeletionProtectionEnabled"] is True

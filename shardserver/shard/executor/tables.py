@@ -9,6 +9,7 @@ knows the table before the client hears back.  Reads of the catalog
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import orjson
 
@@ -258,6 +259,11 @@ def table_settings(request: dict) -> dict:
     return extra
 
 
+def _tag_character(c: str) -> bool:
+    """DynamoDB's tag alphabet: letters, white space and numbers of any script, and + - = . _ : /"""
+    return unicodedata.category(c)[0] in "LZN" or c in "+-=._:/"
+
+
 def checked_tags(tags: list) -> list:
     """A Tags list (member types already checked) after DynamoDB's constraints on it."""
     problems = []
@@ -273,6 +279,9 @@ def checked_tags(tags: list) -> list:
             elif len(value) < low:
                 problems.append(f"Value '{value}' {where}: Member must have length greater than or "
                                 f"equal to {low}")
+            elif not all(_tag_character(c) for c in value):
+                problems.append(f"Value '{value}' {where}: Member must satisfy regular expression pattern: "
+                                r"[\p{L}\p{Z}\p{N}_.:/=+\-]*")
     if problems:
         count = len(problems)
         raise ValidationException(f"{count} validation error{'s' if count > 1 else ''} detected: "
@@ -366,6 +375,11 @@ async def describe_limits(svc, request: dict) -> bytes:
 
 def _schema_by_arn(svc, arn) -> TableSchema:
     if not isinstance(arn, str) or not arn.startswith("arn:"):
+        raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}: "
+                                  "ARNs must start with 'arn:'")
+    resource = arn.partition(":table/")[2]
+    if "/" in resource:
+        # An index's ARN (table/<name>/index/<index>) is not taggable: DynamoDB takes only a table's.
         raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")
     name = arn.rsplit("/", 1)[-1]
     schema = svc.catalog.tables.get(name)
@@ -387,6 +401,9 @@ async def tag_resource(svc, request: dict) -> bytes:
     if tags is None:
         raise ValidationException("1 validation error detected: Value null at 'tags' failed to satisfy "
                                   "constraint: Member must not be null")
+    if not tags:
+        raise ValidationException("1 validation error detected: Value '[]' at 'tags' failed to satisfy "
+                                  "constraint: Member must have length greater than or equal to 1")
     merged = checked_tags(schema.tags + checked_tags(tags))
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": merged}))
     return b""      # DynamoDB answers TagResource and UntagResource with an empty body
