@@ -132,6 +132,45 @@ def test_item_too_large_after_update_is_a_validation_reason(ddb, hash_table):
     assert value(ddb, hash_table, a) is None
 
 
+def test_wrong_key_is_a_validation_reason_of_its_action(ddb, hash_table):
+    """A key that breaks the schema cancels the transaction with a ValidationError on that action;
+    DynamoDB stops at the first one, so the later ones (even a failing condition) say None."""
+    wrong_type = {"Put": {"TableName": hash_table, "Item": {"pk": {"N": "7"}}}}
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=[
+            put(hash_table, "fine", v=1),
+            wrong_type,
+            {"Delete": {"TableName": hash_table, "Key": {"pk": {"N": "8"}}}},
+            {"ConditionCheck": {"TableName": hash_table, "Key": key("absent"),
+                                "ConditionExpression": "attribute_exists(pk)"}}])
+    assert error.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert cancellation_codes(error) == ["None", "ValidationError", "None", "None"]
+    reasons = error.value.response["CancellationReasons"]
+    assert "Type mismatch" in reasons[1]["Message"]
+    assert all("Message" not in reasons[i] for i in (0, 2, 3))
+    assert value(ddb, hash_table, "fine") is None
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=[{"Update": {"TableName": hash_table, "Key": {"wrong": {"S": "x"}},
+                                                            "UpdateExpression": "SET v = :one",
+                                                            "ExpressionAttributeValues": {":one": {"N": "1"}}}}])
+    assert cancellation_codes(error) == ["ValidationError"]
+    # Malformed expressions still refuse the whole request.
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=[{"Put": {"TableName": hash_table, "Item": {"pk": {"S": "x"}},
+                                                         "ConditionExpression": "attribute_exists(#nope)"}}])
+    assert error.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_transaction_payload_over_4_mb(ddb, hash_table):
+    long = "x" * 100_000
+    with pytest.raises(ClientError) as error:
+        ddb.transact_write_items(TransactItems=[{"Put": {"TableName": hash_table,
+                                                         "Item": {"pk": {"S": f"big{i}"}, "s": {"S": long}}}}
+                                                for i in range(50)])
+    assert error.value.response["Error"]["Code"] == "ValidationException"
+    assert "size cannot exceed 4 MB" in error.value.response["Error"]["Message"]
+
+
 def test_request_validation(ddb, hash_table):
     def rejected(items, code="ValidationException"):
         with pytest.raises(ClientError) as error:

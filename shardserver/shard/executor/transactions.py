@@ -15,6 +15,7 @@ this module only speaks the protocol.  It never writes an item itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import zlib
@@ -64,13 +65,16 @@ class Action:
         self.item = None
         if kind == "Put":
             item = self.item = body.get("Item")
-            pk, sk = key_of_item(schema, item)
+            with _action_data_check():
+                pk, sk = key_of_item(schema, item)
             values.validate_item(item)
-            values.check_item_size(item)
+            with _action_data_check():
+                values.check_item_size(item)
             self.key_av = {name: item[name] for name in schema.key_names}
         else:
             self.key_av = body.get("Key")
-            pk, sk = key_of_request(schema, self.key_av)
+            with _action_data_check():
+                pk, sk = key_of_request(schema, self.key_av)
         if kind == "Update" and not isinstance(body.get("UpdateExpression"), str):
             raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.update.updateExpression' "
                                     "failed to satisfy constraint: Member must not be null"])
@@ -80,6 +84,24 @@ class Action:
         self.prepared = svc.prepare_expressions(body, schema, _OP_OF_KIND[kind])
         self.key = values.encode_key(pk, sk)
         self.owner = svc.owner_of(pk)
+
+
+class ActionDataError(Exception):
+    """An action's data breaks the table's rules (a key of the wrong type, an oversized item).
+    DynamoDB cancels the transaction for it, with a ValidationError reason on that action,
+    instead of refusing the whole request as it does for malformed parameters."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@contextlib.contextmanager
+def _action_data_check():
+    try:
+        yield
+    except ValidationException as error:
+        raise ActionDataError(error.message) from None
 
 
 def _transact_items(request: dict) -> list:
@@ -102,7 +124,13 @@ def parse_write_actions(svc, items: list) -> list[Action]:
         kinds = [k for k in WRITE_KINDS if isinstance(entry, dict) and entry.get(k) is not None]
         if len(kinds) != 1 or len(entry) != 1:
             raise ValidationException("TransactItems can only contain one of Check, Put, Update or Delete")
-        actions.append(Action(svc, index, kinds[0], entry[kinds[0]]))
+        try:
+            actions.append(Action(svc, index, kinds[0], entry[kinds[0]]))
+        except ActionDataError as error:
+            # DynamoDB stops at the first such action: the others are reported as None.
+            reasons = [NONE_REASON] * len(items)
+            reasons[index] = {"Code": "ValidationError", "Message": error.message}
+            raise cancellation(reasons) from None
     return actions
 
 
@@ -133,7 +161,7 @@ async def transact_write_items(svc, request: dict) -> bytes:
     actions = parse_write_actions(svc, items)
     _check_distinct((a.schema.table_id, a.key) for a in actions)
     if len(orjson.dumps(items)) > MAX_TRANSACTION_BYTES:
-        raise ValidationException("Transaction size exceeds the maximum allowed size of 4 MB")
+        raise ValidationException("Transaction payload size cannot exceed 4 MB")
     if token is None:
         return await _run_write(svc, actions, mode)
     digest = hashlib.sha256(orjson.dumps({k: v for k, v in request.items() if k != "ClientRequestToken"},
