@@ -197,6 +197,19 @@ def test_tags_constraints(ddb, fuzz_table):
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "b", "Value": "3"}]
 
 
+def test_missing_members_are_named(server, fuzz_table):
+    for op, body, member in (
+            ("ListTagsOfResource", {}, "resourceArn"),
+            ("TagResource", {"Tags": [{"Key": "k", "Value": "v"}]}, "resourceArn"),
+            ("TransactWriteItems", {"TransactItems": [{"Put": {"TableName": fuzz_table}}]},
+             "transactItems.1.member.put.item"),
+            ("TransactWriteItems", {"TransactItems": [{"Delete": {"TableName": fuzz_table}}]},
+             "transactItems.1.member.delete.key")):
+        status, reply = call(server, op, body)
+        assert status == 400 and error_type(reply) == "ValidationException"
+        assert f"Value null at '{member}' failed to satisfy constraint: Member must not be null" in reply["message"]
+
+
 def test_adding_a_large_set_to_a_large_set_does_not_stall_the_shard(server, ddb, fuzz_table):
     key = {"pk": {"S": "sets"}, "sk": {"N": "1"}}
     ddb.put_item(TableName=fuzz_table, Item=dict(key, ss={"SS": [f"a{i:05d}" for i in range(15000)]},

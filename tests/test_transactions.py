@@ -154,11 +154,14 @@ def test_wrong_key_is_a_validation_reason_of_its_action(ddb, hash_table):
                                                             "UpdateExpression": "SET v = :one",
                                                             "ExpressionAttributeValues": {":one": {"N": "1"}}}}])
     assert cancellation_codes(error) == ["ValidationError"]
-    # Malformed expressions still refuse the whole request.
-    with pytest.raises(ClientError) as error:
-        ddb.transact_write_items(TransactItems=[{"Put": {"TableName": hash_table, "Item": {"pk": {"S": "x"}},
-                                                         "ConditionExpression": "attribute_exists(#nope)"}}])
-    assert error.value.response["Error"]["Code"] == "ValidationException"
+    # Malformed parameters, attribute values and expressions still refuse the whole request.
+    for action in ({"Put": {"TableName": hash_table, "Item": {"pk": {"S": "x"}},
+                            "ConditionExpression": "attribute_exists(#nope)"}},
+                   {"Put": {"TableName": hash_table, "Item": {"pk": {"S": "x"}, "n": {"N": "not a number"}}}},
+                   {"Delete": {"TableName": hash_table, "Key": {"pk": {"N": "not a number"}}}}):
+        with pytest.raises(ClientError) as error:
+            ddb.transact_write_items(TransactItems=[action])
+        assert error.value.response["Error"]["Code"] == "ValidationException"
 
 
 def test_transaction_payload_over_4_mb(ddb, hash_table):

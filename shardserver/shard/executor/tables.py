@@ -374,6 +374,8 @@ async def describe_limits(svc, request: dict) -> bytes:
 
 
 def _schema_by_arn(svc, arn) -> TableSchema:
+    if arn is None:
+        raise constraint_error(["Value null at 'resourceArn' failed to satisfy constraint: Member must not be null"])
     if not isinstance(arn, str) or not arn.startswith("arn:"):
         raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}: "
                                   "ARNs must start with 'arn:'")

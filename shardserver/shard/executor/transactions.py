@@ -63,16 +63,25 @@ class Action:
         self.index, self.kind, self.body = index, kind, body
         schema = self.schema = table_of(svc, body)
         self.item = None
+        member = "item" if kind == "Put" else "key"
+        given = body.get("Item" if kind == "Put" else "Key")
+        if given is None:
+            raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.{kind[0].lower() + kind[1:]}."
+                                    f"{member}' failed to satisfy constraint: Member must not be null"])
+        # A malformed AttributeValue refuses the whole request; only what breaks the table's
+        # schema (the key) or its limits (the item size) is a reason of this one action.
         if kind == "Put":
-            item = self.item = body.get("Item")
-            with _action_data_check():
-                pk, sk = key_of_item(schema, item)
+            item = self.item = given
             values.validate_item(item)
             with _action_data_check():
+                pk, sk = key_of_item(schema, item)
                 values.check_item_size(item)
             self.key_av = {name: item[name] for name in schema.key_names}
         else:
-            self.key_av = body.get("Key")
+            self.key_av = given
+            if isinstance(given, dict):
+                for av in given.values():
+                    values.validate_value(av)
             with _action_data_check():
                 pk, sk = key_of_request(schema, self.key_av)
         if kind == "Update" and not isinstance(body.get("UpdateExpression"), str):
