@@ -1,5 +1,7 @@
 """Table operations through boto3 against a real server."""
 
+import threading
+
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
@@ -263,6 +265,33 @@ def test_tag_errors(ddb, range_table):
         assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
                                                       f"{index_arn}")
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}]
+
+
+def test_concurrent_tag_changes_are_all_kept(server, ddb, hash_table):
+    """Clients tag and untag the same table at once: no change may undo another."""
+    arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
+    errors = []
+
+    def churn(name):
+        client = server.client()
+        try:
+            for i in range(100):
+                client.tag_resource(ResourceArn=arn, Tags=[{"Key": name, "Value": str(i)}])
+                tags = {t["Key"]: t["Value"] for t in client.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+                assert tags.get(name) == str(i), tags
+                client.untag_resource(ResourceArn=arn, TagKeys=[name])
+                tags = {t["Key"]: t["Value"] for t in client.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+                assert name not in tags, tags
+        except Exception as error:      # noqa: BLE001 - handed to the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=churn, args=(name,)) for name in ("first", "second", "third")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == []
 
 
 def test_deletion_protection(ddb, table_name):

@@ -216,8 +216,10 @@ class ShardService:
                     raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
                 streams.retire(self.catalog, tables.pop(name), int(time.time() * 1000))
             elif kind == b"tags":
+                from shardserver.shard.executor.tables import changed_tags
                 change = orjson.loads(data)
-                self._existing(change["name"]).tags = change["tags"]
+                schema = self._existing(change["name"])
+                schema.tags = changed_tags(schema.tags, change)
             elif kind == b"ttl":
                 change = orjson.loads(data)
                 schema = self._existing(change["name"])

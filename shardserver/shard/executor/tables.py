@@ -406,8 +406,11 @@ async def tag_resource(svc, request: dict) -> bytes:
     if not tags:
         raise ValidationException("1 validation error detected: Value '[]' at 'tags' failed to satisfy "
                                   "constraint: Member must have length greater than or equal to 1")
-    merged = checked_tags(schema.tags + checked_tags(tags))
-    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": merged}))
+    added = checked_tags(tags)
+    checked_tags(schema.tags + added)    # refuse early what the coordinator would refuse
+    # The change travels as a delta, applied on the catalog coordinator against the tags it
+    # holds then: two concurrent TagResource/UntagResource calls cannot undo each other.
+    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "add": added}))
     return b""      # DynamoDB answers TagResource and UntagResource with an empty body
 
 
@@ -418,7 +421,11 @@ async def untag_resource(svc, request: dict) -> bytes:
     if keys is None:
         raise ValidationException("1 validation error detected: Value null at 'tagKeys' failed to "
                                   "satisfy constraint: Member must not be null")
-    gone = set(keys)
-    remaining = [t for t in schema.tags if t["Key"] not in gone]
-    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "tags": remaining}))
+    await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "remove": keys}))
     return b""
+
+
+def changed_tags(tags: list, change: dict) -> list:
+    """A table's tags after one TagResource (``add``) or UntagResource (``remove``) delta."""
+    gone = set(change.get("remove", ()))
+    return checked_tags([t for t in tags if t["Key"] not in gone] + change.get("add", []))
