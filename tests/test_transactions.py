@@ -154,11 +154,15 @@ def test_wrong_key_is_a_validation_reason_of_its_action(ddb, hash_table):
                                                             "UpdateExpression": "SET v = :one",
                                                             "ExpressionAttributeValues": {":one": {"N": "1"}}}}])
     assert cancellation_codes(error) == ["ValidationError"]
+    assert error.value.response["CancellationReasons"][0]["Message"] == (
+        "The provided key element does not match the schema")
     # Malformed parameters, attribute values and expressions still refuse the whole request.
     for action in ({"Put": {"TableName": hash_table, "Item": {"pk": {"S": "x"}},
                             "ConditionExpression": "attribute_exists(#nope)"}},
                    {"Put": {"TableName": hash_table, "Item": {"pk": {"S": "x"}, "n": {"N": "not a number"}}}},
-                   {"Delete": {"TableName": hash_table, "Key": {"pk": {"N": "not a number"}}}}):
+                   {"Delete": {"TableName": hash_table, "Key": {"pk": {"N": "not a number"}}}},
+                   {"Put": {"TableName": hash_table, "Item": {"pk": {"S": ""}}}},
+                   {"Delete": {"TableName": hash_table, "Key": {"pk": {"S": ""}}}}):
         with pytest.raises(ClientError) as error:
             ddb.transact_write_items(TransactItems=[action])
         assert error.value.response["Error"]["Code"] == "ValidationException"

@@ -14,9 +14,14 @@ from shardserver.shard.values import (MAX_HASH_KEY_BYTES, MAX_RANGE_KEY_BYTES, k
 KEY_MISMATCH = "The provided key element does not match the schema"
 
 
+class EmptyKeyValue(ValidationException):
+    """An empty string or binary key value: refused by DynamoDB's input validation, before any
+    transaction could make it one action's cancellation reason."""
+
+
 def empty_key_error(name: str, kind: str) -> ValidationException:
     kind_word = "string" if kind == "S" else "binary"
-    return ValidationException(
+    return EmptyKeyValue(
         "One or more parameter values are not valid. The AttributeValue for a key attribute "
         f"cannot contain an empty {kind_word} value. Key: {name}")
 

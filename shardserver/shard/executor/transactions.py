@@ -28,7 +28,7 @@ from shardserver.errors import (DynamoDBError, IdempotentParameterMismatchExcept
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, fabric_verb, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
-from shardserver.shard.keys import key_of_item, key_of_request
+from shardserver.shard.keys import EmptyKeyValue, key_of_item, key_of_request
 from shardserver.shard.transactions import CONFLICT_REASON, NONE_REASON
 
 MAX_ACTIONS = 100
@@ -109,6 +109,8 @@ class ActionDataError(Exception):
 def _action_data_check():
     try:
         yield
+    except EmptyKeyValue:
+        raise
     except ValidationException as error:
         raise ActionDataError(error.message) from None
 
