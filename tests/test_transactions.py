@@ -168,6 +168,25 @@ def test_wrong_key_is_a_validation_reason_of_its_action(ddb, hash_table):
         assert error.value.response["Error"]["Code"] == "ValidationException"
 
 
+def test_transact_get_with_a_wrong_key_is_cancelled(ddb, hash_table):
+    ddb.put_item(TableName=hash_table, Item={"pk": {"S": "there"}})
+    for wrong in ({}, {"pk": {"N": "1"}}, {"other": {"S": "x"}}):
+        with pytest.raises(ClientError) as error:
+            ddb.transact_get_items(TransactItems=[{"Get": {"TableName": hash_table, "Key": key("there")}},
+                                                  {"Get": {"TableName": hash_table, "Key": wrong}}])
+        assert error.value.response["Error"]["Code"] == "TransactionCanceledException"
+        assert cancellation_codes(error) == ["None", "ValidationError"]
+        assert error.value.response["CancellationReasons"][1]["Message"] == (
+            "The provided key element does not match the schema")
+    with pytest.raises(ClientError) as error:
+        ddb.transact_get_items(TransactItems=[{"Get": {"TableName": hash_table, "Key": {"pk": {"S": ""}}}}])
+    assert error.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ClientError) as error:
+        ddb.transact_get_items(TransactItems=[{"Get": {"TableName": hash_table, "Key": key("there"),
+                                                       "ProjectionExpression": "!!!"}}])
+    assert error.value.response["Error"]["Code"] == "ValidationException"
+
+
 def test_transaction_payload_over_4_mb(ddb, hash_table):
     long = "x" * 100_000
     with pytest.raises(ClientError) as error:

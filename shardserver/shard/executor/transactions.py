@@ -73,7 +73,7 @@ class Action:
         if kind == "Put":
             item = self.item = given
             values.validate_item(item)
-            with _action_data_check():
+            with _action_data_check(index):
                 pk, sk = key_of_item(schema, item)
                 values.check_item_size(item)
             self.key_av = {name: item[name] for name in schema.key_names}
@@ -82,7 +82,7 @@ class Action:
             if isinstance(given, dict):
                 for av in given.values():
                     values.validate_value(av)
-            with _action_data_check():
+            with _action_data_check(index):
                 pk, sk = key_of_request(schema, self.key_av)
         if kind == "Update" and not isinstance(body.get("UpdateExpression"), str):
             raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.update.updateExpression' "
@@ -100,19 +100,19 @@ class ActionDataError(Exception):
     DynamoDB cancels the transaction for it, with a ValidationError reason on that action,
     instead of refusing the whole request as it does for malformed parameters."""
 
-    def __init__(self, message: str):
+    def __init__(self, index: int, message: str):
         super().__init__(message)
-        self.message = message
+        self.index, self.message = index, message
 
 
 @contextlib.contextmanager
-def _action_data_check():
+def _action_data_check(index: int):
     try:
         yield
     except EmptyKeyValue:
         raise
     except ValidationException as error:
-        raise ActionDataError(error.message) from None
+        raise ActionDataError(index, error.message) from None
 
 
 def _transact_items(request: dict) -> list:
@@ -138,11 +138,15 @@ def parse_write_actions(svc, items: list) -> list[Action]:
         try:
             actions.append(Action(svc, index, kinds[0], entry[kinds[0]]))
         except ActionDataError as error:
-            # DynamoDB stops at the first such action: the others are reported as None.
-            reasons = [NONE_REASON] * len(items)
-            reasons[index] = {"Code": "ValidationError", "Message": error.message}
-            raise cancellation(reasons) from None
+            raise _data_cancellation(len(items), error) from None
     return actions
+
+
+def _data_cancellation(count: int, error: ActionDataError) -> TransactionCanceledException:
+    # DynamoDB stops at the first such action: the others are reported as None.
+    reasons = [NONE_REASON] * count
+    reasons[error.index] = {"Code": "ValidationError", "Message": error.message}
+    return cancellation(reasons)
 
 
 def _check_distinct(entries) -> None:
@@ -337,7 +341,14 @@ class Get:
                                     "constraint: Member must not be null"])
         self.index, self.body = index, body
         schema = self.schema = table_of(svc, body)
-        pk, sk = key_of_request(schema, body.get("Key"))
+        key = body.get("Key")
+        if key is None:
+            raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.get.key' failed to satisfy "
+                                    "constraint: Member must not be null"])
+        for av in key.values() if isinstance(key, dict) else ():
+            values.validate_value(av)
+        with _action_data_check(index):
+            pk, sk = key_of_request(schema, key)
         self.projection = svc.prepare_expressions(body, schema, "GetItem").projection
         self.key = values.encode_key(pk, sk)
         self.owner = svc.owner_of(pk)
@@ -347,7 +358,10 @@ class Get:
 async def transact_get_items(svc, request: dict) -> bytes:
     items = _transact_items(request)
     mode = capacity.requested_mode(request)
-    gets = [Get(svc, index, entry) for index, entry in enumerate(items)]
+    try:
+        gets = [Get(svc, index, entry) for index, entry in enumerate(items)]
+    except ActionDataError as error:
+        raise _data_cancellation(len(items), error) from None
     _check_distinct((g.schema.table_id, g.key) for g in gets)
     by_shard: dict[int, list[Get]] = {}
     for get in gets:
