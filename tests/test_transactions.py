@@ -187,6 +187,44 @@ def test_transact_get_with_a_wrong_key_is_cancelled(ddb, hash_table):
     assert error.value.response["Error"]["Code"] == "ValidationException"
 
 
+def test_validation_order(ddb, hash_table):
+    """DynamoDB's order: member constraints (all of them in one message), then, action by action,
+    attribute values and expressions, and only then tables and keys."""
+    def message(items, **extra):
+        with pytest.raises(ClientError) as error:
+            ddb.transact_write_items(TransactItems=items, **extra)
+        assert error.value.response["Error"]["Code"] == "ValidationException"
+        return error.value.response["Error"]["Message"]
+
+    rcc = ("Value 'BOGUS' at 'returnConsumedCapacity' failed to satisfy constraint: Member must satisfy enum "
+           "value set: [INDEXES, TOTAL, NONE]")
+    ricm = ("Value 'BOGUS2' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy "
+            "enum value set: [SIZE, NONE]")
+    token = ("Value '" + "t" * 37 + "' at 'clientRequestToken' failed to satisfy constraint: Member must have "
+             "length less than or equal to 36")
+    assert message([put(hash_table, "o1", v=1)], ReturnConsumedCapacity="BOGUS",
+                   ReturnItemCollectionMetrics="BOGUS2") == f"2 validation errors detected: {rcc}; {ricm}"
+    assert message([put(hash_table, "o1", v=1)], ClientRequestToken="t" * 37,
+                   ReturnConsumedCapacity="BOGUS") == f"2 validation errors detected: {token}; {rcc}"
+    assert message([put("no_such_table", "o1", v=1), put(hash_table, "o1", v=1)],
+                   ReturnConsumedCapacity="BOGUS") == f"1 validation error detected: {rcc}"
+    bad_condition = {"ConditionCheck": {"TableName": hash_table, "Key": key("o2"),
+                                        "ConditionExpression": "attribute_not_exists("}}
+    unused_value = {"ConditionCheck": {"TableName": hash_table, "Key": key("o2"),
+                                       "ConditionExpression": "attribute_not_exists(pk)",
+                                       "ExpressionAttributeValues": {":v": {"S": "x"}}}}
+    # A later action's expression is refused ahead of an earlier action's missing table...
+    assert message([put("no_such_table", "o1"), bad_condition]).startswith("Invalid ConditionExpression: Syntax")
+    assert message([put("no_such_table", "o1"), unused_value]) == (
+        "Value provided in ExpressionAttributeValues unused in expressions: keys: {:v}")
+    # ... and ahead of a key of the wrong type, but actions are still checked in order.
+    wrong_key = {"Put": {"TableName": hash_table, "Item": {"pk": {"N": "1"}}}}
+    assert message([wrong_key, bad_condition]).startswith("Invalid ConditionExpression: Syntax")
+    bad_number = {"Put": {"TableName": hash_table, "Item": {"pk": {"S": "o3"}, "n": {"N": "x"}}}}
+    assert "numeric" in message([bad_number, bad_condition])
+    assert value(ddb, hash_table, "o1") is None
+
+
 def test_transaction_payload_over_4_mb(ddb, hash_table):
     long = "x" * 100_000
     with pytest.raises(ClientError) as error:

@@ -23,11 +23,12 @@ import zlib
 import orjson
 
 from shardserver.errors import (DynamoDBError, IdempotentParameterMismatchException, InternalServerError,
-                                TransactionCanceledException,
+                                ResourceNotFoundException, TransactionCanceledException,
                                 TransactionInProgressException, ValidationException)
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, fabric_verb, operation
-from shardserver.shard.executor.tables import constraint_error, table_of
+from shardserver.shard.executor.tables import (check_expressions_alone, check_table_name, constraint_error,
+                                               table_of)
 from shardserver.shard.keys import EmptyKeyValue, key_of_item, key_of_request
 from shardserver.shard.transactions import CONFLICT_REASON, NONE_REASON
 
@@ -51,7 +52,11 @@ TX_TOKEN = b"txtoken"       # orjson {"o": "claim"|"done"|"fail", "t", "h"} -> s
 
 
 class Action:
-    """One validated TransactItems entry."""
+    """One validated TransactItems entry.
+
+    Validated in DynamoDB's order: first, action by action, the parameters, the attribute
+    values and the expressions (none of which needs the table); then, once every action has
+    passed that, the tables and the keys (``locate``)."""
 
     __slots__ = ("index", "kind", "body", "schema", "key_av", "key", "item", "prepared", "owner")
 
@@ -61,7 +66,8 @@ class Action:
                                       f"{kind[0].lower() + kind[1:]}' failed to satisfy constraint: "
                                       "Member must not be null")
         self.index, self.kind, self.body = index, kind, body
-        schema = self.schema = table_of(svc, body)
+        name = body.get("TableName")
+        self.schema = svc.catalog.tables.get(name) if isinstance(name, str) else None
         self.item = None
         member = "item" if kind == "Put" else "key"
         given = body.get("Item" if kind == "Put" else "Key")
@@ -71,26 +77,37 @@ class Action:
         # A malformed AttributeValue refuses the whole request; only what breaks the table's
         # schema (the key) or its limits (the item size) is a reason of this one action.
         if kind == "Put":
-            item = self.item = given
-            values.validate_item(item)
-            with _action_data_check(index):
-                pk, sk = key_of_item(schema, item)
-                values.check_item_size(item)
-            self.key_av = {name: item[name] for name in schema.key_names}
+            self.item = given
+            values.validate_item(given)
         else:
             self.key_av = given
             if isinstance(given, dict):
                 for av in given.values():
                     values.validate_value(av)
-            with _action_data_check(index):
-                pk, sk = key_of_request(schema, self.key_av)
         if kind == "Update" and not isinstance(body.get("UpdateExpression"), str):
             raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.update.updateExpression' "
                                     "failed to satisfy constraint: Member must not be null"])
         if kind == "ConditionCheck" and not isinstance(body.get("ConditionExpression"), str):
             raise constraint_error([f"Value null at 'transactItems.{index + 1}.member.conditionCheck."
                                     "conditionExpression' failed to satisfy constraint: Member must not be null"])
-        self.prepared = svc.prepare_expressions(body, schema, _OP_OF_KIND[kind])
+        if self.schema is None:
+            check_table_name(name)
+            check_expressions_alone(body)
+        else:
+            self.prepared = svc.prepare_expressions(body, self.schema, _OP_OF_KIND[kind])
+
+    def locate(self, svc) -> None:
+        """The table, the key (as this action's own cancellation reason) and the owner shard."""
+        schema = self.schema
+        if schema is None:
+            raise ResourceNotFoundException("Requested resource not found")
+        with _action_data_check(self.index):
+            if self.kind == "Put":
+                pk, sk = key_of_item(schema, self.item)
+                values.check_item_size(self.item)
+                self.key_av = {name: self.item[name] for name in schema.key_names}
+            else:
+                pk, sk = key_of_request(schema, self.key_av)
         self.key = values.encode_key(pk, sk)
         self.owner = svc.owner_of(pk)
 
@@ -135,10 +152,12 @@ def parse_write_actions(svc, items: list) -> list[Action]:
         kinds = [k for k in WRITE_KINDS if isinstance(entry, dict) and entry.get(k) is not None]
         if len(kinds) != 1 or len(entry) != 1:
             raise ValidationException("TransactItems can only contain one of Check, Put, Update or Delete")
-        try:
-            actions.append(Action(svc, index, kinds[0], entry[kinds[0]]))
-        except ActionDataError as error:
-            raise _data_cancellation(len(items), error) from None
+        actions.append(Action(svc, index, kinds[0], entry[kinds[0]]))
+    try:
+        for action in actions:
+            action.locate(svc)
+    except ActionDataError as error:
+        raise _data_cancellation(len(items), error) from None
     return actions
 
 
@@ -168,11 +187,24 @@ def cancellation(reasons: list) -> TransactionCanceledException:
 @operation("TransactWriteItems")
 async def transact_write_items(svc, request: dict) -> bytes:
     items = _transact_items(request)
-    mode = capacity.requested_mode(request)
     token = request.get("ClientRequestToken")
-    if token is not None and (not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_LENGTH):
-        raise constraint_error([f"Value '{token}' at 'clientRequestToken' failed to satisfy constraint: "
-                                f"Member must have length less than or equal to {MAX_TOKEN_LENGTH}"])
+    # Member constraints come first, every failing one in a single message (token first).
+    problems = []
+    if token is not None and not 1 <= len(token) <= MAX_TOKEN_LENGTH:
+        bound = (f"less than or equal to {MAX_TOKEN_LENGTH}" if len(token) > MAX_TOKEN_LENGTH
+                 else "greater than or equal to 1")
+        problems.append(f"Value '{token}' at 'clientRequestToken' failed to satisfy constraint: "
+                        f"Member must have length {bound}")
+    mode = request.get("ReturnConsumedCapacity", "NONE")
+    if mode not in capacity.MODES:
+        problems.append(f"Value '{mode}' at 'returnConsumedCapacity' failed to satisfy constraint: "
+                        "Member must satisfy enum value set: [INDEXES, TOTAL, NONE]")
+    metrics = request.get("ReturnItemCollectionMetrics", "NONE")
+    if metrics not in capacity.COLLECTION_METRICS:
+        problems.append(f"Value '{metrics}' at 'returnItemCollectionMetrics' failed to satisfy constraint: "
+                        "Member must satisfy enum value set: [SIZE, NONE]")
+    if problems:
+        raise constraint_error(problems)
     actions = parse_write_actions(svc, items)
     _check_distinct((a.schema.table_id, a.key) for a in actions)
     if len(orjson.dumps(items)) > MAX_TRANSACTION_BYTES:
@@ -293,8 +325,10 @@ async def _on_prepare(svc, src: int, payload: bytes) -> bytes:
     for index, entry in request["a"]:
         (kind, body), = entry.items()
         try:
-            actions.append(Action(svc, index, kind, body))
-        except DynamoDBError as error:   # e.g. the table was deleted since the acceptor looked
+            action = Action(svc, index, kind, body)
+            action.locate(svc)
+            actions.append(action)
+        except (ActionDataError, DynamoDBError) as error:   # e.g. the table changed since the acceptor looked
             reasons[index] = {"Code": "ValidationError", "Message": error.message}
     if reasons:
         return orjson.dumps({"r": reasons, "s": {}}, option=orjson.OPT_NON_STR_KEYS)
