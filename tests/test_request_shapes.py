@@ -210,6 +210,24 @@ def test_missing_members_are_named(server, fuzz_table):
         assert f"Value null at '{member}' failed to satisfy constraint: Member must not be null" in reply["message"]
 
 
+def test_bad_index_names_are_reported_together_gsis_first(server):
+    key = {"AttributeName": "p", "KeyType": "HASH"}
+    status, reply = call(server, "CreateTable", {
+        "TableName": "bad_index_names", "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [key, {"AttributeName": "c", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n in ("p", "c", "x")],
+        "LocalSecondaryIndexes": [{"IndexName": "l1", "Projection": {"ProjectionType": "ALL"},
+                                   "KeySchema": [key, {"AttributeName": "x", "KeyType": "RANGE"}]}],
+        "GlobalSecondaryIndexes": [{"IndexName": "g1", "Projection": {"ProjectionType": "ALL"},
+                                    "KeySchema": [{"AttributeName": "x", "KeyType": "HASH"}]}]})
+    assert status == 400 and error_type(reply) == "ValidationException"
+    assert reply["message"] == (
+        "2 validation errors detected: Value 'g1' at 'globalSecondaryIndexes.1.member.indexName' failed to "
+        "satisfy constraint: Member must have length greater than or equal to 3; Value 'l1' at "
+        "'localSecondaryIndexes.1.member.indexName' failed to satisfy constraint: Member must have length "
+        "greater than or equal to 3")
+
+
 def test_adding_a_large_set_to_a_large_set_does_not_stall_the_shard(server, ddb, fuzz_table):
     key = {"pk": {"S": "sets"}, "sk": {"N": "1"}}
     ddb.put_item(TableName=fuzz_table, Item=dict(key, ss={"SS": [f"a{i:05d}" for i in range(15000)]},

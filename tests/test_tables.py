@@ -102,7 +102,7 @@ def test_create_table_bad_schemas(ddb, table_name):
         ([{"AttributeName": "id", "KeyType": "HASH"}], [{"AttributeName": "id", "AttributeType": "BOOL"}],
          "enum value set: [B, N, S]"),
         ([{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "id", "KeyType": "RANGE"}],
-         [{"AttributeName": "id", "AttributeType": "S"}], "same name"),
+         [{"AttributeName": "id", "AttributeType": "S"}], "Invalid KeySchema: Both the Hash Key and the Range"),
     ]
     for key_schema, definitions, fragment in cases:
         with pytest.raises(ClientError) as e:

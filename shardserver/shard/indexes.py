@@ -95,10 +95,16 @@ def _key_schema_of(index: dict, field: str) -> tuple[str, str | None]:
 
 
 def check_index_name(index: dict, field: str) -> str:
+    errors = index_name_errors(index, field)
+    if errors:
+        raise constraint_error(errors)
+    return index["IndexName"]
+
+
+def index_name_errors(index: dict, field: str) -> list[str]:
     name = index.get("IndexName")
     if not isinstance(name, str):
-        raise constraint_error([f"Value null at '{field}.indexName' failed to satisfy constraint: "
-                                "Member must not be null"])
+        return [f"Value null at '{field}.indexName' failed to satisfy constraint: Member must not be null"]
     errors = []
     if len(name) < 3:
         errors.append(f"Value '{name}' at '{field}.indexName' failed to satisfy constraint: "
@@ -109,9 +115,7 @@ def check_index_name(index: dict, field: str) -> str:
     if not INDEX_NAME_RE.match(name):
         errors.append(f"Value '{name}' at '{field}.indexName' failed to satisfy constraint: "
                       "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")
-    if errors:
-        raise constraint_error(errors)
-    return name
+    return errors
 
 
 def _projection_of(index: dict, field: str) -> dict:
@@ -258,6 +262,15 @@ def parse_create_indexes(request: dict, hash_key: str, range_key: str | None, ty
     lsis: list = []
     gsis: list = []
     raw_lsis = _index_list(request, "LocalSecondaryIndexes")
+    raw_gsis = _index_list(request, "GlobalSecondaryIndexes")
+    # Bad index names are member constraints: DynamoDB reports them all at once, GSIs first.
+    errors = []
+    for kind, raw in (("globalSecondaryIndexes", raw_gsis), ("localSecondaryIndexes", raw_lsis)):
+        for i, index in enumerate(raw or [], 1):
+            if isinstance(index, dict):
+                errors += index_name_errors(index, f"{kind}.{i}.member")
+    if errors:
+        raise constraint_error(errors)
     if raw_lsis is not None:
         if range_key is None:
             raise ValidationException("One or more parameter values were invalid: Table KeySchema does not have a "
@@ -267,7 +280,6 @@ def parse_create_indexes(request: dict, hash_key: str, range_key: str | None, ty
         if len(lsis) > MAX_LSIS:
             raise ValidationException("One or more parameter values were invalid: Number of LocalSecondaryIndexes "
                                       f"exceeds per-table limit of {MAX_LSIS}")
-    raw_gsis = _index_list(request, "GlobalSecondaryIndexes")
     if raw_gsis is not None:
         for i, index in enumerate(raw_gsis, 1):
             _add_unique(parse_gsi(index, f"globalSecondaryIndexes.{i}.member", types, billing_mode, read, write),

@@ -137,8 +137,8 @@ def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
         if types[1] != "RANGE":
             raise ValidationException("Invalid KeySchema: The second KeySchemaElement is not a RANGE key type")
         if names[0] == names[1]:
-            raise ValidationException("Both the Hash Key and the Range Key element in the KeySchema have "
-                                      "the same name")
+            raise ValidationException("Invalid KeySchema: Both the Hash Key and the Range Key element in the "
+                                      "KeySchema have the same name")
         return names[0], names[1]
     return names[0], None
 
