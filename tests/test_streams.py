@@ -151,6 +151,26 @@ def test_list_streams_pages_and_checks(ddb, streams, raw_streams, table_name):
     assert {streams.describe_stream(StreamArn=a)["StreamDescription"]["StreamStatus"] for a in arns} == {"DISABLED"}
 
 
+def test_list_streams_lists_the_newest_first(ddb, streams, table_name):
+    # Deleted tables' streams stay listed for a day; listing the newest first
+    # keeps a reader's streams in the first page however many of those linger,
+    # and a cursor taken before a stream was added still reaches the older ones.
+    names = [table_name + suffix for suffix in ("_a", "_b", "_c")]
+    older, newer = stream_table(ddb, names[0], "KEYS_ONLY"), stream_table(ddb, names[1], "KEYS_ONLY")
+    try:
+        listed = [s["StreamArn"] for s in streams.list_streams()["Streams"]]
+        assert listed.index(newer) < listed.index(older)
+        first = streams.list_streams(Limit=1)
+        assert [s["StreamArn"] for s in first["Streams"]] == [newer]
+        added = stream_table(ddb, names[2], "KEYS_ONLY")
+        rest = [s["StreamArn"] for s in
+                streams.list_streams(ExclusiveStartStreamArn=first["LastEvaluatedStreamArn"])["Streams"]]
+        assert older in rest and newer not in rest and added not in rest
+    finally:
+        for name in names:
+            ddb.delete_table(TableName=name)
+
+
 def test_table_without_stream_has_none(ddb, streams, hash_table):
     assert streams.list_streams(TableName=hash_table)["Streams"] == []
     assert "LatestStreamArn" not in ddb.describe_table(TableName=hash_table)["Table"]

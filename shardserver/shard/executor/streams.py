@@ -156,17 +156,20 @@ async def list_streams(svc, request: dict) -> bytes:
     if name is not None and name not in svc.catalog.tables and not schemas:
         raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
     start = request.get("ExclusiveStartStreamArn")
+    # Newest stream first (the label is the creation time), so that the streams
+    # a reader cares about come before a day's worth of deleted tables' ones;
+    # the position is the (label, ARN) pair, which never changes, so paging is
+    # stable while streams are added or expire.
+    entries = sorted(((stream["label"], streams.stream_arn(schema, stream), schema.name)
+                      for schema in schemas for stream in schema.streams), reverse=True)
     if start is not None:
-        _parse_arn(start, "ExclusiveStartStreamArn")
-    entries = sorted((streams.stream_arn(schema, stream), schema.name, stream["label"])
-                     for schema in schemas for stream in schema.streams)
-    if start is not None:
-        entries = [e for e in entries if e[0] > start]
+        position = (_parse_arn(start, "ExclusiveStartStreamArn")[1], start)
+        entries = [e for e in entries if e[:2] < position]
     page = entries[:limit]
     response = {"Streams": [{"StreamArn": arn, "TableName": table, "StreamLabel": label}
-                            for arn, table, label in page]}
+                            for label, arn, table in page]}
     if len(entries) > limit:
-        response["LastEvaluatedStreamArn"] = page[-1][0]
+        response["LastEvaluatedStreamArn"] = page[-1][1]
     return orjson.dumps(response)
 
 
