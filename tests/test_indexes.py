@@ -333,6 +333,50 @@ def test_gsi_skips_items_without_index_keys(ddb, table_name):
         ddb.delete_table(TableName=table_name)
 
 
+def test_bad_index_key_messages_name_the_first_index_and_the_value_kind(ddb, table_name):
+    # DynamoDB names the alphabetically first index keyed by the attribute (here the GSI, even
+    # though an LSI keys it too), says "binary" for an empty B value, and words an empty value
+    # produced by an UpdateExpression differently.  In a transaction an empty index key value
+    # is input validation (a plain ValidationException); a wrong type is the action's reason.
+    ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p", "c"),
+                     AttributeDefinitions=defs(p="S", c="S", x="S", b="B"),
+                     GlobalSecondaryIndexes=[{"IndexName": "a_g", "KeySchema": key_schema("x"),
+                                              "Projection": {"ProjectionType": "ALL"}},
+                                             {"IndexName": "g_b", "KeySchema": key_schema("b"),
+                                              "Projection": {"ProjectionType": "ALL"}}],
+                     LocalSecondaryIndexes=[{"IndexName": "b_l", "KeySchema": key_schema("p", "x"),
+                                             "Projection": {"ProjectionType": "ALL"}}])
+    try:
+        key = {"p": S("k"), "c": S("c")}
+        _, message = error_of(ddb.put_item, TableName=table_name, Item={**key, "x": N(3)})
+        assert message.endswith("Type mismatch for Index Key x Expected: S Actual: N IndexName: a_g")
+        _, message = error_of(ddb.put_item, TableName=table_name, Item={**key, "b": {"B": b""}})
+        assert message == ("One or more parameter values are not valid. A value specified for a secondary index "
+                           "key is not supported. The AttributeValue for a key attribute cannot contain an empty "
+                           "binary value. IndexName: g_b, IndexKey: b")
+        updated = ("One or more parameter values are not valid. The update expression attempted to update a "
+                   "secondary index key to a value that is not supported. The AttributeValue for a key "
+                   "attribute cannot contain an empty string value.")
+        _, message = error_of(ddb.update_item, TableName=table_name, Key=key, UpdateExpression="SET x = :v",
+                              ExpressionAttributeValues={":v": S("")})
+        assert message == updated
+        code, message = error_of(ddb.transact_write_items, TransactItems=[
+            {"Update": {"TableName": table_name, "Key": key, "UpdateExpression": "SET x = :v",
+                        "ExpressionAttributeValues": {":v": S("")}}}])
+        assert (code, message) == ("ValidationException", updated)
+        code, message = error_of(ddb.transact_write_items, TransactItems=[
+            {"Put": {"TableName": table_name, "Item": {**key, "x": S("")}}}])
+        assert code == "ValidationException"
+        assert message.endswith("empty string value. IndexName: a_g, IndexKey: x")
+        with pytest.raises(ClientError) as e:
+            ddb.transact_write_items(TransactItems=[{"Put": {"TableName": table_name, "Item": {**key, "x": N(1)}}}])
+        assert e.value.response["Error"]["Code"] == "TransactionCanceledException"
+        assert e.value.response["CancellationReasons"][0]["Message"].endswith("IndexName: a_g")
+        assert "Item" not in ddb.get_item(TableName=table_name, Key=key, ConsistentRead=True)
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
 def test_writes_with_bad_index_keys_are_rejected_and_change_nothing(ddb, table_name):
     ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p", "c"),
                      AttributeDefinitions=defs(p="S", c="S", x="S", l="N"),

@@ -42,6 +42,7 @@ from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
 from shardserver.shard.executor.query import limit_of
 from shardserver.shard.executor.tables import constraint_error, key_schema_elements
+from shardserver.shard.keys import EmptyKeyValue
 
 log = logging.getLogger("shardserver.indexes")
 
@@ -394,7 +395,8 @@ class Plan:
         self.gsis = [Index(schema, d, True, types) for d in schema.global_indexes]
         self.by_name = {i.name: i for i in self.lsis + self.gsis}
         checks = []
-        for index in self.lsis + self.gsis:
+        # DynamoDB names the alphabetically first index an offending attribute keys.
+        for index in sorted(self.lsis + self.gsis, key=lambda i: i.name):
             checks.append((index.hash, index.hash_type, index.name, False))
             if index.range:
                 checks.append((index.range, index.range_type, index.name, True))
@@ -457,8 +459,12 @@ def storage_table_ids(svc) -> set[str]:
 
 # ====================================================================== write path
 
-def check_item(schema, item: dict) -> None:
-    """Rejects an item whose index key attributes have the wrong type or an empty value."""
+def check_item(schema, item: dict, by_update: bool = False) -> None:
+    """Rejects an item whose index key attributes have the wrong type or an empty value.
+
+    An empty value is EmptyKeyValue: input validation, never a transaction's cancellation
+    reason; ``by_update`` (the item is an UpdateExpression's result) words it as DynamoDB does.
+    """
     for name, expected, index_name, is_range in plan_of(schema).key_checks:
         av = item.get(name)
         if av is None:
@@ -469,10 +475,16 @@ def check_item(schema, item: dict) -> None:
                                       f"{name} Expected: {expected} Actual: {kind} IndexName: {index_name}")
         if kind != "N":
             if value == "":
-                raise ValidationException(
+                kind_word = "string" if kind == "S" else "binary"
+                if by_update:
+                    raise EmptyKeyValue(
+                        "One or more parameter values are not valid. The update expression attempted to update a "
+                        "secondary index key to a value that is not supported. The AttributeValue for a key "
+                        f"attribute cannot contain an empty {kind_word} value.")
+                raise EmptyKeyValue(
                     "One or more parameter values are not valid. A value specified for a secondary index key is "
-                    "not supported. The AttributeValue for a key attribute cannot contain an empty string value. "
-                    f"IndexName: {index_name}, IndexKey: {name}")
+                    f"not supported. The AttributeValue for a key attribute cannot contain an empty {kind_word} "
+                    f"value. IndexName: {index_name}, IndexKey: {name}")
             size = len(value.encode()) if kind == "S" else len(values.binary_of(value))
             if is_range and size > values.MAX_RANGE_KEY_BYTES:
                 raise ValidationException("One or more parameter values were invalid: Aggregated size of all range "

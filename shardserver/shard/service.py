@@ -278,10 +278,10 @@ class ShardService:
     def index_start_key(self, request: dict, schema, exclusive: dict):
         return indexes.index_start_key(self, request, schema, exclusive)
 
-    def check_index_keys(self, schema, item: dict) -> None:
+    def check_index_keys(self, schema, item: dict, by_update: bool = False) -> None:
         """Rejects an item whose secondary-index key attributes are wrong-typed or empty."""
         if schema.local_indexes or schema.global_indexes:
-            indexes.check_item(schema, item)
+            indexes.check_item(schema, item, by_update)
 
     def needs_old_image(self, schema) -> bool:
         """Whether writes must read the old item (indexes, streams: INSERT or MODIFY, OldImage)."""

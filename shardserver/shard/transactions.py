@@ -186,6 +186,7 @@ class TransactionTable:
         from shardserver.shard import expressions as ex
         from shardserver.shard import indexes, values
         from shardserver.shard.executor import capacity
+        from shardserver.shard.keys import EmptyKeyValue
         intent = Intent(tx, coordinator)
         reasons: dict[int, dict] = {}
         locks = self.locks
@@ -229,12 +230,16 @@ class TransactionTable:
                     else:
                         op = "check"
                     if new is not None and (schema.local_indexes or schema.global_indexes):
-                        indexes.check_item(schema, new)
+                        indexes.check_item(schema, new, action.kind == "Update")
                 except ConditionalCheckFailedException as failure:
                     reason = {"Code": "ConditionalCheckFailed", "Message": failure.message}
                     if failure.item is not None:
                         reason["Item"] = failure.item
                     reasons[action.index] = reason
+                    continue
+                except EmptyKeyValue as error:
+                    # Input validation: the coordinator refuses the whole request with it ("T").
+                    reasons[action.index] = {"Code": "ValidationError", "Message": error.message, "T": 1}
                     continue
                 except DynamoDBError as error:
                     reasons[action.index] = {"Code": "ValidationError", "Message": error.message}

@@ -272,6 +272,9 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
         await asyncio.gather(*(_send(svc, shard, TX_ABORT, tx.encode()) for shard in by_shard),
                              return_exceptions=True)
         if any(reasons):
+            refused = next((r for r in reasons if r and r.get("T")), None)
+            if refused is not None:     # an empty index key value: input validation, not a reason
+                raise ValidationException(refused["Message"])
             raise cancellation([r or NONE_REASON for r in reasons])
         if isinstance(failure, DynamoDBError):
             raise failure

@@ -50,7 +50,7 @@ async def update_item(svc, request: dict) -> bytes:
         new = None          # nothing to remove from an absent item: it stays absent
     else:
         # apply_update / apply_attribute_updates already enforced the 400 KB limit on the result.
-        svc.check_index_keys(schema, new)
+        svc.check_index_keys(schema, new, by_update=True)
         check_write(svc, table_id, key)
         svc.storage.put(table_id, key, orjson.dumps(new))
         svc.after_write(schema, key, old, new)
