@@ -101,8 +101,20 @@ def test_create_table_bad_schemas(ddb, table_name):
          "does not exactly match"),
         ([{"AttributeName": "id", "KeyType": "HASH"}], [{"AttributeName": "id", "AttributeType": "BOOL"}],
          "enum value set: [B, N, S]"),
+        # Fewer definitions than key elements on a table without indexes: DynamoDB's own wording,
+        # even when the two elements name one attribute; with enough definitions that is its own error.
         ([{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "id", "KeyType": "RANGE"}],
-         [{"AttributeName": "id", "AttributeType": "S"}], "Invalid KeySchema: Both the Hash Key and the Range"),
+         [{"AttributeName": "id", "AttributeType": "S"}], "Some index key attribute have no definition"),
+        ([{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "s", "KeyType": "RANGE"}],
+         [{"AttributeName": "id", "AttributeType": "S"}], "Some index key attribute have no definition"),
+        ([{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "id", "KeyType": "RANGE"}],
+         [{"AttributeName": "id", "AttributeType": "S"}, {"AttributeName": "x", "AttributeType": "S"}],
+         "Invalid KeySchema: Both the Hash Key and the Range"),
+        ([{"AttributeName": "id", "KeyType": "HASH"}, {"AttributeName": "s", "KeyType": "RANGE"},
+          {"AttributeName": "t", "KeyType": "RANGE"}], [{"AttributeName": "id", "AttributeType": "S"}],
+         "Value '[KeySchemaElement(attributeName=id, keyType=HASH), KeySchemaElement(attributeName=s, "
+         "keyType=RANGE), KeySchemaElement(attributeName=t, keyType=RANGE)]' at 'keySchema' failed to satisfy "
+         "constraint: Member must have length less than or equal to 2"),
     ]
     for key_schema, definitions, fragment in cases:
         with pytest.raises(ClientError) as e:
@@ -110,6 +122,15 @@ def test_create_table_bad_schemas(ddb, table_name):
                              BillingMode="PAY_PER_REQUEST")
         assert error_of(e)[0] == "ValidationException"
         assert fragment in error_of(e)[1]
+
+
+def test_create_table_without_table_name_says_it_is_required(server):
+    from test_request_shapes import call
+    status, reply = call(server, "CreateTable", {
+        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}], "BillingMode": "PAY_PER_REQUEST"})
+    assert status == 400
+    assert reply["message"] == "The parameter 'TableName' is required but was not present in the request"
 
 
 def test_create_table_duplicate_attribute_definition(ddb, table_name):

@@ -21,6 +21,7 @@ from shardserver.shard.executor import operation
 
 TABLE_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 MAX_TABLES = 2500
+NO_DEFINITION = "Invalid KeySchema: Some index key attribute have no definition"
 
 
 def constraint_error(errors: list[str]) -> ValidationException:
@@ -109,7 +110,9 @@ def key_schema_elements(key_schema, field: str) -> tuple[list[str], list[str]]:
         raise constraint_error([f"Value '[]' at '{field}' failed to satisfy constraint: "
                                 "Member must have length greater than or equal to 1"])
     if len(key_schema) > 2:
-        raise constraint_error([f"Value '{key_schema}' at '{field}' failed to satisfy constraint: "
+        shown = ", ".join(f"KeySchemaElement(attributeName={e.get('AttributeName')}, keyType={e.get('KeyType')})"
+                          if isinstance(e, dict) else "null" for e in key_schema)
+        raise constraint_error([f"Value '[{shown}]' at '{field}' failed to satisfy constraint: "
                                 "Member must have length less than or equal to 2"])
     names, kinds = [], []
     for i, element in enumerate(key_schema, 1):
@@ -129,7 +132,7 @@ def key_schema_elements(key_schema, field: str) -> tuple[list[str], list[str]]:
     return names, kinds
 
 
-def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
+def _parse_key_schema(key_schema, field="keySchema", short_of_definitions=False) -> tuple[str, str | None]:
     names, types = key_schema_elements(key_schema, field)
     if types[0] != "HASH":
         raise ValidationException("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
@@ -137,6 +140,8 @@ def _parse_key_schema(key_schema, field="keySchema") -> tuple[str, str | None]:
         if types[1] != "RANGE":
             raise ValidationException("Invalid KeySchema: The second KeySchemaElement is not a RANGE key type")
         if names[0] == names[1]:
+            if short_of_definitions:
+                raise ValidationException(NO_DEFINITION)
             raise ValidationException("Invalid KeySchema: Both the Hash Key and the Range Key element in the "
                                       "KeySchema have the same name")
         return names[0], names[1]
@@ -196,12 +201,21 @@ def _parse_billing(request: dict) -> tuple[str, int, int]:
 
 def schema_from_create_request(request: dict) -> TableSchema:
     """Validates a CreateTable request and builds the new table's schema."""
+    if "TableName" not in request:
+        raise ValidationException("The parameter 'TableName' is required but was not present in the request")
     name = check_table_name(request.get("TableName"))
-    hash_key, range_key = _parse_key_schema(request.get("KeySchema"))
+    # A table without indexes given fewer definitions than key elements: DynamoDB's own wording.
+    raw_keys, raw_definitions = request.get("KeySchema"), request.get("AttributeDefinitions")
+    short_of_definitions = (isinstance(raw_keys, list) and isinstance(raw_definitions, list)
+                            and len(raw_definitions) < len(raw_keys)
+                            and not request.get("LocalSecondaryIndexes") and not request.get("GlobalSecondaryIndexes"))
+    hash_key, range_key = _parse_key_schema(raw_keys, short_of_definitions=short_of_definitions)
     types = parse_attribute_definitions(request.get("AttributeDefinitions"))
     mode, read, write = _parse_billing(request)
     key_names = [hash_key] + ([range_key] if range_key else [])
     missing = [n for n in key_names if n not in types]
+    if missing and short_of_definitions:
+        raise ValidationException(NO_DEFINITION)
     if missing:
         raise ValidationException(
             "One or more parameter values were invalid: Some index key attributes are not defined in "
