@@ -116,6 +116,13 @@ def test_stream_specification_errors(ddb, hash_table, table_name):
                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                        BillingMode="PAY_PER_REQUEST", StreamSpecification={"StreamEnabled": True})
     assert code == "ValidationException"
+    code, message = error_of(ddb.create_table, TableName=table_name,
+                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST",
+                             StreamSpecification={"StreamEnabled": False, "StreamViewType": "NEW_IMAGE"})
+    assert (code, message) == ("ValidationException", "One or more parameter values were invalid: Table is being "
+                               "created with a stream disabled, UpdateViewType should not be specified")
     ddb.update_table(TableName=hash_table, StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})
     for view in ("KEYS_ONLY", "NEW_IMAGE"):
         code, message = error_of(ddb.update_table, TableName=hash_table,

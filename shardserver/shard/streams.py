@@ -471,7 +471,10 @@ def check_specification(value, creating: bool = False) -> dict:
                                 "constraint: Member must satisfy enum value set: "
                                 "[NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"])
     if not value["StreamEnabled"]:
-        if view is not None and not creating:
+        if view is not None and creating:       # (sic: DynamoDB's wording)
+            raise ValidationException("One or more parameter values were invalid: Table is being created with a "
+                                      "stream disabled, UpdateViewType should not be specified")
+        if view is not None:
             raise ValidationException("One or more parameter values were invalid: Table is being updated with a "
                                       "stream disabled, StreamViewType should not be specified")
         return {"StreamEnabled": False}
