@@ -345,6 +345,16 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     ddb.delete_table(TableName=table_name)
 
 
+def test_on_demand_throughput_is_kept_and_updated(ddb, table_name):
+    create_table(ddb, table_name, OnDemandThroughput={"MaxReadRequestUnits": 10, "MaxWriteRequestUnits": 5})
+    assert ddb.describe_table(TableName=table_name)["Table"]["OnDemandThroughput"] == {
+        "MaxReadRequestUnits": 10, "MaxWriteRequestUnits": 5}
+    ddb.update_table(TableName=table_name, OnDemandThroughput={"MaxReadRequestUnits": 20})
+    assert ddb.describe_table(TableName=table_name)["Table"]["OnDemandThroughput"] == {
+        "MaxReadRequestUnits": 20, "MaxWriteRequestUnits": 5}
+    ddb.delete_table(TableName=table_name)
+
+
 def test_table_class_change_is_dated_and_bad_classes_named(ddb, table_name):
     create_table(ddb, table_name, TableClass="STANDARD")
     assert "LastUpdateDateTime" not in ddb.describe_table(TableName=table_name)["Table"]["TableClassSummary"]

@@ -113,6 +113,8 @@ class TableSchema:
             description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
             if "TableClassUpdated" in self.extra:
                 description["TableClassSummary"]["LastUpdateDateTime"] = self.extra["TableClassUpdated"]
+        if self.extra.get("OnDemandThroughput"):
+            description["OnDemandThroughput"] = dict(self.extra["OnDemandThroughput"])
         if self.extra.get("SSEEnabled"):
             description["SSEDescription"] = {
                 "Status": "ENABLED", "SSEType": "KMS",

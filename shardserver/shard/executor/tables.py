@@ -255,8 +255,8 @@ TABLE_CLASSES = ("STANDARD", "STANDARD_INFREQUENT_ACCESS")
 
 def table_settings(request: dict) -> dict:
     """The table's settings a CreateTable or UpdateTable request gives (deletion protection,
-    table class, encryption at rest); stored and described only: every table here is
-    stored the same way."""
+    table class, encryption at rest, on-demand throughput caps); stored and described only:
+    every table here is stored the same way."""
     extra = {}
     if request.get("DeletionProtectionEnabled") is not None:
         extra["DeletionProtectionEnabled"] = bool(request["DeletionProtectionEnabled"])
@@ -270,6 +270,10 @@ def table_settings(request: dict) -> dict:
     sse = request.get("SSESpecification")
     if sse is not None:
         extra["SSEEnabled"] = bool(sse.get("Enabled", False))
+    on_demand = request.get("OnDemandThroughput")
+    if isinstance(on_demand, dict):
+        extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")
+                                       if isinstance(on_demand.get(k), int)}
     return extra
 
 

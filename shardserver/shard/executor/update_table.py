@@ -162,7 +162,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     """The validated change an UpdateTable request asks for."""
     updates = request.get("GlobalSecondaryIndexUpdates")
     asked = [f for f in ("ProvisionedThroughput", "BillingMode", "StreamSpecification", "SSESpecification",
-                         "ReplicaUpdates", "TableClass", "DeletionProtectionEnabled") if request.get(f) is not None]
+                         "ReplicaUpdates", "TableClass", "DeletionProtectionEnabled", "OnDemandThroughput")
+             if request.get(f) is not None]
     if not asked and not updates:
         raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
                                   "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
@@ -200,6 +201,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
     settings = table_settings(request)
+    if "OnDemandThroughput" in settings:    # a cap left out keeps its value
+        settings["OnDemandThroughput"] = {**schema.extra.get("OnDemandThroughput", {}),
+                                          **settings["OnDemandThroughput"]}
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
