@@ -165,6 +165,9 @@ def test_billing_throughput_and_stream_changes(ddb, table):
     code, message = error_of(ddb.update_table, TableName=table,
                              ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
     assert message.startswith("The provisioned throughput for the table will not change.")
+    code, message = error_of(ddb.update_table, TableName=table, BillingMode="PROVISIONED",
+                             ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
+    assert message.startswith("The provisioned throughput for the table will not change.")
     ddb.update_table(TableName=table, GlobalSecondaryIndexUpdates=[
         {"Update": {"IndexName": "gx_", "ProvisionedThroughput": {"ReadCapacityUnits": 3, "WriteCapacityUnits": 4}}}])
     entry = ddb.describe_table(TableName=table)["Table"]["GlobalSecondaryIndexes"][0]

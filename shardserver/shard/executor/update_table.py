@@ -184,7 +184,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         read, write = _throughput(throughput, "provisionedThroughput")
         if (mode is None or mode == schema.billing_mode) and (read, write) == (schema.read_capacity,
                                                                            schema.write_capacity):
-            if not updates and len(asked) == 1:
+            # Restating the current BillingMode changes nothing either.
+            if not updates and not [f for f in asked if f not in ("ProvisionedThroughput", "BillingMode")]:
                 raise ValidationException(
                     "The provisioned throughput for the table will not change. The requested value equals the "
                     "current value. Current ReadCapacityUnits provisioned for the table: "
