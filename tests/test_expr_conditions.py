@@ -48,7 +48,8 @@ def check(text, item=ITEM, values=VALUES, names=None):
     ("contains(ns, :three)", True), ("contains(ns, :dog)", False), ("contains(l, :set12)", True),
     ("contains(l, :list)", False), ("contains(n, :five)", False), ("contains(absent, :dog)", False),
     ("size(s) = :five", True), ("size(b) = :five", False), ("size(ss) = :two", True), ("size(l) > :two", True),
-    ("size(m) = :two", True), ("size(e) = :two", True), ("size(n) = :one", False), ("size(t) >= :one", False),
+    ("size(m) = :two", True), ("size(e) = :one", True), ("size(e) = :two", False),   # UTF-16 units, not bytes
+    ("size(n) = :one", False), ("size(t) >= :one", False),
     ("size(s) = n", True), ("size(s) = :hello", False),
     ("m.x < m.y[1]", True), ("m.x < m.y[0]", False), ("m.q < m.y[100]", False),
     ("n = :five AND s = :hello", True), ("n = :two OR s = :hello", True), ("NOT n = :two", True),

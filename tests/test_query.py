@@ -484,3 +484,12 @@ def test_reads_are_charged_by_item_size_not_stored_json(ddb):
         time.sleep(0.05)
     assert index["Count"] == 200 and index["ConsumedCapacity"]["CapacityUnits"] == 0.5
     ddb.delete_table(TableName=name)
+
+
+def test_size_of_a_string_counts_utf16_code_units(ddb, range_table):
+    # DynamoDB's size() counts a string as Java does: "é" is one unit, "𝄞" a surrogate pair, so 3, not 6 bytes
+    ddb.put_item(TableName=range_table, Item={"pk": {"S": "u"}, "sk": {"S": "1"}, "s": {"S": "é\U0001d11e"}})
+    for n, count in (("3", 1), ("6", 0)):
+        got = ddb.query(TableName=range_table, KeyConditionExpression="pk = :p", FilterExpression="size(s) = :n",
+                        ExpressionAttributeValues={":p": {"S": "u"}, ":n": {"N": n}})
+        assert got["Count"] == count

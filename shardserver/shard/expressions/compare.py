@@ -113,8 +113,8 @@ def compare_scalars(a: dict, b: dict):
 def size_of(av: dict):
     """DynamoDB's size(): a Python int, or None for types without a size."""
     (kind, value), = av.items()
-    if kind == "S":
-        return len(value.encode("utf-8", "surrogatepass"))
+    if kind == "S":   # UTF-16 code units, as a Java String counts them, not UTF-8 bytes
+        return len(value) if value.isascii() else len(value.encode("utf-16-le", "surrogatepass")) // 2
     if kind == "B":
         return len(binary_of(value))
     if kind in SET_TYPES or kind == "L" or kind == "M":
