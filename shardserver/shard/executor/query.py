@@ -72,11 +72,14 @@ def partition_range(pk: dict, range_op: str | None, operands: list,
     raise ValidationException(f"Unsupported key condition operator {range_op}")
 
 
-def start_key_of(schema, exclusive) -> tuple[dict, dict | None]:
-    """(partition key, sort key) of an ExclusiveStartKey, with DynamoDB's messages."""
+def start_key_of(schema, exclusive, op: str = "Scan") -> tuple[dict, dict | None]:
+    """(partition key, sort key) of an ExclusiveStartKey, with DynamoDB's messages.
+
+    A key naming the wrong attributes gets the bare sentence from Query and
+    the sentence with the schema-mismatch detail from Scan."""
     names = {schema.hash_key} if not schema.range_key else {schema.hash_key, schema.range_key}
     if not isinstance(exclusive, dict) or set(exclusive) != names:
-        raise ValidationException(INVALID_START_KEY + KEY_MISMATCH)
+        raise ValidationException(INVALID_START_KEY.rstrip(": ") if op == "Query" else INVALID_START_KEY + KEY_MISMATCH)
     for av in exclusive.values():
         try:
             values.validate_value(av)
@@ -85,11 +88,14 @@ def start_key_of(schema, exclusive) -> tuple[dict, dict | None]:
     return key_of_request(schema, exclusive)
 
 
-def limit_of(request: dict) -> int | None:
+def limit_of(request: dict, op: str = "Scan") -> int | None:
     limit = request.get("Limit")
     if limit is None:
         return None
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        if op == "Query":   # Query's validator names the member without echoing the value
+            raise constraint_error(["Value at 'Limit' failed to satisfy constraint: "
+                                    "Member must have value greater than or equal to 1"])
         raise constraint_error([f"Value '{limit}' at 'limit' failed to satisfy constraint: "
                                 "Member must have value greater than or equal to 1"])
     return limit
@@ -173,7 +179,7 @@ def route_query(svc, request: dict) -> int:
 async def query(svc, request: dict) -> bytes:
     schema = table_of(svc, request)
     prepared, token = request.pop(_PREPARED, None) or (svc.prepare_expressions(request, schema, "Query"), None)
-    limit = limit_of(request)
+    limit = limit_of(request, "Query")
     select = _select_of(request, "Query")
     mode = capacity.requested_mode(request)
     consistent = _consistent_of(request)
@@ -189,7 +195,7 @@ async def query(svc, request: dict) -> bytes:
     start_exclusive = False
     exclusive = request.get("ExclusiveStartKey")
     if exclusive is not None:
-        start_pk, start_sk = start_key_of(schema, exclusive)
+        start_pk, start_sk = start_key_of(schema, exclusive, "Query")
         if values.compare_key(start_pk, pk) != 0:
             raise ValidationException(OUTSIDE_QUERY)
         key = values.encode_key(start_pk, start_sk)
