@@ -180,7 +180,8 @@ def test_count_scanned_count_select_and_projection(ddb, filled):
              "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES"),
             (dict(Select="COUNT", AttributesToGet=["n"]),
              "Cannot specify the AttributesToGet when choosing to get COUNT"),
-            (dict(Select="ALL_PROJECTED_ATTRIBUTES"), "ALL_PROJECTED_ATTRIBUTES can be used only when Scanning an index")]:
+            (dict(Select="ALL_PROJECTED_ATTRIBUTES"),
+             "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")]:
         with pytest.raises(ClientError) as e:
             ddb.scan(TableName=name, **kwargs)
         assert error_of(e) == ("ValidationException", message)

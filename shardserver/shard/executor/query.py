@@ -111,9 +111,8 @@ def _select_of(request: dict, op: str) -> str:
                                 "enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, "
                                 "ALL_PROJECTED_ATTRIBUTES]"])
     if select == "ALL_PROJECTED_ATTRIBUTES" and request.get("IndexName") is None:
-        raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName"
-                                  if op == "Query" else
-                                  "ALL_PROJECTED_ATTRIBUTES can be used only when Scanning an index")
+        # DynamoDB says "Querying" on a Scan too
+        raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
     if select == "SPECIFIC_ATTRIBUTES" and not has_projection:
         message = "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES"
         raise ValidationException("1 validation error detected: " + message if op == "Query" else message)
