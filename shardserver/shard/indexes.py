@@ -1069,6 +1069,8 @@ class _Reader:
         # An LSI reads unprojected attributes from the base item (same shard), as DynamoDB does.
         self.from_base = (not index.is_global and partial and
                           (select == "ALL_ATTRIBUTES" or self.projection is not None or self.filter is not None))
+        # fetched only for the filter: the answer is still the index's projection of the item
+        self.reproject = self.from_base and select == "ALL_PROJECTED_ATTRIBUTES" and self.projection is None
 
     async def shape(self, pairs) -> tuple[list, int]:
         items = []
@@ -1092,6 +1094,8 @@ class _Reader:
                 continue
             if self.projection is not None:
                 items.append(self.projection(item if item is not None else orjson.loads(raw)))
+            elif self.reproject:
+                items.append(self.index.project(item))
             else:
                 items.append(raw)
         return items, count
