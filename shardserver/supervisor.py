@@ -34,6 +34,33 @@ class StartupError(Exception):
     """A condition that forbids starting, with a message for the operator."""
 
 
+LOCK_FILE = "shardserver.lock"
+
+
+def lock_data_dir(config) -> int:
+    """Takes the data directory for this server: a second server on it would corrupt both.
+
+    An exclusive flock on ``shardserver.lock``, held by the returned descriptor
+    for as long as this process or a shard forked from it lives, so it is
+    released by any exit, a crash included.  (A second server could even share
+    the port: the API listens with SO_REUSEPORT.)
+    """
+    import fcntl
+    os.makedirs(config.data_dir, exist_ok=True)
+    path = os.path.join(config.data_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupError(f"the data directory {config.data_dir} is in use by another shardserver "
+                           f"(pid {holder}); stop it first, or give this one another --data-dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def check_data_dir(config) -> None:
     """Creates the data directory, or checks it was written with the same number of shards."""
     os.makedirs(config.data_dir, exist_ok=True)
@@ -155,6 +182,7 @@ class Supervisor:
         from shardserver.reactor.smp import Fabric
         config = self.config
         check_files(config)
+        self.data_dir_lock = lock_data_dir(config)
         check_data_dir(config)
         check_aio(config)
         from shardserver.check import raise_nofile_limit

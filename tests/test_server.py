@@ -219,6 +219,27 @@ def test_changing_smp_is_refused_clearly(tmp_path):
     assert "written by 2 shards" in result.stderr and "--smp 2" in result.stderr
 
 
+def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path):
+    """Even on another port (or the same one: the API listens with SO_REUSEPORT)."""
+    first = ServerProcess(tmp_path / "data", smp=2).start()
+    try:
+        for port in (free_port(), first.port):
+            result = subprocess.run([sys.executable, "-m", "shardserver", "--smp", "2", "--developer-mode",
+                                     "--data-dir", str(tmp_path / "data"), "--alternator-port", str(port),
+                                     "--prometheus-port", "0"], capture_output=True, text=True, timeout=30)
+            assert result.returncode == 2
+            assert "is in use by another shardserver" in result.stderr
+            assert f"pid {first.proc.pid}" in result.stderr
+        first.client().list_tables()        # the first one never noticed
+    finally:
+        assert first.stop() == 0
+    # Released at exit, a kill -9 included.
+    second = ServerProcess(tmp_path / "data", smp=2).start()
+    second.kill()
+    third = ServerProcess(tmp_path / "data", smp=2).start()
+    assert third.stop() == 0
+
+
 def test_yaml_config_and_flags(tmp_path):
     port = free_port()
     config = tmp_path / "shardserver.yaml"
