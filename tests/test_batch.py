@@ -229,3 +229,30 @@ def test_wrong_typed_index_key_rejects_the_whole_batch(ddb, table_name):
     assert error_of(e)[0] == "ValidationException"
     assert "Item" not in ddb.get_item(TableName=table_name, Key={"pk": {"S": "u"}})
     ddb.delete_table(TableName=table_name)
+
+
+def test_batch_request_shape_errors_read_like_dynamodb(ddb, two_tables, hash_table):
+    first, _ = two_tables
+    for call, op in ((ddb.batch_get_item, "BatchGetItem"), (ddb.batch_write_item, "BatchWriteItem")):
+        code, message = error_of(pytest.raises(ClientError, call, RequestItems={}))
+        assert (code, message) == ("ValidationException", f"The requestItems parameter is required for {op}")
+    keys = [{"pk": {"S": f"k{i}"}} for i in range(101)]
+    assert error_of(pytest.raises(ClientError, ddb.batch_get_item, RequestItems={hash_table: {"Keys": keys}})) == (
+        "ValidationException", f"1 validation error detected: Value at 'RequestItems.{hash_table}.member.Keys' "
+                               "failed to satisfy constraint: Member must have length less than or equal to 100")
+    # the 26 writes are echoed the way DynamoDB's Java model prints them
+    puts = [{"PutRequest": {"Item": {"pk": {"S": f"k{i}"}}}} for i in range(26)]
+    _, message = error_of(pytest.raises(ClientError, ddb.batch_write_item, RequestItems={hash_table: puts}))
+    assert message.startswith(f"1 validation error detected: Value '{{{hash_table}=[WriteRequest(putRequest="
+                              "PutRequest(item={pk=AttributeValue(s=k0, n=null, b=null, iNT=null, ")
+    assert "bOOL=null)}, workloadProfileName=null), deleteRequest=null), WriteRequest(" in message
+    # a wrong-typed or non-scalar key in a batch put does not match the schema (PutItem says more)
+    for bad in ({"N": "5"}, {"L": [{"S": "x"}]}):
+        assert error_of(pytest.raises(ClientError, ddb.batch_write_item, RequestItems={
+            hash_table: [{"PutRequest": {"Item": {"pk": bad}}}]})) == (
+            "ValidationException", "The provided key element does not match the schema")
+    # one table projected by expression, another by AttributesToGet: the batch is refused
+    code, message = error_of(pytest.raises(ClientError, ddb.batch_get_item, RequestItems={
+        hash_table: {"Keys": [{"pk": {"S": "a"}}], "ProjectionExpression": "pk"},
+        first: {"Keys": [{"h": {"N": "1"}, "r": {"B": b"x"}}], "AttributesToGet": ["h"]}}))
+    assert code == "ValidationException" and message.startswith("Can not use both expression and non-expression")

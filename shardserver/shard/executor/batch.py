@@ -29,13 +29,12 @@ MAX_GET_KEYS = 100
 MAX_BATCH_GET_BYTES = 16 * 1024 * 1024
 
 
-def _request_items(request: dict, field: str = "requestItems") -> dict:
+def _request_items(request: dict, op: str, field: str = "requestItems") -> dict:
     items = request.get("RequestItems")
     if not isinstance(items, dict):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
     if not items:
-        raise constraint_error([f"Value '{{}}' at '{field}' failed to satisfy constraint: "
-                                "Member must have length greater than or equal to 1"])
+        raise ValidationException(f"The requestItems parameter is required for {op}")
     return items
 
 
@@ -57,17 +56,47 @@ async def _scatter(svc, op: str, parts: dict[int, dict]) -> dict[int, dict | Non
 
 # ------------------------------------------------------------------ BatchWriteItem
 
-def _show(value) -> str:
-    """A request value as DynamoDB quotes it in constraint messages (best effort)."""
-    return orjson.dumps(value).decode()
+_AV_FIELDS = (("S", "s"), ("N", "n"), ("B", "b"), (None, "iNT"), (None, "dECIMAL"), (None, "dOUBLE"),
+              ("SS", "sS"), ("NS", "nS"), ("BS", "bS"), (None, "iNTSET"), (None, "dECIMALSET"),
+              (None, "dOUBLESET"), ("M", "m"), ("L", "l"), ("NULL", "nULL"), ("BOOL", "bOOL"))
+
+
+def _java(value) -> str:
+    """A request value the way DynamoDB's Java model prints it (toString) in constraint messages."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in dict(_AV_FIELDS[:3] + _AV_FIELDS[6:9] + _AV_FIELDS[12:]):
+            (kind, v), = value.items()
+            return "AttributeValue(" + ", ".join(
+                f"{field}={_java(v) if kind == member else 'null'}" for member, field in _AV_FIELDS) + ")"
+        return "{" + ", ".join(f"{k}={_java(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_java(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def _java_writes(items: dict) -> str:
+    def write(w) -> str:
+        if not isinstance(w, dict):
+            return _java(w)
+        put, delete = w.get("PutRequest"), w.get("DeleteRequest")
+        put = (f"PutRequest(item={_java((put or {}).get('Item'))}, workloadProfileName=null)"
+               if isinstance(put, dict) else "null")
+        delete = (f"DeleteRequest(key={_java((delete or {}).get('Key'))}, workloadProfileName=null)"
+                  if isinstance(delete, dict) else "null")
+        return f"WriteRequest(putRequest={put}, deleteRequest={delete})"
+    return "{" + ", ".join(f"{name}=[{', '.join(write(w) for w in requests)}]"
+                           if isinstance(requests, list) else f"{name}={_java(requests)}"
+                           for name, requests in items.items()) + "}"
 
 
 def _parse_write(svc, request: dict):
     """Validated [(shard, table name, schema, kind, payload, storage key, write request)] of a BatchWriteItem."""
-    items = _request_items(request)
+    items = _request_items(request, "BatchWriteItem")
     for name, requests in items.items():
         if isinstance(requests, list) and len(requests) > MAX_WRITES:
-            raise constraint_error([f"Value '{_show(items)}' at 'requestItems' failed to satisfy constraint: "
+            raise constraint_error([f"Value '{_java_writes(items)}' at 'requestItems' failed to satisfy constraint: "
                                     "Map value must satisfy constraint: [Member must have length less than or "
                                     "equal to 25, Member must have length greater than or equal to 1]"])
     total = sum(len(v) if isinstance(v, list) else 0 for v in items.values())
@@ -90,7 +119,8 @@ def _parse_write(svc, request: dict):
                                           "of PutRequest or DeleteRequest")
             if "PutRequest" in write:
                 item = (write["PutRequest"] or {}).get("Item") if isinstance(write["PutRequest"], dict) else None
-                pk, sk = key_of_item(schema, item)
+                # unlike PutItem, a batch put does not say which key has the wrong type
+                pk, sk = key_of_item(schema, item, type_detail=False)
                 values.validate_item(item)
                 values.check_item_size(item)
                 svc.check_index_keys(schema, item)
@@ -185,9 +215,10 @@ def _table_names(entries) -> list[str]:
 # ------------------------------------------------------------------ BatchGetItem
 
 def _parse_get(svc, request: dict):
-    items = _request_items(request)
+    items = _request_items(request, "BatchGetItem")
     total = 0
     reads = []
+    _check_projection_kinds_agree(items)
     for name, spec in items.items():
         schema = table_of(svc, {"TableName": name})
         if not isinstance(spec, dict) or not isinstance(spec.get("Keys"), list):
@@ -198,7 +229,7 @@ def _parse_get(svc, request: dict):
             raise constraint_error([f"Value '[]' at 'requestItems.{name}.member.keys' failed to satisfy "
                                     "constraint: Member must have length greater than or equal to 1"])
         if len(keys) > MAX_GET_KEYS:
-            raise constraint_error([f"Value '{_show(keys)}' at 'requestItems.{name}.member.keys' failed to "
+            raise constraint_error([f"Value at 'RequestItems.{name}.member.Keys' failed to "
                                     "satisfy constraint: Member must have length less than or equal to 100"])
         total += len(keys)
         if total > MAX_GET_KEYS:
@@ -219,6 +250,17 @@ def _parse_get(svc, request: dict):
             seen.add(storage_key)
             reads.append((owner, name, schema, key, storage_key, projection, consistent))
     return reads
+
+
+def _check_projection_kinds_agree(items: dict) -> None:
+    """DynamoDB refuses a batch that projects one table with an expression and another
+    with AttributesToGet, though each table's entry alone would be legal."""
+    given = {field for spec in items.values() if isinstance(spec, dict)
+             for field in ("ProjectionExpression", "AttributesToGet") if spec.get(field) is not None}
+    if len(given) == 2:
+        raise ValidationException("Can not use both expression and non-expression parameters in the same request: "
+                                  "Non-expression parameters: {AttributesToGet} "
+                                  "Expression parameters: {ProjectionExpression}")
 
 
 @operation("BatchGetItem")
