@@ -277,3 +277,15 @@ def test_a_number_that_is_none_is_quoted_in_the_error(ddb, hash_table):
     with pytest.raises(ClientError) as e:
         ddb.put_item(TableName=hash_table, Item={"pk": {"S": "n"}, "ns": {"NS": ["1", "x1"]}})
     assert e.value.response["Error"]["Message"] == "The parameter cannot be converted to a numeric value: x1"
+
+
+def test_an_empty_table_name_fails_only_its_minimum_length(server):
+    # Item operations take a table name or ARN, at least 1 character long.
+    unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                             aws_access_key_id="x", aws_secret_access_key="y",
+                             config=BotoConfig(parameter_validation=False, retries={"max_attempts": 0}))
+    with pytest.raises(ClientError) as e:
+        unchecked.put_item(TableName="", Item={"pk": {"S": "k"}})
+    assert error_of(e) == ("ValidationException", "1 validation error detected: Value '' at 'tableName' failed to "
+                           "satisfy constraint: Member must have length greater than or equal to 1")
+

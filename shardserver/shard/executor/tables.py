@@ -58,6 +58,11 @@ def table_of(svc, request: dict):
     name = request.get("TableName")
     schema = svc.catalog.tables.get(name) if isinstance(name, str) else None
     if schema is None:
+        if name == "":
+            # The item operations take a table name or ARN (at least 1 character): an empty
+            # name fails only that, before the table-name rules are looked at.
+            raise constraint_error(["Value '' at 'tableName' failed to satisfy constraint: "
+                                    "Member must have length greater than or equal to 1"])
         check_table_name(name)
         check_expressions_alone(request)
         raise ResourceNotFoundException("Requested resource not found")
