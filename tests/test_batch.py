@@ -246,6 +246,14 @@ def test_batch_request_shape_errors_read_like_dynamodb(ddb, two_tables, hash_tab
     assert message.startswith(f"1 validation error detected: Value '{{{hash_table}=[WriteRequest(putRequest="
                               "PutRequest(item={pk=AttributeValue(s=k0, n=null, b=null, iNT=null, ")
     assert "bOOL=null)}, workloadProfileName=null), deleteRequest=null), WriteRequest(" in message
+    puts[1] = {"DeleteRequest": {"Key": {"pk": {"S": "d"}}}}
+    puts[2]["PutRequest"]["Item"]["m"] = {"M": {"x": {"L": [{"BOOL": True}]}}}
+    _, message = error_of(pytest.raises(ClientError, ddb.batch_write_item, RequestItems={hash_table: puts}))
+    assert ("WriteRequest(putRequest=null, deleteRequest=DeleteRequest(key={pk=AttributeValue(s=d, n=null, "
+            in message)
+    assert "m=AttributeValue(s=null, n=null, b=null, " in message
+    assert "m={x=AttributeValue(s=null, " in message and "l=[AttributeValue(s=null, " in message
+    assert "bOOL=true)]" in message
     # a wrong-typed or non-scalar key in a batch put does not match the schema (PutItem says more)
     for bad in ({"N": "5"}, {"L": [{"S": "x"}]}):
         assert error_of(pytest.raises(ClientError, ddb.batch_write_item, RequestItems={

@@ -61,33 +61,43 @@ _AV_FIELDS = (("S", "s"), ("N", "n"), ("B", "b"), (None, "iNT"), (None, "dECIMAL
               (None, "dOUBLESET"), ("M", "m"), ("L", "l"), ("NULL", "nULL"), ("BOOL", "bOOL"))
 
 
-def _java(value) -> str:
-    """A request value the way DynamoDB's Java model prints it (toString) in constraint messages."""
-    if isinstance(value, dict):
-        if len(value) == 1 and next(iter(value)) in dict(_AV_FIELDS[:3] + _AV_FIELDS[6:9] + _AV_FIELDS[12:]):
-            (kind, v), = value.items()
-            return "AttributeValue(" + ", ".join(
-                f"{field}={_java(v) if kind == member else 'null'}" for member, field in _AV_FIELDS) + ")"
-        return "{" + ", ".join(f"{k}={_java(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_java(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "null" if value is None else str(value)
+def _java_av(av) -> str:
+    """An AttributeValue the way DynamoDB's Java model prints it (toString) in constraint messages."""
+    if not isinstance(av, dict) or len(av) != 1:
+        return str(av)
+    (kind, value), = av.items()
+    if kind == "M":
+        shown = _java_map(value)
+    elif kind == "L":
+        shown = "[" + ", ".join(map(_java_av, value)) + "]" if isinstance(value, list) else str(value)
+    elif kind in ("SS", "NS", "BS"):
+        shown = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+    elif isinstance(value, bool):
+        shown = "true" if value else "false"
+    else:
+        shown = str(value)
+    return "AttributeValue(" + ", ".join(f"{field}={shown if member == kind else 'null'}"
+                                         for member, field in _AV_FIELDS) + ")"
+
+
+def _java_map(attributes) -> str:
+    if not isinstance(attributes, dict):
+        return "null" if attributes is None else str(attributes)
+    return "{" + ", ".join(f"{name}={_java_av(av)}" for name, av in attributes.items()) + "}"
 
 
 def _java_writes(items: dict) -> str:
     def write(w) -> str:
         if not isinstance(w, dict):
-            return _java(w)
+            return str(w)
         put, delete = w.get("PutRequest"), w.get("DeleteRequest")
-        put = (f"PutRequest(item={_java((put or {}).get('Item'))}, workloadProfileName=null)"
+        put = (f"PutRequest(item={_java_map(put.get('Item'))}, workloadProfileName=null)"
                if isinstance(put, dict) else "null")
-        delete = (f"DeleteRequest(key={_java((delete or {}).get('Key'))}, workloadProfileName=null)"
+        delete = (f"DeleteRequest(key={_java_map(delete.get('Key'))}, workloadProfileName=null)"
                   if isinstance(delete, dict) else "null")
         return f"WriteRequest(putRequest={put}, deleteRequest={delete})"
     return "{" + ", ".join(f"{name}=[{', '.join(write(w) for w in requests)}]"
-                           if isinstance(requests, list) else f"{name}={_java(requests)}"
+                           if isinstance(requests, list) else f"{name}={requests}"
                            for name, requests in items.items()) + "}"
 
 
