@@ -371,3 +371,32 @@ def test_table_class_change_is_dated_and_bad_classes_named(ddb, table_name):
         create_table(ddb, table_name + "_x", TableClass="GLACIER")
     assert error_of(e) == ("ValidationException", message)
     ddb.delete_table(TableName=table_name)
+
+
+def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
+    # Every table reports DynamoDB's baseline; a WarmThroughput given is kept (a unit left out
+    # keeps its value), an UpdateTable with only WarmThroughput is a change (Terraform sends
+    # it alone), and neither a value under the baseline nor a decrease is accepted.
+    create_table(ddb, table_name, WarmThroughput={"ReadUnitsPerSecond": 12240})
+    try:
+        warm = ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]
+        assert warm == {"ReadUnitsPerSecond": 12240, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
+        ddb.update_table(TableName=table_name, WarmThroughput={"WriteUnitsPerSecond": 4080})
+        warm = ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]
+        assert warm == {"ReadUnitsPerSecond": 12240, "WriteUnitsPerSecond": 4080, "Status": "ACTIVE"}
+        with pytest.raises(ClientError) as e:
+            ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": 12120})
+        assert error_of(e)[0] == "ValidationException"
+        assert "ReadUnitsPerSecond" in error_of(e)[1] and "lower than current WarmThroughput" in error_of(e)[1]
+    finally:
+        ddb.delete_table(TableName=table_name)
+    with pytest.raises(ClientError) as e:
+        create_table(ddb, table_name, WarmThroughput={"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 3999})
+    assert error_of(e)[0] == "ValidationException"
+    assert "WriteUnitsPerSecond" in error_of(e)[1] and "lower than" in error_of(e)[1]
+    plain = create_table(ddb, table_name + "_plain")
+    try:
+        created = ddb.describe_table(TableName=plain)["Table"]["WarmThroughput"]
+        assert created == {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
+    finally:
+        ddb.delete_table(TableName=plain)

@@ -17,6 +17,8 @@ import orjson
 
 CATALOG_FILE = "catalog.json"
 REGION = "us-east-1"
+# What every DynamoDB table can take at once, and the least a WarmThroughput may ask for.
+WARM_THROUGHPUT_BASELINE = {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000}
 ACCOUNT = "000000000000"
 
 
@@ -56,6 +58,11 @@ class TableSchema:
     @property
     def arn(self) -> str:
         return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.name}"
+
+    @property
+    def warm_throughput(self) -> dict:
+        """Read and write units per second the table takes at once: the baseline, or what it asked for."""
+        return {**WARM_THROUGHPUT_BASELINE, **self.extra.get("WarmThroughput", {})}
 
     @property
     def deletion_protection(self) -> bool:
@@ -115,6 +122,7 @@ class TableSchema:
                 description["TableClassSummary"]["LastUpdateDateTime"] = self.extra["TableClassUpdated"]
         if self.extra.get("OnDemandThroughput"):
             description["OnDemandThroughput"] = dict(self.extra["OnDemandThroughput"])
+        description["WarmThroughput"] = {**self.warm_throughput, "Status": "ACTIVE"}
         if self.extra.get("SSEEnabled"):
             description["SSEDescription"] = {
                 "Status": "ENABLED", "SSEType": "KMS",

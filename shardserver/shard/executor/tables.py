@@ -16,7 +16,7 @@ import orjson
 from shardserver.errors import (LimitExceededException, ResourceInUseException,
                                 ResourceNotFoundException, ValidationException)
 from shardserver.shard import streams
-from shardserver.shard.catalog import TableSchema, new_table_id, now
+from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, new_table_id, now
 from shardserver.shard.executor import operation
 
 TABLE_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
@@ -260,7 +260,8 @@ TABLE_CLASSES = ("STANDARD", "STANDARD_INFREQUENT_ACCESS")
 
 def table_settings(request: dict) -> dict:
     """The table's settings a CreateTable or UpdateTable request gives (deletion protection,
-    table class, encryption at rest, on-demand throughput caps); stored and described only:
+    table class, encryption at rest, on-demand throughput caps, warm throughput); stored and
+    described only:
     every table here is stored the same way."""
     extra = {}
     if request.get("DeletionProtectionEnabled") is not None:
@@ -279,7 +280,20 @@ def table_settings(request: dict) -> dict:
     if isinstance(on_demand, dict):
         extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")
                                        if isinstance(on_demand.get(k), int)}
+    warm = request.get("WarmThroughput")
+    if isinstance(warm, dict):
+        extra["WarmThroughput"] = {}
+        for unit, minimum in WARM_THROUGHPUT_BASELINE.items():
+            value = warm.get(unit)
+            if value is None:
+                continue
+            if value < minimum:
+                raise ValidationException(
+                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
+                    f"lower than the minimum of {minimum}")
+            extra["WarmThroughput"][unit] = value
     return extra
+
 
 
 def _tag_character(c: str) -> bool:

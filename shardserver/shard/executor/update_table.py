@@ -162,7 +162,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     """The validated change an UpdateTable request asks for."""
     updates = request.get("GlobalSecondaryIndexUpdates")
     asked = [f for f in ("ProvisionedThroughput", "BillingMode", "StreamSpecification", "SSESpecification",
-                         "ReplicaUpdates", "TableClass", "DeletionProtectionEnabled", "OnDemandThroughput")
+                         "ReplicaUpdates", "TableClass", "DeletionProtectionEnabled", "OnDemandThroughput",
+                         "WarmThroughput")
              if request.get(f) is not None]
     if not asked and not updates:
         raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
@@ -205,6 +206,14 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if "OnDemandThroughput" in settings:    # a cap left out keeps its value
         settings["OnDemandThroughput"] = {**schema.extra.get("OnDemandThroughput", {}),
                                           **settings["OnDemandThroughput"]}
+    if "WarmThroughput" in settings:        # a unit left out keeps its value; none may go down
+        current = schema.warm_throughput
+        for unit, value in settings["WarmThroughput"].items():
+            if value < current[unit]:
+                raise ValidationException(
+                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
+                    f"lower than current WarmThroughput {unit} {current[unit]}")
+        settings["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
