@@ -130,6 +130,11 @@ def sequence_at(ms: float) -> int:
     return int(ms * 1000) * SLOTS_PER_MICROSECOND
 
 
+def retention_of(svc) -> float:
+    """Seconds a record (and a disabled stream) stays readable: ``--streams-retention-in-s``."""
+    return float(svc.config.streams_retention_in_s)
+
+
 def horizon_sequence(retention_s: float) -> int:
     """Records with a sequence number below this are past the retention period (trimmed)."""
     return sequence_at((time.time() - retention_s) * 1000)
@@ -162,8 +167,7 @@ class StreamState:
     def __init__(self, svc):
         self.svc = svc
         self.last_seq = 0
-        retention = float(getattr(svc.config, "streams_retention_in_s", 86400))
-        self.generation_span = generation_seconds(retention) * 1_000_000 * SLOTS_PER_MICROSECOND
+        self.generation_span = generation_seconds(retention_of(svc)) * 1_000_000 * SLOTS_PER_MICROSECOND
         self.open_generations: dict[str, tuple[str, int]] = {}    # prefix -> (storage id, end sequence)
         self.records_written_total = 0
         self.records_read_total = 0

@@ -74,17 +74,13 @@ def _stream_of(svc, arn, field: str = "StreamArn") -> tuple:
     raise ResourceNotFoundException(f"Requested resource not found: Stream: {arn} not found")
 
 
-def _retention(svc) -> float:
-    return float(getattr(svc.config, "streams_retention_in_s", 86400))
-
-
 def _starting_sequence(svc, stream: dict) -> int:
     """A stream shard's StartingSequenceNumber: its creation, or the trim horizon once that is later.
 
     Reported a little after the horizon (at most 5 minutes), so that an
     AT_SEQUENCE_NUMBER iterator asked for with it is not trimmed already.
     """
-    retention = _retention(svc)
+    retention = streams.retention_of(svc)
     start = max(streams.sequence_at(stream["created_ms"]),
                 streams.horizon_sequence(retention - min(300.0, retention / 4)))
     ending = streams.ending_sequence(stream)
@@ -138,7 +134,7 @@ def _route_shard(svc, request: dict) -> int:
 
 
 def _check_not_trimmed(svc, seq: int) -> None:
-    if seq < streams.horizon_sequence(_retention(svc)):
+    if seq < streams.horizon_sequence(streams.retention_of(svc)):
         raise TrimmedDataAccessException(
             "The operation attempted to read past the oldest stream record in a shard: sequence number "
             f"{streams.sequence_text(seq)} is older than the trim horizon")
@@ -253,7 +249,7 @@ async def get_records(svc, request: dict) -> bytes:
     if index >= svc.nshards:
         raise ResourceNotFoundException(f"Requested resource not found: Shard does not exist: "
                                         f"{streams.shard_id_of(stream, index)}")
-    horizon = streams.horizon_sequence(_retention(svc))
+    horizon = streams.horizon_sequence(streams.retention_of(svc))
     if start:
         _check_not_trimmed(svc, start)
     records, following, at_end = await streams.read_records(svc, schema, stream, max(start, horizon), limit,

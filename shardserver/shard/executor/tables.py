@@ -261,8 +261,7 @@ TABLE_CLASSES = ("STANDARD", "STANDARD_INFREQUENT_ACCESS")
 def table_settings(request: dict) -> dict:
     """The table's settings a CreateTable or UpdateTable request gives (deletion protection,
     table class, encryption at rest, on-demand throughput caps, warm throughput); stored and
-    described only:
-    every table here is stored the same way."""
+    described only: every table here is stored the same way."""
     extra = {}
     if request.get("DeletionProtectionEnabled") is not None:
         extra["DeletionProtectionEnabled"] = bool(request["DeletionProtectionEnabled"])
