@@ -479,3 +479,16 @@ def test_there_are_no_imports_and_none_can_be_made(ddb, loose, hash_table):
     assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="XML",
                    TableCreationParameters=parameters)[0] == "ValidationException"
     assert refused(loose.list_imports, PageSize=0)[0] == "ValidationException"
+
+
+def test_update_table_refuses_replicas(ddb, loose, hash_table):
+    before = ddb.describe_table(TableName=hash_table)["Table"]
+    code, message = refused(ddb.update_table, TableName=hash_table,
+                            ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}])
+    assert code == "ValidationException" and "cannot create a replica in region eu-west-1" in message
+    assert refused(loose.update_table, TableName=hash_table, ReplicaUpdates=[]) == (
+        "ValidationException", "There are no actions specified in the Replica Update Action of the request.")
+    assert refused(ddb.update_table, TableName="missing_table",
+                   ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}]) == not_found("missing_table")
+    after = ddb.describe_table(TableName=hash_table)["Table"]
+    assert "Replicas" not in after and after == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 import orjson
 
 from shardserver.errors import GlobalTableNotFoundException, ResourceNotFoundException, ValidationException
+from shardserver.shard.catalog import REGION
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.control import Constraints, table_named
 from shardserver.shard.executor.tables import constraint_error
@@ -89,6 +90,19 @@ async def update_global_table(svc, request: dict) -> bytes:
     if any(isinstance(update, dict) and update.get("Create") is not None for update in updates):
         raise ValidationException(LEGACY_REFUSED)
     raise GlobalTableNotFoundException(_not_global(name))
+
+
+def refuse_replica_updates(updates: list) -> None:
+    """UpdateTable's ReplicaUpdates (global tables version 2019.11.21): refused, since replicas
+    live in other regions and this server is one region."""
+    actions = [(kind, action.get("RegionName")) for update in updates if isinstance(update, dict)
+               for kind, action in update.items() if isinstance(action, dict)]
+    if not actions:
+        raise ValidationException("There are no actions specified in the Replica Update Action of the request.")
+    kind, region = actions[0]
+    raise ValidationException(f"One or more parameter values were invalid: replicas are not supported by this "
+                              f"server, which is one region ({REGION}): cannot {kind.lower()} a replica in "
+                              f"region {region}")
 
 
 @operation("DescribeTableReplicaAutoScaling")
