@@ -28,16 +28,21 @@ COMPRESSION_TYPES = ("GZIP", "ZSTD", "NONE")
 _NO_S3 = "this server has no Amazon S3 to {} (it stores every table on its own disks)"
 
 
-def _job_arn(arn: str, kind: str) -> bool:
-    """Whether arn has the shape of this server's export or import ARNs
-    (``arn:aws:dynamodb:<region>:<account>:table/<name>/<kind>/<id>``)."""
+def _job_arn(request: dict, member: str, kind: str) -> str:
+    """The ExportArn or ImportArn of a request, refused unless it has the shape of this
+    server's export or import ARNs (``arn:aws:dynamodb:<region>:<account>:table/<name>/<kind>/<id>``)."""
+    arn = request.get(member)
+    field = member[0].lower() + member[1:]
+    constraints = Constraints()
+    if constraints.required(arn, field):
+        constraints.length(arn, field, 37, 1024)
+    constraints.check()
     parts = split_arn(arn)
-    if parts is None:
-        return False
-    partition, service, region, account, resource = parts
-    path = resource.split("/")
-    return (partition == "aws" and service == "dynamodb" and region == REGION and account == ACCOUNT
-            and len(path) == 4 and path[0] == "table" and path[2] == kind and bool(path[1]) and bool(path[3]))
+    path = parts[4].split("/") if parts is not None else []
+    if parts is None or parts[:4] != ("aws", "dynamodb", REGION, ACCOUNT) or len(path) != 4 or \
+            path[0] != "table" or path[2] != kind or not path[1] or not path[3]:
+        raise ValidationException(f"Invalid {kind.capitalize()} ARN")
+    return arn
 
 
 def _table_arn(svc, arn):
@@ -59,28 +64,30 @@ def _s3_bucket(constraints: Constraints, bucket, field: str) -> None:
         constraints.pattern(bucket, field, S3_BUCKET, r"^[a-z0-9A-Z]+[\.\-\w]*[a-z0-9A-Z]+$")
 
 
-@operation("ListExports")
-async def list_exports(svc, request: dict) -> bytes:
+def _empty_page(request: dict, size_member: str, answer: str, imports: bool = False) -> bytes:
+    """ListExports' or ListImports' answer: its members checked, and no job listed."""
+    token = request.get("NextToken")
     constraints = Constraints()
     constraints.length(request.get("TableArn"), "tableArn", 1, 1024)
-    constraints.value(request.get("MaxResults"), "maxResults", 1, 25)
+    constraints.value(request.get(size_member), size_member[0].lower() + size_member[1:], 1, 25)
+    if imports:
+        constraints.length(token, "nextToken", 112, 1024)
+        constraints.pattern(token, "nextToken", IMPORT_TOKEN, "([0-9a-f]{16})+")
     constraints.check()
-    token = request.get("NextToken")
     if token is not None:
         # No list here ever has a second page, so no token this server could have given.
         raise ValidationException(f"Invalid Request: Provided nextToken is invalid: {token}")
-    return orjson.dumps({"ExportSummaries": []})
+    return orjson.dumps({answer: []})
+
+
+@operation("ListExports")
+async def list_exports(svc, request: dict) -> bytes:
+    return _empty_page(request, "MaxResults", "ExportSummaries")
 
 
 @operation("DescribeExport")
 async def describe_export(svc, request: dict) -> bytes:
-    arn = request.get("ExportArn")
-    constraints = Constraints()
-    if constraints.required(arn, "exportArn"):
-        constraints.length(arn, "exportArn", 37, 1024)
-    constraints.check()
-    if not _job_arn(arn, "export"):
-        raise ValidationException("Invalid Export ARN")
+    arn = _job_arn(request, "ExportArn", "export")
     raise ExportNotFoundException(f"Export not found: Export not found: {arn}")
 
 
@@ -102,27 +109,12 @@ async def export_table_to_point_in_time(svc, request: dict) -> bytes:
 
 @operation("ListImports")
 async def list_imports(svc, request: dict) -> bytes:
-    token = request.get("NextToken")
-    constraints = Constraints()
-    constraints.length(request.get("TableArn"), "tableArn", 1, 1024)
-    constraints.value(request.get("PageSize"), "pageSize", 1, 25)
-    constraints.length(token, "nextToken", 112, 1024)
-    constraints.pattern(token, "nextToken", IMPORT_TOKEN, "([0-9a-f]{16})+")
-    constraints.check()
-    if token is not None:
-        raise ValidationException(f"Invalid Request: Provided nextToken is invalid: {token}")
-    return orjson.dumps({"ImportSummaryList": []})
+    return _empty_page(request, "PageSize", "ImportSummaryList", imports=True)
 
 
 @operation("DescribeImport")
 async def describe_import(svc, request: dict) -> bytes:
-    arn = request.get("ImportArn")
-    constraints = Constraints()
-    if constraints.required(arn, "importArn"):
-        constraints.length(arn, "importArn", 37, 1024)
-    constraints.check()
-    if not _job_arn(arn, "import"):
-        raise ValidationException("Invalid Import ARN")
+    arn = _job_arn(request, "ImportArn", "import")
     raise ImportNotFoundException(f"Import not found: {arn}")
 
 
