@@ -312,8 +312,9 @@ def test_resource_policy_errors(ddb, loose, index_table):
     for resource, expected in (
             (index_table, ("ValidationException", f"{invalid}ARNs must start with 'arn:': {index_table}")),
             (f"{ACCOUNT_ARN}:table/missing_table", not_found("missing_table")),
-            (f"{arn}/index/gsi1", ("ValidationException", f"{invalid}Invalid resource arn provided, only table or "
-                                                        f"stream is accepted. Provided resource arn: {arn}/index/gsi1")),
+            (f"{arn}/index/gsi1", ("ValidationException",
+                                   f"{invalid}Invalid resource arn provided, only table or stream is accepted. "
+                                   f"Provided resource arn: {arn}/index/gsi1")),
             (f"{arn}/backup/01234", ("ValidationException",
                                      f"{invalid}Provided Arn is not a DynamoDB resource arn: {arn}/backup/01234")),
             (f"arn:aws:dynamodb:eu-west-1:000000000000:table/{index_table}",
@@ -427,9 +428,10 @@ def test_replica_auto_scaling_of_a_regional_table(ddb, hash_table):
     for name in (hash_table, "missing_table"):
         absent = ("ResourceNotFoundException", f"Global table with name: '{name}' does not exist.")
         assert refused(ddb.describe_table_replica_auto_scaling, TableName=name) == absent
-        assert refused(ddb.update_table_replica_auto_scaling, TableName=name, ProvisionedWriteCapacityAutoScalingUpdate={
-            "MinimumUnits": 1, "MaximumUnits": 10, "ScalingPolicyUpdate": {
-                "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 70.0}}}) == absent
+        update = {"MinimumUnits": 1, "MaximumUnits": 10, "ScalingPolicyUpdate": {
+            "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 70.0}}}
+        assert refused(ddb.update_table_replica_auto_scaling, TableName=name,
+                       ProvisionedWriteCapacityAutoScalingUpdate=update) == absent
     assert refused(ddb.describe_table_replica_auto_scaling, TableName="a?")[0] == "ValidationException"
 
 
