@@ -53,6 +53,28 @@ class ResourceInUseException(DynamoDBError):
     type_name = "ResourceInUseException"
 
 
+class TableNotFoundException(DynamoDBError):
+    """The error of the backup and export operations for a table that does not exist."""
+
+    type_name = "TableNotFoundException"
+
+
+class PolicyNotFoundException(DynamoDBError):
+    type_name = "PolicyNotFoundException"
+
+
+class GlobalTableNotFoundException(DynamoDBError):
+    type_name = "GlobalTableNotFoundException"
+
+
+class ExportNotFoundException(DynamoDBError):
+    type_name = "ExportNotFoundException"
+
+
+class ImportNotFoundException(DynamoDBError):
+    type_name = "ImportNotFoundException"
+
+
 class LimitExceededException(DynamoDBError):
     type_name = "LimitExceededException"
 

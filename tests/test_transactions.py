@@ -493,3 +493,51 @@ def test_transactional_writes_are_charged_for_their_indexes(ddb, table_name):
             "GlobalSecondaryIndexes": {"by_g": {"CapacityUnits": 2.0}}}]
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def test_item_collection_metrics_of_the_collections_written(ddb, table_name):
+    """ReturnItemCollectionMetrics=SIZE: per table with an LSI, one entry per item collection
+    a Put, Update or Delete wrote to, on whichever shard owns it; none for a ConditionCheck."""
+    ks = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+    ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=ks,
+                     AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "l")],
+                     LocalSecondaryIndexes=[{"IndexName": "by_l",
+                                             "KeySchema": [ks[0], {"AttributeName": "l", "KeyType": "RANGE"}],
+                                             "Projection": {"ProjectionType": "ALL"}}])
+    plain = create_table(ddb, table_name + "_plain")
+    try:
+        (a, c), (b, d) = keys_on_each_shard("icm", count=2)
+
+        def item(k, sk, **extra):
+            return {"pk": {"S": k}, "sk": {"S": sk}, **{n: {"S": v} for n, v in extra.items()}}
+
+        ddb.put_item(TableName=table_name, Item=item(c, "1"))
+        ddb.put_item(TableName=table_name, Item=item(d, "1", l="x"))
+        actions = [
+            {"Put": {"TableName": table_name, "Item": item(a, "1", l="x")}},
+            {"Put": {"TableName": table_name, "Item": item(a, "2")}},
+            {"Update": {"TableName": table_name, "Key": item(b, "1"), "UpdateExpression": "SET l = :l",
+                        "ExpressionAttributeValues": {":l": {"S": "y"}}}},
+            {"Delete": {"TableName": table_name, "Key": item(d, "1")}},
+            {"ConditionCheck": {"TableName": table_name, "Key": item(c, "1"),
+                                "ConditionExpression": "attribute_exists(pk)"}},
+            {"Put": {"TableName": plain, "Item": {"pk": {"S": a}}}}]
+        result = ddb.transact_write_items(TransactItems=actions, ReturnItemCollectionMetrics="SIZE")
+        collections = result["ItemCollectionMetrics"]
+        assert list(collections) == [table_name]      # the table without an LSI has no collections
+        assert sorted(e["ItemCollectionKey"]["pk"]["S"] for e in collections[table_name]) == sorted([a, b, d])
+        assert all(e["SizeEstimateRangeGB"] == [0.0, 1.0] for e in collections[table_name])
+        # not asked for: not given
+        again = [{"Put": {"TableName": table_name, "Item": item(a, "3")}}]
+        assert "ItemCollectionMetrics" not in ddb.transact_write_items(TransactItems=again)
+        # a retry with the same token is answered as the first attempt was
+        token_actions = [{"Put": {"TableName": table_name, "Item": item(b, "4")}}]
+        first = ddb.transact_write_items(TransactItems=token_actions, ReturnItemCollectionMetrics="SIZE",
+                                         ClientRequestToken="icm-token")
+        retry = ddb.transact_write_items(TransactItems=token_actions, ReturnItemCollectionMetrics="SIZE",
+                                         ClientRequestToken="icm-token")
+        assert first["ItemCollectionMetrics"] == retry["ItemCollectionMetrics"] == {
+            table_name: [{"ItemCollectionKey": {"pk": {"S": b}}, "SizeEstimateRangeGB": [0.0, 1.0]}]}
+    finally:
+        ddb.delete_table(TableName=table_name)
+        ddb.delete_table(TableName=plain)

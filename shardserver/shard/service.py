@@ -234,6 +234,9 @@ class ShardService:
             elif kind == b"update":
                 from shardserver.shard.executor import update_table
                 update_table.apply_catalog_change(tables, orjson.loads(data))
+            elif kind == b"extra":
+                from shardserver.shard.executor import control
+                control.apply_extra_change(tables, orjson.loads(data))
             else:
                 raise ValidationException(f"unknown catalog change {kind!r}")
         except DynamoDBError as error:

@@ -238,6 +238,10 @@ def schema_from_create_request(request: dict) -> TableSchema:
     stream = request.get("StreamSpecification")
     if stream is not None:
         stream = streams.check_specification(stream, creating=True)
+    extra = table_settings(request)
+    if request.get("ResourcePolicy") is not None:
+        from shardserver.shard.executor import resource_policies
+        extra[resource_policies.KEY] = resource_policies.initial_policies(request["ResourcePolicy"])
     created = now()
     return TableSchema(
         name=name, table_id=new_table_id(),
@@ -251,7 +255,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
         streams=[streams.new_stream(stream["StreamViewType"], int(created * 1000), [])]
         if stream and stream["StreamEnabled"] else [],
         tags=checked_tags(request.get("Tags") or []),
-        extra=table_settings(request),
+        extra=extra,
     )
 
 

@@ -49,6 +49,7 @@ TX_STATUS = b"txstatus"     # tx id -> b"c" | b"p" | b"a"
 TX_READ = b"txread"         # orjson {"t": token or null, "g": [[index, get]]} -> {"i": items, "r": reasons}
 TX_RELEASE = b"txrelease"   # token -> orjson [indexes whose read was overtaken by a write]
 TX_TOKEN = b"txtoken"       # orjson {"o": "claim"|"done"|"fail", "t", "h"} -> state
+TX_COLLECTIONS = b"txcolls" # orjson [[table name, partition key value]] -> orjson [ItemCollectionMetrics | null]
 
 
 class Action:
@@ -210,14 +211,14 @@ async def transact_write_items(svc, request: dict) -> bytes:
     if len(orjson.dumps(items)) > MAX_TRANSACTION_BYTES:
         raise ValidationException("Transaction payload size cannot exceed 4 MB")
     if token is None:
-        return await _run_write(svc, actions, mode)
+        return await _run_write(svc, actions, mode, request)
     digest = hashlib.sha256(orjson.dumps({k: v for k, v in request.items() if k != "ClientRequestToken"},
                                          option=orjson.OPT_SORT_KEYS)).hexdigest()
     token_shard = zlib.crc32(token.encode()) % svc.nshards
     state = await _token(svc, token_shard, "claim", token, digest)
     if state == "done":
         # Already applied within the idempotency window: succeed without applying again.
-        return b"{}" if mode == "NONE" else orjson.dumps({"ConsumedCapacity": _consumed(actions, {}, mode)})
+        return await _response(svc, actions, {}, mode, request, set())
     if state == "progress":
         raise TransactionInProgressException("Transaction is in progress with the same client request token")
     if state == "mismatch":
@@ -225,7 +226,7 @@ async def transact_write_items(svc, request: dict) -> bytes:
             "Request parameters do not match a previous request with the same ClientRequestToken")
     succeeded = False
     try:
-        result = await _run_write(svc, actions, mode)
+        result = await _run_write(svc, actions, mode, request)
         succeeded = True
         return result
     finally:
@@ -240,7 +241,7 @@ async def _token(svc, shard: int, op: str, token: str, digest: str) -> str:
     return reply.decode()
 
 
-async def _run_write(svc, actions: list[Action], mode: str) -> bytes:
+async def _run_write(svc, actions: list[Action], mode: str, request: dict) -> bytes:
     table = svc.transactions
     tx = table.new_id()
     by_shard: dict[int, list[Action]] = {}
@@ -248,13 +249,14 @@ async def _run_write(svc, actions: list[Action], mode: str) -> bytes:
         by_shard.setdefault(action.owner, []).append(action)
     table.preparing.add(tx)
     try:
-        return await _prepare_and_decide(svc, table, tx, actions, by_shard, mode)
+        return await _prepare_and_decide(svc, table, tx, actions, by_shard, mode, request)
     finally:
         # Whatever way we leave (even cancelled), an undecided transaction is now presumed aborted.
         table.preparing.discard(tx)
 
 
-async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_shard: dict, mode: str) -> bytes:
+async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_shard: dict, mode: str,
+                              request: dict) -> bytes:
     replies = await asyncio.gather(*(_send_prepare(svc, shard, tx, part) for shard, part in by_shard.items()),
                                    return_exceptions=True)
     reasons: list[dict | None] = [None] * len(actions)
@@ -287,9 +289,55 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
     # The decision is durable: the transaction is committed even if a participant is down
     # now; it will learn the outcome when it is back (see transactions.py).
     await table.push_commit(svc, decision, lambda shard, t: send_commit(svc, shard, t))
-    if mode == "NONE":
-        return b"{}"
-    return orjson.dumps({"ConsumedCapacity": _consumed(actions, spent, mode)})
+    # A participant that has not acknowledged has not applied its writes yet: its item
+    # collections are not measured (the transaction is committed all the same).
+    return await _response(svc, actions, spent, mode, request, set(decision.participants))
+
+
+async def _response(svc, actions: list[Action], spent: dict, mode: str, request: dict,
+                    unapplied: set[int]) -> bytes:
+    """TransactWriteItems' answer: ConsumedCapacity and ItemCollectionMetrics, as asked for."""
+    response = {}
+    if mode != "NONE":
+        response["ConsumedCapacity"] = _consumed(actions, spent, mode)
+    collections = await _collection_metrics(svc, actions, request, unapplied)
+    if collections:
+        response["ItemCollectionMetrics"] = collections
+    return orjson.dumps(response) if response else b"{}"
+
+
+async def _collection_metrics(svc, actions: list[Action], request: dict, unapplied: set[int]) -> dict:
+    """Per table, the ItemCollectionMetrics of each item collection a Put, Update or Delete
+    wrote to (a ConditionCheck writes none), measured by its owner after the commit."""
+    wanted: dict[int, dict] = {}     # owner -> {(table, key JSON): (table, partition key value)}
+    for action in actions:
+        if action.kind == "ConditionCheck" or action.owner in unapplied or \
+                not capacity.wants_collection_metrics(request, action.schema):
+            continue
+        pk = action.key_av[action.schema.hash_key]
+        wanted.setdefault(action.owner, {})[(action.schema.name, orjson.dumps(pk))] = (action.schema.name, pk)
+    if not wanted:
+        return {}
+    owners = list(wanted)
+    replies = await asyncio.gather(*(svc.submit_to(owner, TX_COLLECTIONS, orjson.dumps(list(wanted[owner].values())))
+                                     for owner in owners), return_exceptions=True)
+    collections: dict[str, list] = {}
+    for owner, reply in zip(owners, replies):
+        if isinstance(reply, BaseException):
+            continue        # the owner went away after committing: its collections go unmeasured
+        for (name, _), metrics in zip(wanted[owner].values(), orjson.loads(reply)):
+            if metrics is not None:
+                collections.setdefault(name, []).append(metrics)
+    return collections
+
+
+@fabric_verb(TX_COLLECTIONS)
+async def _on_collections(svc, src: int, payload: bytes) -> bytes:
+    measured = []
+    for name, pk in orjson.loads(payload):
+        schema = svc.catalog.tables.get(name)
+        measured.append(await capacity.collection_metrics(svc, schema, pk) if schema is not None else None)
+    return orjson.dumps(measured)
 
 
 def _consumed(actions: list[Action], spent: dict, mode: str) -> list:

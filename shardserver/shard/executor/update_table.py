@@ -168,6 +168,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if not asked and not updates:
         raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
                                   "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
+    if request.get("ReplicaUpdates") is not None:
+        from shardserver.shard.executor.global_tables import refuse_replica_updates
+        refuse_replica_updates(request["ReplicaUpdates"])
     change: dict = {"action": "update", "table": schema.name, "table_id": schema.table_id}
     mode = request.get("BillingMode")
     if mode is not None and mode not in ("PROVISIONED", "PAY_PER_REQUEST"):

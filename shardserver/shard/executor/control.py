@@ -1,0 +1,170 @@
+"""What the control-plane operations share: member constraints, the table a name or an ARN
+names, and the settings they keep in a table's catalog entry.
+
+The ARNs this server issues are the ones DescribeTable gives (``TableSchema.arn``):
+``arn:aws:dynamodb:<region>:<account>:table/<name>``, with ``/stream/<label>`` or
+``/index/<name>`` after it for a table's streams and indexes.  Settings are written only
+through ``change_table_extra``, a compare-and-set run on the catalog coordinator, so two
+acceptors changing one table at once cannot undo each other.  Nothing here formats an error.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from shardserver.errors import ResourceInUseException, ResourceNotFoundException, ValidationException
+from shardserver.shard.catalog import ACCOUNT, REGION, TableSchema
+from shardserver.shard.executor.tables import constraint_error, table_name_errors
+
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9_.-]+\Z")
+EXTRA_CHANGE = b"extra"          # catalog change kind: {"table", "table_id", "key", "expected", "value"}
+_CHANGE_ATTEMPTS = 5
+
+
+class Constraints:
+    """A request's member constraints, checked in order and refused together, as DynamoDB's
+    model validation reports them ("N validation errors detected: Value ... at ...")."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def _add(self, value, field: str, rule: str) -> None:
+        shown = "null" if value is None else f"'{value}'"
+        self.problems.append(f"Value {shown} at '{field}' failed to satisfy constraint: {rule}")
+
+    def required(self, value, field: str) -> bool:
+        if value is None:
+            self._add(None, field, "Member must not be null")
+            return False
+        return True
+
+    def length(self, value, field: str, low: int = 0, high: int | None = None) -> None:
+        if value is None:
+            return
+        if len(value) < low:
+            self._add(value, field, f"Member must have length greater than or equal to {low}")
+        elif high is not None and len(value) > high:
+            self._add(value, field, f"Member must have length less than or equal to {high}")
+
+    def name(self, value, field: str) -> None:
+        """A table or index name: 3 to 255 characters of [a-zA-Z0-9_.-]."""
+        if value is None:
+            return
+        self.length(value, field, 3, 255)
+        self.pattern(value, field, NAME_PATTERN, "[a-zA-Z0-9_.-]+")
+
+    def pattern(self, value, field: str, regex: re.Pattern, shown: str) -> None:
+        if value is not None and not regex.match(value):
+            self._add(value, field, f"Member must satisfy regular expression pattern: {shown}")
+
+    def enum(self, value, field: str, allowed: tuple) -> None:
+        if value is not None and value not in allowed:
+            self._add(value, field, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+
+    def value(self, value, field: str, low: int | None = None, high: int | None = None) -> None:
+        if value is None:
+            return
+        if low is not None and value < low:
+            self._add(value, field, f"Member must have value greater than or equal to {low}")
+        elif high is not None and value > high:
+            self._add(value, field, f"Member must have value less than or equal to {high}")
+
+    def check(self) -> None:
+        if self.problems:
+            raise constraint_error(self.problems)
+
+
+def table_not_found(name: str) -> ResourceNotFoundException:
+    return ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+
+
+def split_arn(arn: str) -> tuple[str, str, str, str, str] | None:
+    """(partition, service, region, account, resource) of an ARN, or None if it has not six parts."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return None
+    return parts[1], parts[2], parts[3], parts[4], parts[5]
+
+
+def table_named(svc, value, field: str = "tableName") -> TableSchema:
+    """The table a TableName member names, by name or by its ARN (members of type TableArn
+    take both), or DynamoDB's error for it."""
+    if value is None:
+        raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
+    if value.startswith("arn:"):
+        if len(value) > 1024:
+            raise constraint_error([f"Value '{value}' at '{field}' failed to satisfy constraint: "
+                                    "Member must have length less than or equal to 1024"])
+        name = _table_of_arn(value)
+    else:
+        if value == "":
+            raise constraint_error([f"Value '' at '{field}' failed to satisfy constraint: "
+                                    "Member must have length greater than or equal to 1"])
+        problems = table_name_errors(value, field)
+        if problems:
+            raise constraint_error(problems)
+        name = value
+    schema = svc.catalog.tables.get(name)
+    if schema is None:
+        raise table_not_found(name)
+    return schema
+
+
+def _table_of_arn(arn: str) -> str:
+    parts = split_arn(arn)
+    if parts is None:
+        raise ValidationException(f"1 validation error detected: Valid ARN format is "
+                                  f"arn:aws:dynamodb:<region>:<account>:table/<name>, not '{arn}'")
+    partition, service, region, account, resource = parts
+    if partition != "aws":
+        raise ValidationException(f"1 validation error detected: Invalid AWS partition in '{arn}'")
+    if region != REGION:
+        raise ValidationException(f"1 validation error detected: Invalid AWS region in '{arn}'")
+    kind, _, name = resource.partition("/")
+    if service != "dynamodb" or kind != "table" or not name or "/" in name:
+        raise ValidationException(f"1 validation error detected: Invalid resource type in '{arn}'")
+    if account != ACCOUNT:
+        raise table_not_found(name)     # no table of another account lives here
+    return name
+
+
+async def change_table_extra(svc, schema: TableSchema, key: str, compute) -> object:
+    """Sets ``schema.extra[key]`` to ``compute(current)`` (None removes it) on the catalog
+    coordinator, if nobody changed it meanwhile; otherwise computes again from the newer value.
+    ``compute`` may raise (the request is then refused) and returns the new value; this returns it."""
+    for attempt in range(_CHANGE_ATTEMPTS):
+        current = svc.catalog.tables.get(schema.name)
+        if current is None or current.table_id != schema.table_id:
+            raise table_not_found(schema.name)
+        expected = current.extra.get(key)
+        value = compute(expected)
+        if value == expected:
+            return value            # nothing to change: no catalog write
+        change = {"table": schema.name, "table_id": schema.table_id, "key": key,
+                  "expected": expected, "value": value}
+        try:
+            await svc.change_catalog(EXTRA_CHANGE, orjson.dumps(change))
+            return value
+        except ResourceInUseException:
+            if attempt == _CHANGE_ATTEMPTS - 1:
+                raise
+            # Another change won the race: the coordinator has written it to catalog.json
+            # already, though its broadcast may not have reached this shard yet.
+            svc.load_catalog()
+    raise AssertionError("unreachable")
+
+
+def apply_extra_change(tables: dict, change: dict) -> None:
+    """On the catalog coordinator: applies one ``change_table_extra`` if its expectation holds."""
+    schema = tables.get(change["table"])
+    if schema is None or schema.table_id != change["table_id"]:
+        raise table_not_found(change["table"])
+    if schema.extra.get(change["key"]) != change["expected"]:
+        raise ResourceInUseException(f"Attempt to change a resource which is still in use: "
+                                     f"Table: {schema.name} is in the process of being updated.")
+    if change["value"] is None:
+        schema.extra.pop(change["key"], None)
+    else:
+        schema.extra[change["key"]] = change["value"]
