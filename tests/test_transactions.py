@@ -6,6 +6,8 @@ and the commit decision, and SIGKILL shards (only pids this test started)
 inside that window.
 """
 
+import http.client
+import json
 import os
 import re
 import signal
@@ -416,20 +418,41 @@ def _wait_unlocked(ddb, table, keys, timeout=15.0):
             time.sleep(0.1)
 
 
+class _OneConnection:
+    """DynamoDB requests over one TCP connection: the shard that accepted it coordinates them.
+
+    boto3's pool may open a new connection for a request in another thread,
+    which another shard can accept; the crash test must know its coordinator.
+    """
+
+    def __init__(self, endpoint: str):
+        host, port = endpoint.rsplit("/", 1)[-1].split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def call(self, operation: str, request: dict) -> tuple[int, dict, str]:
+        self.conn.request("POST", "/", json.dumps(request), {
+            "X-Amz-Target": "DynamoDB_20120810." + operation,
+            "Content-Type": "application/x-amz-json-1.0"})
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}"), response.getheader("x-amzn-RequestId")
+
+
 @pytest.mark.parametrize("victim", ["coordinator", "participant"])
 def test_shard_killed_between_prepare_and_commit_is_never_half_applied(slow_server, victim):
     ddb = make_client(slow_server.endpoint, retries=1)
     table = create_table(ddb, "crash")
     (a,), (b,) = keys_on_each_shard("x")
     ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
-    # The shard that accepts this client's (kept-alive) connection coordinates its transactions;
+    # The shard that accepts this kept-alive connection coordinates its transactions;
     # the request id names it.
-    client = make_client(slow_server.endpoint, retries=1)
-    acceptor = int(client.describe_table(TableName=table)["ResponseMetadata"]["RequestId"][:2], 16)
+    client = _OneConnection(slow_server.endpoint)
+    status, _, request_id = client.call("DescribeTable", {"TableName": table})
+    assert status == 200
+    acceptor = int(request_id[:2], 16)
     victim_shard = acceptor if victim == "coordinator" else 1 - acceptor
     pid = _pid_of_shard(slow_server, victim_shard)
-    thread, outcome = _in_background(lambda: client.transact_write_items(
-        TransactItems=[increment(table, a), increment(table, b)]))
+    thread, outcome = _in_background(lambda: client.call(
+        "TransactWriteItems", {"TransactItems": [increment(table, a), increment(table, b)]}))
     time.sleep(0.7)      # both shards hold a durable intent, no decision yet
     os.kill(pid, signal.SIGKILL)
     thread.join(15)
@@ -437,12 +460,13 @@ def test_shard_killed_between_prepare_and_commit_is_never_half_applied(slow_serv
     ddb = make_client(slow_server.endpoint, retries=10)
     _wait_unlocked(ddb, table, [a, b])
     if victim == "coordinator":
-        # It died before deciding: the survivor learns "abort" (presumed) once it is back.
-        assert "error" in outcome
+        # It died before deciding: the connection is gone with it, and the survivor
+        # learns "abort" (presumed) once it is back.
+        assert "error" in outcome, outcome
         assert (value(ddb, table, a), value(ddb, table, b)) == (0, 0)
     else:
         # The decision was durable: the client heard success, recovery applied the lost half.
-        assert "error" not in outcome, outcome
+        assert "error" not in outcome and outcome["result"][0] == 200, outcome
         assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
 
 
