@@ -403,12 +403,18 @@ def test_batch_reads_need_the_full_key(ddb, music):
         {"Statement": f"SELECT * FROM \"{table}\" WHERE Artist = ? AND SongTitle = 'zz'", "Parameters": [S(second)]},
         {"Statement": f'SELECT * FROM "{table}" WHERE Artist = ?', "Parameters": [S(second)]},
         {"Statement": 'SELECT * FROM "no_such_table" WHERE pk = 1'},
+        {"Statement": f"SELECT SongTitle FROM \"{table}\" WHERE Artist = ? AND SongTitle = 'c1' AND Genre = ?",
+         "Parameters": [S(second), S("jazz")]},
+        {"Statement": f"SELECT SongTitle FROM \"{table}\" WHERE Artist = ? AND SongTitle = 'c1' AND Genre = ?",
+         "Parameters": [S(second), S("rock")]},
     ], ReturnConsumedCapacity="TOTAL")
     responses = got["Responses"]
     assert responses[0] == {"TableName": table, "Item": {"Year": N(1991)}}
     assert responses[1] == {"TableName": table}
     assert responses[2]["Error"] == {"Code": "ValidationError", "Message": INCOMPLETE_KEY}
     assert responses[3]["Error"]["Code"] == "ResourceNotFound"
+    assert responses[4] == {"TableName": table, "Item": {"SongTitle": S("c1")}}
+    assert responses[5] == {"TableName": table}
     assert got["ConsumedCapacity"][0]["TableName"] == table
 
 

@@ -40,7 +40,7 @@ class Plan:
     table: str
     request: dict
     projection: tuple | None = None     # SELECT's paths, to shape each item with (None: *)
-    full_key: bool = False      # a read of one item named by its whole primary key, nothing else
+    full_key: bool = False      # a read of at most one item, named by its whole primary key
 
     @property
     def is_read(self) -> bool:
@@ -411,8 +411,9 @@ def _select(builder: _Builder, select: ast.Select, schema) -> Plan:
                 request["FilterExpression"] = builder.condition(_and(rest))
             if descending:
                 request["ScanIndexForward"] = False
-            full = select.index is None and len(key_condition) == len(keys) and range_name in found
-            return Plan("Query", select.table, request, select.projection, full_key=full and not rest)
+            # The whole key and more conditions: a Query of at most one item, with a filter.
+            full = select.index is None and len(found) == len(keys)
+            return Plan("Query", select.table, request, select.projection, full_key=full)
     # No usable partition-key equality (or more conditions on a key than Query takes): a Scan.
     if select.order_by:
         if select.where is None:
