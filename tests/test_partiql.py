@@ -7,7 +7,7 @@ so every statement is also checked through the forwarding path.
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import create_table
+from test_streams import all_records, stream_table, streams_client
 from test_transactions import keys_on_each_shard
 
 MALFORMED = "Statement wasn't well formed, can't be processed: "
@@ -17,6 +17,12 @@ INCOMPLETE_KEY = "Where clause does not contain a mandatory equality on all key 
 def error_of(excinfo):
     error = excinfo.value.response["Error"]
     return error["Code"], error["Message"]
+
+
+def assert_refused(ddb, statement, message, code="ValidationException"):
+    with pytest.raises(ClientError) as excinfo:
+        run(ddb, statement)
+    assert error_of(excinfo) == (code, message)
 
 
 def run(ddb, statement, *parameters, **extra):
@@ -101,10 +107,8 @@ def test_insert_existing_key_is_duplicate_item(ddb, hash_table):
     ("INSERT INTO \"{t}\" VALUE {{'pk': 'a'}} RETURNING ALL OLD *", "RETURNING is not supported in INSERT"),
 ])
 def test_insert_refusals(ddb, hash_table, statement, message):
-    with pytest.raises(ClientError) as excinfo:
-        run(ddb, statement.format(t=hash_table))
-    assert error_of(excinfo) == ("ValidationException", message.replace("{{", "{").replace("}}", "}"))
-    assert "Items" not in ddb.scan(TableName=hash_table) or ddb.scan(TableName=hash_table)["Count"] == 0
+    assert_refused(ddb, statement.format(t=hash_table), message.replace("{{", "{").replace("}}", "}"))
+    assert ddb.scan(TableName=hash_table)["Count"] == 0
 
 
 # ------------------------------------------------------------------ SELECT
@@ -196,9 +200,7 @@ def test_select_nested_paths_are_answered_under_their_last_name(ddb, hash_table)
     ('SELECT * FROM "{t}"."i"."j"', "A path may contain at most 2 components in the FROM clause"),
 ])
 def test_select_refusals(ddb, hash_table, statement, message):
-    with pytest.raises(ClientError) as excinfo:
-        run(ddb, statement.format(t=hash_table))
-    assert error_of(excinfo) == ("ValidationException", message)
+    assert_refused(ddb, statement.format(t=hash_table), message)
 
 
 def test_select_pages_with_limit_and_next_token(ddb, hash_table):
@@ -278,26 +280,17 @@ def test_update_absent_item_or_false_condition_fails(ddb, hash_table):
      "Expected '*' after ( MODIFIED | ALL ) ( NEW | OLD ) in RETURNING clause"),
 ])
 def test_update_refusals(ddb, range_table, statement, message):
-    with pytest.raises(ClientError) as excinfo:
-        run(ddb, statement.format(t=range_table))
-    assert error_of(excinfo) == ("ValidationException", message)
+    assert_refused(ddb, statement.format(t=range_table), message)
 
 
-def test_update_writes_a_stream_record_like_update_item(ddb, table_name):
-    create_table(ddb, table_name, StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+def test_update_writes_a_stream_record_like_update_item(ddb, server, table_name):
+    arn = stream_table(ddb, table_name, view="NEW_IMAGE")
     try:
         run(ddb, f"INSERT INTO \"{table_name}\" VALUE {{'pk': 'a', 'v': 1}}")
         run(ddb, f"UPDATE \"{table_name}\" SET v = v + 1 WHERE pk = 'a'")
-        arn = ddb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
-        streams = __import__("boto3").client("dynamodbstreams", endpoint_url=ddb.meta.endpoint_url,
-                                             region_name="us-east-1", aws_access_key_id="x",
-                                             aws_secret_access_key="x")
-        events = []
-        for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-            iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                                  ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-            events += [r["eventName"] for r in streams.get_records(ShardIterator=iterator)["Records"]]
-        assert events == ["INSERT", "MODIFY"]
+        records = all_records(streams_client(server), arn)
+        assert [r["eventName"] for r in records] == ["INSERT", "MODIFY"]
+        assert records[1]["dynamodb"]["NewImage"]["v"] == N(2)
     finally:
         ddb.delete_table(TableName=table_name)
 
@@ -322,9 +315,7 @@ def test_delete_returning_old_absent_and_conditions(ddb, hash_table):
      "Invalid returning clause: RETURNING ALL NEW *. Only RETURNING ALL OLD * is allowed in DELETE statements."),
 ])
 def test_delete_refusals(ddb, hash_table, statement, message):
-    with pytest.raises(ClientError) as excinfo:
-        run(ddb, statement.format(t=hash_table))
-    assert error_of(excinfo) == ("ValidationException", message)
+    assert_refused(ddb, statement.format(t=hash_table), message)
 
 
 # ------------------------------------------------------------------ request-level errors
@@ -380,7 +371,7 @@ def test_batch_writes_each_answered(ddb, hash_table):
          "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
         {"Statement": f"UPDATE \"{hash_table}\" SET v = 3 WHERE pk = 'old'"},
         {"Statement": f"DELETE FROM \"{hash_table}\" WHERE v = 1"},
-        {"Statement": f"SELEC oops"},
+        {"Statement": "SELEC oops"},
         {"Statement": f"INSERT INTO \"{hash_table}\" VALUE {{'pk': ?}}"},
     ])["Responses"]
     assert got[0] == {"TableName": hash_table} and got[3] == {"TableName": hash_table}
@@ -514,3 +505,15 @@ def test_transaction_client_request_token_is_idempotent(ddb, hash_table):
         ddb.execute_transaction(TransactStatements=[{"Statement": statement[0]["Statement"].replace("1", "2")}],
                                 ClientRequestToken="token-1")
     assert error_of(excinfo)[0] == "IdempotentParameterMismatchException"
+
+
+def test_batch_consumed_capacity_is_summed_per_table_and_index(ddb, music):
+    table, first, second = music
+    got = ddb.batch_execute_statement(Statements=[
+        {"Statement": f"UPDATE \"{table}\" SET Genre = 'folk' WHERE Artist = ? AND SongTitle = 'a1'",
+         "Parameters": [S(artist)]} for artist in (first, second)], ReturnConsumedCapacity="INDEXES")
+    assert got["Responses"] == [{"TableName": table}, {"TableName": table}]
+    (spent,) = got["ConsumedCapacity"]
+    assert spent["TableName"] == table and spent["Table"]["CapacityUnits"] == 2.0
+    assert spent["GlobalSecondaryIndexes"]["by_genre"]["CapacityUnits"] == 4.0   # delete + put, twice
+    assert spent["CapacityUnits"] == 6.0

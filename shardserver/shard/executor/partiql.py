@@ -118,10 +118,6 @@ class _Prepared:
         return isinstance(self.parsed.body, ast.Insert)
 
 
-def _duplicate_instead(error: ConditionalCheckFailedException) -> DuplicateItemException:
-    return DuplicateItemException(DUPLICATE_ITEM)
-
-
 async def _run_write(svc, prepared: _Prepared, extra: dict) -> dict:
     plan = prepared.plan
     if plan.op == "ConditionCheck":
@@ -131,9 +127,9 @@ async def _run_write(svc, prepared: _Prepared, extra: dict) -> dict:
         request.pop("ReturnValuesOnConditionCheckFailure", None)
     try:
         return await _run(svc, plan.op, request)
-    except ConditionalCheckFailedException as error:
+    except ConditionalCheckFailedException:
         if prepared.is_insert:
-            raise _duplicate_instead(error) from None
+            raise DuplicateItemException(DUPLICATE_ITEM) from None
         raise
 
 
@@ -239,9 +235,10 @@ async def batch_execute_statement(svc, request: dict) -> bytes:
         raise ValidationException("BatchExecuteStatement does not support both read and write statements in "
                                   "the same request")
 
-    async def one(statement, entry: dict, on_failure: str) -> dict:
+    async def one(statement, entry: dict, on_failure: str) -> tuple[dict, dict | None]:
+        """(the statement's BatchStatementResponse, its ConsumedCapacity)."""
         if isinstance(statement, DynamoDBError):
-            return _batch_error(statement)
+            return _batch_error(statement), None
         plan = statement.plan
         extra = {"ReturnConsumedCapacity": mode} if mode != "NONE" else {}
         try:
@@ -256,21 +253,18 @@ async def batch_execute_statement(svc, request: dict) -> bytes:
                     extra["ReturnValuesOnConditionCheckFailure"] = on_failure
                 response = await _run_write(svc, statement, extra)
         except DynamoDBError as error:
-            return {"TableName": plan.table, **_batch_error(error)}
+            return {"TableName": plan.table, **_batch_error(error)}, None
         result = {"TableName": plan.table}
         if plan.is_read:
             items = _items_of(plan, response)
             if items:
                 result["Item"] = items[0]
-        if "ConsumedCapacity" in response:
-            result["\0capacity"] = response["ConsumedCapacity"]
-        return result
+        return result, response.get("ConsumedCapacity")
 
-    responses = await asyncio.gather(*(one(*p) for p in prepared))
-    result: dict = {"Responses": responses}
+    answers = await asyncio.gather(*(one(*p) for p in prepared))
+    result: dict = {"Responses": [response for response, _ in answers]}
     if mode != "NONE":
-        result["ConsumedCapacity"] = _summed_capacity([r.pop("\0capacity") for r in responses
-                                                       if "\0capacity" in r])
+        result["ConsumedCapacity"] = _summed_capacity(mode, [spent for _, spent in answers if spent])
     return orjson.dumps(result)
 
 
@@ -282,20 +276,15 @@ def _batch_error(error: DynamoDBError) -> dict:
     return {"Error": body}
 
 
-def _summed_capacity(parts: list) -> list:
+def _summed_capacity(mode: str, parts: list) -> list:
     """One ConsumedCapacity per table, summed over the statements that read or wrote it."""
-    tables: dict[str, dict] = {}
+    tables: dict[str, list] = {}
     for part in parts:
-        total = tables.setdefault(part["TableName"], {"TableName": part["TableName"], "CapacityUnits": 0.0})
-        total["CapacityUnits"] += part.get("CapacityUnits", 0.0)
-        for member in ("ReadCapacityUnits", "WriteCapacityUnits"):
-            if member in part:
-                total[member] = total.get(member, 0.0) + part[member]
-        if "Table" in part:
-            table = total.setdefault("Table", {})
-            for member, units in part["Table"].items():
-                table[member] = table.get(member, 0.0) + units
-    return list(tables.values())
+        own = part["Table"]["CapacityUnits"] if "Table" in part else part["CapacityUnits"]
+        gsis, lsis = ({name: spent["CapacityUnits"] for name, spent in part.get(member, {}).items()}
+                      for member in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"))
+        capacity.add_units(tables.setdefault(part["TableName"], [0.0, {}, {}]), own, gsis, lsis)
+    return [capacity.consumed(mode, name, own, gsis=gsis, lsis=lsis) for name, (own, gsis, lsis) in tables.items()]
 
 
 # ------------------------------------------------------------------ ExecuteTransaction
