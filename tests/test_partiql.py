@@ -517,3 +517,36 @@ def test_batch_consumed_capacity_is_summed_per_table_and_index(ddb, music):
     assert spent["TableName"] == table and spent["Table"]["CapacityUnits"] == 2.0
     assert spent["GlobalSecondaryIndexes"]["by_genre"]["CapacityUnits"] == 4.0   # delete + put, twice
     assert spent["CapacityUnits"] == 6.0
+
+
+def test_partition_keys_in_a_list_are_read_one_partition_after_another(ddb, music):
+    table, first, second = music
+    got = run(ddb, f'SELECT Artist, SongTitle FROM "{table}" WHERE Artist IN [?, ?, \'nobody\'] '
+                   "ORDER BY Artist DESC, SongTitle DESC", S(first), S(second))
+    expected = sorted([(first, "a1"), (first, "a2"), (first, "b1"), (second, "a1"), (second, "c1"),
+                       (second, "c2")], reverse=True)
+    assert [(i["Artist"]["S"], i["SongTitle"]["S"]) for i in got["Items"]] == expected
+    got = run(ddb, f"SELECT SongTitle FROM \"{table}\" WHERE Artist = ? AND SongTitle = 'b1' OR Artist = ? "
+                   "AND Genre = 'jazz'", S(first), S(second))
+    assert sorted(i["SongTitle"]["S"] for i in got["Items"]) == ["b1", "c1"]
+    with pytest.raises(ClientError) as excinfo:
+        run(ddb, f'SELECT * FROM "{table}" WHERE Artist IN [?, ?] ORDER BY SongTitle', S(first), S(second))
+    assert error_of(excinfo)[1] == ("Must have hash key in ORDER BY clause when more than one hash key condition "
+                                    "specified in WHERE clause.")
+
+
+def test_decomposed_reads_page_with_limit_across_partitions(ddb, music):
+    table, first, second = music
+    statement = f'SELECT SongTitle FROM "{table}" WHERE Artist IN [?, ?] ORDER BY Artist'
+    seen, token, pages = [], None, 0
+    while True:
+        extra = {"NextToken": token} if token else {}
+        got = run(ddb, statement, S(first), S(second), Limit=2, **extra)
+        assert len(got["Items"]) <= 2
+        seen += [i["SongTitle"]["S"] for i in got["Items"]]
+        pages += 1
+        token = got.get("NextToken")
+        if token is None:
+            break
+    expected = ["a1", "a2", "b1", "a1", "c1", "c2"] if first < second else ["a1", "c1", "c2", "a1", "a2", "b1"]
+    assert seen == expected and pages >= 3

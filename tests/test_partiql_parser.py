@@ -154,8 +154,10 @@ def test_index_select_uses_the_index_key():
 
 
 @pytest.mark.parametrize("text", [
-    "SELECT * FROM t", "SELECT * FROM t WHERE pk > 'a'", "SELECT * FROM t WHERE pk = 'a' OR pk = 'b'",
+    "SELECT * FROM t", "SELECT * FROM t WHERE pk > 'a'", "SELECT * FROM t WHERE pk = 'a' OR v = 'b'",
     "SELECT * FROM t WHERE v = 1", "SELECT * FROM t WHERE pk = 'a' AND sk > 1 AND sk < 5",
+    "SELECT * FROM t WHERE (pk = 'a' AND v = 1) OR (pk = 'a' AND v = 2)",
+    "SELECT * FROM t WHERE pk IN ['a', 'b'] AND sk > 1 AND sk < 5",
 ])
 def test_everything_else_is_a_scan(text):
     result = planned(text)
@@ -222,3 +224,23 @@ def test_projected_items_are_named_by_their_last_name():
             "l": {"L": [{"L": [{"S": "p"}, {"S": "q"}]}]}}
     assert shape_item(item, paths) == {"a": {"S": "x"}, "k[1]": {"N": "2"}, "l[0][1]": {"S": "q"}}
     assert shape_item(item, None) is item
+
+
+def test_partition_keys_in_or_or_are_one_read_each():
+    result = planned("SELECT * FROM t WHERE pk IN ['b', ?, 'b'] AND v = 1 ORDER BY pk DESC, sk DESC", {"S": "a"})
+    assert result.op == "Reads" and result.request == {}
+    assert [p.op for p in result.parts] == ["Query", "Query"]
+    assert [p.request["ExpressionAttributeValues"][":v0"] for p in result.parts] == [{"S": "b"}, {"S": "a"}]
+    assert all(p.request["ScanIndexForward"] is False and "FilterExpression" in p.request for p in result.parts)
+    result = planned("SELECT * FROM t WHERE pk = 'x' AND sk = 1 OR pk = 'y'")
+    assert [p.op for p in result.parts] == ["GetItem", "Query"]
+    numbers = planned("SELECT * FROM t WHERE pk IN [10, 9, -1] ORDER BY pk", schema=SimpleNamespace(
+        hash_key="pk", hash_type="N", range_key=None, range_type=None, global_indexes=[], local_indexes=[]))
+    assert [p.request["Key"]["pk"]["N"] for p in numbers.parts] == ["-1", "9", "10"]
+
+
+def test_decomposed_reads_refusals():
+    assert refused("SELECT * FROM t WHERE pk IN ['a', 'b'] ORDER BY sk") == (
+        "Must have hash key in ORDER BY clause when more than one hash key condition specified in WHERE clause.")
+    many = ", ".join(f"'{i}'" for i in range(101))
+    assert refused(f"SELECT * FROM t WHERE pk IN [{many}]") == "Too many decomposed read operations for a given query."

@@ -22,7 +22,7 @@ from shardserver.errors import (ConditionalCheckFailedException, DuplicateItemEx
                                 ResourceNotFoundException, TransactionCanceledException, ValidationException)
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
-from shardserver.shard.executor.query import limit_of
+from shardserver.shard.executor.query import PAGE_BYTES, limit_of
 from shardserver.shard.executor.tables import constraint_error
 from shardserver.shard.executor.transactions import cancellation
 from shardserver.shard.partiql import ast, translate
@@ -151,23 +151,25 @@ def _fingerprint(text: str, parameters: list) -> str:
     return hashlib.sha256(orjson.dumps([text, parameters])).hexdigest()[:24]
 
 
-def _next_token(text: str, parameters: list, last_key: dict) -> str:
-    payload = orjson.dumps({"h": _fingerprint(text, parameters), "k": last_key})
+def _next_token(text: str, parameters: list, part: int, last_key: dict | None) -> str:
+    """NextToken: the statement's fingerprint, which of its reads goes on, and from which key."""
+    payload = orjson.dumps({"h": _fingerprint(text, parameters), "q": part, "k": last_key})
     return base64.urlsafe_b64encode(payload).decode()
 
 
-def _start_key(token, text: str, parameters: list) -> dict:
+def _resume_point(token, text: str, parameters: list, parts: int) -> tuple[int, dict | None]:
     if not isinstance(token, str) or not 1 <= len(token) <= 32768:
         raise ValidationException("Invalid NextToken")
     try:
         payload = orjson.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise ValidationException("Invalid NextToken") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("k"), dict):
+    if not isinstance(payload, dict) or not isinstance(payload.get("k"), (dict, type(None))) or \
+            type(payload.get("q")) is not int:
         raise ValidationException("Invalid NextToken")
-    if payload.get("h") != _fingerprint(text, parameters):
+    if payload.get("h") != _fingerprint(text, parameters) or not 0 <= payload["q"] < parts:
         raise ValidationException("The provided starting key is invalid")
-    return payload["k"]
+    return payload["q"], payload["k"]
 
 
 # ------------------------------------------------------------------ ExecuteStatement
@@ -187,27 +189,48 @@ async def execute_statement(svc, request: dict) -> bytes:
         if on_failure != "NONE":
             extra["ReturnValuesOnConditionCheckFailure"] = on_failure
         response = await _run_write(svc, prepared, extra)
-        return _statement_response(_items_of(plan, response), response)
+        return _statement_response(_items_of(plan, response), response.get("ConsumedCapacity"))
     if request.get("ConsistentRead") is not None:
         extra["ConsistentRead"] = request["ConsistentRead"]
-    if plan.op != "GetItem":
-        if limit is not None:
-            extra["Limit"] = limit
-        if request.get("NextToken") is not None:
-            extra["ExclusiveStartKey"] = _start_key(request["NextToken"], text, parameters)
-    response = await _run(svc, plan.op, dict(plan.request, **extra))
-    fields = {}
-    last_key = response.get("LastEvaluatedKey")
-    if last_key is not None:
-        fields["NextToken"] = _next_token(text, parameters, last_key)
-        fields["LastEvaluatedKey"] = last_key
-    return _statement_response(_items_of(plan, response), response, fields)
+    parts = plan.parts or [plan]
+    position, start = 0, None
+    if request.get("NextToken") is not None:
+        position, start = _resume_point(request["NextToken"], text, parameters, len(parts))
+    items, spent, fields = [], [], {}
+    remaining, page_bytes = limit, 0
+    for index in range(position, len(parts)):
+        part = parts[index]
+        own = dict(extra)
+        if part.op != "GetItem":
+            if remaining is not None:
+                own["Limit"] = remaining
+            if start is not None and index == position:
+                own["ExclusiveStartKey"] = start
+        response = await _run(svc, part.op, dict(part.request, **own))
+        found = _items_of(part, response)
+        items += found
+        if "ConsumedCapacity" in response:
+            spent.append(response["ConsumedCapacity"])
+        last_key = response.get("LastEvaluatedKey")
+        if last_key is not None:
+            fields["NextToken"] = _next_token(text, parameters, index, last_key)
+            fields["LastEvaluatedKey"] = last_key
+            break
+        # Limit counts the items read, as Query's ScannedCount does; a GetItem reads one.
+        if remaining is not None:
+            remaining -= 1 if part.op == "GetItem" else response.get("ScannedCount", 0)
+        page_bytes += len(orjson.dumps(found))
+        if index + 1 < len(parts) and ((remaining is not None and remaining <= 0) or page_bytes >= PAGE_BYTES):
+            fields["NextToken"] = _next_token(text, parameters, index + 1, None)
+            break
+    used = (spent[0] if len(spent) == 1 else _summed_capacity(mode, spent)[0]) if spent else None
+    return _statement_response(items, used, fields)
 
 
-def _statement_response(items: list, response: dict, fields: dict | None = None) -> bytes:
+def _statement_response(items: list, used: dict | None, fields: dict | None = None) -> bytes:
     result = {"Items": items, **(fields or {})}
-    if "ConsumedCapacity" in response:
-        result["ConsumedCapacity"] = response["ConsumedCapacity"]
+    if used is not None:
+        result["ConsumedCapacity"] = used
     return orjson.dumps(result)
 
 

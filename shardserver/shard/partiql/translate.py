@@ -16,9 +16,11 @@ import re
 from dataclasses import dataclass
 
 from shardserver.errors import ValidationException
+from shardserver.shard import values
 from shardserver.shard.partiql import ast
 
 INCOMPLETE_KEY = "Where clause does not contain a mandatory equality on all key attributes"
+MAX_DECOMPOSED_READS = 100
 PARAMETER_COUNT = "Number of parameters in request and statement don't match."
 BAG_TYPES = "Unsupported data type in Bag. DynamoDB only supports either numbers or strings in bags"
 NOT_BOOLEAN = "WHERE clause must contain an expression that resolves to a boolean"
@@ -41,10 +43,11 @@ class Plan:
     request: dict
     projection: tuple | None = None     # SELECT's paths, to shape each item with (None: *)
     full_key: bool = False      # a read of at most one item, named by its whole primary key
+    parts: list | None = None   # "Reads": the GetItem/Query plans run one after the other
 
     @property
     def is_read(self) -> bool:
-        return self.op in ("GetItem", "Query", "Scan")
+        return self.op in ("GetItem", "Query", "Scan", "Reads")
 
 
 def table_name_of(statement: ast.Statement) -> tuple[str, str | None]:
@@ -60,10 +63,10 @@ def plan(statement: ast.Statement, schema, parameters: list) -> Plan:
     if statement.parameter_count != len(parameters):
         raise ValidationException(PARAMETER_COUNT)
     body = statement.body
-    builder = _Builder(parameters)
     if isinstance(body, ast.Select):
-        result = _select(builder, body, schema)
-    elif isinstance(body, ast.Insert):
+        return _select_plan(body, schema, parameters)
+    builder = _Builder(parameters)
+    if isinstance(body, ast.Insert):
         result = _insert(builder, body, schema)
     elif isinstance(body, ast.Update):
         result = _update(builder, body, schema)
@@ -373,6 +376,81 @@ def shape_item(item: dict, paths: tuple | None) -> dict:
     return shaped
 
 
+def _select_plan(select: ast.Select, schema, parameters: list) -> Plan:
+    """GetItem or Query when the WHERE allows, one read per partition key for ``pk IN [...]`` or an
+    OR of partition keys (as DynamoDB decomposes them, never a scan), else a Scan."""
+    builder = _Builder(parameters)
+    result = _select(builder, select, schema)
+    builder.finish(result.request)
+    if result.op == "Scan" and select.where is not None:
+        parts = _decomposed(select, schema, parameters)
+        if parts is not None:
+            return Plan("Reads", select.table, {}, select.projection, parts=parts)
+    if result.op == "Scan" and select.order_by:
+        if select.where is None:
+            raise ValidationException("Must have WHERE clause in the statement when using ORDER BY clause.")
+        raise ValidationException("Must have at least one non-optional hash key condition in WHERE clause when "
+                                  "using ORDER BY clause.")
+    return result
+
+
+def _decomposed(select: ast.Select, schema, parameters: list) -> list | None:
+    """The single-partition reads a WHERE of ``pk IN [...]`` (or ``pk = a OR pk = b``) stands for."""
+    hash_name = _index_keys(schema, select.index)[0]
+    hash_path = ast.Path((hash_name,))
+    conjuncts = _conjuncts(select.where)
+    wheres = None
+    for position, conjunct in enumerate(conjuncts):
+        if isinstance(conjunct, ast.In) and conjunct.operand == hash_path and \
+                all(isinstance(item, ast.VALUE_NODES) for item in conjunct.items):
+            others = conjuncts[:position] + conjuncts[position + 1:]
+            wheres = [(attribute_value(item, parameters), others) for item in conjunct.items]
+            wheres = [(av, _and(others + [ast.Compare("=", hash_path, ast.Scalar(av))])) for av, others in wheres]
+            break
+    if wheres is None and isinstance(select.where, ast.Or):
+        wheres = []
+        for disjunct in select.where.operands:
+            found, _ = _key_equalities(_conjuncts(disjunct), (hash_name,))
+            if hash_name not in found:
+                return None
+            wheres.append((attribute_value(found[hash_name], parameters), disjunct))
+    if wheres is None:
+        return None
+    distinct: dict[bytes, tuple] = {}
+    for av, where in wheres:
+        if not (isinstance(av, dict) and len(av) == 1 and next(iter(av)) in ("S", "N", "B")):
+            return None
+        # An OR naming one partition twice would read it twice: leave that to a Scan.
+        if distinct.setdefault(_sort_bytes(av), (av, where)) != (av, where):
+            return None
+    if len(distinct) > MAX_DECOMPOSED_READS:
+        raise ValidationException("Too many decomposed read operations for a given query.")
+    ordered = list(distinct.items())
+    order = {path.steps[0]: desc for path, desc in select.order_by if len(path.steps) == 1}
+    if hash_name in order:
+        ordered.sort(key=lambda entry: entry[0], reverse=order[hash_name])
+    elif select.order_by and len(ordered) > 1:
+        raise ValidationException("Must have hash key in ORDER BY clause when more than one hash key condition "
+                                  "specified in WHERE clause.")
+    parts = []
+    for _, (_, where) in ordered:
+        builder = _Builder(parameters)
+        part = _select(builder, ast.Select(select.table, select.index, select.projection, where, select.order_by),
+                       schema)
+        if part.op == "Scan":
+            return None
+        builder.finish(part.request)
+        parts.append(part)
+    return parts
+
+
+def _sort_bytes(av: dict) -> bytes:
+    try:
+        return values.encode_sort_component(av)
+    except (ValueError, KeyError, TypeError):
+        raise ValidationException("Key attribute values must be of type S, N or B") from None
+
+
 def _select(builder: _Builder, select: ast.Select, schema) -> Plan:
     hash_name, range_name = _index_keys(schema, select.index)
     keys = tuple(n for n in (hash_name, range_name) if n)
@@ -415,11 +493,6 @@ def _select(builder: _Builder, select: ast.Select, schema) -> Plan:
             full = select.index is None and len(found) == len(keys)
             return Plan("Query", select.table, request, select.projection, full_key=full)
     # No usable partition-key equality (or more conditions on a key than Query takes): a Scan.
-    if select.order_by:
-        if select.where is None:
-            raise ValidationException("Must have WHERE clause in the statement when using ORDER BY clause.")
-        raise ValidationException("Must have at least one non-optional hash key condition in WHERE clause when "
-                                  "using ORDER BY clause.")
     if select.where is not None:
         request["FilterExpression"] = builder.condition(select.where)
     return Plan("Scan", select.table, request, select.projection)
