@@ -497,13 +497,15 @@ def test_transaction_limit(ddb, hash_table):
 
 def test_transaction_client_request_token_is_idempotent(ddb, hash_table):
     ddb.put_item(TableName=hash_table, Item={"pk": S("c"), "n": N(0)})
-    statement = [{"Statement": f"UPDATE \"{hash_table}\" SET n = n + 1 WHERE pk = 'c'"}]
-    ddb.execute_transaction(TransactStatements=statement, ClientRequestToken="token-1")
-    ddb.execute_transaction(TransactStatements=statement, ClientRequestToken="token-1")
+    token = "token-" + hash_table[:30]
+
+    def increment(by):
+        return [{"Statement": f"UPDATE \"{hash_table}\" SET n = n + {by} WHERE pk = 'c'"}]
+    ddb.execute_transaction(TransactStatements=increment(1), ClientRequestToken=token)
+    ddb.execute_transaction(TransactStatements=increment(1), ClientRequestToken=token)
     assert ddb.get_item(TableName=hash_table, Key={"pk": S("c")})["Item"]["n"] == N(1)
     with pytest.raises(ClientError) as excinfo:
-        ddb.execute_transaction(TransactStatements=[{"Statement": statement[0]["Statement"].replace("1", "2")}],
-                                ClientRequestToken="token-1")
+        ddb.execute_transaction(TransactStatements=increment(2), ClientRequestToken=token)
     assert error_of(excinfo)[0] == "IdempotentParameterMismatchException"
 
 

@@ -102,13 +102,11 @@ def _statements(value, field: str, most: int) -> list:
 class _Prepared:
     """One statement parsed, its table looked up and translated into the request that runs it."""
 
-    __slots__ = ("parsed", "plan", "text", "parameters")
+    __slots__ = ("parsed", "plan")
 
     def __init__(self, svc, text: str, parameters: list):
-        self.text, self.parameters = text, parameters
         self.parsed = parse(text)
-        name, _ = translate.table_name_of(self.parsed)
-        schema = svc.catalog.tables.get(name)
+        schema = svc.catalog.tables.get(translate.table_name_of(self.parsed))
         if schema is None:
             raise ResourceNotFoundException("Requested resource not found")
         self.plan = translate.plan(self.parsed, schema, parameters)

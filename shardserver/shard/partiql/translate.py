@@ -50,13 +50,13 @@ class Plan:
         return self.op in ("GetItem", "Query", "Scan", "Reads")
 
 
-def table_name_of(statement: ast.Statement) -> tuple[str, str | None]:
+def table_name_of(statement: ast.Statement) -> str:
+    """The table a statement reads or writes, checked against DynamoDB's table-name rules."""
     body = statement.body
-    select = body.select if isinstance(body, ast.Exists) else body
-    name = select.table
+    name = (body.select if isinstance(body, ast.Exists) else body).table
     if not _TABLE_NAME.fullmatch(name):
         raise ValidationException(INVALID_TABLE_NAME)
-    return name, getattr(select, "index", None)
+    return name
 
 
 def plan(statement: ast.Statement, schema, parameters: list) -> Plan:
@@ -404,8 +404,8 @@ def _decomposed(select: ast.Select, schema, parameters: list) -> list | None:
         if isinstance(conjunct, ast.In) and conjunct.operand == hash_path and \
                 all(isinstance(item, ast.VALUE_NODES) for item in conjunct.items):
             others = conjuncts[:position] + conjuncts[position + 1:]
-            wheres = [(attribute_value(item, parameters), others) for item in conjunct.items]
-            wheres = [(av, _and(others + [ast.Compare("=", hash_path, ast.Scalar(av))])) for av, others in wheres]
+            wheres = [(av, _and(others + [ast.Compare("=", hash_path, ast.Scalar(av))]))
+                      for av in (attribute_value(item, parameters) for item in conjunct.items)]
             break
     if wheres is None and isinstance(select.where, ast.Or):
         wheres = []
