@@ -121,6 +121,10 @@ def test_refusals_in_dynamodb_words(text, message):
     assert excinfo.value.message == message
 
 
+def test_in_takes_brackets_or_parentheses():
+    assert parse("SELECT * FROM t WHERE a IN (1, ?)").body.where == parse("SELECT * FROM t WHERE a IN [1, ?]").body.where
+
+
 def test_question_mark_in_a_string_is_no_parameter():
     assert parse("SELECT * FROM t WHERE a = '?' AND b = ?").parameter_count == 1
 

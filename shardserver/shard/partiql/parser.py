@@ -15,6 +15,8 @@ from shardserver.shard.partiql.lexer import PartiQLSyntaxError, Token, tokenize
 
 COMPARISONS = {"=": "=", "<>": "<>", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 IS_TYPES = ("MISSING", "NULL", "STRING", "NUMERIC", "BOOLEAN", "BLOB", "LIST", "STRUCT", "TUPLE")
+INVALID_IN = ("IN operator must have a left hand argument of type Variable Reference and right hand argument of "
+              "type Seq with at least one member")
 RETURNING = {("ALL", "OLD"): "ALL_OLD", ("MODIFIED", "OLD"): "UPDATED_OLD",
              ("ALL", "NEW"): "ALL_NEW", ("MODIFIED", "NEW"): "UPDATED_NEW"}
 
@@ -282,23 +284,11 @@ class _Parser:
         return left
 
     def in_list(self) -> tuple:
-        if self.accept("["):
-            close = "]"
-        elif self.accept("("):
-            close = ")"
-        else:
-            raise ValidationException("IN operator must have a left hand argument of type Variable Reference and "
-                                      "right hand argument of type Seq with at least one member")
-        items = []
-        if not self.at(close):
-            items.append(self.value())
-            while self.accept(","):
-                items.append(self.value())
-        self.expect(close)
+        close = "]" if self.accept("[") else ")" if self.accept("(") else None
+        items = self.items(close) if close is not None else ()
         if not items:
-            raise ValidationException("IN operator must have a left hand argument of type Variable Reference and "
-                                      "right hand argument of type Seq with at least one member")
-        return tuple(items)
+            raise ValidationException(INVALID_IN)
+        return items
 
     def additive(self):
         left = self.primary()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from shardserver.errors import ValidationException
 from shardserver.shard import values
 from shardserver.shard.partiql import ast
+from shardserver.shard.partiql.parser import INVALID_IN
 
 INCOMPLETE_KEY = "Where clause does not contain a mandatory equality on all key attributes"
 MAX_DECOMPOSED_READS = 100
@@ -152,8 +153,7 @@ class _Builder:
                     f"{self.operand(node.high)}")
         if isinstance(node, ast.In):
             if not isinstance(node.operand, ast.Path):
-                raise ValidationException("IN operator must have a left hand argument of type Variable Reference "
-                                          "and right hand argument of type Seq with at least one member")
+                raise ValidationException(INVALID_IN)
             return f"{self.path(node.operand)} IN ({', '.join(self.value(item) for item in node.items)})"
         if isinstance(node, ast.Is):
             return self._is(node)
