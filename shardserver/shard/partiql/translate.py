@@ -1,8 +1,9 @@
 """A parsed PartiQL statement, bound to its Parameters, as the DynamoDB request that runs it.
 
 ``plan(statement, schema, parameters)`` returns a ``Plan``: the operation
-(GetItem, Query, Scan, PutItem, UpdateItem, DeleteItem, or ConditionCheck for
-EXISTS) and its request, with generated ExpressionAttributeNames/Values, so
+(GetItem, Query, Scan, PutItem, UpdateItem, DeleteItem, ConditionCheck for
+EXISTS, or "Reads": one GetItem/Query per partition key of ``pk IN [...]``)
+and its request, with expressions written by ``expressions.Builder``, so
 every rule of those operations (conditions, limits, indexes, capacity,
 streams) applies unchanged.  A SELECT naming the whole key is a GetItem; one
 with an equality on the partition key a Query (one sort-key condition
@@ -18,21 +19,15 @@ from dataclasses import dataclass
 from shardserver.errors import ValidationException
 from shardserver.shard import values
 from shardserver.shard.partiql import ast
-from shardserver.shard.partiql.parser import INVALID_IN
+from shardserver.shard.partiql.expressions import Builder, attribute_value
 
 INCOMPLETE_KEY = "Where clause does not contain a mandatory equality on all key attributes"
 MAX_DECOMPOSED_READS = 100
 PARAMETER_COUNT = "Number of parameters in request and statement don't match."
-BAG_TYPES = "Unsupported data type in Bag. DynamoDB only supports either numbers or strings in bags"
-NOT_BOOLEAN = "WHERE clause must contain an expression that resolves to a boolean"
 INVALID_TABLE_NAME = ("Table name should be within the length [3, 255] and only contain 'a-z', 'A-Z', '0-9', "
                       "'-', '_', '.'.")
 _TABLE_NAME = re.compile(r"[a-zA-Z0-9_.-]{3,255}")
 
-_IS_TYPES = {"NULL": "NULL", "STRING": "S", "NUMERIC": "N", "BOOLEAN": "BOOL", "BLOB": "B", "LIST": "L",
-             "STRUCT": "M", "TUPLE": "M"}
-_CONDITION_FUNCTIONS = {"begins_with": 2, "contains": 2, "attribute_type": 2, "attribute_exists": 1,
-                        "attribute_not_exists": 1}
 _RANGE_OPERATORS = ("=", "<", "<=", ">", ">=")
 _FLIPPED = {"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
@@ -66,7 +61,7 @@ def plan(statement: ast.Statement, schema, parameters: list) -> Plan:
     body = statement.body
     if isinstance(body, ast.Select):
         return _select_plan(body, schema, parameters)
-    builder = _Builder(parameters)
+    builder = Builder(parameters)
     if isinstance(body, ast.Insert):
         result = _insert(builder, body, schema)
     elif isinstance(body, ast.Update):
@@ -77,153 +72,6 @@ def plan(statement: ast.Statement, schema, parameters: list) -> Plan:
         result = _exists(builder, body.select, schema)
     builder.finish(result.request)
     return result
-
-
-# ------------------------------------------------------------------ values and placeholders
-
-def attribute_value(node, parameters: list) -> dict:
-    """The AttributeValue a value node stands for."""
-    if isinstance(node, ast.Scalar):
-        return node.av
-    if isinstance(node, ast.Param):
-        return parameters[node.index]
-    if isinstance(node, ast.Tuple):
-        return {"M": {name: attribute_value(value, parameters) for name, value in node.pairs}}
-    if isinstance(node, ast.List):
-        return {"L": [attribute_value(value, parameters) for value in node.items]}
-    if isinstance(node, ast.Bag):
-        if not node.items:
-            raise ValidationException("Empty bags are not supported")
-        kinds = {next(iter(item.av)) if isinstance(item, ast.Scalar) else None for item in node.items}
-        if len(kinds) != 1 or kinds & {None, "BOOL", "NULL"}:
-            raise ValidationException(BAG_TYPES)
-        kind = kinds.pop()
-        return {kind + "S": [item.av[kind] for item in node.items]}
-    if isinstance(node, ast.Missing):
-        raise ValidationException("MISSING must be compared using IS operator")
-    raise ValidationException(f"Unsupported data type: {type(node).__name__}")
-
-
-class _Builder:
-    """Generated ExpressionAttributeNames (#n0...) and ExpressionAttributeValues (:v0...)."""
-
-    def __init__(self, parameters: list):
-        self.parameters = parameters
-        self.names: dict[str, str] = {}
-        self.values: dict[str, dict] = {}
-
-    def name(self, attribute: str) -> str:
-        placeholder = self.names.get(attribute)
-        if placeholder is None:
-            placeholder = self.names[attribute] = f"#n{len(self.names)}"
-        return placeholder
-
-    def path(self, path: ast.Path) -> str:
-        text = self.name(path.steps[0])
-        for step in path.steps[1:]:
-            text += f"[{step}]" if isinstance(step, int) else "." + self.name(step)
-        return text
-
-    def value(self, node) -> str:
-        placeholder = f":v{len(self.values)}"
-        self.values[placeholder] = attribute_value(node, self.parameters)
-        return placeholder
-
-    def finish(self, request: dict) -> None:
-        if self.names:
-            request["ExpressionAttributeNames"] = {p: n for n, p in self.names.items()}
-        if self.values:
-            request["ExpressionAttributeValues"] = self.values
-
-    # ------------------------------------------------------------ conditions
-
-    def condition(self, node) -> str:
-        if isinstance(node, ast.Or):
-            return " OR ".join(f"({self.condition(o)})" for o in node.operands)
-        if isinstance(node, ast.And):
-            return " AND ".join(f"({self.condition(o)})" for o in node.operands)
-        if isinstance(node, ast.Not):
-            return f"NOT ({self.condition(node.operand)})"
-        if isinstance(node, ast.Compare):
-            if isinstance(node.left, ast.Missing) or isinstance(node.right, ast.Missing):
-                raise ValidationException("MISSING must be compared using IS operator")
-            return f"{self.operand(node.left)} {node.op} {self.operand(node.right)}"
-        if isinstance(node, ast.Between):
-            return (f"{self.operand(node.operand)} BETWEEN {self.operand(node.low)} AND "
-                    f"{self.operand(node.high)}")
-        if isinstance(node, ast.In):
-            if not isinstance(node.operand, ast.Path):
-                raise ValidationException(INVALID_IN)
-            return f"{self.path(node.operand)} IN ({', '.join(self.value(item) for item in node.items)})"
-        if isinstance(node, ast.Is):
-            return self._is(node)
-        if isinstance(node, ast.Call):
-            return self._function(node)
-        raise ValidationException(NOT_BOOLEAN)
-
-    def _is(self, node: ast.Is) -> str:
-        if not isinstance(node.operand, ast.Path):
-            raise ValidationException("The left hand side argument to IS must be a Variable Reference, Literal, "
-                                      "or Path")
-        path = self.path(node.operand)
-        if node.type_name == "MISSING":
-            return f"attribute_exists({path})" if node.negated else f"attribute_not_exists({path})"
-        type_value = self.value(ast.Scalar({"S": _IS_TYPES[node.type_name]}))
-        test = f"attribute_type({path}, {type_value})"
-        if not node.negated:
-            return test
-        if node.type_name == "NULL":
-            # PartiQL: a missing attribute IS NULL too, so IS NOT NULL needs it present.
-            return f"attribute_exists({path}) AND NOT {test}"
-        return f"NOT {test}"
-
-    def _function(self, node: ast.Call) -> str:
-        arity = _CONDITION_FUNCTIONS.get(node.name)
-        if arity is None:
-            if node.name == "size":
-                raise ValidationException(NOT_BOOLEAN)
-            raise ValidationException(f"Unrecognized function: {node.name}")
-        if len(node.args) != arity:
-            raise ValidationException(f"Incorrect number of operands for function: {node.name}; "
-                                      f"expected {arity}, got {len(node.args)}")
-        if not isinstance(node.args[0], ast.Path):
-            raise ValidationException(f"The first argument of {node.name} must be a path")
-        return f"{node.name}({', '.join(self.operand(arg) for arg in node.args)})"
-
-    def operand(self, node) -> str:
-        if isinstance(node, ast.Path):
-            return self.path(node)
-        if isinstance(node, ast.VALUE_NODES):
-            return self.value(node)
-        if isinstance(node, ast.Call) and node.name == "size":
-            if len(node.args) != 1 or not isinstance(node.args[0], ast.Path):
-                raise ValidationException("size takes one argument, a path")
-            return f"size({self.path(node.args[0])})"
-        if isinstance(node, ast.Arith):
-            raise ValidationException(f"Unsupported operator in Condition Expression. Operator: {node.op}")
-        if isinstance(node, ast.Call):
-            raise ValidationException(f"Unrecognized function: {node.name}")
-        raise ValidationException("Unsupported operand in condition: a condition cannot be compared")
-
-    # ------------------------------------------------------------ update values
-
-    def update_value(self, node) -> str:
-        if isinstance(node, ast.Path):
-            return self.path(node)
-        if isinstance(node, ast.VALUE_NODES):
-            return self.value(node)
-        if isinstance(node, ast.Arith):
-            return f"{self.update_value(node.left)} {node.op} {self.update_value(node.right)}"
-        if isinstance(node, ast.Call) and node.name in ("list_append", "if_not_exists"):
-            if len(node.args) != 2:
-                raise ValidationException(f"Incorrect number of operands for function: {node.name}; "
-                                          f"expected 2, got {len(node.args)}")
-            return f"{node.name}({', '.join(self.update_value(arg) for arg in node.args)})"
-        if isinstance(node, ast.Call):
-            raise ValidationException(f"Unrecognized function: {node.name}")
-        if isinstance(node, ast.Is):
-            raise ValidationException("IS operator is not supported in update expressions")
-        raise ValidationException(f"Unsupported operator in Update Expression. Operator: {type(node).__name__}")
 
 
 # ------------------------------------------------------------------ WHERE analysis
@@ -311,7 +159,7 @@ def _children(node) -> tuple:
     return ()
 
 
-def _key_of(builder: _Builder, schema, found: dict) -> dict:
+def _key_of(builder: Builder, schema, found: dict) -> dict:
     key = {}
     for name, kind in ((schema.hash_key, schema.hash_type), (schema.range_key, schema.range_type)):
         if name is None:
@@ -328,7 +176,7 @@ def _table_keys(schema) -> tuple:
     return tuple(n for n in (schema.hash_key, schema.range_key) if n)
 
 
-def _write_key(builder: _Builder, where, schema) -> tuple[dict, list]:
+def _write_key(builder: Builder, where, schema) -> tuple[dict, list]:
     """(Key, the other conjuncts) of an UPDATE/DELETE/EXISTS WHERE, which must name the whole key."""
     found, rest = _key_equalities(_conjuncts(where), _table_keys(schema))
     if len(found) != len(_table_keys(schema)):
@@ -379,7 +227,7 @@ def shape_item(item: dict, paths: tuple | None) -> dict:
 def _select_plan(select: ast.Select, schema, parameters: list) -> Plan:
     """GetItem or Query when the WHERE allows, one read per partition key for ``pk IN [...]`` or an
     OR of partition keys (as DynamoDB decomposes them, never a scan), else a Scan."""
-    builder = _Builder(parameters)
+    builder = Builder(parameters)
     result = _select(builder, select, schema)
     builder.finish(result.request)
     if result.op == "Scan" and select.where is not None:
@@ -434,7 +282,7 @@ def _decomposed(select: ast.Select, schema, parameters: list) -> list | None:
                                   "specified in WHERE clause.")
     parts = []
     for _, (_, where) in ordered:
-        builder = _Builder(parameters)
+        builder = Builder(parameters)
         part = _select(builder, ast.Select(select.table, select.index, select.projection, where, select.order_by),
                        schema)
         if part.op == "Scan":
@@ -451,7 +299,7 @@ def _sort_bytes(av: dict) -> bytes:
         raise ValidationException("Key attribute values must be of type S, N or B") from None
 
 
-def _select(builder: _Builder, select: ast.Select, schema) -> Plan:
+def _select(builder: Builder, select: ast.Select, schema) -> Plan:
     hash_name, range_name = _index_keys(schema, select.index)
     keys = tuple(n for n in (hash_name, range_name) if n)
     request: dict = {"TableName": select.table}
@@ -468,7 +316,7 @@ def _select(builder: _Builder, select: ast.Select, schema) -> Plan:
         request["ProjectionExpression"] = ", ".join(builder.name(name) for name in tops)
     conjuncts = _conjuncts(select.where)
     found, rest = _key_equalities(conjuncts, keys)
-    descending = _order(select, keys, hash_name in found)
+    descending = _order(select, keys)
     if select.index is None and len(found) == len(keys) and not rest:
         request["Key"] = _key_of(builder, schema, found)
         return Plan("GetItem", select.table, request, select.projection, full_key=True)
@@ -498,7 +346,7 @@ def _select(builder: _Builder, select: ast.Select, schema) -> Plan:
     return Plan("Scan", select.table, request, select.projection)
 
 
-def _order(select: ast.Select, keys: tuple, has_hash: bool) -> bool:
+def _order(select: ast.Select, keys: tuple) -> bool:
     """Whether ORDER BY asks for the sort key descending; refuses an ORDER BY on anything else."""
     descending = False
     for path, desc in select.order_by:
@@ -514,7 +362,7 @@ def _order(select: ast.Select, keys: tuple, has_hash: bool) -> bool:
 
 # ------------------------------------------------------------------ writes
 
-def _insert(builder: _Builder, insert: ast.Insert, schema) -> Plan:
+def _insert(builder: Builder, insert: ast.Insert, schema) -> Plan:
     if not isinstance(insert.item, (ast.Tuple, ast.Param)):
         raise ValidationException("Unsupported format in item expression. Please use struct format {...} to "
                                   "express item values for insert statement.")
@@ -536,7 +384,7 @@ def _insert(builder: _Builder, insert: ast.Insert, schema) -> Plan:
     return Plan("PutItem", insert.table, request)
 
 
-def _update(builder: _Builder, update: ast.Update, schema) -> Plan:
+def _update(builder: Builder, update: ast.Update, schema) -> Plan:
     key, rest = _write_key(builder, update.where, schema)
     clauses: dict[str, list[str]] = {"SET": [], "REMOVE": [], "ADD": [], "DELETE": []}
     for action in update.actions:
@@ -568,7 +416,7 @@ def _update(builder: _Builder, update: ast.Update, schema) -> Plan:
     return Plan("UpdateItem", update.table, request)
 
 
-def _delete(builder: _Builder, delete: ast.Delete, schema) -> Plan:
+def _delete(builder: Builder, delete: ast.Delete, schema) -> Plan:
     key, rest = _write_key(builder, delete.where, schema)
     request = {"TableName": delete.table, "Key": key}
     if rest:
@@ -580,7 +428,7 @@ def _delete(builder: _Builder, delete: ast.Delete, schema) -> Plan:
     return Plan("DeleteItem", delete.table, request)
 
 
-def _exists(builder: _Builder, select: ast.Select, schema) -> Plan:
+def _exists(builder: Builder, select: ast.Select, schema) -> Plan:
     if select.index is not None:
         raise ValidationException("Operations on indices are not supported in transactions")
     found, rest = _key_equalities(_conjuncts(select.where), _table_keys(schema))
