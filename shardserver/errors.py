@@ -90,6 +90,12 @@ class ConditionalCheckFailedException(DynamoDBError):
         return {"Item": self.item} if self.item is not None else {}
 
 
+class DuplicateItemException(DynamoDBError):
+    """PartiQL INSERT of a primary key that already exists."""
+
+    type_name = "DuplicateItemException"
+
+
 class TransactionCanceledException(DynamoDBError):
     type_name = "TransactionCanceledException"
 

@@ -95,7 +95,10 @@ class ShardService:
             name = response.get("__type", "").rsplit("#", 1)[-1]
             error_class = getattr(errors, name, None)
             if isinstance(error_class, type) and issubclass(error_class, DynamoDBError):
-                raise error_class(response.get("message", ""))
+                error = error_class(response.get("message", ""))
+                if "Item" in response and hasattr(error, "item"):
+                    error.item = response["Item"]     # ReturnValuesOnConditionCheckFailure's
+                raise error
             raise InternalServerError(response.get("message", "Internal server error"))
         return response
 
