@@ -159,3 +159,39 @@ class TrimmedDataAccessException(DynamoDBError):
     """DynamoDB Streams: a position older than the stream's retention period (24 hours)."""
 
     type_name = "TrimmedDataAccessException"
+
+
+# Backups and point-in-time recovery.
+
+class TableNotFoundException(DynamoDBError):
+    """A backup operation's source table does not exist (not ResourceNotFoundException)."""
+
+    type_name = "TableNotFoundException"
+
+
+class TableAlreadyExistsException(DynamoDBError):
+    type_name = "TableAlreadyExistsException"
+
+
+class TableInUseException(DynamoDBError):
+    type_name = "TableInUseException"
+
+
+class BackupNotFoundException(DynamoDBError):
+    type_name = "BackupNotFoundException"
+
+
+class BackupInUseException(DynamoDBError):
+    type_name = "BackupInUseException"
+
+
+class ContinuousBackupsUnavailableException(DynamoDBError):
+    type_name = "ContinuousBackupsUnavailableException"
+
+
+class PointInTimeRecoveryUnavailableException(DynamoDBError):
+    type_name = "PointInTimeRecoveryUnavailableException"
+
+
+class InvalidRestoreTimeException(DynamoDBError):
+    type_name = "InvalidRestoreTimeException"

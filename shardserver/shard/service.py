@@ -20,7 +20,7 @@ from shardserver.errors import (DynamoDBError, InternalServerError, ResourceInUs
                                 ResourceNotFoundException, ServiceUnavailableException,
                                 UnknownOperationException, ValidationException)
 from shardserver.protocol import shapes, wire
-from shardserver.shard import indexes, itemsem, routing, streams
+from shardserver.shard import backups, indexes, itemsem, routing, streams
 from shardserver.shard.catalog import Catalog, TableSchema
 from shardserver.shard.executor import FABRIC_VERBS, load_all
 from shardserver.shard.executor.items import ROUTED
@@ -60,11 +60,16 @@ class ShardService:
         live = {t.table_id for t in self.catalog.tables.values()}
         live |= indexes.storage_table_ids(self)
         live |= streams.storage_table_ids(self)
+        restores = backups.restore_sources(self)
         for table_id in live:
-            self.storage.create_table(table_id)
+            if table_id in restores and not self.storage.has_table(table_id):
+                self.storage.create_table_from_snapshot(table_id, *restores[table_id])
+            else:
+                self.storage.create_table(table_id)
         for table_id in list(self.storage.table_ids()):
             if table_id not in live:
                 self.storage.drop_table(table_id)
+        backups.remove_unlisted_snapshots(self)
         indexes.catalog_changed(self)
 
     # ------------------------------------------------------------ routing
@@ -231,6 +236,8 @@ class ShardService:
             elif kind == b"expire-streams":
                 if not streams.expire(self.catalog, float(data), time.time()):
                     return b""      # nothing to forget: no catalog write
+            elif kind == b"backup":
+                backups.apply_catalog_change(self.catalog, orjson.loads(data))
             elif kind == b"update":
                 from shardserver.shard.executor import update_table
                 update_table.apply_catalog_change(tables, orjson.loads(data))

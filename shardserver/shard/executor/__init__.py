@@ -44,6 +44,6 @@ def fabric_verb(verb: bytes):
 
 def load_all() -> dict[str, Operation]:
     # Importing the modules registers their operations and fabric verbs.
-    from shardserver.shard.executor import (batch, items, query, streams, tables, transactions,  # noqa: F401
-                                            ttl, update, update_table)
+    from shardserver.shard.executor import (backups, batch, items, query, streams, tables,  # noqa: F401
+                                            transactions, ttl, update, update_table)
     return OPERATIONS
