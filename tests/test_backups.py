@@ -397,36 +397,26 @@ def test_backup_errors(ddb, server, hash_table):
         ddb.delete_backup(BackupArn=arn)
 
 
-def test_a_backup_being_restored_cannot_be_deleted(ddb, hash_table, server):
-    # The restore holds the backup until every shard built its copy: a concurrent delete waits for
-    # nothing and is refused, or comes after; either way the restored table is complete.
-    import threading
-    _put_items(ddb, hash_table, range(50))
-    arn = _backup(ddb, hash_table)["BackupArn"]
-    outcome = {}
-
-    def delete():
-        try:
-            make_client(server.endpoint).delete_backup(BackupArn=arn)
-            outcome["deleted"] = True
-        except ClientError as exc:
-            outcome["error"] = exc.response["Error"]["Code"]
-    try:
-        thread = threading.Thread(target=delete)
-        thread.start()
-        try:
-            ddb.restore_table_from_backup(TargetTableName=hash_table + "_r", BackupArn=arn)
-            assert len(_scan_all(ddb, hash_table + "_r")) == 50
-        except ClientError as exc:
-            assert exc.response["Error"]["Code"] == "BackupNotFoundException"
-        thread.join()
-        assert outcome.get("deleted") or outcome.get("error") == "BackupInUseException"
-    finally:
-        _cleanup(ddb, hash_table + "_r")
-        try:
-            ddb.delete_backup(BackupArn=arn)
-        except ClientError:
-            pass
+def test_a_backup_being_restored_cannot_be_deleted(tmp_path):
+    """The catalog coordinator's rule: while a restored table still names its backup (until
+    every shard built its copy), DeleteBackup of that backup is refused."""
+    from shardserver.errors import BackupInUseException
+    from shardserver.shard import backups
+    from shardserver.shard.catalog import Catalog, TableSchema
+    catalog = Catalog(str(tmp_path))
+    arn = "arn:aws:dynamodb:us-east-1:000000000000:table/src/backup/01700000000000-0123abcd"
+    catalog.backups["01700000000000-0123abcd"] = {"id": "01700000000000-0123abcd", "arn": arn, "status": "AVAILABLE"}
+    restoring = TableSchema(name="dst", table_id="id-1", hash_key="pk", hash_type="S", range_key=None,
+                            range_type=None, attribute_definitions=[], creation_time=0.0,
+                            extra={"RestoreSource": {"backup": "01700000000000-0123abcd", "tables": {}},
+                                   "RestoreSummary": {"RestoreInProgress": True}})
+    catalog.tables["dst"] = restoring
+    with pytest.raises(BackupInUseException):
+        backups.apply_catalog_change(catalog, {"action": "delete", "id": "01700000000000-0123abcd", "arn": arn})
+    backups.apply_catalog_change(catalog, {"action": "restored", "name": "dst", "table_id": "id-1"})
+    assert catalog.tables["dst"].extra["RestoreSummary"]["RestoreInProgress"] is False
+    backups.apply_catalog_change(catalog, {"action": "delete", "id": "01700000000000-0123abcd", "arn": arn})
+    assert catalog.backups == {}
 
 
 # ---------------------------------------------------------------------- point-in-time restores
@@ -483,3 +473,50 @@ def test_restore_to_the_latest_restorable_time(ddb, hash_table):
         assert _error(excinfo)[0] == "ResourceNotFoundException"
     finally:
         _cleanup(ddb, *targets)
+
+
+# ---------------------------------------------------------------------- the storage's snapshots
+
+def test_storage_snapshot_is_the_instant_it_was_asked_for(tmp_path):
+    """Items in SSTables, in a memtable being flushed and in the active memtable, tombstones
+    among them; writes, a flush and a major compaction while the snapshot is written: the
+    table made from it holds exactly what the table held when snapshot() was called."""
+    import uvloop
+    from shardserver.shard.storage import ShardStorage, StorageOptions
+
+    async def scenario():
+        storage = ShardStorage(str(tmp_path / "shard"), 0, StorageOptions(
+            memtable_flush_threshold_bytes=50_000, sstable_block_size_in_kb=2, compaction_min_threshold=100))
+        await storage.open()
+        storage.create_table("t")
+        for i in range(3000):
+            storage.put("t", b"k%05d" % i, b"v%d-" % i * 5)
+        for i in range(0, 3000, 7):
+            storage.delete("t", b"k%05d" % i)
+        await storage.flush("t")
+        for i in range(0, 3000, 3):
+            storage.put("t", b"k%05d" % i, b"newer-%d" % i)
+        expected = await storage.scan("t", None, None)
+        count, size = storage.table_stats("t")
+        task = asyncio.ensure_future(storage.snapshot(["t"], str(tmp_path / "shard" / "backups" / "b1")))
+        await asyncio.sleep(0)          # the snapshot's instant is past: its first step ran
+        for i in range(0, 3000, 2):
+            storage.put("t", b"k%05d" % i, b"after")
+        storage.delete("t", b"k00001")
+        await storage.flush("t")
+        await storage.compact("t")
+        manifest = await task
+        part = manifest["tables"]["t"]
+        assert (part["live_items"], part["live_bytes"]) == (count, size)
+        storage.drop_table("t")         # the snapshot does not need the table
+        storage.create_table_from_snapshot("copy", str(tmp_path / "shard" / "backups" / "b1"), "t")
+        assert await storage.scan("copy", None, None) == expected
+        assert storage.table_stats("copy") == (count, size)
+        await storage.close()
+        reopened = ShardStorage(str(tmp_path / "shard"), 0, StorageOptions())
+        await reopened.open()
+        assert await reopened.scan("copy", None, None) == expected
+        await reopened.close()
+
+    import asyncio
+    uvloop.run(scenario())

@@ -5,6 +5,7 @@ Owns everything under the shard's data directory:
     <directory>/commitlog/CommitLog-<shard>-<segment>.log   (docs/commitlog_format.md)
     <directory>/tables/<table dir>/MANIFEST                  live SSTables, stats, replay position
     <directory>/tables/<table dir>/sst-<generation>.db       (docs/sstable_format.md)
+    <directory>/backups/<backup id>/...                      snapshots (docs/backups_format.md)
 
 and the API the shard's executor calls (get/put/delete/scan/sync and table
 life cycle).  Writes go to the commit log buffer and the memtable at once
@@ -1137,6 +1138,7 @@ class ShardStorage:
                                               "live_items": live_items, "live_bytes": live_bytes}
             _fsync_dir(sub)
         _write_file_durably(os.path.join(directory, SNAPSHOT_MANIFEST), orjson.dumps(manifest))
+        _fsync_dir(os.path.dirname(directory))
         return manifest
 
     async def _write_memtables(self, memtables: list[Memtable], path: str) -> bool:

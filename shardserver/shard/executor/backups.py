@@ -288,7 +288,11 @@ def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, su
     for index in local + global_:
         used.update(e["AttributeName"] for e in index["KeySchema"])
     table_id = new_table_id()
-    extra = {k: source.extra[k] for k in ("TableClass", "SSEEnabled") if k in source.extra}
+    extra = {k: source.extra[k] for k in ("TableClass", "SSEEnabled", "OnDemandThroughput") if k in source.extra}
+    on_demand = request.get("OnDemandThroughputOverride")
+    if on_demand is not None:
+        extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")
+                                       if isinstance(on_demand.get(k), int)}
     sse = request.get("SSESpecificationOverride")
     if sse is not None:
         extra["SSEEnabled"] = bool(sse.get("Enabled", False))
