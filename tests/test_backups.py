@@ -294,6 +294,26 @@ def test_backups_survive_a_restart(tmp_path):
         srv.stop()
 
 
+def test_backups_and_restored_tables_survive_a_crash(tmp_path):
+    srv = ServerProcess(tmp_path / "data", smp=2, extra=["--commitlog-sync", "batch"]).start()
+    try:
+        ddb = srv.client()
+        create_table(ddb, "crashed")
+        _put_items(ddb, "crashed", range(ITEMS))
+        expected = _scan_all(ddb, "crashed")
+        arn = _backup(ddb, "crashed")["BackupArn"]
+        ddb.restore_table_from_backup(TargetTableName="crashed_r", BackupArn=arn)
+        srv.kill()
+        srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
+        ddb = srv.client()
+        assert _scan_all(ddb, "crashed_r") == expected
+        assert ddb.describe_table(TableName="crashed_r")["Table"]["ItemCount"] == ITEMS
+        ddb.restore_table_from_backup(TargetTableName="crashed_r2", BackupArn=arn)
+        assert _scan_all(ddb, "crashed_r2") == expected
+    finally:
+        srv.stop()
+
+
 def test_list_backups_filters_and_pages(ddb, table_name):
     create_table(ddb, table_name)
     other = table_name + "_o"

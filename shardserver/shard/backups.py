@@ -19,6 +19,7 @@ shards reach each other only through ``svc.broadcast``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -56,9 +57,9 @@ async def take_snapshot(svc, src: int, payload: bytes) -> bytes:
     """This shard's part of a backup: {"items", "bytes"}, {"refused": true} when the table
     was written after ``unchanged_before``, or {"missing": true} when it is gone."""
     request = orjson.loads(payload)
-    tables = [t for t in request["tables"] if svc.storage.has_table(t)]
-    if not tables or tables[0] != request["tables"][0]:
-        return orjson.dumps({"missing": True})
+    tables = request["tables"]
+    if not all(svc.storage.has_table(t) for t in tables):
+        return orjson.dumps({"missing": True})      # deleted (or an index dropped) meanwhile
     directory = snapshot_dir(svc, request["id"])
     shutil.rmtree(directory, ignore_errors=True)      # a retried or half-made part
     try:
@@ -94,6 +95,57 @@ def restore_sources(svc) -> dict[str, tuple[str, str]]:
         for target, source_id in source["tables"].items():
             out[target] = (directory, source_id)
     return out
+
+
+def create_restored_table(svc, table_id: str, directory: str, source_id: str) -> None:
+    """A restored table's storage on this shard, from its snapshot.  A snapshot that cannot
+    be read (removed by hand, damaged) leaves the table without storage here, so its reads
+    and writes on this shard fail loudly, rather than an empty table hiding the loss."""
+    try:
+        svc.storage.create_table_from_snapshot(table_id, directory, source_id)
+    except Exception as exc:
+        log.error("cannot restore table storage %s from %s: %s", table_id, directory, exc)
+
+
+def catalog_changed(svc) -> None:
+    """On the catalog coordinator: ends every restore whose table every shard now holds,
+    also one whose acceptor failed half way (a shard was restarting)."""
+    if svc.shard_id != 0:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return      # no loop (offline tools)
+    for schema in svc.catalog.tables.values():
+        if "RestoreSource" in schema.extra and schema.table_id not in _finishing:
+            _finishing[schema.table_id] = loop.create_task(_finish_restore(svc, schema.name, schema.table_id))
+
+
+_finishing: dict[str, asyncio.Task] = {}
+
+
+async def _finish_restore(svc, name: str, table_id: str) -> None:
+    from shardserver.shard.service import TABLE_STATS
+    delay = 0.05
+    try:
+        while True:
+            schema = svc.catalog.tables.get(name)
+            if schema is None or schema.table_id != table_id or "RestoreSource" not in schema.extra:
+                return
+            try:
+                for storage_id in schema.extra["RestoreSource"]["tables"]:
+                    await svc.broadcast(TABLE_STATS, storage_id.encode())   # fails where it is missing
+                await svc.change_catalog(b"backup", orjson.dumps({"action": "restored", "name": name,
+                                                                  "table_id": table_id}))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("restore of %s not complete on every shard yet (%s); checking again", name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+    finally:
+        _finishing.pop(table_id, None)
 
 
 def remove_unlisted_snapshots(svc) -> None:

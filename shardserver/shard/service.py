@@ -63,13 +63,14 @@ class ShardService:
         restores = backups.restore_sources(self)
         for table_id in live:
             if table_id in restores and not self.storage.has_table(table_id):
-                self.storage.create_table_from_snapshot(table_id, *restores[table_id])
+                backups.create_restored_table(self, table_id, *restores[table_id])
             else:
                 self.storage.create_table(table_id)
         for table_id in list(self.storage.table_ids()):
             if table_id not in live:
                 self.storage.drop_table(table_id)
         backups.remove_unlisted_snapshots(self)
+        backups.catalog_changed(self)
         indexes.catalog_changed(self)
 
     # ------------------------------------------------------------ routing
