@@ -850,6 +850,10 @@ class ShardStorage:
 
     async def _write_memtable(self, t: _Table, m: Memtable) -> None:
         async with t.lock:
+            if t.frozen and t.frozen[0] is not m:
+                # Installs move the replay position up to this memtable's: an older one
+                # (whose flush failed) must be in an SSTable first, or a crash would lose it.
+                raise InternalServerError("Internal server error: an older memtable is not flushed yet")
             generation = t.next_generation
             t.next_generation += 1
             final = os.path.join(t.path, _sstable_name(generation))
