@@ -529,9 +529,12 @@ def test_storage_snapshot_is_the_instant_it_was_asked_for(tmp_path):
         part = manifest["tables"]["t"]
         assert (part["live_items"], part["live_bytes"]) == (count, size)
         storage.drop_table("t")         # the snapshot does not need the table
-        storage.create_table_from_snapshot("copy", str(tmp_path / "shard" / "backups" / "b1"), "t")
+        await storage.create_table_from_snapshot("copy", str(tmp_path / "shard" / "backups" / "b1"), "t")
         assert await storage.scan("copy", None, None) == expected
         assert storage.table_stats("copy") == (count, size)
+        with pytest.raises(FileNotFoundError):       # no snapshot there: no table either
+            await storage.create_table_from_snapshot("copy2", str(tmp_path / "shard" / "backups" / "b2"), "t")
+        assert not storage.has_table("copy2")
         await storage.close()
         reopened = ShardStorage(str(tmp_path / "shard"), 0, StorageOptions())
         await reopened.open()

@@ -10,11 +10,12 @@ snapshot directory the catalog does not list: deleting a record deletes the
 backup everywhere.
 
 A restored table's schema names its backup (``RestoreSource``): a shard whose
-catalog view gains the table creates its storage, and its local indexes',
-from its own snapshot (hard links again), in the same step that would have
-created them empty.  Global indexes are rebuilt by the backfill that indexes
-added by UpdateTable use.  Every change here runs on the catalog coordinator;
-shards reach each other only through ``svc.broadcast``.
+catalog view gains the table builds its storage, and its local indexes',
+from its own snapshot (hard links again) in the background, instead of
+creating them empty; the table is CREATING until every shard has.  Global
+indexes are rebuilt by the backfill that indexes added by UpdateTable use.
+Every change here runs on the catalog coordinator; shards reach each other
+only through ``svc.broadcast``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 
 import orjson
 
@@ -97,14 +99,32 @@ def restore_sources(svc) -> dict[str, tuple[str, str]]:
     return out
 
 
-def create_restored_table(svc, table_id: str, directory: str, source_id: str) -> None:
-    """A restored table's storage on this shard, from its snapshot.  A snapshot that cannot
-    be read (removed by hand, damaged) leaves the table without storage here, so its reads
-    and writes on this shard fail loudly, rather than an empty table hiding the loss."""
+_building: dict[str, asyncio.Task] = {}       # storage id -> its build from a snapshot
+
+
+def build_restored_tables(svc, restores: dict[str, tuple[str, str]]) -> None:
+    """Starts building, in the background, the storage of every restored table this shard
+    lacks (see ``restore_sources``).  A snapshot that cannot be read (removed by hand,
+    damaged) leaves the table without storage here, so its reads and writes on this shard
+    fail loudly rather than an empty table hide the loss; the next catalog change retries."""
     try:
-        svc.storage.create_table_from_snapshot(table_id, directory, source_id)
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return      # no loop (offline tools)
+    for table_id, (directory, source_id) in restores.items():
+        if not svc.storage.has_table(table_id) and table_id not in _building:
+            _building[table_id] = loop.create_task(_build(svc, table_id, directory, source_id))
+
+
+async def _build(svc, table_id: str, directory: str, source_id: str) -> None:
+    try:
+        await svc.storage.create_table_from_snapshot(table_id, directory, source_id)
     except Exception as exc:
         log.error("cannot restore table storage %s from %s: %s", table_id, directory, exc)
+        return
+    finally:
+        _building.pop(table_id, None)
+    svc.reconcile_storage()      # the table may have been deleted while it was being built
 
 
 def catalog_changed(svc) -> None:
@@ -115,35 +135,45 @@ def catalog_changed(svc) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return      # no loop (offline tools)
+        return
     for schema in svc.catalog.tables.values():
         if "RestoreSource" in schema.extra and schema.table_id not in _finishing:
-            _finishing[schema.table_id] = loop.create_task(_finish_restore(svc, schema.name, schema.table_id))
+            _finishing[schema.table_id] = loop.create_task(_drive_restore(svc, schema.name, schema.table_id))
 
 
 _finishing: dict[str, asyncio.Task] = {}
 
 
-async def _finish_restore(svc, name: str, table_id: str) -> None:
+async def finish_restore(svc, name: str, table_id: str, timeout: float | None = None) -> bool:
+    """Waits until every shard holds the restored table's storage, then ends the restore
+    (the backup may be deleted from then on); False if ``timeout`` passed first."""
     from shardserver.shard.service import TABLE_STATS
-    delay = 0.05
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        schema = svc.catalog.tables.get(name)
+        if schema is None or schema.table_id != table_id or "RestoreSource" not in schema.extra:
+            return True
+        try:
+            for storage_id in schema.extra["RestoreSource"]["tables"]:
+                await svc.broadcast(TABLE_STATS, storage_id.encode())   # fails where it is missing
+            await svc.change_catalog(b"backup", orjson.dumps({"action": "restored", "name": name,
+                                                              "table_id": table_id}))
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if deadline is not None and time.monotonic() + delay > deadline:
+                return False
+            if delay >= 1.0:
+                log.info("restore of %s not on every shard yet (%s); checking again", name, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _drive_restore(svc, name: str, table_id: str) -> None:
     try:
-        while True:
-            schema = svc.catalog.tables.get(name)
-            if schema is None or schema.table_id != table_id or "RestoreSource" not in schema.extra:
-                return
-            try:
-                for storage_id in schema.extra["RestoreSource"]["tables"]:
-                    await svc.broadcast(TABLE_STATS, storage_id.encode())   # fails where it is missing
-                await svc.change_catalog(b"backup", orjson.dumps({"action": "restored", "name": name,
-                                                                  "table_id": table_id}))
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.info("restore of %s not complete on every shard yet (%s); checking again", name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await finish_restore(svc, name, table_id)
     finally:
         _finishing.pop(table_id, None)
 

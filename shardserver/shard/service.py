@@ -54,21 +54,21 @@ class ShardService:
 
     def load_catalog(self) -> None:
         self.catalog.load()
-        self._reconcile_storage()
+        self.reconcile_storage()
 
-    def _reconcile_storage(self) -> None:
+    def reconcile_storage(self) -> None:
+        """Storage tables to match the catalog: created, dropped, restored from backups."""
         live = {t.table_id for t in self.catalog.tables.values()}
         live |= indexes.storage_table_ids(self)
         live |= streams.storage_table_ids(self)
         restores = backups.restore_sources(self)
         for table_id in live:
-            if table_id in restores and not self.storage.has_table(table_id):
-                backups.create_restored_table(self, table_id, *restores[table_id])
-            else:
+            if table_id not in restores:
                 self.storage.create_table(table_id)
         for table_id in list(self.storage.table_ids()):
             if table_id not in live:
                 self.storage.drop_table(table_id)
+        backups.build_restored_tables(self, restores)
         backups.remove_unlisted_snapshots(self)
         backups.catalog_changed(self)
         indexes.catalog_changed(self)
@@ -247,7 +247,7 @@ class ShardService:
         except DynamoDBError as error:
             return orjson.dumps({"type": type(error).__name__, "message": error.message})
         self.catalog.save()
-        self._reconcile_storage()
+        self.reconcile_storage()
         if self.nshards > 1:
             await self.fabric.broadcast(RELOAD, b"")
         return b""

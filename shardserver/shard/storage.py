@@ -1174,39 +1174,49 @@ class ShardStorage:
             writer.abort()
             raise
 
-    def create_table_from_snapshot(self, table_id: str, directory: str, source_id: str) -> None:
-        """A new table holding the snapshot's copy of table ``source_id`` (hard links: the
-        snapshot stays as it is).  Blocks briefly, as create_table does."""
+    async def create_table_from_snapshot(self, table_id: str, directory: str, source_id: str) -> None:
+        """A new table holding the snapshot's copy of table ``source_id``: its SSTables
+        hard-linked (the snapshot stays as it is) and opened off the event loop.  Until
+        its MANIFEST is written the table does not exist (a crash removes the directory)."""
         with open(os.path.join(directory, SNAPSHOT_MANIFEST), "rb") as f:
             part = orjson.loads(f.read())["tables"][source_id]
+        if table_id in self._tables:
+            return
         path = os.path.join(self.tables_dir, table_dir_name(table_id))
         if os.path.isdir(path):
             shutil.rmtree(path)
         os.makedirs(path)
-        t = _Table(table_id, path, secrets.randbits(63) or 1)
         count = len(part["sstables"])
         readers = []
         try:
             for i, name in enumerate(part["sstables"]):
                 final = os.path.join(path, _sstable_name(count - i))
                 os.link(os.path.join(directory, part["dir"], name), final)
-                readers.append(SSTableReader.load(final, self.aio, self.block_cache,
-                                                  self._count_checksum_error, self.log).acquire())
+                # opening reads the bloom filter and parses the index: a thread's work
+                readers.append((await self._loop.run_in_executor(
+                    None, SSTableReader.load, final, self.aio, self.block_cache,
+                    self._count_checksum_error, self.log)).acquire())
+            if table_id in self._tables or self._closing:
+                raise RuntimeError(f"table {table_id} was created or the storage closed meanwhile")
+            t = _Table(table_id, path, secrets.randbits(63) or 1)
+            t.sstables = readers
+            t.next_generation = count + 1
+            t.sst_items = t.live_items = int(part["live_items"])
+            t.sst_bytes = t.live_bytes = int(part["live_bytes"])
+            await self._loop.run_in_executor(None, _write_file_durably, os.path.join(path, MANIFEST),
+                                             orjson.dumps(t.manifest()))
+            if table_id in self._tables or self._closing:
+                raise RuntimeError(f"table {table_id} was created or the storage closed meanwhile")
         except BaseException:
             for reader in readers:
                 reader.mark_obsolete(unlink=False)
                 reader.release()
-            shutil.rmtree(path, ignore_errors=True)
+            if table_id not in self._tables:
+                shutil.rmtree(path, ignore_errors=True)
             raise
-        t.sstables = readers
-        t.next_generation = count + 1
-        t.sst_items = t.live_items = int(part["live_items"])
-        t.sst_bytes = t.live_bytes = int(part["live_bytes"])
-        _write_file_durably(os.path.join(path, MANIFEST), orjson.dumps(t.manifest()))
         _fsync_dir(self.tables_dir)
         self._tables[table_id] = t
-        if self._open:
-            self._maybe_compact(t)
+        self._maybe_compact(t)
 
     # ================================================================== replay
     def _replay_record(self, kind: int, payload: bytes, position: tuple[int, int]) -> None:

@@ -309,14 +309,17 @@ def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, su
                        local_indexes=local, global_indexes=global_, extra=extra)
 
 
+RESTORE_WAIT_SECONDS = 60
+
+
 async def _restore(svc, schema: TableSchema, record: dict) -> bytes:
-    """Creates the restored table (every shard builds its storage from its snapshot as it
-    learns of the table), then ends the restore: the backup is free again."""
+    """Creates the restored table; every shard builds its storage from its snapshot in the
+    background as it learns of the table.  Answers once all have (or after a minute: the
+    table stays CREATING and the catalog coordinator ends the restore when they have)."""
     await svc.change_catalog(b"backup", orjson.dumps({"action": "restore", "schema": schema.to_json(),
                                                       "arn": record["arn"]}))
     description = schema.description(record.get("items", 0), record.get("size", 0), "CREATING")
-    await svc.change_catalog(b"backup", orjson.dumps({"action": "restored", "name": schema.name,
-                                                      "table_id": schema.table_id}))
+    await backups.finish_restore(svc, schema.name, schema.table_id, RESTORE_WAIT_SECONDS)
     return orjson.dumps({"TableDescription": description})
 
 
