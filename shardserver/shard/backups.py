@@ -188,10 +188,23 @@ def remove_unlisted_snapshots(svc) -> None:
         names = os.listdir(root)
     except FileNotFoundError:
         return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
     for name in names:
-        if name not in svc.catalog.backups:
+        if name not in svc.catalog.backups and name not in _removing:
             log.info("removing the snapshot of backup %s (no longer in the catalog)", name)
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            path = os.path.join(root, name)
+            if loop is None:
+                shutil.rmtree(path, ignore_errors=True)
+            else:       # many files, maybe: not on the event loop
+                _removing.add(name)
+                loop.run_in_executor(None, shutil.rmtree, path, True).add_done_callback(
+                    lambda _, name=name: _removing.discard(name))
+
+
+_removing: set[str] = set()
 
 
 # ---------------------------------------------------------------------- catalog changes

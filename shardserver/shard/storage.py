@@ -220,6 +220,14 @@ def _write_file_durably(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path))
 
 
+def _write_snapshot_manifest(directory: str, manifest: dict) -> None:
+    """The snapshot's links and directories made durable, then its manifest (written last)."""
+    for part in manifest["tables"].values():
+        _fsync_dir(os.path.join(directory, part["dir"]))
+    _write_file_durably(os.path.join(directory, SNAPSHOT_MANIFEST), orjson.dumps(manifest))
+    _fsync_dir(os.path.dirname(directory))
+
+
 async def _uncancellable(coro):
     """Run coro to completion even if the caller is cancelled meanwhile (installs must
     not stop half way between the manifest on disk and the state in memory)."""
@@ -1140,9 +1148,7 @@ class ShardStorage:
                     files.insert(0, name)
             manifest["tables"][t.table_id] = {"dir": os.path.basename(sub), "sstables": files,
                                               "live_items": live_items, "live_bytes": live_bytes}
-            _fsync_dir(sub)
-        _write_file_durably(os.path.join(directory, SNAPSHOT_MANIFEST), orjson.dumps(manifest))
-        _fsync_dir(os.path.dirname(directory))
+        await self._loop.run_in_executor(None, _write_snapshot_manifest, directory, manifest)
         return manifest
 
     async def _write_memtables(self, memtables: list[Memtable], path: str) -> bool:
