@@ -54,7 +54,8 @@ class ResourceInUseException(DynamoDBError):
 
 
 class TableNotFoundException(DynamoDBError):
-    """The error of the backup and export operations for a table that does not exist."""
+    """The error of the backup and export operations for a table that does not exist
+    (they do not answer ResourceNotFoundException)."""
 
     type_name = "TableNotFoundException"
 
@@ -187,3 +188,33 @@ class TrimmedDataAccessException(DynamoDBError):
     """DynamoDB Streams: a position older than the stream's retention period (24 hours)."""
 
     type_name = "TrimmedDataAccessException"
+
+
+# Backups and point-in-time recovery.
+
+class TableAlreadyExistsException(DynamoDBError):
+    type_name = "TableAlreadyExistsException"
+
+
+class TableInUseException(DynamoDBError):
+    type_name = "TableInUseException"
+
+
+class BackupNotFoundException(DynamoDBError):
+    type_name = "BackupNotFoundException"
+
+
+class BackupInUseException(DynamoDBError):
+    type_name = "BackupInUseException"
+
+
+class ContinuousBackupsUnavailableException(DynamoDBError):
+    type_name = "ContinuousBackupsUnavailableException"
+
+
+class PointInTimeRecoveryUnavailableException(DynamoDBError):
+    type_name = "PointInTimeRecoveryUnavailableException"
+
+
+class InvalidRestoreTimeException(DynamoDBError):
+    type_name = "InvalidRestoreTimeException"

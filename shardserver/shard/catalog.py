@@ -134,6 +134,8 @@ class TableSchema:
             latest = self.streams[-1]
             description["LatestStreamLabel"] = latest["label"]
             description["LatestStreamArn"] = f"{self.arn}/stream/{latest['label']}"
+        if "RestoreSummary" in self.extra:
+            description["RestoreSummary"] = dict(self.extra["RestoreSummary"])
         if self.local_indexes or self.global_indexes:
             from shardserver.shard.indexes import describe_index
             stats = index_stats or {}
@@ -165,6 +167,8 @@ class Catalog:
         self.tables: dict[str, TableSchema] = {}
         # Deleted tables whose (disabled) streams stay readable for the streams retention, by table id.
         self.deleted_tables: dict[str, TableSchema] = {}
+        # On-demand backups by backup id (shardserver.shard.backups): they outlive their tables.
+        self.backups: dict[str, dict] = {}
         self.version = 0
 
     def load(self) -> None:
@@ -172,18 +176,20 @@ class Catalog:
             with open(self.path, "rb") as f:
                 data = orjson.loads(f.read())
         except FileNotFoundError:
-            self.tables, self.deleted_tables, self.version = {}, {}, 0
+            self.tables, self.deleted_tables, self.backups, self.version = {}, {}, {}, 0
             return
         self.version = data.get("version", 0)
         self.tables = {t["name"]: TableSchema.from_json(t) for t in data.get("tables", [])}
         self.deleted_tables = {t["table_id"]: TableSchema.from_json(t) for t in data.get("deleted_tables", [])}
+        self.backups = {b["id"]: b for b in data.get("backups", [])}
 
     def save(self) -> None:
         """Atomically replaces catalog.json (write temp, fsync, rename, fsync dir)."""
         self.version += 1
         payload = orjson.dumps({"version": self.version,
                                 "tables": [t.to_json() for t in self.tables.values()],
-                                "deleted_tables": [t.to_json() for t in self.deleted_tables.values()]},
+                                "deleted_tables": [t.to_json() for t in self.deleted_tables.values()],
+                                "backups": list(self.backups.values())},
                                option=orjson.OPT_INDENT_2)
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:

@@ -20,7 +20,7 @@ from shardserver.errors import (DynamoDBError, InternalServerError, ResourceInUs
                                 ResourceNotFoundException, ServiceUnavailableException,
                                 UnknownOperationException, ValidationException)
 from shardserver.protocol import shapes, wire
-from shardserver.shard import indexes, itemsem, routing, streams
+from shardserver.shard import backups, indexes, itemsem, routing, streams
 from shardserver.shard.catalog import Catalog, TableSchema
 from shardserver.shard.executor import FABRIC_VERBS, load_all
 from shardserver.shard.executor.items import ROUTED
@@ -54,17 +54,23 @@ class ShardService:
 
     def load_catalog(self) -> None:
         self.catalog.load()
-        self._reconcile_storage()
+        self.reconcile_storage()
 
-    def _reconcile_storage(self) -> None:
+    def reconcile_storage(self) -> None:
+        """Storage tables to match the catalog: created, dropped, restored from backups."""
         live = {t.table_id for t in self.catalog.tables.values()}
         live |= indexes.storage_table_ids(self)
         live |= streams.storage_table_ids(self)
+        restores = backups.restore_sources(self)
         for table_id in live:
-            self.storage.create_table(table_id)
+            if table_id not in restores:
+                self.storage.create_table(table_id)
         for table_id in list(self.storage.table_ids()):
             if table_id not in live:
                 self.storage.drop_table(table_id)
+        backups.build_restored_tables(self, restores)
+        backups.remove_unlisted_snapshots(self)
+        backups.catalog_changed(self)
         indexes.catalog_changed(self)
 
     # ------------------------------------------------------------ routing
@@ -234,6 +240,8 @@ class ShardService:
             elif kind == b"expire-streams":
                 if not streams.expire(self.catalog, float(data), time.time()):
                     return b""      # nothing to forget: no catalog write
+            elif kind == b"backup":
+                backups.apply_catalog_change(self.catalog, orjson.loads(data))
             elif kind == b"update":
                 from shardserver.shard.executor import update_table
                 update_table.apply_catalog_change(tables, orjson.loads(data))
@@ -245,7 +253,7 @@ class ShardService:
         except DynamoDBError as error:
             return orjson.dumps({"type": type(error).__name__, "message": error.message})
         self.catalog.save()
-        self._reconcile_storage()
+        self.reconcile_storage()
         if self.nshards > 1:
             await self.fabric.broadcast(RELOAD, b"")
         return b""

@@ -5,6 +5,7 @@ Owns everything under the shard's data directory:
     <directory>/commitlog/CommitLog-<shard>-<segment>.log   (docs/commitlog_format.md)
     <directory>/tables/<table dir>/MANIFEST                  live SSTables, stats, replay position
     <directory>/tables/<table dir>/sst-<generation>.db       (docs/sstable_format.md)
+    <directory>/backups/<backup id>/...                      snapshots (docs/backups_format.md)
 
 and the API the shard's executor calls (get/put/delete/scan/sync and table
 life cycle).  Writes go to the commit log buffer and the memtable at once
@@ -60,6 +61,7 @@ _INC_TID = struct.Struct("<QH")      # table incarnation, table id length
 _KEYLEN = struct.Struct("<I")
 
 MANIFEST = "MANIFEST"
+SNAPSHOT_MANIFEST = "SNAPSHOT"
 SSTABLE_PREFIX = "sst-"
 SSTABLE_SUFFIX = ".db"
 TMP_SUFFIX = ".tmp"
@@ -160,6 +162,9 @@ class _Table:
         self.next_generation = 1
         self.epoch = 0                            # bumped whenever the SSTable set changes
         self.writes = 0                           # bumped by every write (partition cache fills)
+        # unchanged_since(): no write after last_write_time, as of when `writes` was last_seen_writes
+        self.last_write_time = time.time()
+        self.last_seen_writes = 0
         self.dropped = False
         self.compacting = False
         self.lock = asyncio.Lock()                # serializes manifest updates
@@ -215,6 +220,14 @@ def _write_file_durably(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path))
 
 
+def _write_snapshot_manifest(directory: str, manifest: dict) -> None:
+    """The snapshot's links and directories made durable, then its manifest (written last)."""
+    for part in manifest["tables"].values():
+        _fsync_dir(os.path.join(directory, part["dir"]))
+    _write_file_durably(os.path.join(directory, SNAPSHOT_MANIFEST), orjson.dumps(manifest))
+    _fsync_dir(os.path.dirname(directory))
+
+
 async def _uncancellable(coro):
     """Run coro to completion even if the caller is cancelled meanwhile (installs must
     not stop half way between the manifest on disk and the state in memory)."""
@@ -262,6 +275,7 @@ class ShardStorage:
         self._flush_task: asyncio.Task | None = None
         self._compaction_task: asyncio.Task | None = None
         self._flush_waiters: list[asyncio.Future] = []
+        self._side_flushes: set[asyncio.Task] = set()     # flushes of memtables a snapshot froze
         self._flush_retry_at = 0.0
         self._replaying = False
         self.replay_hook = None      # callable(kind, payload) for kinds >= FIRST_USER_KIND
@@ -368,6 +382,8 @@ class ShardStorage:
                 await self._flush_task
             except Exception:
                 pass
+        while self._side_flushes:
+            await asyncio.gather(*self._side_flushes, return_exceptions=True)
         for t in list(self._tables.values()):
             if len(t.active) and not t.dropped:
                 try:
@@ -804,15 +820,27 @@ class ShardStorage:
             if len(t.active):
                 await self._flush_table(t)
 
-    async def _flush_table(self, t: _Table) -> None:
+    def _freeze(self, t: _Table) -> Memtable:
+        """Hand the active memtable over to a flush; later writes go to a new one."""
         m = t.active
         m.frozen = True
         m.flush_position = self.commitlog.position()
         t.frozen.append(m)
         t.active = Memtable()
+        return m
+
+    async def _flush_table(self, t: _Table) -> None:
+        await self._flush_frozen(t, self._freeze(t))
+
+    async def _flush_frozen(self, t: _Table, m: Memtable) -> None:
         try:
             await self._write_memtable(t, m)
         except BaseException:
+            if not t.dropped and m in t.frozen and t.frozen[-1] is not m:
+                # A newer frozen memtable (a snapshot froze one) must stay in front of this
+                # one: keep it frozen, readable where it is, and try its flush again later.
+                self._loop.call_later(FLUSH_RETRY_SECONDS, self._flush_in_background, t, m)
+                raise
             # keep the data readable: thaw the memtable back in front of the new one
             if not t.dropped and m in t.frozen:
                 t.frozen.remove(m)
@@ -830,6 +858,10 @@ class ShardStorage:
 
     async def _write_memtable(self, t: _Table, m: Memtable) -> None:
         async with t.lock:
+            if t.frozen and t.frozen[0] is not m:
+                # Installs move the replay position up to this memtable's: an older one
+                # (whose flush failed) must be in an SSTable first, or a crash would lose it.
+                raise InternalServerError("Internal server error: an older memtable is not flushed yet")
             generation = t.next_generation
             t.next_generation += 1
             final = os.path.join(t.path, _sstable_name(generation))
@@ -1055,6 +1087,142 @@ class ShardStorage:
         self.tombstones_purged_total += purged
         self.compaction_bytes_in_total += sum(r.file_size for r in inputs)
         self.compaction_bytes_out_total += meta["file_size"] if meta else 0
+
+    # ================================================================== snapshots
+    def unchanged_since(self, table_id: str) -> float:
+        """A time after which no write reached the table (as far as this shard can tell):
+        the time of its latest write, or a later one.  Costs the write path nothing: a
+        write seen here for the first time is dated now, which is never too early."""
+        t = self._table(table_id)
+        if t.writes != t.last_seen_writes:
+            t.last_seen_writes = t.writes
+            t.last_write_time = time.time()
+        return t.last_write_time
+
+    def _flush_in_background(self, t: _Table, m: Memtable) -> None:
+        if self._closing or t.dropped or m not in t.frozen:
+            return
+        task = self._loop.create_task(self._flush_frozen(t, m))
+        self._side_flushes.add(task)
+        task.add_done_callback(self._side_flush_done)
+
+    def _side_flush_done(self, task: asyncio.Task) -> None:
+        self._side_flushes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.background_errors_total += 1
+            self.log.error("storage: memtable flush failed: %s (the data stays in memory and in "
+                           "the commit log; retrying in %d s)", task.exception(), FLUSH_RETRY_SECONDS)
+
+    async def snapshot(self, table_ids: list[str], directory: str,
+                       unchanged_after: float | None = None) -> dict:
+        """Copies tables (a base table and its local indexes) into ``directory`` as of one
+        instant; returns the snapshot's manifest (see docs/backups_format.md).
+
+        The instant is this call's first step, which awaits nothing: every table's active
+        memtable is frozen (and flushed in the background as usual) and its SSTables are
+        hard-linked.  The frozen memtables, which never change again, are then written
+        into one more SSTable per table, yielding like a flush.  ``unchanged_after``: refuse
+        (ValueError) unless no write reached the first table after that time.
+        """
+        tables = [self._table(table_id) for table_id in table_ids]
+        if unchanged_after is not None and self.unchanged_since(table_ids[0]) > unchanged_after:
+            raise ValueError("the table was written after the requested time")
+        os.makedirs(directory)
+        parts = []
+        for t in tables:
+            if len(t.active):
+                self._flush_in_background(t, self._freeze(t))
+            sub = os.path.join(directory, table_dir_name(t.table_id))
+            os.makedirs(sub)
+            files = []
+            for i, reader in enumerate(t.sstables):     # newest first: generations descend
+                name = _sstable_name(len(t.sstables) - i)
+                os.link(reader.path, os.path.join(sub, name))
+                files.append(name)
+            parts.append((t, sub, files, list(t.frozen), t.live_items, t.live_bytes))
+        manifest = {"format": 1, "tables": {}}
+        for t, sub, files, memtables, live_items, live_bytes in parts:
+            if memtables:
+                name = _sstable_name(len(files) + 1)
+                if await self._write_memtables(memtables, os.path.join(sub, name)):
+                    files.insert(0, name)
+            manifest["tables"][t.table_id] = {"dir": os.path.basename(sub), "sstables": files,
+                                              "live_items": live_items, "live_bytes": live_bytes}
+        await self._loop.run_in_executor(None, _write_snapshot_manifest, directory, manifest)
+        return manifest
+
+    async def _write_memtables(self, memtables: list[Memtable], path: str) -> bool:
+        """Merges frozen memtables (oldest first), tombstones included, into one SSTable at
+        path; False if they hold nothing."""
+        sources = [MemtableSource(m, None, True, None, False, False) for m in reversed(memtables)]
+        merged = MergeIterator(sources)
+        writer = SSTableWriter(path, self.aio, block_size=self.block_size,
+                               bits_per_key=self.options.bloom_bits_per_key,
+                               expected_keys=sum(len(m) for m in memtables))
+        try:
+            while True:
+                batch = await merged.batch(256)
+                if not batch:
+                    break
+                for key, value in batch:
+                    writer.add(key, value)
+                await writer.write_pending()
+                await asyncio.sleep(0)
+            if not all(m.frozen for m in memtables):
+                # a failed flush thawed one and wrote newer data into it: not the instant's copy
+                raise InternalServerError("Internal server error: a memtable flush failed during a backup")
+            if not writer.entries:
+                writer.abort()
+                return False
+            await writer.finish({"generation": 0, "snapshot": True, "level": 0})
+            return True
+        except BaseException:
+            writer.abort()
+            raise
+
+    async def create_table_from_snapshot(self, table_id: str, directory: str, source_id: str) -> None:
+        """A new table holding the snapshot's copy of table ``source_id``: its SSTables
+        hard-linked (the snapshot stays as it is) and opened off the event loop.  Until
+        its MANIFEST is written the table does not exist (a crash removes the directory)."""
+        with open(os.path.join(directory, SNAPSHOT_MANIFEST), "rb") as f:
+            part = orjson.loads(f.read())["tables"][source_id]
+        if table_id in self._tables:
+            return
+        path = os.path.join(self.tables_dir, table_dir_name(table_id))
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.makedirs(path)
+        count = len(part["sstables"])
+        readers = []
+        try:
+            for i, name in enumerate(part["sstables"]):
+                final = os.path.join(path, _sstable_name(count - i))
+                os.link(os.path.join(directory, part["dir"], name), final)
+                # opening reads the bloom filter and parses the index: a thread's work
+                readers.append((await self._loop.run_in_executor(
+                    None, SSTableReader.load, final, self.aio, self.block_cache,
+                    self._count_checksum_error, self.log)).acquire())
+            if table_id in self._tables or self._closing:
+                raise RuntimeError(f"table {table_id} was created or the storage closed meanwhile")
+            t = _Table(table_id, path, secrets.randbits(63) or 1)
+            t.sstables = readers
+            t.next_generation = count + 1
+            t.sst_items = t.live_items = int(part["live_items"])
+            t.sst_bytes = t.live_bytes = int(part["live_bytes"])
+            await self._loop.run_in_executor(None, _write_file_durably, os.path.join(path, MANIFEST),
+                                             orjson.dumps(t.manifest()))
+            if table_id in self._tables or self._closing:
+                raise RuntimeError(f"table {table_id} was created or the storage closed meanwhile")
+        except BaseException:
+            for reader in readers:
+                reader.mark_obsolete(unlink=False)
+                reader.release()
+            if table_id not in self._tables:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        _fsync_dir(self.tables_dir)
+        self._tables[table_id] = t
+        self._maybe_compact(t)
 
     # ================================================================== replay
     def _replay_record(self, kind: int, payload: bytes, position: tuple[int, int]) -> None:

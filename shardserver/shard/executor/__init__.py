@@ -44,7 +44,7 @@ def fabric_verb(verb: bytes):
 
 def load_all() -> dict[str, Operation]:
     # Importing the modules registers their operations and fabric verbs.
-    from shardserver.shard.executor import (batch, items, partiql, query, streams, tables,  # noqa: F401
+    from shardserver.shard.executor import (backups, batch, items, partiql, query, streams, tables,  # noqa: F401
                                             transactions, ttl, update, update_table)
     from shardserver.shard.executor import (exports, global_tables, insights, kinesis,  # noqa: F401
                                             resource_policies)

@@ -335,6 +335,9 @@ def checked_tags(tags: list) -> list:
 # ------------------------------------------------------------------ operations
 
 async def describe(svc, schema: TableSchema, status: str = "ACTIVE") -> dict:
+    if "RestoreSource" in schema.extra:
+        # Restored from a backup, and CREATING until every shard has built its storage.
+        return schema.description(0, 0, "CREATING" if status == "ACTIVE" else status)
     count, size = await svc.table_totals(schema)
     index_stats = None
     if schema.local_indexes or schema.global_indexes:
