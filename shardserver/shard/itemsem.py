@@ -231,10 +231,27 @@ def check_request_expressions(request: dict, op: str, check_unused: bool = True)
     return ctx
 
 
+# Expression parameters (exact text) that passed check_before_table: the same
+# ones come again and again, as for the bound-request cache below.
+_checked: OrderedDict = OrderedDict()
+
+
 def check_before_table(request: dict, op: str) -> None:
     """check_request_expressions, for a request that has expression parameters."""
-    if not _EXPRESSION_PARAMETERS.isdisjoint(request):
-        check_request_expressions(request, op)
+    if _EXPRESSION_PARAMETERS.isdisjoint(request):
+        return
+    try:
+        key = orjson.dumps((op, [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
+    except TypeError:               # not JSON-shaped: let validation report it
+        key = None
+    if key in _checked:
+        _checked.move_to_end(key)
+        return
+    check_request_expressions(request, op)
+    if key is not None and len(key) <= _CACHE_MAX_KEY_BYTES:
+        _checked[key] = None
+        if len(_checked) > _CACHE_SIZE:
+            _checked.popitem(last=False)
 
 
 def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
