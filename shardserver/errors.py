@@ -25,6 +25,11 @@ class DynamoDBError(Exception):
     def wire_type(self) -> str:
         return self.type_prefix + self.type_name
 
+    @property
+    def message_key(self) -> str:
+        """The body member that carries the message."""
+        return "message"
+
     def extra_fields(self) -> dict:
         """Additional top-level fields of the error body (e.g. Item)."""
         return {}
@@ -86,6 +91,12 @@ class ConditionalCheckFailedException(DynamoDBError):
     def __init__(self, message: str = "The conditional request failed", item: dict | None = None):
         super().__init__(message)
         self.item = item
+
+    @property
+    def message_key(self) -> str:
+        # DynamoDB capitalises the member when the body also carries the old item
+        # (ReturnValuesOnConditionCheckFailure=ALL_OLD); SDKs read either spelling.
+        return "message" if self.item is None else "Message"
 
     def extra_fields(self) -> dict:
         return {"Item": self.item} if self.item is not None else {}

@@ -167,3 +167,20 @@ def test_bad_return_values_on_condition_check_failure(ddb, item):
     assert error_of(e) == ("ValidationException", "1 validation error detected: Value 'ALL_NEW' at "
                            "'returnValuesOnConditionCheckFailure' failed to satisfy constraint: Member must satisfy "
                            "enum value set: [ALL_OLD, NONE]")
+
+
+def test_failure_body_spells_message_as_dynamodb_does(ddb, item):
+    # Without the old item the body carries "message"; with it (ALL_OLD), "Message":
+    # boto3 exposes the body's modeled members, so only the first shows up as response["message"].
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=item, Item={"pk": S("c")}, ConditionExpression="attribute_not_exists(s)")
+    assert e.value.response["message"] == "The conditional request failed" and "Item" not in e.value.response
+    for call in (lambda **kw: ddb.put_item(TableName=item, Item={"pk": S("c")}, **kw),
+                 lambda **kw: ddb.update_item(TableName=item, Key=KEY, UpdateExpression="SET q = :v",
+                                              ExpressionAttributeValues={":v": N(1)}, **kw),
+                 lambda **kw: ddb.delete_item(TableName=item, Key=KEY, **kw)):
+        with pytest.raises(ClientError) as e:
+            call(ConditionExpression="attribute_not_exists(s)", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        assert error_of(e) == ("ConditionalCheckFailedException", "The conditional request failed")
+        assert "message" not in e.value.response and e.value.response["Item"] == ITEM
+    assert get(ddb, item) == ITEM

@@ -552,3 +552,15 @@ def test_decomposed_reads_page_with_limit_across_partitions(ddb, music):
             break
     expected = ["a1", "a2", "b1", "a1", "c1", "c2"] if first < second else ["a1", "c1", "c2", "a1", "a2", "b1"]
     assert seen == expected and pages >= 3
+
+
+def test_failed_condition_with_old_item_keeps_its_message_from_either_shard(ddb, hash_table):
+    # The owner's error body spells the member "Message" when it carries the item; the
+    # acceptor that forwarded the statement must still read the message from it.
+    for k in [*keys_on_each_shard("cm")[0], *keys_on_each_shard("cm")[1]]:
+        ddb.put_item(TableName=hash_table, Item={"pk": S(k), "v": N(1)})
+        with pytest.raises(ClientError) as excinfo:
+            run(ddb, f"UPDATE \"{hash_table}\" SET v = 2 WHERE pk = '{k}' AND v > 5",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        assert error_of(excinfo) == ("ConditionalCheckFailedException", "The conditional request failed")
+        assert excinfo.value.response["Item"] == {"pk": S(k), "v": N(1)}

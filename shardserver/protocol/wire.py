@@ -42,7 +42,7 @@ def parse_body(body: bytes) -> dict:
 
 
 def error_body(error: DynamoDBError) -> bytes:
-    body = {"__type": error.wire_type, "message": error.message}
+    body = {"__type": error.wire_type, error.message_key: error.message}
     body.update(error.extra_fields())
     return orjson.dumps(body)
 

@@ -1,8 +1,9 @@
 """A request's expressions, prepared once: key condition, filter, projection, condition, update.
 
 ``prepare`` reads every expression parameter of one request (and the
-legacy ones), binds them to the request's ExpressionAttributeNames/Values,
-checks that every name and value was used, and hands back small callables
+legacy ones), checks that every name and value is used (before anything is
+checked against the table, as DynamoDB does), binds them to the request's
+ExpressionAttributeNames/Values, and hands back small callables
 the operations apply to items.  Everything is validated before any item
 is read, so a bad request never touches data.
 """
@@ -188,13 +189,73 @@ _CONDITION_MAPS = {"Query": "QueryFilter", "Scan": "ScanFilter",
                    "PutItem": "Expected", "DeleteItem": "Expected", "UpdateItem": "Expected"}
 
 
-def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
+# Each operation's expression parameters, in the order _prepare reads them.
+_OPERATION_EXPRESSIONS = {
+    "GetItem": ("ProjectionExpression",), "BatchGetItem": ("ProjectionExpression",),
+    "PutItem": ("ConditionExpression",), "DeleteItem": ("ConditionExpression",),
+    "UpdateItem": ("ConditionExpression", "UpdateExpression"),
+    "Query": ("KeyConditionExpression", "FilterExpression", "ProjectionExpression"),
+    "Scan": ("FilterExpression", "ProjectionExpression"),
+}
+_PARSERS = {"KeyConditionExpression": ex.parse_key_condition,
+            "FilterExpression": lambda text: ex.parse_condition(text, "FilterExpression"),
+            "ProjectionExpression": ex.parse_projection, "ConditionExpression": ex.parse_condition,
+            "UpdateExpression": ex.parse_update}
+
+
+def check_request_expressions(request: dict, op: str, check_unused: bool = True) -> ex.ExpressionContext:
+    """The checks DynamoDB makes of a request's expressions before it looks at
+    the table or the key: legacy and expression parameters not mixed, the
+    placeholder maps well formed, every expression's syntax, every
+    placeholder an expression refers to defined, and every placeholder given
+    referred to by some expression.  The request's ExpressionContext, for
+    binding."""
     ex.check_legacy_mix(request, op)
     if (request.get("ConditionalOperator") is not None and op in _CONDITION_MAPS
             and not request.get(_CONDITION_MAPS[op])):
         # Checked before the key condition, as DynamoDB does; an empty map counts as none.
         raise ValidationException("ConditionalOperator cannot be used without Filter or Expected")
     ctx = ex.ExpressionContext(request.get("ExpressionAttributeNames"), request.get("ExpressionAttributeValues"))
+    if check_unused and (ctx.names or ctx.values):
+        referenced = set()
+        for name in _OPERATION_EXPRESSIONS.get(op, _PARSERS):
+            text = _text(request, name)
+            if text is not None:
+                _PARSERS[name](text)
+                for ref in ex.placeholders(text):
+                    if ref not in referenced:
+                        # Raises DynamoDB's "not defined" error for a missing one.
+                        ctx.name(ref, name) if ref[0] == "#" else ctx.value(ref, name)
+                        referenced.add(ref)
+        ctx.check_all_used(referenced)
+    return ctx
+
+
+# Expression parameters (exact text) that passed check_before_table: the same
+# ones come again and again, as for the bound-request cache below.
+_checked: OrderedDict = OrderedDict()
+
+
+def check_before_table(request: dict, op: str) -> None:
+    """check_request_expressions, for a request that has expression parameters."""
+    if _EXPRESSION_PARAMETERS.isdisjoint(request):
+        return
+    try:
+        key = orjson.dumps((op, [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
+    except TypeError:               # not JSON-shaped: let validation report it
+        key = None
+    if key in _checked:
+        _checked.move_to_end(key)
+        return
+    check_request_expressions(request, op)
+    if key is not None and len(key) <= _CACHE_MAX_KEY_BYTES:
+        _checked[key] = None
+        if len(_checked) > _CACHE_SIZE:
+            _checked.popitem(last=False)
+
+
+def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
+    ctx = check_request_expressions(request, op, check_unused)
     prepared = Prepared()
     key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
 
@@ -266,8 +327,6 @@ def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
             # A dry run on an empty item runs every check that needs no item.
             ex.apply_attribute_updates(prepared.legacy_updates, None, key_names)
 
-    if check_unused:
-        ctx.check_all_used()
     return prepared
 
 

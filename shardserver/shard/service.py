@@ -101,7 +101,7 @@ class ShardService:
             name = response.get("__type", "").rsplit("#", 1)[-1]
             error_class = getattr(errors, name, None)
             if isinstance(error_class, type) and issubclass(error_class, DynamoDBError):
-                error = error_class(response.get("message", ""))
+                error = error_class(response.get("message", response.get("Message", "")))
                 if "Item" in response and hasattr(error, "item"):
                     error.item = response["Item"]     # ReturnValuesOnConditionCheckFailure's
                 raise error

@@ -20,6 +20,7 @@ from shardserver.errors import ServiceUnavailableException, TransactionConflictE
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, fabric_verb, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
+from shardserver.shard.itemsem import check_before_table
 from shardserver.shard.keys import key_of_item, key_of_request
 from shardserver.shard.routing import shard_of_token
 from shardserver.shard.transactions import check_write
@@ -230,6 +231,8 @@ def _parse_get(svc, request: dict):
     reads = []
     _check_projection_kinds_agree(items)
     for name, spec in items.items():
+        if isinstance(spec, dict):
+            check_before_table(spec, "BatchGetItem")
         schema = table_of(svc, {"TableName": name})
         if not isinstance(spec, dict) or not isinstance(spec.get("Keys"), list):
             raise constraint_error([f"Value null at 'requestItems.{name}.member.keys' failed to satisfy "

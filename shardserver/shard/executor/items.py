@@ -15,6 +15,7 @@ from shardserver.errors import ValidationException
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.tables import table_of
+from shardserver.shard.itemsem import check_before_table
 from shardserver.shard.keys import key_of_item, key_of_request
 from shardserver.shard.routing import shard_of_token
 from shardserver.shard.transactions import check_write
@@ -25,13 +26,15 @@ RETURN_VALUES_ENUM = "[ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
 ROUTED = "\0item"   # request key under which routing leaves (schema, storage key, owner shard)
 
 
-def _address(svc, request: dict, from_item: bool) -> tuple:
+def _address(svc, request: dict, op: str) -> tuple:
     """(schema, storage key, owner shard) of the one item a request names."""
+    from_item = op == "PutItem"
     member = "Item" if from_item else "Key"
     if request.get(member) is None:
         # Request validation, before the table is looked up.
         raise ValidationException(f"1 validation error detected: Value null at '{member.lower()}' failed "
                                   "to satisfy constraint: Member must not be null")
+    check_before_table(request, op)
     schema = table_of(svc, request)
     if from_item:
         pk, sk = key_of_item(schema, request["Item"])
@@ -41,7 +44,7 @@ def _address(svc, request: dict, from_item: bool) -> tuple:
     return schema, key, shard_of_token(token, svc.nshards)
 
 
-def addressed_item(svc, request: dict, from_item: bool = False) -> tuple:
+def addressed_item(svc, request: dict, op: str) -> tuple:
     """(schema, storage key) of the request's item.
 
     Routing already computed them when it ran on this shard, or on the
@@ -49,19 +52,16 @@ def addressed_item(svc, request: dict, from_item: bool = False) -> tuple:
     otherwise they are computed, with every key check, now.
     """
     routed = request.pop(ROUTED, None)
-    return (routed or _address(svc, request, from_item))[:2]
+    return (routed or _address(svc, request, op))[:2]
 
 
-def route_by_key(svc, request: dict) -> int:
-    """Owner shard of the item a request names by ``Key``."""
-    routed = request[ROUTED] = _address(svc, request, False)
-    return routed[2]
-
-
-def route_by_item(svc, request: dict) -> int:
-    """Owner shard of the item a PutItem writes."""
-    routed = request[ROUTED] = _address(svc, request, True)
-    return routed[2]
+def route_to_item(op: str):
+    """The route of an operation on one item: the owner shard of the item it
+    names (by ``Item`` for PutItem, by ``Key`` otherwise)."""
+    def route(svc, request: dict) -> int:
+        routed = request[ROUTED] = _address(svc, request, op)
+        return routed[2]
+    return route
 
 
 def return_values(request: dict, allowed: tuple[str, ...]) -> str:
@@ -82,9 +82,9 @@ def response(fields: dict) -> bytes:
 
 # ------------------------------------------------------------------ GetItem
 
-@operation("GetItem", route=route_by_key)
+@operation("GetItem", route=route_to_item("GetItem"))
 async def get_item(svc, request: dict) -> bytes:
-    schema, key = addressed_item(svc, request)
+    schema, key = addressed_item(svc, request, "GetItem")
     projection = svc.prepare_expressions(request, schema, "GetItem").projection
     mode = capacity.requested_mode(request)
     consistent = request.get("ConsistentRead", False)
@@ -112,9 +112,9 @@ async def get_item(svc, request: dict) -> bytes:
 
 # ------------------------------------------------------------------ PutItem
 
-@operation("PutItem", route=route_by_item)
+@operation("PutItem", route=route_to_item("PutItem"))
 async def put_item(svc, request: dict) -> bytes:
-    schema, key = addressed_item(svc, request, from_item=True)
+    schema, key = addressed_item(svc, request, "PutItem")
     item = request.get("Item")
     values.validate_item(item)
     encoded = orjson.dumps(item)
@@ -150,9 +150,9 @@ async def put_item(svc, request: dict) -> bytes:
 
 # ------------------------------------------------------------------ DeleteItem
 
-@operation("DeleteItem", route=route_by_key)
+@operation("DeleteItem", route=route_to_item("DeleteItem"))
 async def delete_item(svc, request: dict) -> bytes:
-    schema, key = addressed_item(svc, request)
+    schema, key = addressed_item(svc, request, "DeleteItem")
     rv = return_values(request, ("NONE", "ALL_OLD"))
     mode = capacity.requested_mode(request)
     metrics = capacity.wants_collection_metrics(request, schema)

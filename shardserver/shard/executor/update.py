@@ -12,15 +12,15 @@ import orjson
 
 from shardserver.shard import expressions as ex
 from shardserver.shard.executor import capacity, operation
-from shardserver.shard.executor.items import addressed_item, response, return_values, route_by_key
+from shardserver.shard.executor.items import addressed_item, response, return_values, route_to_item
 from shardserver.shard.transactions import check_write
 
 ALL_RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
 
 
-@operation("UpdateItem", route=route_by_key)
+@operation("UpdateItem", route=route_to_item("UpdateItem"))
 async def update_item(svc, request: dict) -> bytes:
-    schema, key = addressed_item(svc, request)
+    schema, key = addressed_item(svc, request, "UpdateItem")
     key_av = request.get("Key")
     rv = return_values(request, ALL_RETURN_VALUES)
     mode = capacity.requested_mode(request)

@@ -60,6 +60,7 @@ from shardserver.shard.expressions.parser import (
     cache_info, parse_condition, parse_key_condition, parse_projection, parse_update)
 from shardserver.shard.expressions.projection import BoundProjection, bind_projection, project
 from shardserver.shard.expressions.reserved import RESERVED_WORDS, is_reserved
+from shardserver.shard.expressions.tokenizer import placeholders
 from shardserver.shard.expressions.update import (
     BoundUpdate, apply_update, bind_update, check_key_updates, updated_values)
 
@@ -89,5 +90,5 @@ __all__ = [
     "attributes_to_get_projection", "cache_info", "check_key_updates", "check_legacy_mix", "evaluate_condition",
     "check_key_condition_parts", "expected_to_condition", "filter_from_legacy", "is_reserved", "key_condition_parts",
     "key_conditions_parts", "parse_condition", "parse_key_condition", "parse_projection", "parse_update",
-    "project", "updated_values",
+    "placeholders", "project", "updated_values",
 ]

@@ -89,12 +89,16 @@ class ExpressionContext:
             out.append(element)
         return tuple(out)
 
-    def check_all_used(self) -> None:
-        unused = [k for k in self.names if k not in self.used_names]
+    def check_all_used(self, referenced: frozenset | set | None = None) -> None:
+        """Every name and value given was used: by the bound expressions, or
+        (``referenced``) by the placeholders their texts contain."""
+        used_names = self.used_names if referenced is None else referenced
+        used_values = self.used_values if referenced is None else referenced
+        unused = [k for k in self.names if k not in used_names]
         if unused:
             raise ValidationException("Value provided in ExpressionAttributeNames unused in expressions: "
                                       "keys: {" + ", ".join(unused) + "}")
-        unused = [k for k in self.values if k not in self.used_values]
+        unused = [k for k in self.values if k not in used_values]
         if unused:
             raise ValidationException("Value provided in ExpressionAttributeValues unused in expressions: "
                                       "keys: {" + ", ".join(unused) + "}")

@@ -12,6 +12,7 @@ rather than a lexer failure, so the parser reports it with DynamoDB's
 
 from __future__ import annotations
 
+import functools
 import re
 
 from shardserver.errors import ValidationException
@@ -58,6 +59,16 @@ def tokenize(text: str) -> list[Token]:
         tokens.append(Token(kind, m.group(), m.start(), m.end()))
     tokens.append(Token(EOF, "<EOF>", len(text), len(text)))
     return tokens
+
+
+@functools.lru_cache(maxsize=4096)
+def placeholders(text: str) -> tuple[str, ...]:
+    """The #name and :value placeholders an expression's text refers to, each
+    once, in the order they appear.
+
+    The language has no string literals, so every such token is a reference.
+    """
+    return tuple(dict.fromkeys(m.group() for m in _TOKEN_RE.finditer(text) if m.lastgroup in (NAMEREF, VALREF)))
 
 
 def syntax_error(kind: str, text: str, tokens: list[Token], index: int) -> ValidationException:
