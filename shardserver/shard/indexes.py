@@ -40,7 +40,7 @@ import orjson
 from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
-from shardserver.shard.executor.query import limit_of
+from shardserver.shard.executor.query import limit_of, select_of
 from shardserver.shard.executor.tables import constraint_error, key_schema_elements
 from shardserver.shard.keys import EmptyKeyValue
 
@@ -989,23 +989,8 @@ def check_request(request: dict, schema, op: str) -> Index:
             raise ValidationException("One or more parameter values were invalid: Select type ALL_ATTRIBUTES is "
                                       f"not supported for global secondary index {index.name} because its "
                                       "projection type is not ALL")
-    _select_of(request)
+    select_of(request, op, "ALL_PROJECTED_ATTRIBUTES")
     return index
-
-
-def _select_of(request: dict) -> str:
-    select = request.get("Select")
-    has_projection = "ProjectionExpression" in request or "AttributesToGet" in request
-    if select is None:
-        return "SPECIFIC_ATTRIBUTES" if has_projection else "ALL_PROJECTED_ATTRIBUTES"
-    if select not in ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "COUNT"):
-        raise constraint_error([f"Value '{select}' at 'select' failed to satisfy constraint: Member must satisfy "
-                                "enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, "
-                                "ALL_PROJECTED_ATTRIBUTES]"])
-    if has_projection and select != "SPECIFIC_ATTRIBUTES":
-        what = "ProjectionExpression" if "ProjectionExpression" in request else "AttributesToGet"
-        raise ValidationException(f"Cannot specify the {what} when choosing to get {select}")
-    return select
 
 
 def _index_range(pk: dict, range_op: str | None, operands: list) -> tuple[bytes, bytes | None]:
@@ -1117,7 +1102,7 @@ def _consumed(request: dict, schema, index: Index, pairs) -> dict | None:
 async def query_index(svc, request: dict, schema, prepared) -> bytes:
     """Query with IndexName, on the shard owning the index partition."""
     index = check_request(request, schema, "Query")
-    select = _select_of(request)
+    select = select_of(request, "Query", "ALL_PROJECTED_ATTRIBUTES")
     limit = limit_of(request)
     forward = request.get("ScanIndexForward", True)
     if not isinstance(forward, bool):
@@ -1167,7 +1152,7 @@ async def scan_index_page(svc, part: dict, schema, prepared) -> bytes:
     """One shard's part of a Scan page over an index (see executor/query.py scan_page)."""
     request = part["request"]
     index = index_of(schema, request.get("IndexName"))
-    select = "COUNT" if part["count_only"] else _select_of(request)
+    select = "COUNT" if part["count_only"] else select_of(request, "Scan", "ALL_PROJECTED_ATTRIBUTES")
     end = bytes.fromhex(part["end"]) if part["end"] is not None else None
     pairs = await svc.storage.scan(index.storage_id, bytes.fromhex(part["start"]) or None, end,
                                    start_exclusive=part["exclusive"], limit=part["limit"],
