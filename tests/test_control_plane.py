@@ -480,6 +480,16 @@ def test_there_are_no_imports_and_none_can_be_made(ddb, loose, hash_table):
         "ResourceInUseException", f"Table already exists: {hash_table}")
     assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="XML",
                    TableCreationParameters=parameters)[0] == "ValidationException"
+    # The new table is checked as CreateTable checks it, before the refusal for want of S3.
+    provisioned = {**parameters, "BillingMode": "PROVISIONED"}
+    assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="CSV",
+                   TableCreationParameters=provisioned) == (
+        "ValidationException", "One or more parameter values were invalid: ReadCapacityUnits and "
+                               "WriteCapacityUnits must both be specified when BillingMode is PROVISIONED")
+    code, message = refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="CSV",
+                            TableCreationParameters={**parameters, "KeySchema": [
+                                {"AttributeName": "other", "KeyType": "HASH"}]})
+    assert code == "ValidationException" and "AttributeDefinitions" in message
     assert refused(loose.list_imports, PageSize=0)[0] == "ValidationException"
 
 
