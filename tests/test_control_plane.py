@@ -446,6 +446,11 @@ def test_there_are_no_exports_and_none_can_be_made(ddb, loose, hash_table):
         "ExportNotFoundException", f"Export not found: Export not found: {export_arn}")
     assert refused(ddb.describe_export, ExportArn=arn + "/backup/01700000000000-0a1b2c3d") == \
         ("ValidationException", "Invalid Export ARN")
+    # An export reads the table's continuous backups: without them DynamoDB refuses it first.
+    assert refused(ddb.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket") == (
+        "PointInTimeRecoveryUnavailableException", f"Point in time recovery is not enabled for table '{hash_table}'")
+    ddb.update_continuous_backups(TableName=hash_table,
+                                  PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
     code, message = refused(ddb.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket")
     assert code == "ValidationException" and "no Amazon S3" in message
     assert ddb.list_exports()["ExportSummaries"] == []

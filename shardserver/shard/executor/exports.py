@@ -16,6 +16,7 @@ from shardserver.errors import (ExportNotFoundException, ImportNotFoundException
                                 TableNotFoundException, ValidationException)
 from shardserver.shard.catalog import ACCOUNT, REGION
 from shardserver.shard.executor import operation
+from shardserver.shard.executor.backups import require_pitr
 from shardserver.shard.executor.control import Constraints, split_arn
 from shardserver.shard.executor.tables import schema_from_create_request
 
@@ -104,6 +105,7 @@ async def export_table_to_point_in_time(svc, request: dict) -> bytes:
     constraints.enum(request.get("ExportType"), "exportType", EXPORT_TYPES)
     constraints.check()
     schema = _table_arn(svc, request["TableArn"])
+    require_pitr(schema)        # an export reads the table's continuous backups
     raise ValidationException(f"Invalid Request: table {schema.name} cannot be exported: "
                               + _NO_S3.format("export to"))
 
