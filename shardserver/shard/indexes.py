@@ -3,7 +3,10 @@
 An index is a storage table of its own on every shard (id ``<table id>.l<id>``
 or ``.g<id>``) whose keys are ``partition_prefix(index pk) + escaped(index
 sk) + base storage key``: unique per base item, ordered by index key then
-base key, and placed by the index partition key's token like any item.
+base key, and placed by the index partition key's token like any item.  A
+GSI's multi-attribute key has for pk one composite value of its partition key
+attributes (``values.composite_key``) and for sk its sort key attributes'
+escaped encodings one after another.
 Values are the projected items (orjson bytes).
 
 * An LSI entry lives with its base item (same partition key, same owner) and

@@ -3,7 +3,9 @@
 Owns the restrictions DynamoDB puts on a key condition (an AND of at most
 two comparisons, equality on the partition key, one of = < <= > >=
 BETWEEN begins_with on the sort key, non-empty literal operands of the
-key's type) and their error messages.  It returns the partition key value
+key's type; for a GSI's multi-attribute key, equality on every partition key
+attribute and a gapless run of sort key attributes, see check_multi_parts)
+and their error messages.  It returns the partition key value
 and the sort key predicate for the Query executor to turn into a storage
 range; it never reads storage itself.
 """
