@@ -446,6 +446,11 @@ def test_there_are_no_exports_and_none_can_be_made(ddb, loose, hash_table):
         "ExportNotFoundException", f"Export not found: Export not found: {export_arn}")
     assert refused(ddb.describe_export, ExportArn=arn + "/backup/01700000000000-0a1b2c3d") == \
         ("ValidationException", "Invalid Export ARN")
+    # An export reads the table's continuous backups: without them DynamoDB refuses it first.
+    assert refused(ddb.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket") == (
+        "PointInTimeRecoveryUnavailableException", f"Point in time recovery is not enabled for table '{hash_table}'")
+    ddb.update_continuous_backups(TableName=hash_table,
+                                  PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
     code, message = refused(ddb.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket")
     assert code == "ValidationException" and "no Amazon S3" in message
     assert ddb.list_exports()["ExportSummaries"] == []
@@ -480,6 +485,16 @@ def test_there_are_no_imports_and_none_can_be_made(ddb, loose, hash_table):
         "ResourceInUseException", f"Table already exists: {hash_table}")
     assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="XML",
                    TableCreationParameters=parameters)[0] == "ValidationException"
+    # The new table is checked as CreateTable checks it, before the refusal for want of S3.
+    provisioned = {**parameters, "BillingMode": "PROVISIONED"}
+    assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="CSV",
+                   TableCreationParameters=provisioned) == (
+        "ValidationException", "One or more parameter values were invalid: ReadCapacityUnits and "
+                               "WriteCapacityUnits must both be specified when BillingMode is PROVISIONED")
+    code, message = refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="CSV",
+                            TableCreationParameters={**parameters, "KeySchema": [
+                                {"AttributeName": "other", "KeyType": "HASH"}]})
+    assert code == "ValidationException" and "AttributeDefinitions" in message
     assert refused(loose.list_imports, PageSize=0)[0] == "ValidationException"
 
 

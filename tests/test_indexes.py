@@ -430,6 +430,14 @@ def test_index_read_errors(ddb, gsi_table, lsi_table):
     assert error_of(ddb.query, TableName=name, IndexName="g_keys", Select="ALL_ATTRIBUTES", **kc)[1] == (
         "One or more parameter values were invalid: Select type ALL_ATTRIBUTES is not supported for global "
         "secondary index g_keys because its projection type is not ALL")
+    # A projection with another Select: Query words it as a model error, Scan does not.
+    for call, extra, prefix in ((ddb.query, kc, "1 validation error detected: "), (ddb.scan, {}, "")):
+        for select, named in (("COUNT", "only the Count"), ("ALL_PROJECTED_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES")):
+            assert error_of(call, TableName=name, IndexName="g_all", Select=select, ProjectionExpression="g",
+                            **extra) == ("ValidationException", f"{prefix}Cannot specify the ProjectionExpression "
+                                                                f"when choosing to get {named}")
+    assert error_of(ddb.scan, TableName=name, IndexName="g_all", Select="COUNT", AttributesToGet=["g"])[1] == (
+        "Cannot specify the AttributesToGet when choosing to get only the Count")
     for call, extra in ((ddb.query, kc), (ddb.scan, {})):
         assert error_of(call, TableName=name, IndexName="nonexistent", **extra) == (
             "ValidationException", "The table does not have the specified index: nonexistent")

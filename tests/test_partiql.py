@@ -167,7 +167,7 @@ def test_select_from_an_index(ddb, music):
     assert [i["Year"]["N"] for i in got["Items"]] == ["1993", "1992"]
     with pytest.raises(ClientError) as excinfo:
         run(ddb, f'SELECT * FROM "{table}"."nope" WHERE Genre = ?', S("rock"))
-    assert error_of(excinfo) == ("ValidationException", "The table does not have the specified index: nope")
+    assert error_of(excinfo) == ("ValidationException", "The table does not have the specified index")
 
 
 def test_select_nested_paths_are_answered_under_their_last_name(ddb, hash_table):

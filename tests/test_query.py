@@ -197,12 +197,13 @@ def test_select_projection_consistency_and_capacity(ddb, range_table):
     bad = [
         (dict(Select="SPECIFIC_ATTRIBUTES"), "1 validation error detected: Must specify the AttributesToGet or "
                                              "ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES"),
-        (dict(Select="ALL_PROJECTED_ATTRIBUTES"), "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using "
-                                                  "an IndexName"),
-        (dict(Select="COUNT", ProjectionExpression="a"), "Cannot specify the ProjectionExpression when choosing "
-                                                        "to get COUNT"),
-        (dict(Select="ALL_ATTRIBUTES", ProjectionExpression="a"), "Cannot specify the ProjectionExpression when "
-                                                                 "choosing to get ALL_ATTRIBUTES"),
+        (dict(Select="ALL_PROJECTED_ATTRIBUTES"), "1 validation error detected: ALL_PROJECTED_ATTRIBUTES can be "
+                                                  "used only when Querying using an IndexName"),
+        (dict(Select="COUNT", ProjectionExpression="a"), "1 validation error detected: Cannot specify the "
+                                                        "ProjectionExpression when choosing to get only the Count"),
+        (dict(Select="ALL_ATTRIBUTES", ProjectionExpression="a"), "1 validation error detected: Cannot specify the "
+                                                                 "ProjectionExpression when choosing to get "
+                                                                 "ALL_ATTRIBUTES"),
     ]
     for extra, message in bad:
         with pytest.raises(ClientError) as e:

@@ -179,7 +179,7 @@ def test_count_scanned_count_select_and_projection(ddb, filled):
             (dict(Select="SPECIFIC_ATTRIBUTES"),
              "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES"),
             (dict(Select="COUNT", AttributesToGet=["n"]),
-             "Cannot specify the AttributesToGet when choosing to get COUNT"),
+             "Cannot specify the AttributesToGet when choosing to get only the Count"),
             (dict(Select="ALL_PROJECTED_ATTRIBUTES"),
              "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")]:
         with pytest.raises(ClientError) as e:

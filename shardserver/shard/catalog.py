@@ -83,13 +83,14 @@ class TableSchema:
     def key_names(self) -> tuple:
         return (self.hash_key, self.range_key) if self.range_key else (self.hash_key,)
 
-    def index_key_names(self, index_name: str) -> tuple[str, str | None]:
-        """(hash, range) key names of a secondary index, or ValidationException."""
+    def index_key_names(self, index_name: str) -> tuple[tuple, tuple]:
+        """(hash, range) key names of a secondary index, in key schema order (a GSI's
+        multi-attribute key has up to four each), or ValidationException."""
         from shardserver.errors import ValidationException
         for index in self.local_indexes + self.global_indexes:
             if index.get("IndexName") == index_name:
-                names = {e["KeyType"]: e["AttributeName"] for e in index["KeySchema"]}
-                return names["HASH"], names.get("RANGE")
+                return (tuple(e["AttributeName"] for e in index["KeySchema"] if e["KeyType"] == "HASH"),
+                        tuple(e["AttributeName"] for e in index["KeySchema"] if e["KeyType"] == "RANGE"))
         raise ValidationException(f"The table does not have the specified index: {index_name}")
 
     def description(self, item_count: int = 0, size_bytes: int = 0, status: str = "ACTIVE",

@@ -3,7 +3,10 @@
 An index is a storage table of its own on every shard (id ``<table id>.l<id>``
 or ``.g<id>``) whose keys are ``partition_prefix(index pk) + escaped(index
 sk) + base storage key``: unique per base item, ordered by index key then
-base key, and placed by the index partition key's token like any item.
+base key, and placed by the index partition key's token like any item.  A
+GSI's multi-attribute key has for pk one composite value of its partition key
+attributes (``values.composite_key``) and for sk its sort key attributes'
+escaped encodings one after another.
 Values are the projected items (orjson bytes).
 
 * An LSI entry lives with its base item (same partition key, same owner) and
@@ -40,7 +43,7 @@ import orjson
 from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
-from shardserver.shard.executor.query import limit_of
+from shardserver.shard.executor.query import limit_of, select_of
 from shardserver.shard.executor.tables import constraint_error, key_schema_elements
 from shardserver.shard.keys import EmptyKeyValue
 
@@ -52,6 +55,7 @@ MAX_PROJECTED_ATTRIBUTES = 100
 PAGE_BYTES = 1024 * 1024
 INDEX_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 PROJECTION_TYPES = ("ALL", "INCLUDE", "KEYS_ONLY")
+MAX_KEY_ATTRIBUTES = 4          # per part (HASH, RANGE) of a GSI's multi-attribute key
 
 GSI_APPLY = b"gsi-apply"        # payload: encoded entry operations -> b"" once durable
 GSI_BACKFILL = b"gsi-backfill"  # payload: {"table", "index_id"} -> b"" once this shard's part is acked
@@ -93,6 +97,27 @@ def _key_schema_of(index: dict, field: str) -> tuple[str, str | None]:
     if len(kinds) == 2 and kinds[1] != "RANGE":
         raise ValidationException("Invalid KeySchema: The second KeySchemaElement is not a RANGE key type")
     return names[0], (names[1] if len(names) == 2 else None)
+
+
+def _gsi_key_schema(index: dict, field: str) -> tuple[list[str], list[str]]:
+    """A GSI's partition and sort key attributes: multi-attribute keys allow up to four of each,
+    the HASH elements first."""
+    names, kinds = key_schema_elements(index.get("KeySchema"), f"{field}.keySchema", MAX_KEY_ATTRIBUTES * 2)
+    if len(names) <= 2 and kinds != ["HASH", "HASH"]:
+        hash_key, range_key = _key_schema_of(index, field)
+        return [hash_key], [range_key] if range_key else []
+    if kinds[0] != "HASH":
+        raise ValidationException("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
+    hashes = names[:kinds.index("RANGE")] if "RANGE" in kinds else names
+    ranges = names[len(hashes):]
+    if any(kind != "RANGE" for kind in kinds[len(hashes):]):
+        raise ValidationException("Invalid KeySchema: every HASH KeySchemaElement must come before the RANGE ones")
+    if len(hashes) > MAX_KEY_ATTRIBUTES or len(ranges) > MAX_KEY_ATTRIBUTES:
+        raise ValidationException(f"Invalid KeySchema: a global secondary index key has at most "
+                                  f"{MAX_KEY_ATTRIBUTES} HASH and {MAX_KEY_ATTRIBUTES} RANGE attributes")
+    if len(set(names)) != len(names):
+        raise ValidationException("Invalid KeySchema: an attribute is named more than once in the KeySchema")
+    return hashes, ranges
 
 
 def check_index_name(index: dict, field: str) -> str:
@@ -190,12 +215,12 @@ def parse_gsi(index, field: str, types: dict, billing_mode: str, read: int = 0, 
     if not isinstance(index, dict):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
     name = check_index_name(index, field)
-    hash_key, range_key = _key_schema_of(index, field)
-    keys = [hash_key] + ([range_key] if range_key else [])
+    hashes, ranges = _gsi_key_schema(index, field)
+    keys = hashes + ranges
     if any(k not in types for k in keys):
         raise _undefined(keys, types)
     projection = _projection_of(index, field)
-    definition = {"IndexName": name, "KeySchema": _key_schema_list(hash_key, range_key), "Projection": projection,
+    definition = {"IndexName": name, "KeySchema": _key_schema_list(hashes, ranges), "Projection": projection,
                   "IndexId": new_index_id(), "IndexStatus": status,
                   "ProvisionedThroughput": _throughput_of(index, name, billing_mode, read, write)}
     return definition
@@ -217,15 +242,13 @@ def parse_lsi(index, field: str, types: dict, table_hash: str) -> dict:
                                   f"same leading hash key as table KeySchema for index: {name}. index hash key: "
                                   f"{hash_key}, table hash key: {table_hash}")
     projection = _projection_of(index, field)
-    return {"IndexName": name, "KeySchema": _key_schema_list(hash_key, range_key), "Projection": projection,
+    return {"IndexName": name, "KeySchema": _key_schema_list([hash_key], [range_key]), "Projection": projection,
             "IndexId": new_index_id(), "IndexStatus": "ACTIVE"}
 
 
-def _key_schema_list(hash_key: str, range_key: str | None) -> list:
-    schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
-    if range_key:
-        schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-    return schema
+def _key_schema_list(hashes: list[str], ranges: list[str]) -> list:
+    return ([{"AttributeName": n, "KeyType": "HASH"} for n in hashes] +
+            [{"AttributeName": n, "KeyType": "RANGE"} for n in ranges])
 
 
 def check_projected_total(lsis: list, gsis: list) -> None:
@@ -321,7 +344,7 @@ def describe_index(schema, index: dict, is_global: bool, stats: tuple[int, int] 
 class Index:
     """One index of one schema, compiled for the write and read paths."""
 
-    __slots__ = ("name", "index_id", "is_global", "hash", "range", "hash_type", "range_type",
+    __slots__ = ("name", "index_id", "is_global", "hashes", "ranges", "types",
                  "projection_type", "non_key", "storage_id", "status", "base_hash", "base_range",
                  "key_names", "definition")
 
@@ -330,21 +353,22 @@ class Index:
         self.name = definition["IndexName"]
         self.index_id = definition["IndexId"]
         self.is_global = is_global
-        names = {e["KeyType"]: e["AttributeName"] for e in definition["KeySchema"]}
-        self.hash, self.range = names["HASH"], names.get("RANGE")
-        self.hash_type = types[self.hash]
-        self.range_type = types[self.range] if self.range else None
+        # One name each but for a GSI's multi-attribute key (up to four each).
+        self.hashes = tuple(e["AttributeName"] for e in definition["KeySchema"] if e["KeyType"] == "HASH")
+        self.ranges = tuple(e["AttributeName"] for e in definition["KeySchema"] if e["KeyType"] == "RANGE")
+        self.types = {n: types[n] for n in self.hashes + self.ranges}
         projection = definition["Projection"]
         self.projection_type = projection["ProjectionType"]
         self.non_key = tuple(projection.get("NonKeyAttributes", ()))
         self.storage_id = index_storage_id(schema.table_id, definition, is_global)
         self.status = definition.get("IndexStatus", "ACTIVE")
         self.base_hash, self.base_range = schema.hash_key, schema.range_key
-        self.key_names = tuple(dict.fromkeys(n for n in (self.base_hash, self.base_range, self.hash, self.range)
-                                             if n))
+        self.key_names = tuple(dict.fromkeys(n for n in (self.base_hash, self.base_range, *self.hashes,
+                                                          *self.ranges) if n))
 
-    def key_value(self, item: dict, name: str, kind: str, is_range: bool):
+    def key_value(self, item: dict, name: str, is_range: bool):
         """The item's attribute as an index key value, or None when the item is not indexed by it."""
+        kind = self.types[name]
         av = item.get(name)
         if av is None or len(av) != 1:
             return None
@@ -357,19 +381,24 @@ class Index:
                 return None
         return av
 
+    def partition_key(self, item: dict) -> dict | None:
+        """The index partition key value of an item (a multi-attribute key's composite value)."""
+        parts = [self.key_value(item, name, False) for name in self.hashes]
+        if None in parts:
+            return None
+        return parts[0] if len(parts) == 1 else values.composite_key(parts)
+
     def entry(self, item: dict, base_key: bytes) -> tuple[bytes, int] | None:
-        """(entry storage key, token of the index partition key), or None when not indexed."""
-        pk = self.key_value(item, self.hash, self.hash_type, False)
+        """(entry storage key, token of the index partition key), or None when not indexed: an item
+        is indexed only if it has every key attribute of the index."""
+        pk = self.partition_key(item)
         if pk is None:
             return None
         token = values.token_of(pk)
-        key = values.partition_prefix(pk, token)
-        if self.range:
-            sk = self.key_value(item, self.range, self.range_type, True)
-            if sk is None:
-                return None
-            key += _escape(values.encode_sort_component(sk))
-        return key + base_key, token
+        sort_key = [self.key_value(item, name, True) for name in self.ranges]
+        if None in sort_key:
+            return None
+        return values.partition_prefix(pk, token) + values.sort_components(sort_key) + base_key, token
 
     def project(self, item: dict) -> dict:
         if self.projection_type == "ALL":
@@ -397,9 +426,8 @@ class Plan:
         checks = []
         # DynamoDB names the alphabetically first index an offending attribute keys.
         for index in sorted(self.lsis + self.gsis, key=lambda i: i.name):
-            checks.append((index.hash, index.hash_type, index.name, False))
-            if index.range:
-                checks.append((index.range, index.range_type, index.name, True))
+            for name in index.hashes + index.ranges:
+                checks.append((name, index.types[name], index.name, name in index.ranges))
         self.key_checks = checks
 
 
@@ -989,28 +1017,15 @@ def check_request(request: dict, schema, op: str) -> Index:
             raise ValidationException("One or more parameter values were invalid: Select type ALL_ATTRIBUTES is "
                                       f"not supported for global secondary index {index.name} because its "
                                       "projection type is not ALL")
-    _select_of(request)
+    select_of(request, op, "ALL_PROJECTED_ATTRIBUTES")
     return index
 
 
-def _select_of(request: dict) -> str:
-    select = request.get("Select")
-    has_projection = "ProjectionExpression" in request or "AttributesToGet" in request
-    if select is None:
-        return "SPECIFIC_ATTRIBUTES" if has_projection else "ALL_PROJECTED_ATTRIBUTES"
-    if select not in ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "COUNT"):
-        raise constraint_error([f"Value '{select}' at 'select' failed to satisfy constraint: Member must satisfy "
-                                "enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, "
-                                "ALL_PROJECTED_ATTRIBUTES]"])
-    if has_projection and select != "SPECIFIC_ATTRIBUTES":
-        what = "ProjectionExpression" if "ProjectionExpression" in request else "AttributesToGet"
-        raise ValidationException(f"Cannot specify the {what} when choosing to get {select}")
-    return select
-
-
-def _index_range(pk: dict, range_op: str | None, operands: list) -> tuple[bytes, bytes | None]:
-    """[start, end) of the entry keys a key condition selects in one index partition."""
-    prefix = values.partition_prefix(pk)
+def _index_range(pk: dict, range_op: str | None, operands: list, sort_prefix: bytes = b"") -> tuple[bytes, bytes | None]:
+    """[start, end) of the entry keys a key condition selects in one index partition; ``sort_prefix``:
+    the encoded sort key attributes a multi-attribute key condition fixes by equality, before the
+    one the operator applies to."""
+    prefix = values.partition_prefix(pk) + sort_prefix
     end = _after(prefix)
     if range_op is None:
         return prefix, end
@@ -1037,9 +1052,7 @@ def _start_entry(schema, index: Index, exclusive) -> tuple[dict, bytes]:
     """(index partition key, entry key) of an index ExclusiveStartKey."""
     if not isinstance(exclusive, dict) or set(exclusive) != set(index.key_names):
         raise ValidationException("The provided starting key is invalid")
-    types = {index.hash: index.hash_type, schema.hash_key: schema.hash_type}
-    if index.range:
-        types[index.range] = index.range_type
+    types = {**index.types, schema.hash_key: schema.hash_type}
     if schema.range_key:
         types[schema.range_key] = schema.range_type
     for name, kind in types.items():
@@ -1052,7 +1065,7 @@ def _start_entry(schema, index: Index, exclusive) -> tuple[dict, bytes]:
     entry = index.entry(exclusive, base_key)
     if entry is None:
         raise ValidationException("The provided starting key is invalid")
-    return exclusive[index.hash], entry[0]
+    return index.partition_key(exclusive), entry[0]
 
 
 class _Reader:
@@ -1117,13 +1130,13 @@ def _consumed(request: dict, schema, index: Index, pairs) -> dict | None:
 async def query_index(svc, request: dict, schema, prepared) -> bytes:
     """Query with IndexName, on the shard owning the index partition."""
     index = check_request(request, schema, "Query")
-    select = _select_of(request)
+    select = select_of(request, "Query", "ALL_PROJECTED_ATTRIBUTES")
     limit = limit_of(request)
     forward = request.get("ScanIndexForward", True)
     if not isinstance(forward, bool):
         raise ValidationException("ScanIndexForward must be a boolean")
     pk, range_op, operands = prepared.key_condition
-    start, end = _index_range(pk, range_op, operands)
+    start, end = _index_range(pk, range_op, operands, prepared.sort_prefix)
     start_exclusive = False
     exclusive = request.get("ExclusiveStartKey")
     if exclusive is not None:
@@ -1167,7 +1180,7 @@ async def scan_index_page(svc, part: dict, schema, prepared) -> bytes:
     """One shard's part of a Scan page over an index (see executor/query.py scan_page)."""
     request = part["request"]
     index = index_of(schema, request.get("IndexName"))
-    select = "COUNT" if part["count_only"] else _select_of(request)
+    select = "COUNT" if part["count_only"] else select_of(request, "Scan", "ALL_PROJECTED_ATTRIBUTES")
     end = bytes.fromhex(part["end"]) if part["end"] is not None else None
     pairs = await svc.storage.scan(index.storage_id, bytes.fromhex(part["start"]) or None, end,
                                    start_exclusive=part["exclusive"], limit=part["limit"],

@@ -16,7 +16,7 @@ import orjson
 
 from shardserver.errors import ConditionalCheckFailedException, ValidationException
 from shardserver.shard import expressions as ex
-from shardserver.shard.values import validate_value
+from shardserver.shard.values import composite_key, sort_components, validate_value
 
 _RANGE_OPERATORS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "BETWEEN": "BETWEEN",
                     "begins_with": "BEGINS_WITH", "EQ": "EQ", "LT": "LT", "LE": "LE", "GT": "GT", "GE": "GE",
@@ -26,11 +26,12 @@ _RANGE_OPERATORS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "BE
 class Prepared:
     """The bound expressions of one request; absent ones are None."""
 
-    __slots__ = ("key_condition", "filter", "projection", "condition", "update", "legacy_updates",
+    __slots__ = ("key_condition", "sort_prefix", "filter", "projection", "condition", "update", "legacy_updates",
                  "return_old_on_failure")
 
     def __init__(self):
         self.key_condition = None     # (partition key AV, range op or None, [range operand AVs])
+        self.sort_prefix = b""        # a multi-attribute index key: its sort attributes fixed by equality
         self.filter = None            # item -> bool
         self.projection = None        # item -> projected item
         self.condition = None         # old item or None -> None, raises ConditionalCheckFailedException
@@ -261,9 +262,15 @@ def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
 
     if op == "Query":
         hash_name, range_name = schema.hash_key, schema.range_key
+        key_names = (hash_name, range_name)
         index = request.get("IndexName")
         if index is not None:
-            hash_name, range_name = schema.index_key_names(index)
+            hashes, ranges = schema.index_key_names(index)
+            key_names = hashes + ranges
+            if len(hashes) > 1 or len(ranges) > 1:
+                hash_name, range_name = hashes, ranges      # a multi-attribute key
+            else:
+                hash_name, range_name = hashes[0], ranges[0] if ranges else None
         text = _text(request, "KeyConditionExpression")
         if text is not None:
             parts = ex.key_condition_parts(ex.parse_key_condition(text), ctx, hash_name, range_name, key_types)
@@ -272,7 +279,12 @@ def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
         else:
             raise ValidationException("Either the KeyConditions or KeyConditionExpression parameter must be "
                                       "specified in the request.")
-        pk, range_op, operands = parts
+        if isinstance(hash_name, tuple):
+            hash_values, fixed, range_op, operands = parts
+            pk = hash_values[0] if len(hash_values) == 1 else composite_key(hash_values)
+            prepared.sort_prefix = sort_components(fixed)
+        else:
+            pk, range_op, operands = parts
         prepared.key_condition = (pk, _RANGE_OPERATORS[range_op] if range_op else None, list(operands or []))
 
     if op in ("Query", "Scan"):
@@ -283,13 +295,12 @@ def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
             parsed = ex.parse_condition(text, "FilterExpression")
             bound = ctx.bind_condition(parsed)
             if op == "Query":
-                _reject_key_attributes_in_filter(
-                    "Filter Expression", _top_level_names(parsed.root, ctx), hash_name, range_name)
+                _reject_key_attributes_in_filter("Filter Expression", _top_level_names(parsed.root, ctx), key_names)
         elif legacy is not None:
             bound = ex.filter_from_legacy(legacy, request.get("ConditionalOperator"),
                                           "queryFilter" if op == "Query" else "scanFilter")
             if op == "Query":
-                _reject_key_attributes_in_filter("QueryFilter", set(legacy), hash_name, range_name)
+                _reject_key_attributes_in_filter("QueryFilter", set(legacy), key_names)
         if bound is not None:
             test = bound.test
             prepared.filter = lambda item: test(item)
@@ -346,9 +357,9 @@ def _top_level_names(node, ctx) -> set:
     return names
 
 
-def _reject_key_attributes_in_filter(what: str, names: set, hash_name: str, range_name: str | None) -> None:
+def _reject_key_attributes_in_filter(what: str, names: set, key_names: tuple) -> None:
     """Query filters may not name the queried key's attributes (DynamoDB's rule, hash key first)."""
-    for key in (hash_name, range_name):
+    for key in key_names:
         if key is not None and key in names:
             raise ValidationException(f"{what} can only contain non-primary key attributes: "
                                       f"Primary key attribute: {key}")

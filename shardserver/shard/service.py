@@ -23,6 +23,7 @@ from shardserver.protocol import shapes, wire
 from shardserver.shard import backups, indexes, itemsem, routing, streams
 from shardserver.shard.catalog import Catalog, TableSchema
 from shardserver.shard.executor import FABRIC_VERBS, load_all
+from shardserver.shard.executor.control import answer_with_arns, names_for_arns
 from shardserver.shard.executor.items import ROUTED
 
 log = logging.getLogger("shardserver.shard")
@@ -129,6 +130,9 @@ class ShardService:
                 raise UnknownOperationException("")
             request = wire.parse_body(body)
             shapes.check(op, request)
+            arns = names_for_arns(op, request)
+            if arns:
+                body = orjson.dumps(request)    # the owner, if another shard, reads names too
             if operation.route is not None:
                 owner = operation.route(self, request)
                 if owner != self.shard_id:
@@ -137,6 +141,8 @@ class ShardService:
                     reply = await self.submit_to(owner, OP, _forward_payload(op, request, body))
                     return _STATUS.unpack_from(reply)[0], reply[2:]
             result = await operation.execute(self, request)
+            if arns:
+                result = answer_with_arns(result, arns)
             if self.stats is not None:
                 self.stats.op(op, time.perf_counter() - started)
             return 200, result

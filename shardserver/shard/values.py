@@ -349,6 +349,18 @@ def encode_sort_component(av: dict) -> bytes:
     return encode_number_ordered(value)
 
 
+def composite_key(avs: list[dict]) -> dict:
+    """The one partition key value a multi-attribute GSI partition key stands for: a B value
+    holding each attribute's sort encoding, escaped and terminated, so equal tuples and only
+    they give equal values (and so equal tokens)."""
+    return {"B": base64.b64encode(sort_components(avs)).decode()}
+
+
+def sort_components(avs: list[dict]) -> bytes:
+    """Key values one after another, each escaped and terminated: ordered as the tuple of values."""
+    return b"".join(escape_component(encode_sort_component(av)) for av in avs)
+
+
 def partition_prefix(pk: dict, token: int | None = None) -> bytes:
     """Storage-key prefix shared by every item of one partition."""
     if token is None:

@@ -343,6 +343,14 @@ def _pitr_setting(schema: TableSchema) -> dict | None:
     return setting if setting and setting.get("Enabled") else None
 
 
+def require_pitr(schema: TableSchema) -> dict:
+    """The table's point-in-time recovery setting, or DynamoDB's error when it is not enabled."""
+    setting = _pitr_setting(schema)
+    if setting is None:
+        raise PointInTimeRecoveryUnavailableException(f"Point in time recovery is not enabled for table '{schema.name}'")
+    return setting
+
+
 async def _continuous_backups(svc, schema: TableSchema) -> dict:
     setting = _pitr_setting(schema)
     if setting is None:
@@ -410,9 +418,7 @@ async def restore_table_to_point_in_time(svc, request: dict) -> bytes:
                            "sourceTableArn" if arn is not None else "sourceTableName")
     if arn is not None and name is not None and name != source.name:
         raise ValidationException("SourceTableArn and SourceTableName name different tables")
-    setting = _pitr_setting(source)
-    if setting is None:
-        raise PointInTimeRecoveryUnavailableException(f"Point in time recovery is not enabled for table '{source.name}'")
+    setting = require_pitr(source)
     _check_not_restoring(source)
     use_latest = request.get("UseLatestRestorableTime", False)
     when = request.get("RestoreDateTime")

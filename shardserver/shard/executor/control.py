@@ -130,6 +130,59 @@ def _table_of_arn(arn: str) -> str:
     return name
 
 
+# Members that take a table's name or its ARN (shape TableArn in DynamoDB's model), besides
+# every operation's top-level TableName: the tables of batches and of transaction items.
+_TABLE_MAPS = ("BatchGetItem", "BatchWriteItem")
+_TRANSACT_ACTIONS = ("Get", "Put", "Update", "Delete", "ConditionCheck")
+# Response members keyed by table, answered under the name or ARN the request used.
+_KEYED_BY_TABLE = ("Responses", "UnprocessedKeys", "UnprocessedItems", "ItemCollectionMetrics")
+
+
+def names_for_arns(op: str, request: dict) -> dict[str, str]:
+    """Rewrites, in place, every table ARN a request names into the table's name, so handlers
+    see names only; answers {name: ARN} of those rewritten (empty, the usual case, if none)."""
+    if op == "CreateTable":
+        return {}        # a new table is named by its name
+    arns: dict[str, str] = {}
+
+    def name_of(value):
+        if isinstance(value, str) and value.startswith("arn:"):
+            name = _table_of_arn(value)
+            arns[name] = value
+            return name
+        return value
+
+    if "TableName" in request:
+        request["TableName"] = name_of(request["TableName"])
+    items = request.get("RequestItems")
+    if op in _TABLE_MAPS and isinstance(items, dict) and any(k.startswith("arn:") for k in items):
+        renamed = {}
+        for table, entry in items.items():
+            name = name_of(table)
+            if name in renamed:
+                raise ValidationException(f"Table {name} is named more than once in RequestItems "
+                                          "(by its name and by its ARN)")
+            renamed[name] = entry
+        request["RequestItems"] = renamed
+    if op in ("TransactGetItems", "TransactWriteItems") and isinstance(request.get("TransactItems"), list):
+        for entry in request["TransactItems"]:
+            for action in _TRANSACT_ACTIONS:
+                member = entry.get(action) if isinstance(entry, dict) else None
+                if isinstance(member, dict) and "TableName" in member:
+                    member["TableName"] = name_of(member["TableName"])
+    return arns
+
+
+def answer_with_arns(response: bytes, arns: dict[str, str]) -> bytes:
+    """A response whose per-table maps are keyed by the ARNs the request named those tables by."""
+    answer = orjson.loads(response)
+    for member in _KEYED_BY_TABLE:
+        keyed = answer.get(member)
+        if isinstance(keyed, dict):
+            answer[member] = {arns.get(table, table): value for table, value in keyed.items()}
+    return orjson.dumps(answer)
+
+
 async def change_table_extra(svc, schema: TableSchema, key: str, compute) -> object:
     """Sets ``schema.extra[key]`` to ``compute(current)`` (None removes it) on the catalog
     coordinator, if nobody changed it meanwhile; otherwise computes again from the newer value.

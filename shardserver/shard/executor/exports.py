@@ -16,7 +16,9 @@ from shardserver.errors import (ExportNotFoundException, ImportNotFoundException
                                 TableNotFoundException, ValidationException)
 from shardserver.shard.catalog import ACCOUNT, REGION
 from shardserver.shard.executor import operation
+from shardserver.shard.executor.backups import require_pitr
 from shardserver.shard.executor.control import Constraints, split_arn
+from shardserver.shard.executor.tables import schema_from_create_request
 
 S3_BUCKET = re.compile(r"[a-z0-9A-Z]+[.\-\w]*[a-z0-9A-Z]+\Z")
 IMPORT_TOKEN = re.compile(r"([0-9a-f]{16})+\Z")
@@ -103,6 +105,7 @@ async def export_table_to_point_in_time(svc, request: dict) -> bytes:
     constraints.enum(request.get("ExportType"), "exportType", EXPORT_TYPES)
     constraints.check()
     schema = _table_arn(svc, request["TableArn"])
+    require_pitr(schema)        # an export reads the table's continuous backups
     raise ValidationException(f"Invalid Request: table {schema.name} cannot be exported: "
                               + _NO_S3.format("export to"))
 
@@ -134,6 +137,7 @@ async def import_table(svc, request: dict) -> bytes:
         constraints.required(parameters.get("AttributeDefinitions"), "tableCreationParameters.attributeDefinitions")
         constraints.required(parameters.get("KeySchema"), "tableCreationParameters.keySchema")
     constraints.check()
+    schema_from_create_request(parameters)      # the new table is checked as CreateTable checks it
     name = parameters["TableName"]
     if name in svc.catalog.tables:
         raise ResourceInUseException(f"Table already exists: {name}")

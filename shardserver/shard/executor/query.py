@@ -101,24 +101,33 @@ def limit_of(request: dict, op: str = "Scan") -> int | None:
     return limit
 
 
-def _select_of(request: dict, op: str) -> str:
+# How DynamoDB's "Cannot specify ... when choosing to get ..." names each Select.
+_SELECTION = {"ALL_ATTRIBUTES": "ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES": "ALL_PROJECTED_ATTRIBUTES",
+              "COUNT": "only the Count"}
+
+
+def select_of(request: dict, op: str, default: str = "ALL_ATTRIBUTES") -> str:
+    """A Query's or Scan's Select, checked against its projection; ``default`` is what an
+    absent Select means without a projection (ALL_PROJECTED_ATTRIBUTES on an index)."""
     select = request.get("Select")
     has_projection = request.get("ProjectionExpression") is not None or request.get("AttributesToGet") is not None
     if select is None:
-        return "SPECIFIC_ATTRIBUTES" if has_projection else "ALL_ATTRIBUTES"
+        return "SPECIFIC_ATTRIBUTES" if has_projection else default
     if select not in ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "COUNT"):
         raise constraint_error([f"Value '{select}' at 'select' failed to satisfy constraint: Member must satisfy "
                                 "enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, "
                                 "ALL_PROJECTED_ATTRIBUTES]"])
+    # Query's validator words these as a model error; Scan's does not.
+    prefix = "1 validation error detected: " if op == "Query" else ""
     if select == "ALL_PROJECTED_ATTRIBUTES" and request.get("IndexName") is None:
         # DynamoDB says "Querying" on a Scan too
-        raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
+        raise ValidationException(prefix + "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
     if select == "SPECIFIC_ATTRIBUTES" and not has_projection:
-        message = "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES"
-        raise ValidationException("1 validation error detected: " + message if op == "Query" else message)
+        raise ValidationException(prefix + "Must specify the AttributesToGet or ProjectionExpression when choosing "
+                                  "to get SPECIFIC_ATTRIBUTES")
     if has_projection and select != "SPECIFIC_ATTRIBUTES":
         what = "ProjectionExpression" if request.get("ProjectionExpression") is not None else "AttributesToGet"
-        raise ValidationException(f"Cannot specify the {what} when choosing to get {select}")
+        raise ValidationException(f"{prefix}Cannot specify the {what} when choosing to get {_SELECTION[select]}")
     return select
 
 
@@ -179,7 +188,7 @@ async def query(svc, request: dict) -> bytes:
     schema = table_of(svc, request)
     prepared, token = request.pop(_PREPARED, None) or (svc.prepare_expressions(request, schema, "Query"), None)
     limit = limit_of(request, "Query")
-    select = _select_of(request, "Query")
+    select = select_of(request, "Query")
     mode = capacity.requested_mode(request)
     consistent = _consistent_of(request)
     forward = request.get("ScanIndexForward", True)
@@ -272,7 +281,7 @@ async def scan(svc, request: dict) -> bytes:
     index_name = request.get("IndexName")
     svc.prepare_expressions(request, schema, "Scan")     # validate everything before any shard reads
     limit = limit_of(request)
-    select = _select_of(request, "Scan")
+    select = select_of(request, "Scan")
     mode = capacity.requested_mode(request)
     consistent = _consistent_of(request)
     segment = _segment_of(request)

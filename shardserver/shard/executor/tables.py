@@ -107,18 +107,19 @@ def _table_or_not_found(svc, request: dict) -> TableSchema:
     return schema
 
 
-def key_schema_elements(key_schema, field: str) -> tuple[list[str], list[str]]:
-    """Attribute names and key types of a KeySchema (a table's or an index's), shape-checked."""
+def key_schema_elements(key_schema, field: str, most: int = 2) -> tuple[list[str], list[str]]:
+    """Attribute names and key types of a KeySchema (a table's or an index's; a GSI's multi-attribute
+    key has up to ``most`` elements), shape-checked."""
     if not isinstance(key_schema, list):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
     if not key_schema:
         raise constraint_error([f"Value '[]' at '{field}' failed to satisfy constraint: "
                                 "Member must have length greater than or equal to 1"])
-    if len(key_schema) > 2:
+    if len(key_schema) > most:
         shown = ", ".join(f"KeySchemaElement(attributeName={e.get('AttributeName')}, keyType={e.get('KeyType')})"
                           if isinstance(e, dict) else "null" for e in key_schema)
         raise constraint_error([f"Value '[{shown}]' at '{field}' failed to satisfy constraint: "
-                                "Member must have length less than or equal to 2"])
+                                f"Member must have length less than or equal to {most}"])
     names, kinds = [], []
     for i, element in enumerate(key_schema, 1):
         if not isinstance(element, dict) or not isinstance(element.get("AttributeName"), str):

@@ -3,7 +3,9 @@
 Owns the restrictions DynamoDB puts on a key condition (an AND of at most
 two comparisons, equality on the partition key, one of = < <= > >=
 BETWEEN begins_with on the sort key, non-empty literal operands of the
-key's type) and their error messages.  It returns the partition key value
+key's type; for a GSI's multi-attribute key, equality on every partition key
+attribute and a gapless run of sort key attributes, see check_multi_parts)
+and their error messages.  It returns the partition key value
 and the sort key predicate for the Query executor to turn into a storage
 range; it never reads storage itself.
 """
@@ -82,17 +84,14 @@ def _one(node, ctx):
     return _key_name(call.args[0], ctx), "begins_with", [_literal(call.args[1], ctx)]
 
 
-def check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: dict | None):
-    if hash_name not in parts:
-        raise ValidationException(f"Query condition missed key schema element: {hash_name}")
-    for name in parts:
-        if name != hash_name and name != range_name:
-            if range_name is None:
-                raise ValidationException("Query key condition not supported")
-            raise ValidationException(f"Query condition missed key schema element: {range_name}")
-    op, operands = parts[hash_name]
-    if op != "=":
-        raise ValidationException("Query key condition not supported")
+def _most_conditions(hash_name, range_name) -> int:
+    if isinstance(hash_name, tuple):
+        return len(hash_name) + len(range_name)
+    return 2
+
+
+def _check_operands(parts: dict, key_types: dict | None) -> None:
+    """The operands' types against the key schema's, and the operators' own operand rules."""
     for name, (op, operands) in parts.items():
         wanted = (key_types or {}).get(name)
         for av in operands:
@@ -104,18 +103,71 @@ def check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: 
                                 "operator or function: begins_with, operand type: N")
         if op == "BETWEEN":
             check_between_literals(KIND, operands[0], operands[1])
+
+
+def _check_not_empty(name: str, operands: list) -> None:
+    for av in operands:
+        # Key values are never empty, so DynamoDB refuses an empty operand too
+        # (begins_with(sk, "") included) rather than matching.
+        (kind, value), = av.items()
+        if value == "":
+            raise empty_key_error(name, kind)
+
+
+def check_multi_parts(parts: dict, hash_names: tuple, range_names: tuple, key_types: dict | None):
+    """A key condition on a GSI's multi-attribute key: equality on every partition key attribute,
+    then sort key attributes left to right without a gap, all by equality but the last given,
+    which may use any key operator.  Answers (partition key values, the values of the sort key
+    attributes fixed by equality before the last, its operator or None, its operands)."""
+    for name in hash_names:
+        if name not in parts:
+            raise ValidationException(f"Query condition missed key schema element: {name}")
+    given = [name for name in range_names if name in parts]
+    for name in parts:
+        if name not in hash_names and name not in range_names:
+            if not range_names:
+                raise ValidationException("Query key condition not supported")
+            missing = [n for n in range_names if n not in parts]
+            raise ValidationException(f"Query condition missed key schema element: {(missing or range_names)[0]}")
+    if given != list(range_names[:len(given)]):
+        skipped = next(n for n in range_names if n not in parts)
+        raise ValidationException(f"Query condition missed key schema element: {skipped}")
+    if any(parts[name][0] != "=" for name in hash_names):
+        raise ValidationException("Query key condition not supported")
+    for name in given[:-1]:
+        if parts[name][0] != "=":
+            raise ValidationException(f"Query key condition not supported: only the last sort key attribute a key "
+                                      f"condition names ({given[-1]}) may be compared with an operator other than =")
+    _check_operands(parts, key_types)
+    for name, (_, operands) in parts.items():
+        _check_not_empty(name, operands)
+    hash_values = [parts[name][1][0] for name in hash_names]
+    fixed = [parts[name][1][0] for name in given[:-1]]
+    if not given:
+        return hash_values, fixed, None, []
+    op, operands = parts[given[-1]]
+    return hash_values, fixed, op, operands
+
+
+def check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: dict | None):
+    if isinstance(hash_name, tuple):
+        return check_multi_parts(parts, hash_name, range_name, key_types)
+    if hash_name not in parts:
+        raise ValidationException(f"Query condition missed key schema element: {hash_name}")
+    for name in parts:
+        if name != hash_name and name != range_name:
+            if range_name is None:
+                raise ValidationException("Query key condition not supported")
+            raise ValidationException(f"Query condition missed key schema element: {range_name}")
+    op, operands = parts[hash_name]
+    if op != "=":
+        raise ValidationException("Query key condition not supported")
+    _check_operands(parts, key_types)
     hash_value = parts[hash_name][1][0]
-    (kind, value), = hash_value.items()
-    if value == "":
-        raise empty_key_error(hash_name, kind)
+    _check_not_empty(hash_name, [hash_value])
     if range_name is not None and range_name in parts:
         op, operands = parts[range_name]
-        for av in operands:
-            # Key values are never empty, so DynamoDB refuses an empty sort key
-            # operand too (begins_with(sk, "") included) rather than matching.
-            (kind, value), = av.items()
-            if value == "":
-                raise empty_key_error(range_name, kind)
+        _check_not_empty(range_name, operands)
         return hash_value, op, operands
     return hash_value, None, []
 
@@ -125,10 +177,11 @@ def key_condition_parts(cond: ast.Condition, ctx, hash_name: str, range_name: st
     """(partition key value, sort key operator or None, sort key operand values).
 
     Operators: "=", "<", "<=", ">", ">=", "BETWEEN" (two operands), "begins_with".
-    key_types maps key attribute names to "S"/"N"/"B" for the type check."""
+    key_types maps key attribute names to "S"/"N"/"B" for the type check.  For a GSI's
+    multi-attribute key, hash_name and range_name are tuples of names: see check_multi_parts."""
     conditions: list = []
     _flatten(cond.root, conditions)
-    if len(conditions) > 2:
+    if len(conditions) > _most_conditions(hash_name, range_name):
         raise invalid(KIND, "Conditions can be of length 1 or 2 only")
     parts: dict = {}
     for node in conditions:
@@ -148,7 +201,7 @@ def key_conditions_parts(key_conditions: dict, hash_name: str, range_name: str |
     """The same as key_condition_parts, for the legacy KeyConditions map."""
     if not isinstance(key_conditions, dict):
         raise ValidationException("KeyConditions must be a map")
-    if len(key_conditions) > 2:
+    if len(key_conditions) > _most_conditions(hash_name, range_name):
         raise ValidationException("Conditions can be of length 1 or 2 only")
     parts = {}
     for name, spec in key_conditions.items():

@@ -186,14 +186,19 @@ def _write_key(builder: Builder, where, schema) -> tuple[dict, list]:
 
 # ------------------------------------------------------------------ SELECT
 
-def _index_keys(schema, index: str | None) -> tuple[str, str | None]:
+def _index_keys(schema, index: str | None) -> tuple[str | None, str | None]:
+    """The partition and sort key names a SELECT may turn into a key condition; (None, None) for a
+    GSI's multi-attribute key, whose SELECTs run as Scans of the index (the WHERE as their filter)."""
     if index is None:
         return schema.hash_key, schema.range_key
     for definition in schema.global_indexes + schema.local_indexes:
         if definition["IndexName"] == index:
+            kinds = [e["KeyType"] for e in definition["KeySchema"]]
+            if kinds.count("HASH") > 1 or kinds.count("RANGE") > 1:
+                return None, None
             roles = {e["KeyType"]: e["AttributeName"] for e in definition["KeySchema"]}
             return roles["HASH"], roles.get("RANGE")
-    raise ValidationException(f"The table does not have the specified index: {index}")
+    raise ValidationException("The table does not have the specified index")   # PartiQL: no name
 
 
 def output_name(path: ast.Path) -> str:
@@ -245,6 +250,8 @@ def _select_plan(select: ast.Select, schema, parameters: list) -> Plan:
 def _decomposed(select: ast.Select, schema, parameters: list) -> list | None:
     """The single-partition reads a WHERE of ``pk IN [...]`` (or ``pk = a OR pk = b``) stands for."""
     hash_name = _index_keys(schema, select.index)[0]
+    if hash_name is None:
+        return None
     hash_path = ast.Path((hash_name,))
     conjuncts = _conjuncts(select.where)
     wheres = None
@@ -320,7 +327,7 @@ def _select(builder: Builder, select: ast.Select, schema) -> Plan:
     if select.index is None and len(found) == len(keys) and not rest:
         request["Key"] = _key_of(builder, schema, found)
         return Plan("GetItem", select.table, request, select.projection, full_key=True)
-    if hash_name in found:
+    if hash_name is not None and hash_name in found:
         key_condition = [lambda b: f"{b.name(hash_name)} = {b.value(found[hash_name])}"]
         if range_name in found:
             key_condition.append(lambda b: f"{b.name(range_name)} = {b.value(found[range_name])}")
