@@ -136,6 +136,8 @@ _TABLE_MAPS = ("BatchGetItem", "BatchWriteItem")
 _TRANSACT_ACTIONS = ("Get", "Put", "Update", "Delete", "ConditionCheck")
 # Response members keyed by table, answered under the name or ARN the request used.
 _KEYED_BY_TABLE = ("Responses", "UnprocessedKeys", "UnprocessedItems", "ItemCollectionMetrics")
+_NAMES_TABLES_INSIDE = frozenset(_TABLE_MAPS + ("TransactGetItems", "TransactWriteItems"))
+_NONE: dict[str, str] = {}      # never written: answered when nothing was rewritten
 
 
 def names_for_arns(op: str, request: dict) -> dict[str, str]:
@@ -143,6 +145,11 @@ def names_for_arns(op: str, request: dict) -> dict[str, str]:
     see names only; answers {name: ARN} of those rewritten (empty, the usual case, if none)."""
     if op == "CreateTable":
         return {}        # a new table is named by its name
+    if op not in _NAMES_TABLES_INSIDE:
+        # The usual request, on every request's path: one member to look at.
+        table = request.get("TableName")
+        if type(table) is not str or not table.startswith("arn:"):
+            return _NONE
     arns: dict[str, str] = {}
 
     def name_of(value):
