@@ -82,8 +82,10 @@ def test_key_condition_rules(ddb, matches):
     names = {"#round": "round"}
 
     def refused(condition, values):
+        # Names only where used: DynamoDB reports an unused one before any key condition rule.
         code, message = error_of(ddb.query, TableName=table, IndexName="by_bracket", KeyConditionExpression=condition,
-                                 ExpressionAttributeValues=values, ExpressionAttributeNames=names)
+                                 ExpressionAttributeValues=values,
+                                 **({"ExpressionAttributeNames": names} if "#round" in condition else {}))
         assert code == "ValidationException"
         return message
 
