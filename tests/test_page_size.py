@@ -89,19 +89,12 @@ def write(ddb, table, items):
 
 @pytest.fixture(scope="module")
 def small_items(server, ddb):
-    """One partition of items whose JSON is ~3.5 times their DynamoDB size, with a GSI
+    """One partition of items whose JSON is ~2.5 times their DynamoDB size, with a GSI
     (projecting everything) on one constant key, and a copy spread over partitions."""
     name = "page_size_small"
-    ddb.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "N"},
-                              {"AttributeName": "g", "AttributeType": "S"}],
-        GlobalSecondaryIndexes=[{"IndexName": "by_g",
-                                 "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"},
-                                               {"AttributeName": "sk", "KeyType": "RANGE"}],
-                                 "Projection": {"ProjectionType": "ALL"}}])
+    create_table(ddb, name, range_key=("sk", "N"), attributes=[("g", "S")], GlobalSecondaryIndexes=[
+        {"IndexName": "by_g", "Projection": {"ProjectionType": "ALL"},
+         "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]}])
     spread = "page_size_spread"
     create_table(ddb, spread, hash_key=("pk", "S"))
     items = [small_numbers_item(i) for i in range(ITEMS)]
