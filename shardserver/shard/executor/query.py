@@ -7,7 +7,10 @@ is a slice of the token ring that every shard serves its part of, and
 segment s starts at shard s mod N so that concurrent segments start on
 different shards.  Paging keys are the real primary keys of the last item
 evaluated, so they stay valid across restarts, and a scan resumed from one
-visits exactly the keys after it in that stable order.  Filters and
+visits exactly the keys after it in that stable order.  A page ends at 1 MB
+of the items' DynamoDB size (pages.read_page); a Scan page's parts measure
+it by their JSON until one reaches the budget, and the page is read again
+with every size counted if an earlier part was measured only so.  Filters and
 projections run on the shard that reads the items; only the page travels
 back, and items nobody needs to look at are spliced as the stored JSON.
 It never writes, and never decodes an item it does not have to.
