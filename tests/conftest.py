@@ -32,9 +32,11 @@ def table_name(request):
     return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"t{next(_names)}_{request.node.name[:40]}")
 
 
-def create_table(client, name, hash_key=("pk", "S"), range_key=None, **extra):
+def create_table(client, name, hash_key=("pk", "S"), range_key=None, attributes=(), **extra):
+    """`attributes`: (name, type) of further key attributes, for the indexes in `extra`."""
     schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
     definitions = [{"AttributeName": hash_key[0], "AttributeType": hash_key[1]}]
+    definitions += [{"AttributeName": n, "AttributeType": t} for n, t in attributes]
     if range_key:
         schema.append({"AttributeName": range_key[0], "KeyType": "RANGE"})
         definitions.append({"AttributeName": range_key[0], "AttributeType": range_key[1]})

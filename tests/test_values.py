@@ -1,8 +1,10 @@
 """Unit tests: AttributeValue rules, number normalization, key encoding and routing."""
 
+import base64
 import random
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, strategies as st
 
@@ -76,6 +78,35 @@ def test_item_size_rules():
     assert values.item_size({"ab": {"N": "123"}}) == 2 + 3
     assert values.item_size({"l": {"L": []}}) == 1 + 3
     assert values.item_size({"m": {"M": {"x": {"BOOL": True}}}}) == 1 + 3 + 1 + 1 + 1
+
+
+_numbers = st.builds(lambda digits, power: values.normalize_number(f"{digits}E{power}"),
+                     st.integers(-10 ** 38 + 1, 10 ** 38 - 1), st.integers(-90, 80))
+_binaries = st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode())
+_scalars = st.one_of(
+    st.text(max_size=20).map(lambda t: {"S": t}),      # any unicode, control characters escaped
+    _numbers.map(lambda n: {"N": n}),
+    _binaries.map(lambda b: {"B": b}),
+    st.booleans().map(lambda b: {"BOOL": b}),
+    st.just({"NULL": True}),
+    st.lists(st.text(max_size=8), min_size=1, max_size=5, unique=True).map(lambda v: {"SS": v}),
+    st.lists(_numbers, min_size=1, max_size=5, unique=True).map(lambda v: {"NS": v}),
+    st.lists(_binaries, min_size=1, max_size=5, unique=True).map(lambda v: {"BS": v}))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4).map(lambda v: {"L": v}),
+    st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=4).map(lambda v: {"M": v})), max_leaves=12)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=6), _values, min_size=1, max_size=6))
+def test_stored_json_is_never_shorter_than_item_size(item):
+    # Pages, batch reads and the 400 KB check count the stored JSON until it passes their limit.
+    assert len(orjson.dumps(item)) >= values.item_size(item)
+
+
+def test_stored_json_is_not_shorter_for_the_tightest_values():
+    for item in ({"a": {"L": []}}, {"a": {"M": {}}}, {"a": {"B": ""}}, {"a": {"N": "1E+125"}},
+                 {"\u00e9": {"S": "\U0001f600" * 3}}, {"a": {"L": [{"L": []}, {"M": {"b": {"M": {}}}}]}}):
+        assert len(orjson.dumps(item)) >= values.item_size(item)
 
 
 @pytest.mark.parametrize("av", [{}, {"S": "a", "N": "1"}, {"NULL": False}, {"BOOL": "yes"}, {"SS": []},

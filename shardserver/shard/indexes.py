@@ -43,16 +43,16 @@ import orjson
 from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
-from shardserver.shard.executor.query import limit_of, select_of
+from shardserver.shard.executor.query import limit_of, part_reply, read_part, select_of
 from shardserver.shard.executor.tables import constraint_error, key_schema_elements
 from shardserver.shard.keys import EmptyKeyValue
+from shardserver.shard.pages import UNBOUNDED, read_page
 
 log = logging.getLogger("shardserver.indexes")
 
 MAX_LSIS = 5
 MAX_GSIS = 20
 MAX_PROJECTED_ATTRIBUTES = 100
-PAGE_BYTES = 1024 * 1024
 INDEX_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 PROJECTION_TYPES = ("ALL", "INCLUDE", "KEYS_ONLY")
 MAX_KEY_ATTRIBUTES = 4          # per part (HASH, RANGE) of a GSI's multi-attribute key
@@ -1114,11 +1114,11 @@ class _Reader:
         return items, count
 
 
-def _consumed(request: dict, schema, index: Index, pairs) -> dict | None:
+def _consumed(request: dict, schema, index: Index, page) -> dict | None:
     mode = capacity.requested_mode(request)
     if mode == "NONE":
         return None
-    units = capacity.read_units(capacity.stored_size(pairs), bool(request.get("ConsistentRead", False)))
+    units = capacity.read_units(page.size(), bool(request.get("ConsistentRead", False)))
     result = capacity.consumed(mode, schema.name, units)
     if result is not None and mode == "INDEXES":
         result["Table"] = {"CapacityUnits": 0.0}
@@ -1148,17 +1148,16 @@ async def query_index(svc, request: dict, schema, prepared) -> bytes:
             start, start_exclusive = key, True
         elif not forward and (end is None or key < end):
             end = key
-    pairs = await svc.storage.scan(index.storage_id, start, end, start_exclusive=start_exclusive,
-                                   reverse=not forward, limit=limit or (1 << 62), max_bytes=PAGE_BYTES,
-                                   partition=values.partition_prefix(pk))
+    page = await read_page(svc.storage, index.storage_id, start, end, start_exclusive=start_exclusive,
+                           reverse=not forward, limit=limit or UNBOUNDED, partition=values.partition_prefix(pk))
+    pairs = page.pairs
     items, count = await _Reader(svc, schema, index, prepared, select, request).shape(pairs)
     response = {"Count": count, "ScannedCount": len(pairs)}
     if select != "COUNT":
         response["Items"] = [orjson.Fragment(i) if isinstance(i, bytes) else i for i in items]
-    read_bytes = sum(len(v) for _, v in pairs)
-    if pairs and ((limit is not None and len(pairs) >= limit) or read_bytes >= PAGE_BYTES):
+    if pairs and ((limit is not None and len(pairs) >= limit) or page.full):
         response["LastEvaluatedKey"] = index.last_key(orjson.loads(pairs[-1][1]))
-    consumed = _consumed(request, schema, index, pairs)
+    consumed = _consumed(request, schema, index, page)
     if consumed is not None:
         response["ConsumedCapacity"] = consumed
     return orjson.dumps(response)
@@ -1181,15 +1180,8 @@ async def scan_index_page(svc, part: dict, schema, prepared) -> bytes:
     request = part["request"]
     index = index_of(schema, request.get("IndexName"))
     select = "COUNT" if part["count_only"] else select_of(request, "Scan", "ALL_PROJECTED_ATTRIBUTES")
-    end = bytes.fromhex(part["end"]) if part["end"] is not None else None
-    pairs = await svc.storage.scan(index.storage_id, bytes.fromhex(part["start"]) or None, end,
-                                   start_exclusive=part["exclusive"], limit=part["limit"],
-                                   max_bytes=part["bytes"])
+    page = await read_part(svc, index.storage_id, part)
+    pairs = page.pairs
     items, count = await _Reader(svc, schema, index, prepared, select, request).shape(pairs)
-    header = {
-        "count": count, "scanned": len(pairs), "bytes": sum(len(v) for _, v in pairs),
-        "last": index.last_key(orjson.loads(pairs[-1][1])) if pairs else None,
-    }
-    if part.get("size"):
-        header["size"] = capacity.stored_size(pairs)
-    return orjson.dumps(header) + b"\0" + b",".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items)
+    return part_reply(page, part, count, index.last_key(orjson.loads(pairs[-1][1])) if pairs else None,
+                      b",".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items))

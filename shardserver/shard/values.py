@@ -269,6 +269,19 @@ def value_size(av: dict) -> int:
 
 
 def item_size(item: dict) -> int:
+    """DynamoDB's size of an item: its attribute names' UTF-8 bytes plus value_size of each value.
+
+    Never more than the length of the item's stored JSON (orjson.dumps of it),
+    which pages, batch reads and the 400 KB check use as a free upper bound.
+    For every value, its JSON is at least value_size + 5 bytes: S is its UTF-8
+    bytes plus quotes (escapes only lengthen it) inside {"S":} (8 bytes more);
+    N's size is about half its digits, its text is all of them; B's size is
+    3/4 of its base64; BOOL and NULL are 1 against 13 or more; a set's
+    elements each carry their quotes and comma; an L or M adds 3 plus 1 per
+    element (plus the key's bytes in M), where JSON adds {"L":[]} (8 bytes),
+    each element's own 5 or more, commas, and a quoted key and colon in M.
+    An item then adds a quoted name and a colon per attribute.
+    """
     return sum(len(name.encode()) + value_size(av) for name, av in item.items())
 
 

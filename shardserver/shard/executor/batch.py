@@ -319,24 +319,34 @@ async def batch_get_item(svc, request: dict) -> bytes:
 async def _read_owned(svc, reads, specs: dict, mode: str, share: int,
                       responses: dict, unprocessed: dict, units: dict) -> None:
     """Reads this shard's keys of a batch into responses: orjson fragments of the stored
-    JSON, or projected items (dicts)."""
-    total_bytes = 0
+    JSON, or projected items (dicts).  The share is of the items' DynamoDB size, measured
+    by their stored JSON (never shorter) until that would pass it."""
+    stored_total = 0
+    size_total = None        # the DynamoDB size of what was read, once the JSON passed the share
+    read: list[bytes] = []   # the stored JSON read, until then
     for _, name, schema, key, storage_key, projection, consistent in reads:
-        if total_bytes >= share:
+        if (size_total if size_total is not None else stored_total) >= share:
             _add_unprocessed(unprocessed, specs, name, key)
             continue
         stored = await svc.storage.get(schema.table_id, storage_key)
         size = 0
         if stored is not None:
-            if total_bytes and total_bytes + len(stored) > share:
-                _add_unprocessed(unprocessed, specs, name, key)
-                continue
-            total_bytes += len(stored)
+            if stored_total + len(stored) > share and size_total is None:
+                size_total = sum([values.item_size(orjson.loads(raw)) for raw in read])
+            if size_total is not None:
+                size = values.item_size(orjson.loads(stored))
+                if stored_total and size_total + size > share:
+                    _add_unprocessed(unprocessed, specs, name, key)
+                    continue
+                size_total += size
+            else:
+                read.append(stored)
+            stored_total += len(stored)
             if projection is None:
                 responses.setdefault(name, []).append(orjson.Fragment(stored))   # spliced as stored
             else:
                 responses.setdefault(name, []).append(projection(orjson.loads(stored)))
-            if mode != "NONE":
+            if mode != "NONE" and not size:
                 size = values.item_size(orjson.loads(stored))
         units[name] = units.get(name, 0.0) + capacity.read_units(size, consistent)
 

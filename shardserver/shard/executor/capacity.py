@@ -36,16 +36,6 @@ def read_units(size: int, consistent: bool) -> float:
     return float(units) if consistent else units / 2
 
 
-def stored_size(pairs) -> int:
-    """DynamoDB size of the stored items (key, JSON) a Query or Scan read: what it is charged by.
-
-    The JSON is longer than the DynamoDB size (2-3 times for small items), so
-    pages are cut by JSON bytes, but capacity is counted on the real size.
-    Only decoded when capacity was asked for.
-    """
-    return sum([item_size(orjson.loads(raw)) for _, raw in pairs])
-
-
 def consumed(mode: str, table: str, units: float, *, read: bool | None = None,
              gsis: dict | None = None, lsis: dict | None = None) -> dict | None:
     """The ConsumedCapacity object for one table, or None when not requested.

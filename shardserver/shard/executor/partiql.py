@@ -22,7 +22,8 @@ from shardserver.errors import (ConditionalCheckFailedException, DuplicateItemEx
                                 ResourceNotFoundException, TransactionCanceledException, ValidationException)
 from shardserver.shard import values
 from shardserver.shard.executor import capacity, operation
-from shardserver.shard.executor.query import PAGE_BYTES, limit_of
+from shardserver.shard.executor.query import limit_of
+from shardserver.shard.pages import PAGE_BYTES
 from shardserver.shard.executor.tables import constraint_error
 from shardserver.shard.executor.transactions import cancellation
 from shardserver.shard.partiql import ast, translate
@@ -195,7 +196,7 @@ async def execute_statement(svc, request: dict) -> bytes:
     if request.get("NextToken") is not None:
         position, start = _resume_point(request["NextToken"], text, parameters, len(parts))
     items, spent, fields = [], [], {}
-    remaining, page_bytes = limit, 0
+    remaining, page_json, page_size = limit, 0, None
     for index in range(position, len(parts)):
         part = parts[index]
         own = dict(extra)
@@ -217,8 +218,13 @@ async def execute_statement(svc, request: dict) -> bytes:
         # Limit counts the items read, as Query's ScannedCount does; a GetItem reads one.
         if remaining is not None:
             remaining -= 1 if part.op == "GetItem" else response.get("ScannedCount", 0)
-        page_bytes += len(orjson.dumps(found))
-        if index + 1 < len(parts) and ((remaining is not None and remaining <= 0) or page_bytes >= PAGE_BYTES):
+        # The page's DynamoDB size, counted only once its JSON (never shorter) reaches the 1 MB.
+        page_json += len(orjson.dumps(found))
+        if page_json >= PAGE_BYTES:
+            page_size = sum(values.item_size(item) for item in (items if page_size is None else found)) + (
+                page_size or 0)
+        if index + 1 < len(parts) and ((remaining is not None and remaining <= 0)
+                                       or (page_size or 0) >= PAGE_BYTES):
             fields["NextToken"] = _next_token(text, parameters, index + 1, None)
             break
     used = (spent[0] if len(spent) == 1 else _summed_capacity(mode, spent)[0]) if spent else None

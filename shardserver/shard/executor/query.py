@@ -7,7 +7,10 @@ is a slice of the token ring that every shard serves its part of, and
 segment s starts at shard s mod N so that concurrent segments start on
 different shards.  Paging keys are the real primary keys of the last item
 evaluated, so they stay valid across restarts, and a scan resumed from one
-visits exactly the keys after it in that stable order.  Filters and
+visits exactly the keys after it in that stable order.  A page ends at 1 MB
+of the items' DynamoDB size (pages.read_page); a Scan page's parts measure
+it by their JSON until one reaches the budget, and the page is read again
+with every size counted if an earlier part was measured only so.  Filters and
 projections run on the shard that reads the items; only the page travels
 back, and items nobody needs to look at are spliced as the stored JSON.
 It never writes, and never decodes an item it does not have to.
@@ -19,14 +22,13 @@ import orjson
 
 from shardserver.errors import DynamoDBError, ValidationException
 from shardserver.shard import routing, values
+from shardserver.shard.pages import PAGE_BYTES, UNBOUNDED, read_page
 from shardserver.shard.executor import capacity, fabric_verb, operation
 from shardserver.shard.executor.tables import constraint_error, table_of
 from shardserver.shard.keys import KEY_MISMATCH, key_attributes, key_of_request
 
-PAGE_BYTES = 1024 * 1024
 MAX_TOTAL_SEGMENTS = 1_000_000
 SCAN_PAGE = b"scan-page"   # fabric verb: one shard's part of a Scan page
-UNBOUNDED = 1 << 62
 
 # route() prepares the expressions and hashes the partition key to find the owner;
 # a local execute() reuses both (prepared, token).
@@ -161,10 +163,6 @@ def shape_page(pairs: list[tuple[bytes, bytes]], filter_fn, projection_fn, count
     return items, count
 
 
-def _page_bytes(pairs) -> int:
-    return sum([len(raw) for _, raw in pairs])
-
-
 def _items_response(items: list[bytes], tail: dict, count_only: bool) -> bytes:
     if count_only:
         return orjson.dumps(tail)
@@ -213,18 +211,17 @@ async def query(svc, request: dict) -> bytes:
             start, start_exclusive = key, True
         else:
             end = key
-    pairs = await svc.storage.scan(schema.table_id, start, end, start_exclusive=start_exclusive,
-                                   reverse=not forward, limit=limit or UNBOUNDED, max_bytes=PAGE_BYTES,
-                                   partition=prefix)
+    page = await read_page(svc.storage, schema.table_id, start, end, start_exclusive=start_exclusive,
+                           reverse=not forward, limit=limit or UNBOUNDED, partition=prefix)
+    pairs = page.pairs
     count_only = select == "COUNT"
     items, count = shape_page(pairs, prepared.filter, prepared.projection, count_only)
     tail = {"Count": count, "ScannedCount": len(pairs)}
-    read_bytes = _page_bytes(pairs)
-    if pairs and ((limit is not None and len(pairs) >= limit) or read_bytes >= PAGE_BYTES):
+    if pairs and ((limit is not None and len(pairs) >= limit) or page.full):
         tail["LastEvaluatedKey"] = key_attributes(schema, orjson.loads(pairs[-1][1]))
     if mode != "NONE":
         tail["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(capacity.stored_size(pairs), consistent))
+            mode, schema.name, capacity.read_units(page.size(), consistent))
     return _items_response(items, tail, count_only)
 
 
@@ -297,36 +294,48 @@ async def scan(svc, request: dict) -> bytes:
             raise ValidationException(OUTSIDE_SEGMENT)
         position, start, start_exclusive = order.index(svc.owner_of(pk)), key, True
     count_only = select == "COUNT"
-    remaining = limit or UNBOUNDED
-    budget = PAGE_BYTES
-    chunks: list[bytes] = []
-    count = scanned = read_size = 0
-    last = None
-    stopped_early = False
     fields = {k: request[k] for k in _PAGE_FIELDS if k in request}
-    while position < len(order):
-        part = {"start": start.hex(), "exclusive": start_exclusive,
-                "end": high.hex() if high is not None else None,
-                "limit": remaining, "bytes": budget, "count_only": count_only, "request": fields,
-                "size": mode != "NONE"}
-        reply = await svc.submit_to(order[position], SCAN_PAGE, orjson.dumps(part))
-        header, _, joined = reply.partition(b"\0")
-        result = orjson.loads(header)
-        if "error" in result:
-            _raise(result["error"])
-        if joined:
-            chunks.append(joined)
-        count += result["count"]
-        scanned += result["scanned"]
-        read_size += result.get("size", 0)
-        if result["last"] is not None:
-            last = result["last"]
-        remaining -= result["scanned"]
-        budget -= result["bytes"]
-        if remaining <= 0 or budget <= 0:
-            stopped_early = True
-            break
-        position, start, start_exclusive = position + 1, low, False
+
+    async def gather(sized: bool):
+        """The page from `position` on: (chunks, count, scanned, read size, last key, more to read),
+        or None when a shard's part reached a budget that earlier parts measured only by their
+        JSON: the page must then be read again with every item's DynamoDB size counted."""
+        at, first, exclusive_first = position, start, start_exclusive
+        remaining = limit or UNBOUNDED
+        budget = PAGE_BYTES
+        budget_known = True
+        chunks: list[bytes] = []
+        count = scanned = read_size = 0
+        last = None
+        while at < len(order):
+            part = {"start": first.hex(), "exclusive": exclusive_first,
+                    "end": high.hex() if high is not None else None,
+                    "limit": remaining, "bytes": budget, "known": budget_known, "sized": sized,
+                    "count_only": count_only, "request": fields, "size": mode != "NONE"}
+            reply = await svc.submit_to(order[at], SCAN_PAGE, orjson.dumps(part))
+            header, _, joined = reply.partition(b"\0")
+            result = orjson.loads(header)
+            if "error" in result:
+                _raise(result["error"])
+            if result["full"] and not result["exact"]:
+                return None
+            if joined:
+                chunks.append(joined)
+            count += result["count"]
+            scanned += result["scanned"]
+            read_size += result.get("size", 0)
+            if result["last"] is not None:
+                last = result["last"]
+            remaining -= result["scanned"]
+            budget -= result["bytes"]
+            budget_known = budget_known and (result["exact"] or not result["scanned"])
+            if remaining <= 0 or result["full"]:
+                return chunks, count, scanned, read_size, last, True
+            at, first, exclusive_first = at + 1, low, False
+        return chunks, count, scanned, read_size, last, False
+
+    page = await gather(sized=False) or await gather(sized=True)
+    chunks, count, scanned, read_size, last, stopped_early = page
     tail = {"Count": count, "ScannedCount": scanned}
     if stopped_early and last is not None:
         tail["LastEvaluatedKey"] = last
@@ -362,15 +371,25 @@ async def scan_page(svc, src: int, payload: bytes) -> bytes:
         return orjson.dumps({"error": {"type": type(error).__name__, "message": error.message}}) + b"\0"
     if request.get("IndexName") is not None:
         return await svc.scan_index_page(part, schema, prepared)
-    end = bytes.fromhex(part["end"]) if part["end"] is not None else None
-    pairs = await svc.storage.scan(schema.table_id, bytes.fromhex(part["start"]) or None, end,
-                                   start_exclusive=part["exclusive"], limit=part["limit"],
-                                   max_bytes=part["bytes"])
+    page = await read_part(svc, schema.table_id, part)
+    pairs = page.pairs
     items, count = shape_page(pairs, prepared.filter, prepared.projection, part["count_only"])
-    header = {
-        "count": count, "scanned": len(pairs), "bytes": _page_bytes(pairs),
-        "last": key_attributes(schema, orjson.loads(pairs[-1][1])) if pairs else None,
-    }
+    return part_reply(page, part, count, key_attributes(schema, orjson.loads(pairs[-1][1])) if pairs else None,
+                      b",".join(items))
+
+
+def read_part(svc, storage_id: str, part: dict):
+    """Reads one shard's part of a Scan page (of a table or an index)."""
+    end = bytes.fromhex(part["end"]) if part["end"] is not None else None
+    return read_page(svc.storage, storage_id, bytes.fromhex(part["start"]) or None, end,
+                     start_exclusive=part["exclusive"], limit=part["limit"], budget=part["bytes"],
+                     budget_known=part["known"], sized=part["sized"])
+
+
+def part_reply(page, part: dict, count: int, last: dict | None, joined: bytes) -> bytes:
+    """Header JSON, NUL, the part's matching items' JSON joined by commas."""
+    header = {"count": count, "scanned": len(page.pairs), "bytes": page.used,
+              "exact": page.exact, "full": page.full, "last": last}
     if part.get("size"):
-        header["size"] = capacity.stored_size(pairs)
-    return orjson.dumps(header) + b"\0" + b",".join(items)
+        header["size"] = page.size()
+    return orjson.dumps(header) + b"\0" + joined
