@@ -7,6 +7,7 @@ import random
 import orjson
 
 from shardserver.shard import pages, values
+from test_partition_cache import reference_read
 
 
 class ListStorage:
@@ -19,18 +20,7 @@ class ListStorage:
     async def scan(self, table_id, start, end, *, start_exclusive=False, reverse=False,
                    limit=pages.UNBOUNDED, max_bytes=pages.UNBOUNDED, partition=None):
         self.reads += 1
-        chosen = [kv for kv in self.pairs
-                  if (start is None or kv[0] > start or (kv[0] == start and not start_exclusive))
-                  and (end is None or kv[0] < end)]
-        if reverse:
-            chosen.reverse()
-        out, total = [], 0
-        for kv in chosen:
-            out.append(kv)
-            total += len(kv[1])
-            if len(out) >= limit or total >= max_bytes:
-                break
-        return out
+        return reference_read(self.pairs, start, start_exclusive, end, reverse, limit, max_bytes)
 
 
 def random_item(rng, n):
