@@ -98,21 +98,20 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
         return _prepare_query(request, schema, check_unused)
     if _EXPRESSION_PARAMETERS.isdisjoint(request):
         return _NOTHING
+    text = request.pop(_CHECKED_TEXT, None)
     if op not in _CACHED_OPERATIONS or not check_unused:
         return _prepare(request, schema, op, check_unused)
-    try:
-        # Only the parameters present, in the request's order (another order is
-        # just another entry).
-        key = orjson.dumps((op, schema.key_names,
-                            [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
-    except TypeError:               # not JSON-shaped: let validation report it
-        return _prepare(request, schema, op, check_unused)
+    if text is None:
+        text = _expression_text(request, op)
+        if text is None:            # not JSON-shaped: let validation report it
+            return _prepare(request, schema, op, check_unused)
+    key = (text, schema.key_names)
     prepared = _cache.get(key)
     if prepared is not None:
         _cache.move_to_end(key)
         return prepared
     prepared = _prepare(request, schema, op, check_unused)
-    if len(key) <= _CACHE_MAX_KEY_BYTES:
+    if len(text) <= _CACHE_MAX_KEY_BYTES:
         _cache[key] = prepared
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
@@ -237,22 +236,35 @@ def check_request_expressions(request: dict, op: str, check_unused: bool = True)
 _checked: OrderedDict = OrderedDict()
 
 
+# Request key under which check_before_table leaves the request's expression text,
+# so that prepare() on the same shard keys its cache with it instead of encoding it again.
+_CHECKED_TEXT = "\0expressions"
+
+
+def _expression_text(request: dict, op: str) -> bytes | None:
+    """The operation and its expression parameters present, in the request's order (another
+    order is just another cache entry), as bytes; None if they are not JSON-shaped."""
+    try:
+        return orjson.dumps((op, [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
+    except TypeError:
+        return None
+
+
 def check_before_table(request: dict, op: str) -> None:
     """check_request_expressions, for a request that has expression parameters."""
     if _EXPRESSION_PARAMETERS.isdisjoint(request):
         return
-    try:
-        key = orjson.dumps((op, [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
-    except TypeError:               # not JSON-shaped: let validation report it
-        key = None
-    if key in _checked:
-        _checked.move_to_end(key)
-        return
-    check_request_expressions(request, op)
-    if key is not None and len(key) <= _CACHE_MAX_KEY_BYTES:
-        _checked[key] = None
-        if len(_checked) > _CACHE_SIZE:
-            _checked.popitem(last=False)
+    text = _expression_text(request, op)
+    if text in _checked:
+        _checked.move_to_end(text)
+    else:
+        check_request_expressions(request, op)
+        if text is not None and len(text) <= _CACHE_MAX_KEY_BYTES:
+            _checked[text] = None
+            if len(_checked) > _CACHE_SIZE:
+                _checked.popitem(last=False)
+    if text is not None and op in _CACHED_OPERATIONS:
+        request[_CHECKED_TEXT] = text
 
 
 def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
