@@ -430,7 +430,7 @@ def test_transaction_of_writes_is_atomic(ddb, hash_table):
         {"Statement": f"INSERT INTO \"{hash_table}\" VALUE {{'pk': ?}}", "Parameters": [S(second[0])]},
         {"Statement": f"UPDATE \"{hash_table}\" SET n = n + 1 WHERE pk = ?", "Parameters": [S(first[0])]},
     ]
-    assert "Responses" not in ddb.execute_transaction(TransactStatements=statements)
+    assert ddb.execute_transaction(TransactStatements=statements)["Responses"] == []
     assert ddb.get_item(TableName=hash_table, Key={"pk": S(first[0])})["Item"]["n"] == N(2)
     with pytest.raises(ClientError) as excinfo:
         ddb.execute_transaction(TransactStatements=[

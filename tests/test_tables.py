@@ -181,7 +181,35 @@ def test_billing_mode_rules(ddb, table_name):
     ddb.create_table(ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7}, **base)
     table = ddb.describe_table(TableName=table_name)["Table"]
     assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
-    assert table["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
+    ddb.delete_table(TableName=table_name)
+
+
+def test_billing_mode_summary_only_once_a_billing_mode_was_named(ddb, table_name):
+    """DynamoDB describes no BillingModeSummary for a table provisioned by default; it
+    dates the latest switch to on-demand, and keeps that date after a switch back."""
+    base = dict(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    created = ddb.create_table(ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+                               **base)["TableDescription"]
+    assert "BillingModeSummary" not in created
+    assert "BillingModeSummary" not in ddb.describe_table(TableName=table_name)["Table"]
+    ddb.update_table(TableName=table_name, ProvisionedThroughput={"ReadCapacityUnits": 6, "WriteCapacityUnits": 6})
+    assert "BillingModeSummary" not in ddb.describe_table(TableName=table_name)["Table"]
+    switched = ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST")["TableDescription"]
+    summary = switched["BillingModeSummary"]
+    assert summary["BillingMode"] == "PAY_PER_REQUEST"
+    assert summary["LastUpdateToPayPerRequestDateTime"] >= created["CreationDateTime"]
+    back = ddb.update_table(TableName=table_name, BillingMode="PROVISIONED",
+                            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
+    assert back["TableDescription"]["BillingModeSummary"] == {**summary, "BillingMode": "PROVISIONED"}
+    ddb.delete_table(TableName=table_name)
+    ddb.create_table(BillingMode="PROVISIONED", ProvisionedThroughput={"ReadCapacityUnits": 5,
+                                                                       "WriteCapacityUnits": 5}, **base)
+    assert ddb.describe_table(TableName=table_name)["Table"]["BillingModeSummary"] == {"BillingMode": "PROVISIONED"}
+    ddb.delete_table(TableName=table_name)
+    created = ddb.create_table(BillingMode="PAY_PER_REQUEST", **base)["TableDescription"]
+    assert created["BillingModeSummary"] == {"BillingMode": "PAY_PER_REQUEST",
+                                             "LastUpdateToPayPerRequestDateTime": created["CreationDateTime"]}
     ddb.delete_table(TableName=table_name)
 
 

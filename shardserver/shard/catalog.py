@@ -65,6 +65,21 @@ class TableSchema:
         return {**WARM_THROUGHPUT_BASELINE, **self.extra.get("WarmThroughput", {})}
 
     @property
+    def billing_mode_summary(self) -> dict | None:
+        """DescribeTable's BillingModeSummary. DynamoDB gives none for a table that has been
+        provisioned since a CreateTable that named no BillingMode; it dates the latest switch to
+        on-demand (or an on-demand table's creation) in LastUpdateToPayPerRequestDateTime."""
+        since = self.extra.get("PayPerRequestSince")
+        if self.billing_mode == "PAY_PER_REQUEST":
+            return {"BillingMode": "PAY_PER_REQUEST",
+                    "LastUpdateToPayPerRequestDateTime": self.creation_time if since is None else since}
+        if since is not None:
+            return {"BillingMode": "PROVISIONED", "LastUpdateToPayPerRequestDateTime": since}
+        if self.extra.get("BillingModeStated"):
+            return {"BillingMode": "PROVISIONED"}
+        return None
+
+    @property
     def deletion_protection(self) -> bool:
         return bool(self.extra.get("DeletionProtectionEnabled", False))
 
@@ -111,12 +126,10 @@ class TableSchema:
                 "ReadCapacityUnits": self.read_capacity,
                 "WriteCapacityUnits": self.write_capacity,
             },
-            "BillingModeSummary": {
-                "BillingMode": self.billing_mode,
-                "LastUpdateToPayPerRequestDateTime": self.creation_time,
-            },
             "DeletionProtectionEnabled": self.deletion_protection,
         }
+        if self.billing_mode_summary is not None:
+            description["BillingModeSummary"] = self.billing_mode_summary
         if "TableClass" in self.extra:
             description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
             if "TableClassUpdated" in self.extra:

@@ -354,7 +354,8 @@ async def execute_transaction(svc, request: dict) -> bytes:
         response = await _run(svc, "TransactWriteItems", transact)
     except TransactionCanceledException as error:
         raise _with_duplicates(error, [p for p, _ in prepared]) from None
-    return orjson.dumps(response)
+    # DynamoDB answers a transaction of writes with an empty Responses list, not without one.
+    return orjson.dumps({"Responses": [], **response})
 
 
 async def _transact_reads(svc, prepared: list, extra: dict) -> bytes:

@@ -201,7 +201,7 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must be "
                                   "specified when BillingMode is PROVISIONED")
     if mode is not None or throughput is not None:
-        change["billing"] = {"mode": billing, "read": read, "write": write}
+        change["billing"] = {"mode": billing, "read": read, "write": write, "stated": mode is not None}
     if request.get("StreamSpecification") is not None:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
@@ -240,6 +240,11 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
         return
     billing = change.get("billing")
     if billing is not None:
+        if billing.get("stated"):
+            data["extra"]["BillingModeStated"] = True
+        if billing["mode"] != schema.billing_mode:
+            data["extra"]["PayPerRequestSince"] = now() if billing["mode"] == "PAY_PER_REQUEST" else \
+                schema.extra.get("PayPerRequestSince", schema.creation_time)
         data["billing_mode"] = billing["mode"]
         data["read_capacity"], data["write_capacity"] = billing["read"], billing["write"]
         for definition in data["global_indexes"]:
