@@ -93,6 +93,19 @@ class ShardService:
                     f"Shard {shard} is restarting; retry the request") from None
             raise _local_error(exc) from None
 
+    async def _forward(self, shard: int, payload: bytes) -> bytes:
+        """submit_to for the acceptor's one OP message: the fabric's future, awaited here."""
+        try:
+            reply = self.fabric.request(shard, OP, payload)
+            if reply is None:       # the ring to shard is full: wait for space
+                return await self.submit_to(shard, OP, payload)
+            return await reply
+        except Exception as exc:
+            if _is_peer_unavailable(exc):
+                raise ServiceUnavailableException(
+                    f"Shard {shard} is restarting; retry the request") from None
+            raise _local_error(exc) from None
+
     async def submit_to_owner(self, shard: int, op: str, body: bytes) -> dict:
         """Runs API operation ``op`` with request ``body`` on ``shard``; its response as a dict."""
         reply = await self.submit_to(shard, OP, _forward_payload(op, {}, body))
@@ -138,7 +151,7 @@ class ShardService:
                 if owner != self.shard_id:
                     if self.stats is not None:
                         self.stats.forwarded_out += 1
-                    reply = await self.submit_to(owner, OP, _forward_payload(op, request, body))
+                    reply = await self._forward(owner, _forward_payload(op, request, body))
                     return _STATUS.unpack_from(reply)[0], reply[2:]
             result = await operation.execute(self, request)
             if arns:
@@ -188,10 +201,17 @@ class ShardService:
             status, body = wire.error_response(InternalServerError("Internal server error"))
         return _STATUS.pack(status) + body
 
-    async def on_message(self, src: int, verb: bytes, payload: bytes) -> bytes:
-        """Serves a message from another shard (or from this one, for uniformity)."""
+    def on_message(self, src: int, verb: bytes, payload: bytes):
+        """Serves a message from another shard (or from this one, for uniformity).
+
+        Returns the coroutine that serves it: a forwarded request's, with no
+        coroutine of this method's own around it.
+        """
         if verb == OP:
-            return await self._execute_forwarded(payload)
+            return self._execute_forwarded(payload)
+        return self._serve_message(src, verb, payload)
+
+    async def _serve_message(self, src: int, verb: bytes, payload: bytes) -> bytes:
         if verb == TABLE_STATS:
             return orjson.dumps(self.storage.table_stats(payload.decode()))
         if verb == RELOAD:
