@@ -181,7 +181,28 @@ def test_billing_mode_rules(ddb, table_name):
     ddb.create_table(ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7}, **base)
     table = ddb.describe_table(TableName=table_name)["Table"]
     assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
-    assert table["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
+    assert "BillingModeSummary" not in table
+    ddb.delete_table(TableName=table_name)
+
+
+def test_billing_mode_summary_appears_once_a_table_has_been_on_demand(ddb, table_name):
+    # DynamoDB describes a provisioned table that never was on demand without a BillingModeSummary;
+    # LastUpdateToPayPerRequestDateTime dates the last switch to PAY_PER_REQUEST, and stays after a switch back.
+    base = dict(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    created = ddb.create_table(BillingMode="PROVISIONED",
+                               ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}, **base)
+    assert "BillingModeSummary" not in created["TableDescription"]
+    assert "BillingModeSummary" not in ddb.describe_table(TableName=table_name)["Table"]
+    updated = ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST")["TableDescription"]
+    summary = updated["BillingModeSummary"]
+    assert summary["BillingMode"] == "PAY_PER_REQUEST"
+    assert summary["LastUpdateToPayPerRequestDateTime"] >= updated["CreationDateTime"]
+    back = ddb.update_table(TableName=table_name, BillingMode="PROVISIONED",
+                            ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1})
+    assert back["TableDescription"]["BillingModeSummary"] == {
+        "BillingMode": "PROVISIONED", "LastUpdateToPayPerRequestDateTime": summary["LastUpdateToPayPerRequestDateTime"]}
+    assert ddb.describe_table(TableName=table_name)["Table"]["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
     ddb.delete_table(TableName=table_name)
 
 

@@ -65,6 +65,13 @@ class TableSchema:
         return {**WARM_THROUGHPUT_BASELINE, **self.extra.get("WarmThroughput", {})}
 
     @property
+    def pay_per_request_since(self) -> float | None:
+        """When PAY_PER_REQUEST was last set, or None for a table never on demand."""
+        if "PayPerRequestSince" in self.extra:
+            return self.extra["PayPerRequestSince"]
+        return self.creation_time if self.billing_mode == "PAY_PER_REQUEST" else None
+
+    @property
     def deletion_protection(self) -> bool:
         return bool(self.extra.get("DeletionProtectionEnabled", False))
 
@@ -111,12 +118,13 @@ class TableSchema:
                 "ReadCapacityUnits": self.read_capacity,
                 "WriteCapacityUnits": self.write_capacity,
             },
-            "BillingModeSummary": {
-                "BillingMode": self.billing_mode,
-                "LastUpdateToPayPerRequestDateTime": self.creation_time,
-            },
             "DeletionProtectionEnabled": self.deletion_protection,
         }
+        since = self.pay_per_request_since
+        if since is not None:
+            # DynamoDB shows a BillingModeSummary only once a table has been on demand.
+            description["BillingModeSummary"] = {"BillingMode": self.billing_mode,
+                                                 "LastUpdateToPayPerRequestDateTime": since}
         if "TableClass" in self.extra:
             description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
             if "TableClassUpdated" in self.extra:

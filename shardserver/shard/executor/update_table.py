@@ -220,6 +220,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
+    if billing != schema.billing_mode:
+        # Dated by BillingModeSummary.LastUpdateToPayPerRequestDateTime, kept after a switch back.
+        settings["PayPerRequestSince"] = now() if billing == "PAY_PER_REQUEST" else schema.pay_per_request_since
     if settings:
         change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
