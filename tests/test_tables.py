@@ -366,6 +366,16 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     ddb.delete_table(TableName=table_name)
 
 
+def test_turning_encryption_off_answers_updating_with_the_kms_key(ddb, table_name):
+    # DynamoDB's UpdateTable answer still describes the KMS key, UPDATING, while it goes back to the AWS owned key
+    create_table(ddb, table_name, SSESpecification={"Enabled": True})
+    enabled = ddb.describe_table(TableName=table_name)["Table"]["SSEDescription"]
+    answer = ddb.update_table(TableName=table_name, SSESpecification={"Enabled": False})["TableDescription"]
+    assert answer["SSEDescription"] == {**enabled, "Status": "UPDATING"}
+    assert "SSEDescription" not in ddb.describe_table(TableName=table_name)["Table"]
+    ddb.delete_table(TableName=table_name)
+
+
 def test_on_demand_throughput_is_kept_and_updated(ddb, table_name):
     create_table(ddb, table_name, OnDemandThroughput={"MaxReadRequestUnits": 10, "MaxWriteRequestUnits": 5})
     assert ddb.describe_table(TableName=table_name)["Table"]["OnDemandThroughput"] == {

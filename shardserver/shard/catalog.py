@@ -100,6 +100,11 @@ class TableSchema:
                         tuple(e["AttributeName"] for e in index["KeySchema"] if e["KeyType"] == "RANGE"))
         raise ValidationException(f"The table does not have the specified index: {index_name}")
 
+    def sse_description(self, status: str) -> dict:
+        """SSEDescription of encryption at rest with the table's (stand-in) KMS key."""
+        return {"Status": status, "SSEType": "KMS",
+                "KMSMasterKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.table_id}"}
+
     def description(self, item_count: int = 0, size_bytes: int = 0, status: str = "ACTIVE",
                     index_stats: dict | None = None) -> dict:
         """DescribeTable's TableDescription; ``index_stats`` maps index name -> (item count, bytes)."""
@@ -133,9 +138,7 @@ class TableSchema:
             description["OnDemandThroughput"] = dict(self.extra["OnDemandThroughput"])
         description["WarmThroughput"] = {**self.warm_throughput, "Status": "ACTIVE"}
         if self.extra.get("SSEEnabled"):
-            description["SSEDescription"] = {
-                "Status": "ENABLED", "SSEType": "KMS",
-                "KMSMasterKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.table_id}"}
+            description["SSEDescription"] = self.sse_description("ENABLED")
         if self.active_stream is not None:
             description["StreamSpecification"] = {"StreamEnabled": True,
                                                   "StreamViewType": self.active_stream["view_type"]}

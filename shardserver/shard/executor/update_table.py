@@ -287,6 +287,9 @@ async def update_table(svc, request: dict) -> bytes:
     await svc.change_catalog(b"update", orjson.dumps(change))
     updated = svc.catalog.tables.get(schema.name) or schema
     description = await describe(svc, updated, "UPDATING")
+    if schema.extra.get("SSEEnabled") and not updated.extra.get("SSEEnabled"):
+        # Going back to the AWS owned key: DynamoDB answers with the KMS key still described, UPDATING.
+        description["SSEDescription"] = schema.sse_description("UPDATING")
     if "delete_gsi" in change:
         gone = next(i for i in schema.global_indexes if i["IndexName"] == change["delete_gsi"])
         entry = indexes.describe_index(schema, gone, True, None)
