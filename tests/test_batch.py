@@ -259,6 +259,11 @@ def test_batch_request_shape_errors_read_like_dynamodb(ddb, two_tables, hash_tab
         assert error_of(pytest.raises(ClientError, ddb.batch_write_item, RequestItems={
             hash_table: [{"PutRequest": {"Item": {"pk": bad}}}]})) == (
             "ValidationException", "The provided key element does not match the schema")
+    # and so does one without its key attributes (PutItem: "Missing the key ... in the item")
+    for item in ({"other": {"S": "x"}},):
+        assert error_of(pytest.raises(ClientError, ddb.batch_write_item, RequestItems={
+            hash_table: [{"PutRequest": {"Item": item}}]})) == (
+            "ValidationException", "The provided key element does not match the schema")
     # one table projected by expression, another by AttributesToGet: the batch is refused
     code, message = error_of(pytest.raises(ClientError, ddb.batch_get_item, RequestItems={
         hash_table: {"Keys": [{"pk": {"S": "a"}}], "ProjectionExpression": "pk"},

@@ -181,35 +181,28 @@ def test_billing_mode_rules(ddb, table_name):
     ddb.create_table(ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7}, **base)
     table = ddb.describe_table(TableName=table_name)["Table"]
     assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    assert "BillingModeSummary" not in table
     ddb.delete_table(TableName=table_name)
 
 
-def test_billing_mode_summary_only_once_a_billing_mode_was_named(ddb, table_name):
-    """DynamoDB describes no BillingModeSummary for a table provisioned by default; it
-    dates the latest switch to on-demand, and keeps that date after a switch back."""
+def test_billing_mode_summary_appears_once_a_table_has_been_on_demand(ddb, table_name):
+    # DynamoDB describes a provisioned table that never was on demand without a BillingModeSummary;
+    # LastUpdateToPayPerRequestDateTime dates the last switch to PAY_PER_REQUEST, and stays after a switch back.
     base = dict(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
                 AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    created = ddb.create_table(ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
-                               **base)["TableDescription"]
-    assert "BillingModeSummary" not in created
+    created = ddb.create_table(BillingMode="PROVISIONED",
+                               ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}, **base)
+    assert "BillingModeSummary" not in created["TableDescription"]
     assert "BillingModeSummary" not in ddb.describe_table(TableName=table_name)["Table"]
-    ddb.update_table(TableName=table_name, ProvisionedThroughput={"ReadCapacityUnits": 6, "WriteCapacityUnits": 6})
-    assert "BillingModeSummary" not in ddb.describe_table(TableName=table_name)["Table"]
-    switched = ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST")["TableDescription"]
-    summary = switched["BillingModeSummary"]
+    updated = ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST")["TableDescription"]
+    summary = updated["BillingModeSummary"]
     assert summary["BillingMode"] == "PAY_PER_REQUEST"
-    assert summary["LastUpdateToPayPerRequestDateTime"] >= created["CreationDateTime"]
+    assert summary["LastUpdateToPayPerRequestDateTime"] >= updated["CreationDateTime"]
     back = ddb.update_table(TableName=table_name, BillingMode="PROVISIONED",
-                            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
-    assert back["TableDescription"]["BillingModeSummary"] == {**summary, "BillingMode": "PROVISIONED"}
-    ddb.delete_table(TableName=table_name)
-    ddb.create_table(BillingMode="PROVISIONED", ProvisionedThroughput={"ReadCapacityUnits": 5,
-                                                                       "WriteCapacityUnits": 5}, **base)
-    assert ddb.describe_table(TableName=table_name)["Table"]["BillingModeSummary"] == {"BillingMode": "PROVISIONED"}
-    ddb.delete_table(TableName=table_name)
-    created = ddb.create_table(BillingMode="PAY_PER_REQUEST", **base)["TableDescription"]
-    assert created["BillingModeSummary"] == {"BillingMode": "PAY_PER_REQUEST",
-                                             "LastUpdateToPayPerRequestDateTime": created["CreationDateTime"]}
+                            ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1})
+    assert back["TableDescription"]["BillingModeSummary"] == {
+        "BillingMode": "PROVISIONED", "LastUpdateToPayPerRequestDateTime": summary["LastUpdateToPayPerRequestDateTime"]}
+    assert ddb.describe_table(TableName=table_name)["Table"]["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
     ddb.delete_table(TableName=table_name)
 
 
@@ -370,6 +363,16 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     with pytest.raises(ClientError) as e:
         ddb.update_table(TableName=table_name, TableClass="GLACIER")
     assert error_of(e)[0] == "ValidationException"
+    ddb.delete_table(TableName=table_name)
+
+
+def test_turning_encryption_off_answers_updating_with_the_kms_key(ddb, table_name):
+    # DynamoDB's UpdateTable answer still describes the KMS key, UPDATING, while it goes back to the AWS owned key
+    create_table(ddb, table_name, SSESpecification={"Enabled": True})
+    enabled = ddb.describe_table(TableName=table_name)["Table"]["SSEDescription"]
+    answer = ddb.update_table(TableName=table_name, SSESpecification={"Enabled": False})["TableDescription"]
+    assert answer["SSEDescription"] == {**enabled, "Status": "UPDATING"}
+    assert "SSEDescription" not in ddb.describe_table(TableName=table_name)["Table"]
     ddb.delete_table(TableName=table_name)
 
 

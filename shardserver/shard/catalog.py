@@ -65,19 +65,11 @@ class TableSchema:
         return {**WARM_THROUGHPUT_BASELINE, **self.extra.get("WarmThroughput", {})}
 
     @property
-    def billing_mode_summary(self) -> dict | None:
-        """DescribeTable's BillingModeSummary. DynamoDB gives none for a table that has been
-        provisioned since a CreateTable that named no BillingMode; it dates the latest switch to
-        on-demand (or an on-demand table's creation) in LastUpdateToPayPerRequestDateTime."""
-        since = self.extra.get("PayPerRequestSince")
-        if self.billing_mode == "PAY_PER_REQUEST":
-            return {"BillingMode": "PAY_PER_REQUEST",
-                    "LastUpdateToPayPerRequestDateTime": self.creation_time if since is None else since}
-        if since is not None:
-            return {"BillingMode": "PROVISIONED", "LastUpdateToPayPerRequestDateTime": since}
-        if self.extra.get("BillingModeStated"):
-            return {"BillingMode": "PROVISIONED"}
-        return None
+    def pay_per_request_since(self) -> float | None:
+        """When PAY_PER_REQUEST was last set, or None for a table never on demand."""
+        if "PayPerRequestSince" in self.extra:
+            return self.extra["PayPerRequestSince"]
+        return self.creation_time if self.billing_mode == "PAY_PER_REQUEST" else None
 
     @property
     def deletion_protection(self) -> bool:
@@ -108,6 +100,11 @@ class TableSchema:
                         tuple(e["AttributeName"] for e in index["KeySchema"] if e["KeyType"] == "RANGE"))
         raise ValidationException(f"The table does not have the specified index: {index_name}")
 
+    def sse_description(self, status: str) -> dict:
+        """SSEDescription of encryption at rest with the table's (stand-in) KMS key."""
+        return {"Status": status, "SSEType": "KMS",
+                "KMSMasterKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.table_id}"}
+
     def description(self, item_count: int = 0, size_bytes: int = 0, status: str = "ACTIVE",
                     index_stats: dict | None = None) -> dict:
         """DescribeTable's TableDescription; ``index_stats`` maps index name -> (item count, bytes)."""
@@ -128,8 +125,11 @@ class TableSchema:
             },
             "DeletionProtectionEnabled": self.deletion_protection,
         }
-        if self.billing_mode_summary is not None:
-            description["BillingModeSummary"] = self.billing_mode_summary
+        since = self.pay_per_request_since
+        if since is not None:
+            # DynamoDB shows a BillingModeSummary only once a table has been on demand.
+            description["BillingModeSummary"] = {"BillingMode": self.billing_mode,
+                                                 "LastUpdateToPayPerRequestDateTime": since}
         if "TableClass" in self.extra:
             description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
             if "TableClassUpdated" in self.extra:
@@ -138,9 +138,7 @@ class TableSchema:
             description["OnDemandThroughput"] = dict(self.extra["OnDemandThroughput"])
         description["WarmThroughput"] = {**self.warm_throughput, "Status": "ACTIVE"}
         if self.extra.get("SSEEnabled"):
-            description["SSEDescription"] = {
-                "Status": "ENABLED", "SSEType": "KMS",
-                "KMSMasterKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.table_id}"}
+            description["SSEDescription"] = self.sse_description("ENABLED")
         if self.active_stream is not None:
             description["StreamSpecification"] = {"StreamEnabled": True,
                                                   "StreamViewType": self.active_stream["view_type"]}

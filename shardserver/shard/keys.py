@@ -77,21 +77,23 @@ def key_of_request(schema, key) -> tuple[dict, dict | None]:
 def key_of_item(schema, item, type_detail: bool = True) -> tuple[dict, dict | None]:
     """(partition key AV, sort key AV or None) of a whole item (PutItem).
 
-    ``type_detail``: a wrong-typed key says which key and types (PutItem), or only
-    that the key does not match the schema (BatchWriteItem)."""
+    ``type_detail``: a missing or wrong-typed key says which key (and types) (PutItem),
+    or only that the key does not match the schema (BatchWriteItem)."""
     if not isinstance(item, dict):
         raise ValidationException("One or more parameter values were invalid: Item must be a map")
     pk = item.get(schema.hash_key)
     if pk is None:
         raise ValidationException(
-            f"One or more parameter values were invalid: Missing the key {schema.hash_key} in the item")
+            f"One or more parameter values were invalid: Missing the key {schema.hash_key} in the item"
+            if type_detail else KEY_MISMATCH)
     _check_key_value(schema.hash_key, pk, schema.hash_type, is_range=False, in_item=type_detail)
     sk = None
     if schema.range_key:
         sk = item.get(schema.range_key)
         if sk is None:
             raise ValidationException(
-                f"One or more parameter values were invalid: Missing the key {schema.range_key} in the item")
+                f"One or more parameter values were invalid: Missing the key {schema.range_key} in the item"
+                if type_detail else KEY_MISMATCH)
         _check_key_value(schema.range_key, sk, schema.range_type, is_range=True, in_item=type_detail)
     return pk, sk
 

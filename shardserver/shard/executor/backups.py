@@ -289,8 +289,6 @@ def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, su
         used.update(e["AttributeName"] for e in index["KeySchema"])
     table_id = new_table_id()
     extra = {k: source.extra[k] for k in ("TableClass", "SSEEnabled", "OnDemandThroughput") if k in source.extra}
-    if "BillingModeOverride" in request or source.extra.get("BillingModeStated"):
-        extra["BillingModeStated"] = True
     on_demand = request.get("OnDemandThroughputOverride")
     if on_demand is not None:
         extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")

@@ -240,8 +240,6 @@ def schema_from_create_request(request: dict) -> TableSchema:
     if stream is not None:
         stream = streams.check_specification(stream, creating=True)
     extra = table_settings(request)
-    if request.get("BillingMode") is not None:
-        extra["BillingModeStated"] = True
     if request.get("ResourcePolicy") is not None:
         from shardserver.shard.executor import resource_policies
         extra[resource_policies.KEY] = resource_policies.initial_policies(request["ResourcePolicy"])

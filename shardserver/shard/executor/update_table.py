@@ -201,7 +201,7 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must be "
                                   "specified when BillingMode is PROVISIONED")
     if mode is not None or throughput is not None:
-        change["billing"] = {"mode": billing, "read": read, "write": write, "stated": mode is not None}
+        change["billing"] = {"mode": billing, "read": read, "write": write}
     if request.get("StreamSpecification") is not None:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
@@ -220,6 +220,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
+    if billing != schema.billing_mode:
+        # Dated by BillingModeSummary.LastUpdateToPayPerRequestDateTime, kept after a switch back.
+        settings["PayPerRequestSince"] = now() if billing == "PAY_PER_REQUEST" else schema.pay_per_request_since
     if settings:
         change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
@@ -240,11 +243,6 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
         return
     billing = change.get("billing")
     if billing is not None:
-        if billing.get("stated"):
-            data["extra"]["BillingModeStated"] = True
-        if billing["mode"] != schema.billing_mode:
-            data["extra"]["PayPerRequestSince"] = now() if billing["mode"] == "PAY_PER_REQUEST" else \
-                schema.extra.get("PayPerRequestSince", schema.creation_time)
         data["billing_mode"] = billing["mode"]
         data["read_capacity"], data["write_capacity"] = billing["read"], billing["write"]
         for definition in data["global_indexes"]:
@@ -289,6 +287,9 @@ async def update_table(svc, request: dict) -> bytes:
     await svc.change_catalog(b"update", orjson.dumps(change))
     updated = svc.catalog.tables.get(schema.name) or schema
     description = await describe(svc, updated, "UPDATING")
+    if schema.extra.get("SSEEnabled") and not updated.extra.get("SSEEnabled"):
+        # Going back to the AWS owned key: DynamoDB answers with the KMS key still described, UPDATING.
+        description["SSEDescription"] = schema.sse_description("UPDATING")
     if "delete_gsi" in change:
         gone = next(i for i in schema.global_indexes if i["IndexName"] == change["delete_gsi"])
         entry = indexes.describe_index(schema, gone, True, None)
