@@ -81,6 +81,8 @@ def measure(target: targets.RunningTarget, args, workload: str, keys: int) -> di
     m0, m1 = snap.get("m0", {}), snap.get("m1", {})
     if "forwarded" in m0 and "forwarded" in m1:
         s["forwards_per_request"] = (m1["forwarded"] - m0["forwarded"]) / completed
+    if "ring_messages" in m0 and "ring_messages" in m1:
+        s["ring_messages_per_request"] = (m1["ring_messages"] - m0["ring_messages"]) / completed
     if "commitlog_syncs" in m0 and "commitlog_syncs" in m1 and s["elapsed_s"] > 0:
         s["commitlog_syncs_per_s"] = (m1["commitlog_syncs"] - m0["commitlog_syncs"]) / s["elapsed_s"]
     s["memory"] = target.memory()
@@ -204,7 +206,7 @@ def scaling_smp(args, log_dir: str) -> list[dict]:
 
 def _brief(s: dict) -> dict:
     keep = ("ops_per_s", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_op", "client_cpu_us_per_op",
-            "forwards_per_request", "completed", "errors", "memory")
+            "forwards_per_request", "ring_messages_per_request", "completed", "errors", "memory")
     return {k: s[k] for k in keep if k in s}
 
 

@@ -219,7 +219,9 @@ def markdown(results: dict) -> str:
                   cfg.get("duration"), cfg.get("warmup"), "{:,}".format(cfg.get("max_requests", 0))))
     out.append("*server CPU us/op* = user+sys CPU of the server's whole process tree during the "
                "measured window / requests completed. *client us/op* = the load generator's CPU. "
-               "*fwd/req* = shard-to-shard forwards per request (shardserver's metrics). "
+               "*fwd/req* = whole requests forwarded to their owner shard, per request; *msgs/req* = "
+               "requests the shards sent each other over the rings (forwards and the parts batch "
+               "operations scatter; replies not counted), per request (shardserver's metrics). "
                "RSS in MB per shard process (one figure for single-process servers).\n")
 
     out.append("## Targets\n")
@@ -246,13 +248,14 @@ def markdown(results: dict) -> str:
             continue
         out.append("## %s\n" % OPERATION_TITLES.get(w, w))
         out.append("| target | ops/s | p50 ms | p99 ms | p99.9 ms | server CPU us/op | client us/op "
-                   "| fwd/req | fsyncs/s | errors | RSS/shard MB |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+                   "| fwd/req | msgs/req | fsyncs/s | errors | RSS/shard MB |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for t, s in rows:
-            out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 t["name"], _fmt(s["ops_per_s"], 0), _ms(s["p50_ms"]), _ms(s["p99_ms"]),
                 _ms(s["p999_ms"]), _fmt(s.get("cpu_us_per_op")), _fmt(s.get("client_cpu_us_per_op")),
-                _fmt(s.get("forwards_per_request"), 2), _fmt(s.get("commitlog_syncs_per_s"), 0),
+                _fmt(s.get("forwards_per_request"), 2), _fmt(s.get("ring_messages_per_request"), 2),
+                _fmt(s.get("commitlog_syncs_per_s"), 0),
                 _fmt(s["errors"]) + (" (e.g. `%s`)" % _short(s["error_samples"][0]) if s["error_samples"] else ""),
                 _rss(s.get("memory"))))
         out.append("")

@@ -341,7 +341,12 @@ class RunningTarget:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Forwarded requests (direction="out" only, so a hop counts once) and commit-log syncs."""
+    """Forwarded requests and ring messages (direction="out" only, so a hop counts once) and commit-log syncs.
+
+    A forward is a whole API request sent to its owner; ring messages are
+    every request the shards send each other (those, and the parts batch
+    operations, scans and indexes scatter; replies are not counted).
+    """
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -360,6 +365,9 @@ def parse_metrics(text: str) -> dict[str, float]:
             if 'direction="in"' in labels:
                 continue
             out["forwarded"] = out.get("forwarded", 0.0) + number
+        elif name == "shardserver_ring_messages_total":
+            if 'direction="out"' in labels:
+                out["ring_messages"] = out.get("ring_messages", 0.0) + number
         elif name == "shardserver_commitlog_syncs_total":
             out["commitlog_syncs"] = out.get("commitlog_syncs", 0.0) + number
     return out

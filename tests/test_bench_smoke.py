@@ -137,10 +137,14 @@ def test_metrics_parsing_counts_each_forward_once():
         shardserver_forwarded_requests_total{direction="out",shard="0"} 5
         shardserver_forwarded_requests_total{direction="in",shard="1"} 5
         shardserver_forwarded_requests_total{direction="out",shard="1"} 7
+        shardserver_ring_messages_total{peer="1",direction="out",shard="0"} 30
+        shardserver_ring_messages_total{peer="1",direction="in",shard="0"} 20
+        shardserver_ring_messages_total{peer="0",direction="out",shard="1"} 20
+        shardserver_ring_messages_total{peer="0",direction="in",shard="1"} 30
         shardserver_commitlog_syncs_total{shard="0"} 3
         shardserver_commitlog_syncs_total{shard="1"} 4
         """)
-    assert targets.parse_metrics(text) == {"forwarded": 12.0, "commitlog_syncs": 7.0}
+    assert targets.parse_metrics(text) == {"forwarded": 12.0, "ring_messages": 50.0, "commitlog_syncs": 7.0}
 
 
 # ---------------------------------------------------------------- load generator

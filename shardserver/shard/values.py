@@ -217,6 +217,10 @@ ATTRIBUTE_NAME_TOO_LARGE = ("1 validation error detected: Attribute name is too 
                             f"must be less than {MAX_ATTRIBUTE_NAME_BYTES + 1} bytes")
 
 
+# A UTF-8 character is at most 4 bytes: names of this many characters or fewer are never too large.
+_NAME_CHARS_ALWAYS_SHORT = MAX_ATTRIBUTE_NAME_BYTES // 4
+
+
 def check_attribute_name_length(name: str) -> None:
     """DynamoDB refuses attribute names longer than 64 KB - 1 in UTF-8 wherever they
     appear: items and the keys of their maps at any depth, AttributeUpdates,
@@ -232,7 +236,8 @@ def validate_item(item) -> None:
     for name, av in item.items():
         if not name:
             raise _invalid("An AttributeName cannot be empty")
-        check_attribute_name_length(name)
+        if len(name) > _NAME_CHARS_ALWAYS_SHORT:     # check_attribute_name_length, inlined: once per attribute
+            check_attribute_name_length(name)
         # Most attributes are plain strings: {"S": str} needs no further check.
         if type(av) is dict and len(av) == 1 and type(av.get("S")) is str:
             continue
