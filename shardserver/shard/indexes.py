@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import struct
 import time
 import uuid
@@ -44,7 +43,7 @@ from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
 from shardserver.shard.executor.query import limit_of, part_reply, read_part, select_of
-from shardserver.shard.executor.tables import constraint_error, key_schema_elements
+from shardserver.shard.executor.tables import constraint_error, key_schema_elements, table_name_errors
 from shardserver.shard.keys import EmptyKeyValue
 from shardserver.shard.pages import UNBOUNDED, read_page
 
@@ -53,7 +52,6 @@ log = logging.getLogger("shardserver.indexes")
 MAX_LSIS = 5
 MAX_GSIS = 20
 MAX_PROJECTED_ATTRIBUTES = 100
-INDEX_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 PROJECTION_TYPES = ("ALL", "INCLUDE", "KEYS_ONLY")
 MAX_KEY_ATTRIBUTES = 4          # per part (HASH, RANGE) of a GSI's multi-attribute key
 
@@ -128,20 +126,8 @@ def check_index_name(index: dict, field: str) -> str:
 
 
 def index_name_errors(index: dict, field: str) -> list[str]:
-    name = index.get("IndexName")
-    if not isinstance(name, str):
-        return [f"Value null at '{field}.indexName' failed to satisfy constraint: Member must not be null"]
-    errors = []
-    if len(name) < 3:
-        errors.append(f"Value '{name}' at '{field}.indexName' failed to satisfy constraint: "
-                      "Member must have length greater than or equal to 3")
-    if len(name) > 255:
-        errors.append(f"Value '{name}' at '{field}.indexName' failed to satisfy constraint: "
-                      "Member must have length less than or equal to 255")
-    if not INDEX_NAME_RE.match(name):
-        errors.append(f"Value '{name}' at '{field}.indexName' failed to satisfy constraint: "
-                      "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")
-    return errors
+    """An IndexName's constraint problems: the same rules as a table name's."""
+    return table_name_errors(index.get("IndexName"), f"{field}.indexName")
 
 
 def _projection_of(index: dict, field: str) -> dict:

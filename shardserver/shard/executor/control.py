@@ -1,5 +1,5 @@
-"""What the control-plane operations share: member constraints, the table a name or an ARN
-names, and the settings they keep in a table's catalog entry.
+"""What the control-plane operations share: the table a name or an ARN names, and the
+settings they keep in a table's catalog entry (member constraints are tables.Constraints).
 
 The ARNs this server issues are the ones DescribeTable gives (``TableSchema.arn``):
 ``arn:aws:dynamodb:<region>:<account>:table/<name>``, with ``/stream/<label>`` or
@@ -10,74 +10,14 @@ acceptors changing one table at once cannot undo each other.  Nothing here forma
 
 from __future__ import annotations
 
-import re
-
 import orjson
 
-from shardserver.errors import ResourceInUseException, ResourceNotFoundException, ValidationException
+from shardserver.errors import ResourceInUseException, ValidationException
 from shardserver.shard.catalog import ACCOUNT, REGION, TableSchema
-from shardserver.shard.executor.tables import constraint_error, table_name_errors
+from shardserver.shard.executor.tables import constraint_error, table_name_errors, table_not_found
 
-NAME_PATTERN = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 EXTRA_CHANGE = b"extra"          # catalog change kind: {"table", "table_id", "key", "expected", "value"}
 _CHANGE_ATTEMPTS = 5
-
-
-class Constraints:
-    """A request's member constraints, checked in order and refused together, as DynamoDB's
-    model validation reports them ("N validation errors detected: Value ... at ...")."""
-
-    def __init__(self):
-        self.problems: list[str] = []
-
-    def _add(self, value, field: str, rule: str) -> None:
-        shown = "null" if value is None else f"'{value}'"
-        self.problems.append(f"Value {shown} at '{field}' failed to satisfy constraint: {rule}")
-
-    def required(self, value, field: str) -> bool:
-        if value is None:
-            self._add(None, field, "Member must not be null")
-            return False
-        return True
-
-    def length(self, value, field: str, low: int = 0, high: int | None = None) -> None:
-        if value is None:
-            return
-        if len(value) < low:
-            self._add(value, field, f"Member must have length greater than or equal to {low}")
-        elif high is not None and len(value) > high:
-            self._add(value, field, f"Member must have length less than or equal to {high}")
-
-    def name(self, value, field: str) -> None:
-        """A table or index name: 3 to 255 characters of [a-zA-Z0-9_.-]."""
-        if value is None:
-            return
-        self.length(value, field, 3, 255)
-        self.pattern(value, field, NAME_PATTERN, "[a-zA-Z0-9_.-]+")
-
-    def pattern(self, value, field: str, regex: re.Pattern, shown: str) -> None:
-        if value is not None and not regex.match(value):
-            self._add(value, field, f"Member must satisfy regular expression pattern: {shown}")
-
-    def enum(self, value, field: str, allowed: tuple) -> None:
-        if value is not None and value not in allowed:
-            self._add(value, field, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
-
-    def value(self, value, field: str, low: int | None = None, high: int | None = None) -> None:
-        if value is None:
-            return
-        if low is not None and value < low:
-            self._add(value, field, f"Member must have value greater than or equal to {low}")
-        elif high is not None and value > high:
-            self._add(value, field, f"Member must have value less than or equal to {high}")
-
-    def check(self) -> None:
-        if self.problems:
-            raise constraint_error(self.problems)
-
-
-def table_not_found(name: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
 
 
 def split_arn(arn: str) -> tuple[str, str, str, str, str] | None:

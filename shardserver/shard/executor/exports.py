@@ -17,8 +17,8 @@ from shardserver.errors import (ExportNotFoundException, ImportNotFoundException
 from shardserver.shard.catalog import ACCOUNT, REGION
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.backups import require_pitr
-from shardserver.shard.executor.control import Constraints, split_arn
-from shardserver.shard.executor.tables import schema_from_create_request
+from shardserver.shard.executor.control import split_arn
+from shardserver.shard.executor.tables import Constraints, schema_from_create_request
 
 S3_BUCKET = re.compile(r"[a-z0-9A-Z]+[.\-\w]*[a-z0-9A-Z]+\Z")
 IMPORT_TOKEN = re.compile(r"([0-9a-f]{16})+\Z")

@@ -16,8 +16,8 @@ import orjson
 from shardserver.errors import GlobalTableNotFoundException, ResourceNotFoundException, ValidationException
 from shardserver.shard.catalog import REGION
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.control import Constraints, table_named
-from shardserver.shard.executor.tables import constraint_error
+from shardserver.shard.executor.control import table_named
+from shardserver.shard.executor.tables import Constraints, constraint_error
 
 LEGACY_REFUSED = ("One or more parameter values were invalid: DynamoDB global tables version 2017.11.29 is not "
                   "supported. We recommend using DynamoDB global tables version 2019.11.21, instead of version "

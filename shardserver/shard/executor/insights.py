@@ -19,7 +19,8 @@ import orjson
 
 from shardserver.errors import ResourceNotFoundException, ValidationException
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.control import Constraints, change_table_extra, table_named
+from shardserver.shard.executor.control import change_table_extra, table_named
+from shardserver.shard.executor.tables import Constraints
 
 KEY = "ContributorInsights"
 ACTIONS = ("ENABLE", "DISABLE")

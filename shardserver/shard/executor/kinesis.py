@@ -12,7 +12,8 @@ import orjson
 
 from shardserver.errors import ValidationException
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.control import Constraints, table_named
+from shardserver.shard.executor.control import table_named
+from shardserver.shard.executor.tables import Constraints
 
 PRECISIONS = ("MILLISECOND", "MICROSECOND")
 _NOT_VALID = "Table is not in a valid state to enable Kinesis Streaming Destination: "

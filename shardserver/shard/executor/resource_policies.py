@@ -17,7 +17,8 @@ import orjson
 from shardserver.errors import PolicyNotFoundException, ResourceNotFoundException, ValidationException
 from shardserver.shard.catalog import ACCOUNT, REGION
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.control import Constraints, change_table_extra, split_arn, table_not_found
+from shardserver.shard.executor.control import change_table_extra, split_arn
+from shardserver.shard.executor.tables import Constraints, table_not_found
 
 KEY = "ResourcePolicies"
 MAX_POLICY_BYTES = 20480

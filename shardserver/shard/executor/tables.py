@@ -30,20 +30,70 @@ def constraint_error(errors: list[str]) -> ValidationException:
     return ValidationException(f"{count} validation {noun} detected: " + "; ".join(errors))
 
 
+class Constraints:
+    """A request's member constraints, checked in order and refused together, as DynamoDB's
+    model validation reports them ("N validation errors detected: Value ... at ...")."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def _add(self, value, field: str, rule: str) -> None:
+        shown = "null" if value is None else f"'{value}'"
+        self.problems.append(f"Value {shown} at '{field}' failed to satisfy constraint: {rule}")
+
+    def required(self, value, field: str) -> bool:
+        if value is None:
+            self._add(None, field, "Member must not be null")
+            return False
+        return True
+
+    def length(self, value, field: str, low: int = 0, high: int | None = None) -> None:
+        if value is None:
+            return
+        if len(value) < low:
+            self._add(value, field, f"Member must have length greater than or equal to {low}")
+        elif high is not None and len(value) > high:
+            self._add(value, field, f"Member must have length less than or equal to {high}")
+
+    def name(self, value, field: str) -> None:
+        """A table or index name: 3 to 255 characters of [a-zA-Z0-9_.-]."""
+        if value is None:
+            return
+        if len(value) < 3:
+            self._add(value, field, "Member must have length greater than or equal to 3")
+        if len(value) > 255:
+            self._add(value, field, "Member must have length less than or equal to 255")
+        self.pattern(value, field, TABLE_NAME_RE, "[a-zA-Z0-9_.-]+")
+
+    def pattern(self, value, field: str, regex: re.Pattern, shown: str) -> None:
+        if value is not None and not regex.match(value):
+            self._add(value, field, f"Member must satisfy regular expression pattern: {shown}")
+
+    def enum(self, value, field: str, allowed: tuple) -> None:
+        if value is not None and value not in allowed:
+            self._add(value, field, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+
+    def value(self, value, field: str, low: int | None = None, high: int | None = None) -> None:
+        if value is None:
+            return
+        if low is not None and value < low:
+            self._add(value, field, f"Member must have value greater than or equal to {low}")
+        elif high is not None and value > high:
+            self._add(value, field, f"Member must have value less than or equal to {high}")
+
+    def check(self) -> None:
+        if self.problems:
+            raise constraint_error(self.problems)
+
+
 def table_name_errors(name, field: str = "tableName") -> list[str]:
-    if not isinstance(name, str):
-        return [f"Value null at '{field}' failed to satisfy constraint: Member must not be null"]
-    errors = []
-    if len(name) < 3:
-        errors.append(f"Value '{name}' at '{field}' failed to satisfy constraint: "
-                      "Member must have length greater than or equal to 3")
-    if len(name) > 255:
-        errors.append(f"Value '{name}' at '{field}' failed to satisfy constraint: "
-                      "Member must have length less than or equal to 255")
-    if not TABLE_NAME_RE.match(name):
-        errors.append(f"Value '{name}' at '{field}' failed to satisfy constraint: "
-                      "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")
-    return errors
+    """The constraint problems of a table (or index, or backup) name member."""
+    constraints = Constraints()
+    if isinstance(name, str):
+        constraints.name(name, field)
+    else:
+        constraints.required(None, field)
+    return constraints.problems
 
 
 def check_table_name(name, field: str = "tableName") -> str:
@@ -99,11 +149,16 @@ def check_expressions_alone(request: dict) -> None:
             ex.parse_condition(text, field)
 
 
-def _table_or_not_found(svc, request: dict) -> TableSchema:
+def table_not_found(name: str) -> ResourceNotFoundException:
+    return ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+
+
+def existing_table(svc, request: dict) -> TableSchema:
+    """The table the request's TableName names, checked, or ResourceNotFoundException."""
     name = check_table_name(request.get("TableName"))
     schema = svc.catalog.tables.get(name)
     if schema is None:
-        raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+        raise table_not_found(name)
     return schema
 
 
@@ -366,7 +421,7 @@ DELETE_OMITS = ("CreationDateTime", "KeySchema", "AttributeDefinitions", "LocalS
 
 @operation("DeleteTable")
 async def delete_table(svc, request: dict) -> bytes:
-    schema = _table_or_not_found(svc, request)
+    schema = existing_table(svc, request)
     if schema.deletion_protection:
         raise ValidationException("Resource cannot be deleted as it is currently protected against deletion. "
                                   "Disable deletion protection first.")
@@ -382,7 +437,7 @@ async def delete_table(svc, request: dict) -> bytes:
 
 @operation("DescribeTable")
 async def describe_table(svc, request: dict) -> bytes:
-    schema = _table_or_not_found(svc, request)
+    schema = existing_table(svc, request)
     return orjson.dumps({"Table": await describe(svc, schema)})
 
 

@@ -23,7 +23,7 @@ import orjson
 from shardserver.errors import ResourceNotFoundException, ValidationException
 from shardserver.shard import transactions
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import check_table_name, constraint_error
+from shardserver.shard.executor.tables import constraint_error, existing_table
 
 log = logging.getLogger("shardserver.ttl")
 
@@ -31,17 +31,9 @@ SLICE_ITEMS = 128
 FIVE_YEARS = 5 * 365 * 24 * 3600
 
 
-def _table(svc, request: dict):
-    name = check_table_name(request.get("TableName"))
-    schema = svc.catalog.tables.get(name)
-    if schema is None:
-        raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
-    return schema
-
-
 @operation("DescribeTimeToLive")
 async def describe_time_to_live(svc, request: dict) -> bytes:
-    schema = _table(svc, request)
+    schema = existing_table(svc, request)
     if schema.ttl_attribute:
         return orjson.dumps({"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED",
                                                         "AttributeName": schema.ttl_attribute}})
@@ -50,7 +42,7 @@ async def describe_time_to_live(svc, request: dict) -> bytes:
 
 @operation("UpdateTimeToLive")
 async def update_time_to_live(svc, request: dict) -> bytes:
-    schema = _table(svc, request)
+    schema = existing_table(svc, request)
     spec = request.get("TimeToLiveSpecification")
     if not isinstance(spec, dict):
         raise constraint_error(["Value null at 'timeToLiveSpecification' failed to satisfy constraint: "

@@ -21,20 +21,12 @@ from shardserver.errors import LimitExceededException, ResourceNotFoundException
 from shardserver.shard import indexes, streams
 from shardserver.shard.catalog import TableSchema, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (check_table_name, constraint_error, describe,
-                                               parse_attribute_definitions, table_settings)
+from shardserver.shard.executor.tables import (constraint_error, describe, existing_table,
+                                               parse_attribute_definitions, table_not_found, table_settings)
 
 MAX_CAPACITY = 1_000_000_000_000
 ONE_ONLINE_INDEX = "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table"
 UPDATE_ACTIONS = ("Create", "Update", "Delete")
-
-
-def _schema_of(svc, request: dict) -> TableSchema:
-    name = check_table_name(request.get("TableName"))
-    schema = svc.catalog.tables.get(name)
-    if schema is None:
-        raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
-    return schema
 
 
 def _throughput(value, field: str) -> tuple[int, int]:
@@ -233,7 +225,7 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
     """Applies one UpdateTable change on the catalog coordinator (raises on a lost race)."""
     schema = tables.get(change["table"])
     if schema is None or schema.table_id != change["table_id"]:
-        raise ResourceNotFoundException(f"Requested resource not found: Table: {change['table']} not found")
+        raise table_not_found(change['table'])
     data = schema.to_json()
     if change["action"] == "activate":
         for definition in data["global_indexes"]:
@@ -282,7 +274,7 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
 
 @operation("UpdateTable")
 async def update_table(svc, request: dict) -> bytes:
-    schema = _schema_of(svc, request)
+    schema = existing_table(svc, request)
     change = build_change(schema, request)
     await svc.change_catalog(b"update", orjson.dumps(change))
     updated = svc.catalog.tables.get(schema.name) or schema
