@@ -195,9 +195,7 @@ def raw_error(server, operation: str, body: bytes) -> str:
         return orjson.loads(error.read())["__type"].rsplit("#", 1)[-1]
 
 
-def test_describe_stream_lists_one_shard(server, ddb, streams, raw_streams, table_name):
-    # A new table's stream has one shard in DynamoDB, and programs read only Shards[0]: it holds the
-    # records of the items every server shard owns.
+def test_describe_stream_lists_one_shard_per_server_shard(server, ddb, streams, raw_streams, table_name):
     arn = stream_table(ddb, table_name, "NEW_IMAGE", range_key=("sk", "N"))
     try:
         d = streams.describe_stream(StreamArn=arn)["StreamDescription"]
@@ -208,20 +206,19 @@ def test_describe_stream_lists_one_shard(server, ddb, streams, raw_streams, tabl
                                   {"AttributeName": "sk", "KeyType": "RANGE"}]
         assert "CreationRequestDateTime" in d and "LastEvaluatedShardId" not in d
         ids = [s["ShardId"] for s in d["Shards"]]
-        assert len(ids) == 1
+        assert len(ids) == 2 and ids == sorted(ids) and len(set(ids)) == 2
         for shard in d["Shards"]:
             assert len(shard["ShardId"]) <= 65 and "ParentShardId" not in shard
             assert shard["SequenceNumberRange"]["StartingSequenceNumber"].isdecimal()
             assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
         first = streams.describe_stream(StreamArn=arn, Limit=1)["StreamDescription"]
-        assert [s["ShardId"] for s in first["Shards"]] == ids and "LastEvaluatedShardId" not in first
+        assert [s["ShardId"] for s in first["Shards"]] == ids[:1] and first["LastEvaluatedShardId"] == ids[0]
+        rest = streams.describe_stream(StreamArn=arn, Limit=1, ExclusiveStartShardId=ids[0])["StreamDescription"]
+        assert [s["ShardId"] for s in rest["Shards"]] == ids[1:] and "LastEvaluatedShardId" not in rest
         assert streams.describe_stream(StreamArn=arn, ExclusiveStartShardId=ids[-1])["StreamDescription"][
             "Shards"] == []
         assert streams.describe_stream(StreamArn=arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": ids[0]})[
             "StreamDescription"]["Shards"] == []
-        # the ids of the shards an earlier version listed, one per server shard, are gone
-        assert error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=ids[0][:-1] + "1",
-                        ShardIteratorType="TRIM_HORIZON")[0] == "ResourceNotFoundException"
         assert error_of(streams.describe_stream, StreamArn="sdfadfsdfnlfkajakfgjalksfgklasjklasdjfkla")[0] == \
             "ValidationException"
         assert error_of(streams.describe_stream, StreamArn=arn[:-3] + ("000" if arn.endswith("999") else "999"))[0] == "ResourceNotFoundException"
@@ -310,13 +307,16 @@ def test_batch_write_and_transactions_reach_the_stream(ddb, streams, table_name)
                 {"ConditionCheck": {"TableName": table_name, "Key": {"pk": {"S": "b5"}},
                                     "ConditionExpression": "attribute_not_exists(pk)"}}])
         by_shard, _ = read_all(streams, iterators(streams, arn))
-        assert len(by_shard) == 1       # the one stream shard has the records of every server shard's items
+        assert all(by_shard.values()), "both stream shards hold records"
         events = {}
         for records in by_shard.values():
-            numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
-            assert numbers == sorted(set(numbers))
+            keys = set()
             for r in records:
                 events.setdefault(r["dynamodb"]["Keys"]["pk"]["S"], []).append(r["eventName"])
+                keys.add(r["dynamodb"]["Keys"]["pk"]["S"])
+            for other in by_shard.values():
+                if other is not records:      # an item's records are all on its owner's shard
+                    assert not keys & {r["dynamodb"]["Keys"]["pk"]["S"] for r in other}
         assert events.pop("b0") == ["INSERT", "REMOVE"]
         assert events.pop("b2") == ["INSERT", "MODIFY"]
         assert events.pop("b3") == ["INSERT", "REMOVE"]
@@ -325,35 +325,6 @@ def test_batch_write_and_transactions_reach_the_stream(ddb, streams, table_name)
         modify = [r for records in by_shard.values() for r in records
                   if r["dynamodb"]["Keys"]["pk"]["S"] == "b2" and r["eventName"] == "MODIFY"][0]
         assert modify["dynamodb"]["OldImage"]["v"] == {"N": "2"} and modify["dynamodb"]["NewImage"]["v"] == {"N": "20"}
-    finally:
-        ddb.delete_table(TableName=table_name)
-
-
-def test_one_shard_has_every_server_shards_records_in_write_order(ddb, streams, table_name):
-    # Programs written for DynamoDB read a new table's stream from Shards[0] alone: the records of
-    # items the two server shards own come from it merged, in the order they were written.
-    arn = stream_table(ddb, table_name, "KEYS_ONLY")
-    try:
-        shard = shard_ids(streams, arn)[0]
-        latest = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
-        keys = [f"k{i}" for i in range(20)]
-        for key in keys:
-            ddb.put_item(TableName=table_name, Item={"pk": {"S": key}})
-        for iterator in (latest, streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
-                                                            ShardIteratorType="TRIM_HORIZON")["ShardIterator"]):
-            records = []
-            while iterator and len(records) < 25:
-                reply = streams.get_records(ShardIterator=iterator, Limit=3)
-                assert len(reply["Records"]) <= 3
-                records += reply["Records"]
-                iterator = reply.get("NextShardIterator") if reply["Records"] else None
-            assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in records] == keys
-        numbers = [r["dynamodb"]["SequenceNumber"] for r in records]
-        assert numbers == sorted(set(numbers))
-        after = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                                           SequenceNumber=numbers[9])["ShardIterator"]
-        assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in streams.get_records(ShardIterator=after)["Records"]] == \
-            keys[10:]
     finally:
         ddb.delete_table(TableName=table_name)
 

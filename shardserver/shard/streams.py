@@ -1,16 +1,14 @@
 """DynamoDB Streams on a shard: stream definitions, record writing, reading and trimming.
 
 A table's streams live in its catalog entry (``TableSchema.streams``, oldest
-first; only the last may be enabled).  Each stream has one *stream shard*, as
-a new table's stream has in DynamoDB; its records are kept where they are
-written: by the item's owner, in the same step as the item (``after_write``),
-so each server shard holds the records of the items it owns, and GetRecords
-reads every server shard's part and merges them by sequence number
-(``read_records`` is one shard's part).  The stream shard never splits and
-never closes while the stream is enabled; a disabled stream's shard is closed
-and stays readable for the retention period (24 h by default, as in
-DynamoDB), after which the catalog coordinator forgets the stream and every
-shard drops its storage.
+first; only the last may be enabled).  Each stream has one *stream shard* per
+server shard: stream shard i holds the change records of the items server
+shard i owns, so a record is written by the item's owner in the same step as
+the item (``after_write``), and read there (GetRecords is routed to it).
+Stream shards never split and never close while the stream is enabled; a
+disabled stream's shards are closed and stay readable for the retention
+period (24 h by default, as in DynamoDB), after which the catalog coordinator
+forgets the stream and every shard drops its storage.
 
 Records are kept in hidden storage tables, one per stream per shard per
 span of time (a *generation*, id ``<table id>.s<created ms>.g<first seq>``),
@@ -18,12 +16,11 @@ keyed by the record's sequence number as 8 big-endian bytes and valued by the
 record's JSON, so they go through the memtable, commit log and SSTables like
 items and survive a restart by replay (docs/streams_format.md).  Sequence
 numbers are per shard, increasing across all of its streams and across
-restarts: the first number from the wall clock in microseconds times 1000,
-and above the last one, that is the shard's number modulo the shard count,
-so no two shards ever give the same one; at start the shard also reads the
-largest one it stored (``recover``).  Their time part dates a record, so
-trimming needs no decoding: a background pass drops the generations past the
-retention horizon whole, with no tombstone per record.
+restarts: the wall clock in microseconds times 1000, or the last one plus one
+if that is not larger; at start the shard also reads the largest one it
+stored (``recover``).  Their time part dates a record, so trimming needs no
+decoding: a background pass drops the generations past the retention horizon
+whole, with no tombstone per record.
 
 This module never formats wire errors and reaches other shards only through
 ``svc.change_catalog``.
@@ -170,8 +167,6 @@ class StreamState:
     def __init__(self, svc):
         self.svc = svc
         self.last_seq = 0
-        # Shard i numbers records i modulo the shard count: unique in the one stream shard they share.
-        self.slot, self.step = svc.shard_id, svc.nshards
         self.generation_span = generation_seconds(retention_of(svc)) * 1_000_000 * SLOTS_PER_MICROSECOND
         self.open_generations: dict[str, tuple[str, int]] = {}    # prefix -> (storage id, end sequence)
         self.records_written_total = 0
@@ -180,8 +175,9 @@ class StreamState:
         self.trim_task: asyncio.Task | None = None
 
     def next_seq(self) -> int:
-        seq = max(time.time_ns() // 1000 * SLOTS_PER_MICROSECOND, self.last_seq + 1)
-        seq += (self.slot - seq) % self.step
+        seq = time.time_ns() // 1000 * SLOTS_PER_MICROSECOND
+        if seq <= self.last_seq:
+            seq = self.last_seq + 1
         self.last_seq = seq
         return seq
 
@@ -307,12 +303,11 @@ def read_position(svc) -> int:
 
 
 async def read_records(svc, schema, stream: dict, start: int, limit: int,
-                       max_bytes: int) -> tuple[list[tuple[int, bytes]], int, bool]:
-    """This shard's part of the stream's records from sequence number ``start`` on.
+                       max_bytes: int) -> tuple[list[bytes], int, bool]:
+    """Records of this shard's stream shard from sequence number ``start`` on.
 
-    Returns ((sequence number, record JSON) pairs, the sequence number to
-    continue from, whether the end of what is written so far was reached): no
-    record of this shard numbered below the number to continue from is left out.
+    Returns (record JSONs, the sequence number to continue from, whether the
+    end of what is written so far was reached).
     """
     state = state_of(svc)
     high = state.last_seq           # every record up to here is in storage already ...
@@ -329,7 +324,7 @@ async def read_records(svc, schema, stream: dict, start: int, limit: int,
         pairs = await svc.storage.scan(table_id, encode_key(start), encode_key(high + 1),
                                        limit=limit - len(records), max_bytes=max_bytes - size)
         if pairs:
-            records += [(decode_key(key), value) for key, value in pairs]
+            records += [value for _, value in pairs]
             size += sum(len(value) for _, value in pairs)
             last_key = pairs[-1][0]
             if len(records) >= limit or size >= max_bytes:

@@ -2,17 +2,15 @@
 
 Served at the DynamoDB endpoint under ``X-Amz-Target: DynamoDBStreams_20120810.<Op>``
 (operation names ``Streams.<Op>``).  ListStreams and DescribeStream answer from
-the acceptor's catalog.  A stream has one stream shard, whose records every
-server shard keeps a part of (those of the items it owns): GetRecords asks
-each for its part from the iterator's position on (the ``STREAM_READ`` fabric
-verb) and merges them by sequence number, and GetShardIterator's LATEST asks
-each where its next record will be numbered (``STREAM_POSITION``).
+the acceptor's catalog.  Stream shard i belongs to server shard i, so
+GetShardIterator (whose LATEST needs the shard's last sequence number) and
+GetRecords are routed to that shard.
 
 A shard iterator is ``<stream arn>|1|<base64 of "shard:start:issued ms:crc">``:
-the stream, the stream shard (0), the first sequence number to return and
-when it was issued (iterators expire after 15 minutes); the CRC tells a
-damaged or invented iterator from a real one.  Record storage and sequence
-numbers are shardserver.shard.streams'.
+the stream, the stream shard, the first sequence number to return and when it
+was issued (iterators expire after 15 minutes); the CRC tells a damaged or
+invented iterator from a real one.  Record storage and sequence numbers are
+shardserver.shard.streams'.
 """
 
 from __future__ import annotations
@@ -25,11 +23,10 @@ import zlib
 
 import orjson
 
-from shardserver import errors
-from shardserver.errors import (DynamoDBError, ExpiredIteratorException, ResourceNotFoundException,
+from shardserver.errors import (ExpiredIteratorException, ResourceNotFoundException,
                                 TrimmedDataAccessException, ValidationException)
 from shardserver.shard import streams
-from shardserver.shard.executor import fabric_verb, operation
+from shardserver.shard.executor import operation
 from shardserver.shard.executor.tables import check_table_name, constraint_error
 
 ITERATOR_TYPES = ("TRIM_HORIZON", "LATEST", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
@@ -38,8 +35,6 @@ ITERATOR_VERSION = "1"
 MAX_RECORDS = 1000
 MAX_RECORDS_BYTES = 1 << 20
 MAX_SEQUENCE_DIGITS = 40
-STREAM_READ = b"stream-read"            # fabric verb: one server shard's part of a GetRecords
-STREAM_POSITION = b"stream-position"    # fabric verb: where a server shard numbers its next record
 STREAM_ARN_RE = re.compile(r"arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/([a-zA-Z0-9_.-]{3,255})/stream/"
                            r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})\Z")
 
@@ -120,6 +115,24 @@ def decode_iterator(iterator) -> tuple[str, int, int, int]:
     return arn, shard, start, issued
 
 
+def _route_iterator(svc, request: dict) -> int:
+    try:
+        shard = decode_iterator(request.get("ShardIterator"))[1]
+    except ValidationException:
+        return svc.shard_id        # refused where it was received
+    return shard if shard < svc.nshards else svc.shard_id
+
+
+def _route_shard(svc, request: dict) -> int:
+    try:
+        _, stream = _stream_of(svc, request.get("StreamArn"))
+    except (ValidationException, ResourceNotFoundException):
+        return svc.shard_id
+    shard_id = request.get("ShardId")
+    index = streams.shard_index_of(stream, shard_id, svc.nshards) if isinstance(shard_id, str) else None
+    return svc.shard_id if index is None else index
+
+
 def _check_not_trimmed(svc, seq: int) -> None:
     if seq < streams.horizon_sequence(streams.retention_of(svc)):
         raise TrimmedDataAccessException(
@@ -161,7 +174,7 @@ async def describe_stream(svc, request: dict) -> bytes:
     schema, stream = _stream_of(svc, request.get("StreamArn"))
     limit = _limit(request, 100)
     start = request.get("ExclusiveStartShardId")
-    ids = [streams.shard_id_of(stream, 0)]      # the stream's one shard
+    ids = [streams.shard_id_of(stream, i) for i in range(svc.nshards)]    # in ShardId order
     if start is not None:
         ids = [shard_id for shard_id in ids if shard_id > start]
     shard_filter = request.get("ShardFilter")
@@ -190,7 +203,7 @@ async def describe_stream(svc, request: dict) -> bytes:
     return orjson.dumps({"StreamDescription": description})
 
 
-@operation("Streams.GetShardIterator")
+@operation("Streams.GetShardIterator", route=_route_shard)
 async def get_shard_iterator(svc, request: dict) -> bytes:
     kind = request.get("ShardIteratorType")
     if kind is None:
@@ -212,13 +225,13 @@ async def get_shard_iterator(svc, request: dict) -> bytes:
     shard_id = request.get("ShardId")
     if shard_id is None:
         raise constraint_error(["Value null at 'shardId' failed to satisfy constraint: Member must not be null"])
-    index = streams.shard_index_of(stream, shard_id, 1)
+    index = streams.shard_index_of(stream, shard_id, svc.nshards)
     if index is None:
         raise ResourceNotFoundException(f"Requested resource not found: Shard does not exist: {shard_id}")
     if kind == "TRIM_HORIZON":
         start = 0
     elif kind == "LATEST":
-        start = max(int(position) for position in await svc.broadcast(STREAM_POSITION, b""))
+        start = streams.read_position(svc)      # this is shard ``index``: the request was routed here
     else:
         seq = int(text)
         _check_not_trimmed(svc, seq)
@@ -226,64 +239,24 @@ async def get_shard_iterator(svc, request: dict) -> bytes:
     return orjson.dumps({"ShardIterator": encode_iterator(streams.stream_arn(schema, stream), index, start)})
 
 
-@operation("Streams.GetRecords")
+@operation("Streams.GetRecords", route=_route_iterator)
 async def get_records(svc, request: dict) -> bytes:
     arn, index, start, issued = decode_iterator(request.get("ShardIterator"))
     limit = _limit(request, MAX_RECORDS)
     if time.time() * 1000 - issued > ITERATOR_LIFETIME_MS:
         raise ExpiredIteratorException("Iterator expired. The iterator was created more than 15 minutes ago")
     schema, stream = _stream_of(svc, arn, "ShardIterator")
-    if index != 0:
+    if index >= svc.nshards:
         raise ResourceNotFoundException(f"Requested resource not found: Shard does not exist: "
                                         f"{streams.shard_id_of(stream, index)}")
     horizon = streams.horizon_sequence(streams.retention_of(svc))
     if start:
         _check_not_trimmed(svc, start)
-    replies = await svc.broadcast(STREAM_READ, orjson.dumps({"arn": arn, "start": max(start, horizon),
-                                                             "limit": limit}))
-    # Every server shard's records below ``cut`` are all in hand: each part is whole below where it ends.
-    found, cut, at_end = [], None, True
-    for reply in replies:
-        header, _, joined = reply.partition(b"\0")
-        part = orjson.loads(header)
-        if "error" in part:
-            raise getattr(errors, part["error"]["type"])(part["error"]["message"])
-        found += zip(part["seqs"], joined.split(b"\n") if joined else ())
-        cut = part["following"] if cut is None else min(cut, part["following"])
-        at_end = at_end and part["at_end"]
-    whole = sorted(pair for pair in found if pair[0] < cut)      # sequence numbers are unique
-    at_end = at_end and len(whole) == len(found)
-    found = whole
-    records, size = [], 0
-    for seq, record in found:
-        if len(records) >= limit or size >= MAX_RECORDS_BYTES:
-            cut, at_end = seq, False
-            break
-        records.append(record)
-        size += len(record)
-    following = cut
+    records, following, at_end = await streams.read_records(svc, schema, stream, max(start, horizon), limit,
+                                                           MAX_RECORDS_BYTES)
     parts = [b'{"Records":[', b",".join(records), b"]"]
     if not (at_end and stream.get("disabled_ms") is not None):
-        # A disabled stream's shard is closed: once read to the end there is no next iterator.
+        # A disabled stream's shards are closed: once read to the end there is no next iterator.
         parts += [b',"NextShardIterator":', orjson.dumps(encode_iterator(arn, index, following))]
     parts.append(b"}")
     return b"".join(parts)
-
-
-@fabric_verb(STREAM_READ)
-async def stream_read(svc, src: int, payload: bytes) -> bytes:
-    """This server shard's part of a GetRecords: header JSON, NUL, the records' JSON joined by newlines."""
-    ask = orjson.loads(payload)
-    try:
-        schema, stream = _stream_of(svc, ask["arn"], "ShardIterator")
-    except DynamoDBError as error:
-        return orjson.dumps({"error": {"type": type(error).__name__, "message": error.message}}) + b"\0"
-    pairs, following, at_end = await streams.read_records(svc, schema, stream, ask["start"], ask["limit"],
-                                                         MAX_RECORDS_BYTES)
-    header = {"seqs": [seq for seq, _ in pairs], "following": following, "at_end": at_end}
-    return orjson.dumps(header) + b"\0" + b"\n".join(record for _, record in pairs)
-
-
-@fabric_verb(STREAM_POSITION)
-async def stream_position(svc, src: int, payload: bytes) -> bytes:
-    return str(streams.read_position(svc)).encode()
