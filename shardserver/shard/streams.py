@@ -17,7 +17,9 @@ record's JSON, so they go through the memtable, commit log and SSTables like
 items and survive a restart by replay (docs/streams_format.md).  Sequence
 numbers are per shard, increasing across all of its streams and across
 restarts: the wall clock in microseconds times 1000, or the last one plus one
-if that is not larger; at start the shard also reads the largest one it
+if that is not larger, moved up to the shard's own residue modulo the shard
+count, so that no two server shards ever give the same number; at start the
+shard also reads the largest one it
 stored (``recover``).  Their time part dates a record, so trimming needs no
 decoding: a background pass drops the generations past the retention horizon
 whole, with no tombstone per record.
@@ -175,9 +177,15 @@ class StreamState:
         self.trim_task: asyncio.Task | None = None
 
     def next_seq(self) -> int:
+        """The next sequence number: at least the clock's and above the last, and this shard's own.
+
+        Shard s of N takes only numbers congruent to s modulo N, so numbers are
+        unique across server shards and can order records merged from them all.
+        """
         seq = time.time_ns() // 1000 * SLOTS_PER_MICROSECOND
         if seq <= self.last_seq:
             seq = self.last_seq + 1
+        seq += (self.svc.shard_id - seq) % self.svc.nshards
         self.last_seq = seq
         return seq
 
