@@ -2,7 +2,9 @@
 
 import base64
 import os
+import re
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -48,29 +50,38 @@ def shard_ids(streams, arn):
     return [s["ShardId"] for s in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]]
 
 
-def iterators(streams, arn, kind="TRIM_HORIZON"):
-    return {shard: streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType=kind)["ShardIterator"]
-            for shard in shard_ids(streams, arn)}
+def the_shard(streams, arn):
+    """The stream's one shard: what most programs written for DynamoDB read (``Shards[0]``)."""
+    ids = shard_ids(streams, arn)
+    assert len(ids) == 1, ids
+    return ids[0]
 
 
-def read_all(streams, its):
-    """{shard: records} read to the end from each iterator, and the iterators to go on with."""
-    out, following = {}, {}
-    for shard, it in its.items():
-        records = []
-        while it:
-            reply = streams.get_records(ShardIterator=it)
-            records += reply["Records"]
-            it = reply.get("NextShardIterator")
-            if not reply["Records"]:
-                break
-        out[shard] = records
-        following[shard] = it
-    return out, following
+def iterator(streams, arn, kind="TRIM_HORIZON", **extra):
+    return streams.get_shard_iterator(StreamArn=arn, ShardId=the_shard(streams, arn), ShardIteratorType=kind,
+                                      **extra)["ShardIterator"]
+
+
+def read_all(streams, it, limit=None):
+    """The records read from ``it`` to the end of what is written, and the iterator to go on with
+    (None once a closed shard is read to its end)."""
+    records = []
+    while it:
+        reply = streams.get_records(ShardIterator=it, **({"Limit": limit} if limit else {}))
+        assert len(reply["Records"]) <= (limit or 1000)
+        records += reply["Records"]
+        it = reply.get("NextShardIterator")
+        if not reply["Records"]:
+            break
+    return records, it
 
 
 def all_records(streams, arn):
-    return [r for records in read_all(streams, iterators(streams, arn))[0].values() for r in records]
+    return read_all(streams, iterator(streams, arn))[0]
+
+
+def numbers_of(records):
+    return [int(r["dynamodb"]["SequenceNumber"]) for r in records]
 
 
 def error_of(call, *args, **kwargs):
@@ -195,7 +206,8 @@ def raw_error(server, operation: str, body: bytes) -> str:
         return orjson.loads(error.read())["__type"].rsplit("#", 1)[-1]
 
 
-def test_describe_stream_lists_one_shard_per_server_shard(server, ddb, streams, raw_streams, table_name):
+def test_describe_stream_lists_one_shard(server, ddb, streams, raw_streams, table_name):
+    # One open shard, as DynamoDB gives a new table's stream, however many server shards hold its records.
     arn = stream_table(ddb, table_name, "NEW_IMAGE", range_key=("sk", "N"))
     try:
         d = streams.describe_stream(StreamArn=arn)["StreamDescription"]
@@ -205,19 +217,20 @@ def test_describe_stream_lists_one_shard_per_server_shard(server, ddb, streams, 
         assert d["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
                                   {"AttributeName": "sk", "KeyType": "RANGE"}]
         assert "CreationRequestDateTime" in d and "LastEvaluatedShardId" not in d
-        ids = [s["ShardId"] for s in d["Shards"]]
-        assert len(ids) == 2 and ids == sorted(ids) and len(set(ids)) == 2
-        for shard in d["Shards"]:
-            assert len(shard["ShardId"]) <= 65 and "ParentShardId" not in shard
-            assert shard["SequenceNumberRange"]["StartingSequenceNumber"].isdecimal()
-            assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
+        assert len(d["Shards"]) == 1
+        shard = d["Shards"][0]
+        assert re.fullmatch(r"shardId-\d{20}-00000000", shard["ShardId"]) and "ParentShardId" not in shard
+        assert shard["SequenceNumberRange"]["StartingSequenceNumber"].isdecimal()
+        assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
         first = streams.describe_stream(StreamArn=arn, Limit=1)["StreamDescription"]
-        assert [s["ShardId"] for s in first["Shards"]] == ids[:1] and first["LastEvaluatedShardId"] == ids[0]
-        rest = streams.describe_stream(StreamArn=arn, Limit=1, ExclusiveStartShardId=ids[0])["StreamDescription"]
-        assert [s["ShardId"] for s in rest["Shards"]] == ids[1:] and "LastEvaluatedShardId" not in rest
-        assert streams.describe_stream(StreamArn=arn, ExclusiveStartShardId=ids[-1])["StreamDescription"][
+        assert first["Shards"] == d["Shards"] and "LastEvaluatedShardId" not in first
+        assert streams.describe_stream(StreamArn=arn, ExclusiveStartShardId=shard["ShardId"])["StreamDescription"][
             "Shards"] == []
-        assert streams.describe_stream(StreamArn=arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": ids[0]})[
+        before = shard["ShardId"][:-1] + "/"        # sorts just before the shard's id
+        assert streams.describe_stream(StreamArn=arn, ExclusiveStartShardId=before)["StreamDescription"][
+            "Shards"] == d["Shards"]
+        assert streams.describe_stream(StreamArn=arn, ShardFilter={"Type": "CHILD_SHARDS",
+                                                                   "ShardId": shard["ShardId"]})[
             "StreamDescription"]["Shards"] == []
         assert error_of(streams.describe_stream, StreamArn="sdfadfsdfnlfkajakfgjalksfgklasjklasdjfkla")[0] == \
             "ValidationException"
@@ -259,12 +272,9 @@ def test_every_event_kind_in_every_view_type(ddb, streams, table_name, view):
     try:
         started = time.time()
         expected = _writes(ddb, table_name)
-        by_shard, _ = read_all(streams, iterators(streams, arn))
-        holding = [records for records in by_shard.values() if records]
-        assert len(holding) == 1, by_shard          # one item: one stream shard
-        records = holding[0]
+        records = all_records(streams, arn)
         assert [r["eventName"] for r in records] == [e[0] for e in expected]
-        numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
+        numbers = numbers_of(records)
         assert numbers == sorted(set(numbers))
         for record, (_, old, new) in zip(records, expected):
             assert record["eventSource"] == "aws:dynamodb" and record["eventVersion"] == "1.1"
@@ -306,24 +316,19 @@ def test_batch_write_and_transactions_reach_the_stream(ddb, streams, table_name)
                 {"Put": {"TableName": table_name, "Item": {"pk": {"S": "t2"}}}},
                 {"ConditionCheck": {"TableName": table_name, "Key": {"pk": {"S": "b5"}},
                                     "ConditionExpression": "attribute_not_exists(pk)"}}])
-        by_shard, _ = read_all(streams, iterators(streams, arn))
-        assert all(by_shard.values()), "both stream shards hold records"
+        records = all_records(streams, arn)
+        numbers = numbers_of(records)
+        assert numbers == sorted(set(numbers))
+        assert {n % 2 for n in numbers} == {0, 1}, "both server shards' items are in the one stream shard"
         events = {}
-        for records in by_shard.values():
-            keys = set()
-            for r in records:
-                events.setdefault(r["dynamodb"]["Keys"]["pk"]["S"], []).append(r["eventName"])
-                keys.add(r["dynamodb"]["Keys"]["pk"]["S"])
-            for other in by_shard.values():
-                if other is not records:      # an item's records are all on its owner's shard
-                    assert not keys & {r["dynamodb"]["Keys"]["pk"]["S"] for r in other}
+        for r in records:
+            events.setdefault(r["dynamodb"]["Keys"]["pk"]["S"], []).append(r["eventName"])
         assert events.pop("b0") == ["INSERT", "REMOVE"]
         assert events.pop("b2") == ["INSERT", "MODIFY"]
         assert events.pop("b3") == ["INSERT", "REMOVE"]
         assert events.pop("t1") == ["INSERT"]
         assert events == {f"b{i}": ["INSERT"] for i in range(20) if i not in (0, 2, 3)}
-        modify = [r for records in by_shard.values() for r in records
-                  if r["dynamodb"]["Keys"]["pk"]["S"] == "b2" and r["eventName"] == "MODIFY"][0]
+        modify = [r for r in records if r["dynamodb"]["Keys"]["pk"]["S"] == "b2" and r["eventName"] == "MODIFY"][0]
         assert modify["dynamodb"]["OldImage"]["v"] == {"N": "2"} and modify["dynamodb"]["NewImage"]["v"] == {"N": "20"}
     finally:
         ddb.delete_table(TableName=table_name)
@@ -337,7 +342,7 @@ def test_iterator_types_and_paging(ddb, streams, table_name):
         key = {"pk": {"S": "one"}}
         for i in range(3):
             ddb.put_item(TableName=table_name, Item={**key, "n": {"N": str(i)}})
-        shard = [s for s, records in read_all(streams, iterators(streams, arn))[0].items() if records][0]
+        shard = the_shard(streams, arn)
         latest = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
         reply = streams.get_records(ShardIterator=latest)
         assert reply["Records"] == [] and "NextShardIterator" in reply
@@ -364,19 +369,146 @@ def test_iterator_types_and_paging(ddb, streams, table_name):
         assert streams.get_records(ShardIterator=after)["Records"][0]["dynamodb"]["SequenceNumber"] == numbers[2]
         start = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["SequenceNumberRange"][
             "StartingSequenceNumber"]
-        for shard_id in shard_ids(streams, arn):
-            it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER",
-                                            SequenceNumber=start)["ShardIterator"]
-            assert len(streams.get_records(ShardIterator=it)["Records"]) == (4 if shard_id == shard else 0)
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="AT_SEQUENCE_NUMBER",
+                                        SequenceNumber=start)["ShardIterator"]
+        assert len(streams.get_records(ShardIterator=it)["Records"]) == 4
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def _put_round(ddb, name, items, n):
+    """Puts ``n`` into each of ``items`` items (on both server shards), in one batch."""
+    ddb.batch_write_item(RequestItems={name: [
+        {"PutRequest": {"Item": {"pk": {"S": f"i{i}"}, "n": {"N": str(n)}}}} for i in range(items)]})
+
+
+def _write_rounds(ddb, name, items, rounds):
+    for n in range(rounds):
+        _put_round(ddb, name, items, n)
+
+
+def _per_item(records):
+    """{item: [its "n" in stream order]}"""
+    seen = {}
+    for r in records:
+        seen.setdefault(r["dynamodb"]["Keys"]["pk"]["S"], []).append(int(r["dynamodb"]["NewImage"]["n"]["N"]))
+    return seen
+
+
+def test_shards_0_alone_sees_every_write_of_every_server_shard(ddb, streams, table_name):
+    # What very many programs do: read Shards[0] only, from TRIM_HORIZON.
+    arn = stream_table(ddb, table_name, "NEW_IMAGE")
+    try:
+        _write_rounds(ddb, table_name, 25, 4)
+        shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shards[0]["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records, following = read_all(streams, it)
+        assert following is not None                    # open: more may come
+        assert _per_item(records) == {f"i{i}": [0, 1, 2, 3] for i in range(25)}
+        numbers = numbers_of(records)
+        assert numbers == sorted(set(numbers)) and len(numbers) == 100
+        assert {n % 2 for n in numbers} == {0, 1}       # each server shard numbers with its own residue
+        assert [r["eventName"] for r in records].count("INSERT") == 25
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_small_pages_lose_and_repeat_nothing(ddb, streams, table_name):
+    arn = stream_table(ddb, table_name, "NEW_IMAGE")
+    try:
+        _write_rounds(ddb, table_name, 8, 3)
+        whole = numbers_of(all_records(streams, arn))
+        assert len(whole) == 24 and whole == sorted(set(whole))
+        for limit in (1, 2, 3):
+            records, _ = read_all(streams, iterator(streams, arn), limit=limit)
+            assert numbers_of(records) == whole, limit
+        # AT and AFTER a number from the other server shard's residue than the one before it
+        at = next(i for i in range(1, 24) if whole[i] % 2 != whole[i - 1] % 2)
+        text = str(whole[at]).zfill(21)
+        assert numbers_of(read_all(streams, iterator(streams, arn, "AT_SEQUENCE_NUMBER",
+                                                     SequenceNumber=text), limit=2)[0]) == whole[at:]
+        assert numbers_of(read_all(streams, iterator(streams, arn, "AFTER_SEQUENCE_NUMBER",
+                                                     SequenceNumber=text), limit=2)[0]) == whole[at + 1:]
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_writes_made_while_a_consumer_pages_are_each_seen_once(server, ddb, streams, table_name):
+    arn = stream_table(ddb, table_name, "NEW_IMAGE")
+    try:
+        it = iterator(streams, arn, "LATEST")
+        writer_ddb = server.client()
+        done = threading.Event()
+
+        def write():
+            try:
+                _write_rounds(writer_ddb, table_name, 10, 6)
+            finally:
+                done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        records = []
+        while True:
+            finished = done.is_set()
+            reply = streams.get_records(ShardIterator=it, Limit=2)
+            records += reply["Records"]
+            it = reply["NextShardIterator"]
+            if finished and not reply["Records"]:
+                break
+        writer.join()
+        assert _per_item(records) == {f"i{i}": list(range(6)) for i in range(10)}
+        assert numbers_of(records) == sorted(set(numbers_of(records)))
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_latest_then_a_write_sees_that_write(ddb, streams, table_name):
+    arn = stream_table(ddb, table_name, "NEW_IMAGE")
+    try:
+        _write_rounds(ddb, table_name, 10, 1)
+        for n in range(1, 4):
+            latest = iterator(streams, arn, "LATEST")
+            _put_round(ddb, table_name, 10, n)
+            records, _ = read_all(streams, latest)
+            assert _per_item(records) == {f"i{i}": [n] for i in range(10)}
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_merging_server_shards_parts():
+    # Numbers written before they were unique across server shards may tie: a page never ends
+    # between equal numbers, and the bound is the smallest number a shard has not answered for.
+    from shardserver.shard.streams import merge_parts
+
+    def part(*numbers, covered, end=True):
+        return [(n, b"%d" % n) for n in numbers], covered, end
+
+    assert merge_parts([part(1, 4, covered=10), part(2, 3, covered=10)], 10, 1 << 20) == (
+        [b"1", b"2", b"3", b"4"], 10, True)
+    # shard 1 stopped at its limit after 3: shard 0's 4 waits for the next page
+    assert merge_parts([part(1, 4, covered=10), part(2, 3, covered=4, end=False)], 10, 1 << 20) == (
+        [b"1", b"2", b"3"], 4, False)
+    # a record above the bound is left for later: not at the end
+    assert merge_parts([part(5, covered=10), part(covered=4)], 10, 1 << 20) == ([], 4, False)
+    assert merge_parts([part(1, 4, covered=10), part(2, 3, covered=10)], 2, 1 << 20) == ([b"1", b"2"], 3, False)
+    assert merge_parts([part(1, 4, covered=10), part(2, 3, covered=10)], 10, 2) == ([b"1", b"2"], 3, False)
+    ties = [part(5, 7, covered=10), part(5, 7, covered=10)]
+    assert merge_parts(ties, 1, 1 << 20) == ([b"5", b"5"], 6, False)
+    assert merge_parts(ties, 3, 1 << 20) == ([b"5", b"5"], 6, False)
+    assert merge_parts(ties, 4, 1 << 20) == ([b"5", b"5", b"7", b"7"], 10, True)
 
 
 def test_shard_iterator_bad_input(ddb, streams, raw_streams, table_name):
     arn = stream_table(ddb, table_name, "KEYS_ONLY")
     try:
-        shard = shard_ids(streams, arn)[0]
+        shard = the_shard(streams, arn)
         seq = "1" + "0" * 20
+        # What was the second server shard's stream shard is no shard now.
+        assert error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=shard[:-1] + "1",
+                        ShardIteratorType="LATEST") == (
+            "ResourceNotFoundException", f"Requested resource not found: Shard does not exist: {shard[:-1]}1")
         for kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
             assert error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
                             ShardIteratorType=kind)[0] == "ValidationException"
@@ -417,7 +549,7 @@ def _forged(iterator, **changes):
 def test_get_records_bad_input(ddb, streams, raw_streams, table_name):
     arn = stream_table(ddb, table_name, "KEYS_ONLY")
     try:
-        it = list(iterators(streams, arn).values())[0]
+        it = iterator(streams, arn)
         assert streams.get_records(ShardIterator=_forged(it))["Records"] == []   # the forgery is faithful
         assert error_of(streams.get_records, ShardIterator="sdfsdfsgagaddafgagasgasgasdfasdfasdfasdfasdgasdasdgasdg"
                         )[0] == "ValidationException"
@@ -426,7 +558,9 @@ def test_get_records_bad_input(ddb, streams, raw_streams, table_name):
         code, message = error_of(streams.get_records,
                                  ShardIterator=_forged(it, issued=int((time.time() - 16 * 60) * 1000)))
         assert code == "ExpiredIteratorException"
-        assert error_of(streams.get_records, ShardIterator=_forged(it, shard=7))[0] == "ResourceNotFoundException"
+        for shard in (1, 7):
+            assert error_of(streams.get_records, ShardIterator=_forged(it, shard=shard))[0] == \
+                "ResourceNotFoundException"
         for limit in (0, 1001):
             assert error_of(raw_streams.get_records, ShardIterator=it, Limit=limit)[0] == "ValidationException"
         assert error_of(raw_streams.get_records, ShardIterator=it, Limit="many")[0] == "SerializationException"
@@ -439,25 +573,28 @@ def test_disabled_stream_stays_readable_and_a_new_one_starts(ddb, streams, table
     arn = stream_table(ddb, table_name, "NEW_IMAGE")
     try:
         ddb.put_item(TableName=table_name, Item={"pk": {"S": "before"}})
-        old_iterators = iterators(streams, arn)
+        old_iterator = iterator(streams, arn)
+        _write_rounds(ddb, table_name, 6, 2)
         ddb.update_table(TableName=table_name, StreamSpecification={"StreamEnabled": False})
         table = ddb.describe_table(TableName=table_name)["Table"]
         assert "StreamSpecification" not in table and table["LatestStreamArn"] == arn
         ddb.put_item(TableName=table_name, Item={"pk": {"S": "while disabled"}})
         d = streams.describe_stream(StreamArn=arn)["StreamDescription"]
         assert d["StreamStatus"] == "DISABLED" and d["StreamViewType"] == "NEW_IMAGE"
-        for shard in d["Shards"]:
-            numbers = shard["SequenceNumberRange"]
-            assert numbers["EndingSequenceNumber"].isdecimal()
-            assert int(numbers["EndingSequenceNumber"]) >= int(numbers["StartingSequenceNumber"])
-        total = 0
-        for it in old_iterators.values():
-            reply = streams.get_records(ShardIterator=it)
-            total += len(reply["Records"])
-            if "NextShardIterator" in reply:
-                again = streams.get_records(ShardIterator=reply["NextShardIterator"])
-                assert again["Records"] == [] and "NextShardIterator" not in again
-        assert total == 1       # the closed shards end where the stream was disabled
+        assert len(d["Shards"]) == 1
+        numbers = d["Shards"][0]["SequenceNumberRange"]
+        assert numbers["EndingSequenceNumber"].isdecimal()
+        assert int(numbers["EndingSequenceNumber"]) >= int(numbers["StartingSequenceNumber"])
+        # The closed shard ends where the stream was disabled: read to its end, no NextShardIterator.
+        for limit in (None, 1, 5):
+            records, following = read_all(streams, old_iterator, limit=limit)
+            assert following is None
+            keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in records]
+            assert keys[0] == "before" and sorted(keys[1:]) == sorted([f"i{i}" for i in range(6)] * 2)
+        page = streams.get_records(ShardIterator=old_iterator, Limit=12)
+        assert len(page["Records"]) == 12 and "NextShardIterator" in page
+        last = streams.get_records(ShardIterator=page["NextShardIterator"])
+        assert len(last["Records"]) == 1 and "NextShardIterator" not in last
         ddb.update_table(TableName=table_name, StreamSpecification={"StreamEnabled": True,
                                                                      "StreamViewType": "KEYS_ONLY"})
         table = ddb.describe_table(TableName=table_name)["Table"]
@@ -468,7 +605,7 @@ def test_disabled_stream_stays_readable_and_a_new_one_starts(ddb, streams, table
         assert set(shard_ids(streams, new_arn)).isdisjoint(shard_ids(streams, arn))
         ddb.put_item(TableName=table_name, Item={"pk": {"S": "after"}})
         assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in all_records(streams, new_arn)] == ["after"]
-        assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in all_records(streams, arn)] == ["before"]
+        assert len(all_records(streams, arn)) == 13
     finally:
         ddb.delete_table(TableName=table_name)
 
@@ -476,17 +613,16 @@ def test_disabled_stream_stays_readable_and_a_new_one_starts(ddb, streams, table
 def test_deleting_a_table_disables_its_stream(ddb, streams, table_name):
     arn = stream_table(ddb, table_name, "NEW_AND_OLD_IMAGES")
     ddb.put_item(TableName=table_name, Item={"pk": {"S": "a"}, "v": {"N": "1"}})
-    its = iterators(streams, arn)
+    it = iterator(streams, arn)
     ddb.delete_table(TableName=table_name)
     # As DynamoDB's DeleteTable says: the stream is DISABLED, still readable, deleted after 24 hours.
     d = streams.describe_stream(StreamArn=arn)["StreamDescription"]
     assert d["StreamStatus"] == "DISABLED" and d["TableName"] == table_name
     assert all("EndingSequenceNumber" in s["SequenceNumberRange"] for s in d["Shards"])
     assert [s["StreamArn"] for s in streams.list_streams(TableName=table_name)["Streams"]] == [arn]
-    by_shard, following = read_all(streams, its)
-    assert [r["dynamodb"]["NewImage"] for records in by_shard.values() for r in records] == [
-        {"pk": {"S": "a"}, "v": {"N": "1"}}]
-    assert not any(following.values())      # closed shards, read to their end
+    records, following = read_all(streams, it)
+    assert [r["dynamodb"]["NewImage"] for r in records] == [{"pk": {"S": "a"}, "v": {"N": "1"}}]
+    assert following is None        # the closed shard, read to its end
     # A table of the same name starts afresh, its own stream listed beside the old one.
     new_arn = stream_table(ddb, table_name, "KEYS_ONLY")
     try:
@@ -534,9 +670,13 @@ def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
     arn = stream_table(ddb, "durable", "NEW_IMAGE")
     for i in range(20):
         ddb.put_item(TableName="durable", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
-    before = {s: [r["dynamodb"]["SequenceNumber"] for r in records]
-              for s, records in read_all(streams, iterators(streams, arn))[0].items()}
-    assert sum(map(len, before.values())) == 20
+    before = numbers_of(all_records(streams, arn))
+    assert len(before) == 20
+    # A consumer part-way through (a page of 7), and one at the end, go on across the restarts.
+    midway = streams.get_records(ShardIterator=iterator(streams, arn), Limit=7)
+    consumed = numbers_of(midway["Records"])
+    midway = midway["NextShardIterator"]
+    at_end = read_all(streams, iterator(streams, arn))[1]
     victims = server.shard_pids()
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
@@ -545,34 +685,32 @@ def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.05)
     ddb, streams = server.client(), streams_client(server)
-    after = {s: [r["dynamodb"]["SequenceNumber"] for r in records]
-             for s, records in read_all(streams, iterators(streams, arn))[0].items()}
-    assert after == before
+    assert numbers_of(all_records(streams, arn)) == before
     for i in range(20, 30):
         ddb.put_item(TableName="durable", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
-    grown = {s: [r["dynamodb"]["SequenceNumber"] for r in records]
-             for s, records in read_all(streams, iterators(streams, arn))[0].items()}
-    for shard, numbers in grown.items():
-        assert numbers[:len(before[shard])] == before[shard]
-        assert [int(n) for n in numbers] == sorted({int(n) for n in numbers})   # increasing across the restart
-    assert sum(map(len, grown.values())) == 30
-    oldest = min(numbers[0] for numbers in grown.values())
+    grown = numbers_of(all_records(streams, arn))
+    assert grown[:20] == before and grown == sorted(set(grown)) and len(grown) == 30    # increasing across it
+    records, at_end = read_all(streams, at_end, limit=3)
+    assert numbers_of(records) == grown[20:]
+    records, midway = read_all(streams, midway, limit=4)
+    consumed += numbers_of(records)
+    assert consumed == grown
+    oldest = str(grown[0]).zfill(21)
     # A clean stop flushes the memtables: the records come back from SSTables.  With a retention of
     # 48 s a generation table takes 2 s of records: reads go on across generations.
     assert server.stop() == 0
     server = lonely["server"] = ServerProcess(lonely["data"], smp=2, port=server.port,
                                               extra=["--streams-retention-in-s", "48"]).start()
     ddb, streams = server.client(), streams_client(server)
-    assert {s: [r["dynamodb"]["SequenceNumber"] for r in records]
-            for s, records in read_all(streams, iterators(streams, arn))[0].items()} == grown
+    assert numbers_of(all_records(streams, arn)) == grown
     for i in range(30, 36):
         ddb.put_item(TableName="durable", Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
         time.sleep(0.5)
-    by_shard = read_all(streams, iterators(streams, arn))[0]
-    for numbers in ([int(r["dynamodb"]["SequenceNumber"]) for r in records] for records in by_shard.values()):
-        assert numbers == sorted(set(numbers))
-    assert sorted(int(r["dynamodb"]["NewImage"]["v"]["N"]) for records in by_shard.values() for r in records) == \
-        list(range(36))
+    records = all_records(streams, arn)
+    assert numbers_of(records) == sorted(set(numbers_of(records)))
+    assert [int(r["dynamodb"]["NewImage"]["v"]["N"]) for r in records] == list(range(36))
+    records, _ = read_all(streams, at_end, limit=2)
+    assert [int(r["dynamodb"]["NewImage"]["v"]["N"]) for r in records] == list(range(30, 36))
     table_id = ddb.describe_table(TableName="durable")["Table"]["TableId"]
     generation_dirs = [d for shard in range(2) for d in os.listdir(lonely["data"] / f"shard-{shard}" / "tables")
                        if d.startswith(table_id + ".s")]
@@ -584,8 +722,7 @@ def test_records_survive_shard_restarts_and_are_trimmed_after_retention(lonely):
                                               extra=["--streams-retention-in-s", "2"]).start()
     ddb, streams = server.client(), streams_client(server)
     time.sleep(2.5)
-    shard = shard_ids(streams, arn)[0]
-    code, _ = error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=shard,
+    code, _ = error_of(streams.get_shard_iterator, StreamArn=arn, ShardId=the_shard(streams, arn),
                        ShardIteratorType="AT_SEQUENCE_NUMBER", SequenceNumber=oldest)
     assert code == "TrimmedDataAccessException"
     assert all_records(streams, arn) == []

@@ -1,14 +1,15 @@
 """DynamoDB Streams on a shard: stream definitions, record writing, reading and trimming.
 
 A table's streams live in its catalog entry (``TableSchema.streams``, oldest
-first; only the last may be enabled).  Each stream has one *stream shard* per
-server shard: stream shard i holds the change records of the items server
-shard i owns, so a record is written by the item's owner in the same step as
-the item (``after_write``), and read there (GetRecords is routed to it).
-Stream shards never split and never close while the stream is enabled; a
-disabled stream's shards are closed and stay readable for the retention
-period (24 h by default, as in DynamoDB), after which the catalog coordinator
-forgets the stream and every shard drops its storage.
+first; only the last may be enabled).  Each stream has one *stream shard*, as
+a new table's stream has in DynamoDB, merged from every server shard's part:
+a record is written by the item's owner in the same step as the item
+(``after_write``) and kept there; GetRecords, on the acceptor, reads every
+server shard's part (``read_records``) and merges them by sequence number
+(``merge_parts``).  The stream shard never splits and never closes while the
+stream is enabled; a disabled stream's shard is closed and stays readable for
+the retention period (24 h by default, as in DynamoDB), after which the
+catalog coordinator forgets the stream and every shard drops its storage.
 
 Records are kept in hidden storage tables, one per stream per shard per
 span of time (a *generation*, id ``<table id>.s<created ms>.g<first seq>``),
@@ -17,7 +18,9 @@ record's JSON, so they go through the memtable, commit log and SSTables like
 items and survive a restart by replay (docs/streams_format.md).  Sequence
 numbers are per shard, increasing across all of its streams and across
 restarts: the wall clock in microseconds times 1000, or the last one plus one
-if that is not larger; at start the shard also reads the largest one it
+if that is not larger, moved up to the shard's own residue modulo the shard
+count, so that no two server shards ever give the same number and one number
+orders a whole stream; at start the shard also reads the largest one it
 stored (``recover``).  Their time part dates a record, so trimming needs no
 decoding: a background pass drops the generations past the retention horizon
 whole, with no tombstone per record.
@@ -29,6 +32,7 @@ This module never formats wire errors and reaches other shards only through
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
 import struct
@@ -105,20 +109,18 @@ def stream_arn(schema, stream: dict) -> str:
     return f"{schema.arn}/stream/{stream['label']}"
 
 
-def shard_id_of(stream: dict, index: int) -> str:
-    """The stream shard's id (37 characters): the stream's creation time and the server shard."""
+def shard_id_of(stream: dict, index: int = 0) -> str:
+    """A stream shard's id (37 characters): the stream's creation time and the shard's number.
+
+    A stream has the one shard number 0; another number names no shard (an
+    error message may still need its id).
+    """
     return f"shardId-{stream['created_ms']:020d}-{index:08x}"
 
 
-def shard_index_of(stream: dict, shard_id: str, nshards: int) -> int | None:
-    prefix = f"shardId-{stream['created_ms']:020d}-"
-    if not shard_id.startswith(prefix) or len(shard_id) != len(prefix) + 8:
-        return None
-    try:
-        index = int(shard_id[len(prefix):], 16)
-    except ValueError:
-        return None
-    return index if 0 <= index < nshards and shard_id == shard_id_of(stream, index) else None
+def shard_index_of(stream: dict, shard_id: str) -> int | None:
+    """0 if ``shard_id`` is the stream's one shard, else None."""
+    return 0 if shard_id == shard_id_of(stream) else None
 
 
 def sequence_text(seq: int) -> str:
@@ -175,9 +177,15 @@ class StreamState:
         self.trim_task: asyncio.Task | None = None
 
     def next_seq(self) -> int:
+        """The next sequence number: at least the clock's and above the last, and this shard's own.
+
+        Shard s of N takes only numbers congruent to s modulo N, so numbers are
+        unique across server shards and order the merged stream shard.
+        """
         seq = time.time_ns() // 1000 * SLOTS_PER_MICROSECOND
         if seq <= self.last_seq:
             seq = self.last_seq + 1
+        seq += (self.svc.shard_id - seq) % self.svc.nshards
         self.last_seq = seq
         return seq
 
@@ -293,45 +301,85 @@ def _canonical(value):
 # ====================================================================== read path
 
 def read_position(svc) -> int:
-    """The first sequence number a record written on this shard from now on can have (LATEST).
+    """The first sequence number a record written on this shard from now on can have.
 
     Above both the last one assigned and the clock's, so that an iterator at an
-    idle shard's end does not look trimmed a day later.
+    idle stream's end does not look trimmed a day later.
     """
     last = state_of(svc).last_seq
     return max(last + 1, time.time_ns() // 1000 * SLOTS_PER_MICROSECOND)
 
 
-async def read_records(svc, schema, stream: dict, start: int, limit: int,
-                       max_bytes: int) -> tuple[list[bytes], int, bool]:
-    """Records of this shard's stream shard from sequence number ``start`` on.
+async def read_records(svc, prefix: str, start: int, limit: int,
+                       max_bytes: int) -> tuple[list[tuple[int, bytes]], int, bool]:
+    """This server shard's part of a stream from sequence number ``start`` on, in order.
 
-    Returns (record JSONs, the sequence number to continue from, whether the
-    end of what is written so far was reached).
+    ``prefix`` is the stream's ``storage_prefix``.  Returns ((sequence number,
+    record JSON) of at most ``limit`` records and about ``max_bytes``, *covered*,
+    whether the end of what is written so far was reached): every record of
+    this shard numbered in [start, covered) is among those returned, and at the
+    end no later record of this shard will be numbered below covered.
     """
     state = state_of(svc)
     high = state.last_seq           # every record up to here is in storage already ...
     following = read_position(svc)  # ... and every later one will be numbered from here on
     if start > high:
         return [], max(start, following), True
-    found = generations(svc, storage_prefix(schema, stream))
-    records: list[bytes] = []
+    found = generations(svc, prefix)
+    records: list[tuple[int, bytes]] = []
     size = 0
-    last_key = None
     for i, (_, table_id) in enumerate(found):
         if i + 1 < len(found) and found[i + 1][0] <= start:
             continue        # every key of this generation is below the next one's first number
         pairs = await svc.storage.scan(table_id, encode_key(start), encode_key(high + 1),
                                        limit=limit - len(records), max_bytes=max_bytes - size)
         if pairs:
-            records += [value for _, value in pairs]
+            records += [(decode_key(key), value) for key, value in pairs]
             size += sum(len(value) for _, value in pairs)
-            last_key = pairs[-1][0]
             if len(records) >= limit or size >= max_bytes:
-                state.records_read_total += len(records)
-                return records, decode_key(last_key) + 1, False
-    state.records_read_total += len(records)
+                return records, records[-1][0] + 1, False
     return records, following, True
+
+
+def merge_parts(parts: list, limit: int, max_bytes: int) -> tuple[list[bytes], int, bool]:
+    """One GetRecords page of the stream shard from every server shard's ``read_records``.
+
+    ``parts`` are the (records, covered, at end) of every server shard, all
+    read from the same position.  Below the smallest *covered* (the bound)
+    every record of every shard is known, and no record can appear there
+    later; so the page is those records in sequence-number order, cut at
+    ``limit`` records and once ``max_bytes`` is reached, and the next page
+    starts just after its last record, or at the bound if it holds them all.
+    Returns (record JSONs, where the next page starts, whether the stream
+    shard was read to the end of what is written so far).
+
+    Numbers given before they were unique across shards may tie; a page is
+    never cut between equal numbers (it takes a whole tie group that would
+    start it, beyond ``limit`` if need be), so none of them is skipped.
+    """
+    bound = min(covered for _, covered, _ in parts)
+    runs = [[r for r in records if r[0] < bound] if covered > bound else records
+            for records, covered, _ in parts]
+    complete = all(at_end for _, _, at_end in parts) and sum(map(len, runs)) == sum(len(p[0]) for p in parts)
+    merged = list(heapq.merge(*runs, key=_sequence)) if len(runs) > 1 else runs[0]
+    count = size = 0
+    while count < len(merged) and count < limit and size < max_bytes:
+        size += len(merged[count][1])
+        count += 1
+    if count < len(merged):
+        while count and merged[count - 1][0] == merged[count][0]:
+            count -= 1                  # (old data) not between equal numbers
+        if not count:
+            count = 1
+            while count < len(merged) and merged[count][0] == merged[0][0]:
+                count += 1
+    if count == len(merged):
+        return [value for _, value in merged], bound, complete
+    return [value for _, value in merged[:count]], merged[count - 1][0] + 1, False
+
+
+def _sequence(record: tuple[int, bytes]) -> int:
+    return record[0]
 
 
 # ====================================================================== trimming

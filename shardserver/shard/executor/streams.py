@@ -2,15 +2,16 @@
 
 Served at the DynamoDB endpoint under ``X-Amz-Target: DynamoDBStreams_20120810.<Op>``
 (operation names ``Streams.<Op>``).  ListStreams and DescribeStream answer from
-the acceptor's catalog.  Stream shard i belongs to server shard i, so
-GetShardIterator (whose LATEST needs the shard's last sequence number) and
-GetRecords are routed to that shard.
+the acceptor's catalog.  A stream has one stream shard, merged from every
+server shard's records: GetShardIterator (whose LATEST needs every shard's
+read position) and GetRecords run on the acceptor and ask every server shard
+over the fabric (``STREAM_POSITION``, ``STREAM_READ``).
 
 A shard iterator is ``<stream arn>|1|<base64 of "shard:start:issued ms:crc">``:
-the stream, the stream shard, the first sequence number to return and when it
-was issued (iterators expire after 15 minutes); the CRC tells a damaged or
-invented iterator from a real one.  Record storage and sequence numbers are
-shardserver.shard.streams'.
+the stream, the stream shard (0), the first sequence number to return and when
+it was issued (iterators expire after 15 minutes); the CRC tells a damaged or
+invented iterator from a real one.  Record storage, sequence numbers and the
+merge are shardserver.shard.streams'.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
 import time
 import zlib
 
@@ -26,7 +28,7 @@ import orjson
 from shardserver.errors import (ExpiredIteratorException, ResourceNotFoundException,
                                 TrimmedDataAccessException, ValidationException)
 from shardserver.shard import streams
-from shardserver.shard.executor import operation
+from shardserver.shard.executor import fabric_verb, operation
 from shardserver.shard.executor.tables import check_table_name, constraint_error
 
 ITERATOR_TYPES = ("TRIM_HORIZON", "LATEST", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
@@ -35,6 +37,8 @@ ITERATOR_VERSION = "1"
 MAX_RECORDS = 1000
 MAX_RECORDS_BYTES = 1 << 20
 MAX_SEQUENCE_DIGITS = 40
+STREAM_POSITION = b"stream-position"    # -> decimal text of this shard's streams.read_position
+STREAM_READ = b"stream-read"            # orjson {"prefix", "start" (decimal text), "limit", "bytes"} -> a part
 STREAM_ARN_RE = re.compile(r"arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/([a-zA-Z0-9_.-]{3,255})/stream/"
                            r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})\Z")
 
@@ -115,24 +119,6 @@ def decode_iterator(iterator) -> tuple[str, int, int, int]:
     return arn, shard, start, issued
 
 
-def _route_iterator(svc, request: dict) -> int:
-    try:
-        shard = decode_iterator(request.get("ShardIterator"))[1]
-    except ValidationException:
-        return svc.shard_id        # refused where it was received
-    return shard if shard < svc.nshards else svc.shard_id
-
-
-def _route_shard(svc, request: dict) -> int:
-    try:
-        _, stream = _stream_of(svc, request.get("StreamArn"))
-    except (ValidationException, ResourceNotFoundException):
-        return svc.shard_id
-    shard_id = request.get("ShardId")
-    index = streams.shard_index_of(stream, shard_id, svc.nshards) if isinstance(shard_id, str) else None
-    return svc.shard_id if index is None else index
-
-
 def _check_not_trimmed(svc, seq: int) -> None:
     if seq < streams.horizon_sequence(streams.retention_of(svc)):
         raise TrimmedDataAccessException(
@@ -174,7 +160,7 @@ async def describe_stream(svc, request: dict) -> bytes:
     schema, stream = _stream_of(svc, request.get("StreamArn"))
     limit = _limit(request, 100)
     start = request.get("ExclusiveStartShardId")
-    ids = [streams.shard_id_of(stream, i) for i in range(svc.nshards)]    # in ShardId order
+    ids = [streams.shard_id_of(stream)]     # one stream shard, as a new table's stream has in DynamoDB
     if start is not None:
         ids = [shard_id for shard_id in ids if shard_id > start]
     shard_filter = request.get("ShardFilter")
@@ -203,7 +189,7 @@ async def describe_stream(svc, request: dict) -> bytes:
     return orjson.dumps({"StreamDescription": description})
 
 
-@operation("Streams.GetShardIterator", route=_route_shard)
+@operation("Streams.GetShardIterator")
 async def get_shard_iterator(svc, request: dict) -> bytes:
     kind = request.get("ShardIteratorType")
     if kind is None:
@@ -225,13 +211,16 @@ async def get_shard_iterator(svc, request: dict) -> bytes:
     shard_id = request.get("ShardId")
     if shard_id is None:
         raise constraint_error(["Value null at 'shardId' failed to satisfy constraint: Member must not be null"])
-    index = streams.shard_index_of(stream, shard_id, svc.nshards)
+    index = streams.shard_index_of(stream, shard_id) if isinstance(shard_id, str) else None
     if index is None:
         raise ResourceNotFoundException(f"Requested resource not found: Shard does not exist: {shard_id}")
     if kind == "TRIM_HORIZON":
         start = 0
     elif kind == "LATEST":
-        start = streams.read_position(svc)      # this is shard ``index``: the request was routed here
+        # Just after the most recent record: where every server shard's next record will be numbered
+        # from, the smallest of them, so that no record written once this answers is passed over.
+        positions = await svc.broadcast(STREAM_POSITION, b"")
+        start = min(int(p) for p in positions)
     else:
         seq = int(text)
         _check_not_trimmed(svc, seq)
@@ -239,24 +228,67 @@ async def get_shard_iterator(svc, request: dict) -> bytes:
     return orjson.dumps({"ShardIterator": encode_iterator(streams.stream_arn(schema, stream), index, start)})
 
 
-@operation("Streams.GetRecords", route=_route_iterator)
+@operation("Streams.GetRecords")
 async def get_records(svc, request: dict) -> bytes:
     arn, index, start, issued = decode_iterator(request.get("ShardIterator"))
     limit = _limit(request, MAX_RECORDS)
     if time.time() * 1000 - issued > ITERATOR_LIFETIME_MS:
         raise ExpiredIteratorException("Iterator expired. The iterator was created more than 15 minutes ago")
     schema, stream = _stream_of(svc, arn, "ShardIterator")
-    if index >= svc.nshards:
+    if index != 0:
         raise ResourceNotFoundException(f"Requested resource not found: Shard does not exist: "
                                         f"{streams.shard_id_of(stream, index)}")
     horizon = streams.horizon_sequence(streams.retention_of(svc))
     if start:
         _check_not_trimmed(svc, start)
-    records, following, at_end = await streams.read_records(svc, schema, stream, max(start, horizon), limit,
-                                                           MAX_RECORDS_BYTES)
+    # Every server shard reads its part from the same position, each at most the whole page.
+    part = orjson.dumps({"prefix": streams.storage_prefix(schema, stream), "start": str(max(start, horizon)),
+                         "limit": limit, "bytes": MAX_RECORDS_BYTES})
+    replies = await svc.broadcast(STREAM_READ, part)
+    records, following, at_end = streams.merge_parts([_decode_part(r) for r in replies], limit,
+                                                     MAX_RECORDS_BYTES)
+    streams.state_of(svc).records_read_total += len(records)
     parts = [b'{"Records":[', b",".join(records), b"]"]
     if not (at_end and stream.get("disabled_ms") is not None):
-        # A disabled stream's shards are closed: once read to the end there is no next iterator.
+        # A disabled stream's shard is closed: once read to the end there is no next iterator.
         parts += [b',"NextShardIterator":', orjson.dumps(encode_iterator(arn, index, following))]
     parts.append(b"}")
     return b"".join(parts)
+
+
+# ------------------------------------------------------------------ fabric
+
+_PART_HEADER = struct.Struct(">?I")     # at end, record count; then "covered" (decimal text), NUL
+_PART_RECORD = struct.Struct(">QI")     # sequence number, JSON length; then the record's JSON
+
+
+@fabric_verb(STREAM_POSITION)
+async def stream_position(svc, src: int, payload: bytes) -> bytes:
+    return str(streams.read_position(svc)).encode()
+
+
+@fabric_verb(STREAM_READ)
+async def stream_read(svc, src: int, payload: bytes) -> bytes:
+    """This shard's part of a GetRecords page: its records from the position on (streams.read_records)."""
+    part = orjson.loads(payload)
+    records, covered, at_end = await streams.read_records(svc, part["prefix"], int(part["start"]),
+                                                          part["limit"], part["bytes"])
+    chunks = [_PART_HEADER.pack(at_end, len(records)), str(covered).encode(), b"\0"]
+    for seq, value in records:
+        chunks += [_PART_RECORD.pack(seq, len(value)), value]
+    return b"".join(chunks)
+
+
+def _decode_part(reply: bytes) -> tuple[list[tuple[int, bytes]], int, bool]:
+    at_end, count = _PART_HEADER.unpack_from(reply)
+    end = reply.index(b"\0", _PART_HEADER.size)
+    covered = int(reply[_PART_HEADER.size:end])
+    view = memoryview(reply)
+    pos = end + 1
+    records = []
+    for _ in range(count):
+        seq, length = _PART_RECORD.unpack_from(reply, pos)
+        pos += _PART_RECORD.size
+        records.append((seq, bytes(view[pos:pos + length])))
+        pos += length
+    return records, covered, at_end
