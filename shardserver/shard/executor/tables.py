@@ -209,6 +209,25 @@ def _parse_key_schema(key_schema, field="keySchema", short_of_definitions=False)
     return names[0], None
 
 
+def java_hash_set_order(names) -> list[str]:
+    """The order a java.util.HashSet of these strings iterates in.
+
+    DynamoDB's "keys used" list in CreateTable's unused-definitions error is
+    such a set: its order follows String.hashCode, not the request.
+    """
+    def bucket(name: str) -> int:
+        code = 0
+        units = name.encode("utf-16-be")
+        for i in range(0, len(units), 2):
+            code = (31 * code + int.from_bytes(units[i:i + 2], "big")) & 0xFFFFFFFF
+        return (code ^ (code >> 16)) & (capacity - 1)
+    names = list(names)
+    capacity = 16
+    while len(names) > capacity * 3 // 4:
+        capacity *= 2
+    return sorted(names, key=bucket)
+
+
 def parse_attribute_definitions(definitions) -> dict[str, str]:
     if not isinstance(definitions, list):
         raise constraint_error(["Value null at 'attributeDefinitions' failed to satisfy constraint: "
@@ -284,10 +303,14 @@ def schema_from_create_request(request: dict) -> TableSchema:
     from shardserver.shard import indexes
     local_indexes, global_indexes = indexes.parse_create_indexes(request, hash_key, range_key, types,
                                                                  mode, read, write)
-    used = set(key_names)
+    used = dict.fromkeys(key_names)
     for index in local_indexes + global_indexes:
-        used.update(element["AttributeName"] for element in index["KeySchema"])
-    if set(types) != used:
+        used.update(dict.fromkeys(element["AttributeName"] for element in index["KeySchema"]))
+    if set(types) != set(used) and (local_indexes or global_indexes):
+        raise ValidationException(
+            "One or more parameter values were invalid: Some AttributeDefinitions are not used. "
+            f"AttributeDefinitions: [{', '.join(types)}], keys used: [{', '.join(java_hash_set_order(used))}]")
+    if set(types) != set(used):
         raise ValidationException(
             "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly "
             "match number of attributes defined in AttributeDefinitions")
