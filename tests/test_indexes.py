@@ -451,6 +451,19 @@ def test_index_read_errors(ddb, gsi_table, lsi_table):
               ExpressionAttributeValues={":p": S("p0")})
 
 
+def test_create_table_answers_its_global_indexes_creating(ddb, table_name):
+    # As DynamoDB answers CreateTable (the AWS CLI's create-table examples): the table and each of its
+    # global indexes CREATING, without Backfilling (that is for an index added to a live table).
+    created = ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p"),
+                               AttributeDefinitions=defs(p="S", g="S"), GlobalSecondaryIndexes=[gsi("by_g", "g")])
+    entry, = created["TableDescription"]["GlobalSecondaryIndexes"]
+    assert created["TableDescription"]["TableStatus"] == "CREATING"
+    assert entry["IndexStatus"] == "CREATING" and "Backfilling" not in entry
+    ddb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.1})
+    assert ddb.describe_table(TableName=table_name)["Table"]["GlobalSecondaryIndexes"][0]["IndexStatus"] == "ACTIVE"
+    ddb.delete_table(TableName=table_name)
+
+
 def test_describe_table_lists_every_index(ddb, gsi_table, lsi_table):
     name, items = gsi_table
     eventually(lambda: [i for i in full_scan(ddb, TableName=name, IndexName="g_keys") if i["p"] != S("m")],
