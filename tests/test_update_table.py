@@ -116,6 +116,26 @@ def test_delete_and_recreate_gsi(ddb, table):
     assert full_scan(ddb, TableName=table, IndexName="gone") == [{"p": S("1"), "x": S("a")}]
 
 
+def test_throughput_changes_are_dated(ddb, table):
+    # ProvisionedThroughputDescription: LastIncreaseDateTime, LastDecreaseDateTime and the UTC day's
+    # NumberOfDecreasesToday; a switch from on demand to provisioned units is an increase (the AWS CLI's
+    # update-table example shows it dated).
+    before = ddb.describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
+    assert "LastIncreaseDateTime" not in before and "LastDecreaseDateTime" not in before
+    switched = ddb.update_table(TableName=table, BillingMode="PROVISIONED",
+                                ProvisionedThroughput={"ReadCapacityUnits": 15, "WriteCapacityUnits": 10})
+    increased = switched["TableDescription"]["ProvisionedThroughput"]
+    assert increased["LastIncreaseDateTime"] >= switched["TableDescription"]["CreationDateTime"]
+    assert "LastDecreaseDateTime" not in increased and increased["NumberOfDecreasesToday"] == 0
+    ddb.update_table(TableName=table, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 10})
+    ddb.update_table(TableName=table, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 2})
+    described = ddb.describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
+    assert described["LastIncreaseDateTime"] == increased["LastIncreaseDateTime"]
+    assert described["LastDecreaseDateTime"] >= increased["LastIncreaseDateTime"]
+    assert described["NumberOfDecreasesToday"] == 2
+    assert (described["ReadCapacityUnits"], described["WriteCapacityUnits"]) == (5, 2)
+
+
 def test_update_table_errors(ddb, server, table):
     # LimitExceededException is retried by boto3 as throttling; ask once.
     once = server.client(retries=1)

@@ -217,6 +217,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
                     f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
                     f"lower than current WarmThroughput {unit} {current[unit]}")
         settings["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
+    if "billing" in change and billing == "PROVISIONED":
+        settings.update(_throughput_dates(schema, read, write))
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
@@ -227,6 +229,22 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
     return change
+
+
+def _throughput_dates(schema: TableSchema, read: int, write: int) -> dict:
+    """ProvisionedThroughput's LastIncreaseDateTime, LastDecreaseDateTime and the UTC day's
+    count of decreases, as this change of the table's units leaves them (a switch from
+    on demand counts as an increase, as DynamoDB dates it)."""
+    dates = {}
+    old = (schema.read_capacity, schema.write_capacity) if schema.billing_mode == "PROVISIONED" else (0, 0)
+    if read > old[0] or write > old[1]:
+        dates["ThroughputIncreased"] = now()
+    if schema.billing_mode == "PROVISIONED" and (read < old[0] or write < old[1]):
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        before = schema.extra.get("ThroughputDecreases", [day, 0])
+        dates["ThroughputDecreased"] = now()
+        dates["ThroughputDecreases"] = [day, (before[1] if before[0] == day else 0) + 1]
+    return dates
 
 
 def apply_catalog_change(tables: dict, change: dict) -> None:
