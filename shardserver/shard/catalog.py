@@ -141,6 +141,9 @@ class TableSchema:
             # DynamoDB shows a BillingModeSummary only once a table has been on demand.
             description["BillingModeSummary"] = {"BillingMode": self.billing_mode,
                                                  "LastUpdateToPayPerRequestDateTime": since}
+        elif "RestoreSummary" in self.extra:
+            # A restored table states its billing mode, on demand or not.
+            description["BillingModeSummary"] = {"BillingMode": self.billing_mode}
         if "TableClass" in self.extra:
             description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
             if "TableClassUpdated" in self.extra:

@@ -332,7 +332,8 @@ async def restore_table_from_backup(svc, request: dict) -> bytes:
     if record["status"] != "AVAILABLE":
         raise BackupInUseException(f"Backup is being created: {record['arn']}")
     source = TableSchema.from_json(record["table"])
-    summary = {"SourceBackupArn": record["arn"], "SourceTableArn": source.arn, "RestoreDateTime": now()}
+    # RestoreDateTime is "point in time or source backup time": the moment the backup copied.
+    summary = {"SourceBackupArn": record["arn"], "SourceTableArn": source.arn, "RestoreDateTime": record["created"]}
     return await _restore(svc, _restored_schema(svc, source, request, record["id"], summary), record)
 
 
