@@ -743,6 +743,21 @@ def test_writes_are_charged_for_the_indexes_they_touch(ddb, table_name):
         ddb.delete_table(TableName=table_name)
 
 
+def test_index_reads_are_charged_to_the_index(ddb, gsi_table, lsi_table):
+    # Query and Scan with IndexName read the index alone: INDEXES reports the units under the index and
+    # none under the table (as the AWS CLI's query example on a local index shows).
+    for table, index, field, condition, values in (
+            (gsi_table[0], "g_all", "GlobalSecondaryIndexes", "g = :v", {":v": S("g0")}),
+            (lsi_table[0], "by_n_all", "LocalSecondaryIndexes", "p = :v", {":v": S("p0")})):
+        for call, extra in ((ddb.query, {"KeyConditionExpression": condition, "ExpressionAttributeValues": values}),
+                            (ddb.scan, {})):
+            used = call(TableName=table, IndexName=index, ReturnConsumedCapacity="INDEXES", **extra)["ConsumedCapacity"]
+            assert used["Table"] == {"CapacityUnits": 0.0}, (call, index)
+            assert used[field] == {index: {"CapacityUnits": used["CapacityUnits"]}} and used["CapacityUnits"] > 0
+            total = call(TableName=table, IndexName=index, ReturnConsumedCapacity="TOTAL", **extra)["ConsumedCapacity"]
+            assert total == {"TableName": table, "CapacityUnits": used["CapacityUnits"]}
+
+
 def test_item_collection_metrics_on_a_table_with_an_lsi(ddb, table_name):
     ddb.create_table(
         TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("pk", "sk"),
