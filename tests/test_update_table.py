@@ -68,7 +68,8 @@ def test_add_gsi_backfills_while_writes_continue(ddb, server, table):
     try:
         response = ddb.update_table(TableName=table, **create_gsi_update("by_e", "e", "n", types={"e": "S", "n": "N"}))
         created = [g for g in response["TableDescription"]["GlobalSecondaryIndexes"] if g["IndexName"] == "by_e"]
-        assert created[0]["IndexStatus"] == "CREATING"
+        # the AWS CLI's update-table example: CREATING, the backfill not begun when UpdateTable answers
+        assert created[0]["IndexStatus"] == "CREATING" and created[0]["Backfilling"] is False
         time.sleep(0.3)
         wait_active(ddb, table, "by_e")
     finally:

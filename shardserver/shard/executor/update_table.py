@@ -308,6 +308,12 @@ async def update_table(svc, request: dict) -> bytes:
     if schema.extra.get("SSEEnabled") and not updated.extra.get("SSEEnabled"):
         # Going back to the AWS owned key: DynamoDB answers with the KMS key still described, UPDATING.
         description["SSEDescription"] = schema.sse_description("UPDATING")
+    if "create_gsi" in change:
+        # As DynamoDB answers (the AWS CLI's update-table example): the new index CREATING, its
+        # backfill not begun yet; DescribeTable shows Backfilling true while it runs.
+        for entry in description.get("GlobalSecondaryIndexes", ()):
+            if entry["IndexName"] == change["create_gsi"]["IndexName"] and entry["IndexStatus"] == "CREATING":
+                entry["Backfilling"] = False
     if "delete_gsi" in change:
         gone = next(i for i in schema.global_indexes if i["IndexName"] == change["delete_gsi"])
         entry = indexes.describe_index(schema, gone, True, None)
