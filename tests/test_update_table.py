@@ -137,6 +137,42 @@ def test_throughput_changes_are_dated(ddb, table):
     assert (described["ReadCapacityUnits"], described["WriteCapacityUnits"]) == (5, 2)
 
 
+def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
+    # A global index has its own WarmThroughput (DynamoDB's baseline until raised) and OnDemandThroughput,
+    # given at CreateTable and changed by an UpdateTable Update without ProvisionedThroughput, as the
+    # developer guide's update-table --warm-throughput example does.
+    created = ddb.create_table(
+        TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p"),
+        AttributeDefinitions=defs(p="S", x="S", y="S"),
+        GlobalSecondaryIndexes=[gsi("g_x", "x"), {**gsi("g_y", "y"), "OnDemandThroughput": {"MaxReadRequestUnits": 200},
+                                                 "WarmThroughput": {"ReadUnitsPerSecond": 1987}}])
+    try:
+        plain, tuned = created["TableDescription"]["GlobalSecondaryIndexes"]
+        assert plain["WarmThroughput"] == {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
+        assert "OnDemandThroughput" not in plain
+        # an index may ask for less than the table baseline (the developer guide's create-table example)
+        assert tuned["WarmThroughput"] == {"ReadUnitsPerSecond": 1987, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
+        assert tuned["OnDemandThroughput"] == {"MaxReadRequestUnits": 200}
+        ddb.update_table(TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {"ReadUnitsPerSecond": 13000, "WriteUnitsPerSecond": 5000}}}])
+        ddb.update_table(TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_y", "OnDemandThroughput": {"MaxWriteRequestUnits": 50}}}])
+        described = {g["IndexName"]: g for g in ddb.describe_table(TableName=table_name)["Table"]["GlobalSecondaryIndexes"]}
+        assert described["g_x"]["WarmThroughput"] == {"ReadUnitsPerSecond": 13000, "WriteUnitsPerSecond": 5000,
+                                                     "Status": "ACTIVE"}
+        assert described["g_y"]["OnDemandThroughput"] == {"MaxReadRequestUnits": 200, "MaxWriteRequestUnits": 50}
+        code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {"ReadUnitsPerSecond": 12500}}}])
+        assert (code, message) == ("ValidationException", "One or more parameter values were invalid: Requested "
+                                   "WarmThroughput ReadUnitsPerSecond 12500 is lower than current WarmThroughput "
+                                   "ReadUnitsPerSecond 13000")
+        code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}])
+        assert "ProvisionedThroughput should not be specified for index: g_x" in message
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
 def test_update_table_errors(ddb, server, table):
     # LimitExceededException is retried by boto3 as throttling; ask once.
     once = server.client(retries=1)

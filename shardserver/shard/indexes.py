@@ -44,7 +44,8 @@ from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
 from shardserver.shard.executor.query import limit_of, part_reply, read_part, select_of
-from shardserver.shard.executor.tables import constraint_error, key_schema_elements
+from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE
+from shardserver.shard.executor.tables import constraint_error, key_schema_elements, table_settings
 from shardserver.shard.keys import EmptyKeyValue
 from shardserver.shard.pages import UNBOUNDED, read_page
 
@@ -223,7 +224,21 @@ def parse_gsi(index, field: str, types: dict, billing_mode: str, read: int = 0, 
     definition = {"IndexName": name, "KeySchema": _key_schema_list(hashes, ranges), "Projection": projection,
                   "IndexId": new_index_id(), "IndexStatus": status,
                   "ProvisionedThroughput": _throughput_of(index, name, billing_mode, read, write)}
+    definition.update(gsi_settings(index))
     return definition
+
+
+def gsi_settings(index: dict) -> dict:
+    """A global index's own OnDemandThroughput caps and WarmThroughput (CreateTable, or an
+    UpdateTable Update); stored and described only.  Unlike the table's, an index's warm
+    throughput may be set below the table baseline (the developer guide creates one at 1987/543)."""
+    settings = {k: v for k, v in table_settings({"OnDemandThroughput": index.get("OnDemandThroughput")}).items() if v}
+    warm = index.get("WarmThroughput")
+    if isinstance(warm, dict):
+        units = {u: warm[u] for u in WARM_THROUGHPUT_BASELINE if isinstance(warm.get(u), int)}
+        if units:
+            settings["WarmThroughput"] = units
+    return settings
 
 
 def parse_lsi(index, field: str, types: dict, table_hash: str) -> dict:
@@ -336,6 +351,11 @@ def describe_index(schema, index: dict, is_global: bool, stats: tuple[int, int] 
             description["Backfilling"] = True
         throughput = index.get("ProvisionedThroughput") or {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
         description["ProvisionedThroughput"] = {"NumberOfDecreasesToday": 0, **throughput}
+        if index.get("OnDemandThroughput"):
+            description["OnDemandThroughput"] = dict(index["OnDemandThroughput"])
+        # Like the table's: DynamoDB's baseline until raised (the index's own, not the table's).
+        description["WarmThroughput"] = {**WARM_THROUGHPUT_BASELINE, **index.get("WarmThroughput", {}),
+                                         "Status": "ACTIVE"}
     return description
 
 

@@ -19,7 +19,7 @@ import orjson
 
 from shardserver.errors import LimitExceededException, ResourceNotFoundException, ValidationException
 from shardserver.shard import indexes, streams
-from shardserver.shard.catalog import TableSchema, now
+from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, now
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.tables import (check_table_name, constraint_error, describe,
                                                parse_attribute_definitions, table_settings)
@@ -126,7 +126,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     types = _attribute_types(request)
     gsi_names = {i["IndexName"] for i in schema.global_indexes}
     lsi_names = {i["IndexName"] for i in schema.local_indexes}
-    throughput_updates = {}
+    throughput_updates, setting_updates = {}, {}
     for action, body in actions:
         field = f"globalSecondaryIndexUpdates.member.{action.lower()}"
         if action == "Create":
@@ -146,7 +146,14 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                                             f"on table: {schema.name}")
         if action == "Delete":
             change["delete_gsi"] = name
-        else:
+            continue
+        # An Update changes the index's provisioned units, its on-demand caps or its warm throughput.
+        settings = indexes.gsi_settings(body)
+        if settings:
+            current = next(i for i in schema.global_indexes if i["IndexName"] == name)
+            settings = _merged_index_settings(current, settings)
+            setting_updates[name] = settings
+        if body.get("ProvisionedThroughput") is not None or not settings:
             if billing_mode == "PAY_PER_REQUEST":
                 raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput "
                                           f"should not be specified for index: {name} when BillingMode is "
@@ -155,7 +162,26 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
             throughput_updates[name] = {"ReadCapacityUnits": r, "WriteCapacityUnits": w}
     if throughput_updates:
         change["gsi_throughput"] = throughput_updates
+    if setting_updates:
+        change["gsi_settings"] = setting_updates
     return change
+
+
+def _merged_index_settings(definition: dict, settings: dict) -> dict:
+    """An index's OnDemandThroughput and WarmThroughput after an Update: a member left out keeps
+    its value, and warm throughput never goes down (as the table's)."""
+    merged = {}
+    if "OnDemandThroughput" in settings:
+        merged["OnDemandThroughput"] = {**definition.get("OnDemandThroughput", {}), **settings["OnDemandThroughput"]}
+    if "WarmThroughput" in settings:
+        current = {**WARM_THROUGHPUT_BASELINE, **definition.get("WarmThroughput", {})}
+        for unit, value in settings["WarmThroughput"].items():
+            if value < current[unit]:
+                raise ValidationException(
+                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
+                    f"lower than current WarmThroughput {unit} {current[unit]}")
+        merged["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
+    return merged
 
 
 def build_change(schema: TableSchema, request: dict) -> dict:
@@ -278,6 +304,10 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
         for definition in data["global_indexes"]:
             if definition["IndexName"] == name:
                 definition["ProvisionedThroughput"] = throughput
+    for name, settings in change.get("gsi_settings", {}).items():
+        for definition in data["global_indexes"]:
+            if definition["IndexName"] == name:
+                definition.update(settings)
     if "delete_gsi" in change:
         name = change["delete_gsi"]
         if not any(d["IndexName"] == name for d in data["global_indexes"]):
