@@ -758,6 +758,25 @@ def test_index_reads_are_charged_to_the_index(ddb, gsi_table, lsi_table):
             assert total == {"TableName": table, "CapacityUnits": used["CapacityUnits"]}
 
 
+def test_lsi_query_fetches_are_charged_to_the_table(ddb, lsi_table):
+    # A local index query that needs attributes the index does not hold fetches each whole item from the
+    # table, and DynamoDB charges the table a read for every item fetched (1 KB items: half a unit each
+    # when eventually consistent); attributes the index holds cost the index alone.
+    name, _ = lsi_table
+    base = dict(TableName=name, IndexName="by_s_keys", KeyConditionExpression="p = :p",
+                ExpressionAttributeValues={":p": S("p0")}, ReturnConsumedCapacity="INDEXES")
+    for extra, fetches in (({"Select": "ALL_ATTRIBUTES"}, True), ({"ProjectionExpression": "z"}, True),
+                           ({"ProjectionExpression": "s, c"}, False), ({}, False)):
+        reply = ddb.query(**base, **extra)
+        used = reply["ConsumedCapacity"]
+        index_units = used["LocalSecondaryIndexes"]["by_s_keys"]["CapacityUnits"]
+        table_units = used["Table"]["CapacityUnits"]
+        assert table_units == (0.5 * reply["Count"] if fetches else 0.0), extra
+        assert used["CapacityUnits"] == index_units + table_units and reply["Count"] > 0
+    consistent = ddb.query(**base, Select="ALL_ATTRIBUTES", ConsistentRead=True)
+    assert consistent["ConsumedCapacity"]["Table"]["CapacityUnits"] == 1.0 * consistent["Count"]
+
+
 def test_item_collection_metrics_on_a_table_with_an_lsi(ddb, table_name):
     ddb.create_table(
         TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("pk", "sk"),

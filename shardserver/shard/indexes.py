@@ -1104,6 +1104,12 @@ class _Reader:
                           (select == "ALL_ATTRIBUTES" or self.projection is not None or self.filter is not None))
         # fetched only for the filter: the answer is still the index's projection of the item
         self.reproject = self.from_base and select == "ALL_PROJECTED_ATTRIBUTES" and self.projection is None
+        # DynamoDB charges the table a read of each whole item it fetches for attributes the index
+        # does not hold: every item for ALL_ATTRIBUTES, or a projection naming such an attribute.
+        self.charged_fetch = self.from_base and (select == "ALL_ATTRIBUTES" or _names_unprojected(
+            index, self.projection))
+        self.consistent = bool(request.get("ConsistentRead", False))
+        self.fetch_units = 0.0
 
     async def shape(self, pairs) -> tuple[list, int]:
         items = []
@@ -1118,6 +1124,8 @@ class _Reader:
                 if base is None:
                     continue
                 raw = base
+                if self.charged_fetch:
+                    self.fetch_units += capacity.read_units(values.item_size(orjson.loads(raw)), self.consistent)
             if self.filter is not None:
                 item = orjson.loads(raw)
                 if not self.filter(item):
@@ -1134,17 +1142,24 @@ class _Reader:
         return items, count
 
 
-def _consumed(request: dict, schema, index: Index, page) -> dict | None:
+def _names_unprojected(index: Index, projection) -> bool:
+    """Whether a bound ProjectionExpression names a top-level attribute the index does not hold."""
+    paths = getattr(getattr(projection, "__self__", None), "paths", None)
+    if not paths or index.projection_type == "ALL":
+        return False
+    held = set(index.key_names) | set(index.non_key)
+    return any(path[0] not in held for path in paths)
+
+
+def _consumed(request: dict, schema, index: Index, page, fetched: float = 0.0) -> dict | None:
+    """Query on an index: its units for the entries read, the table's for the items an LSI
+    query fetched from it (``fetched``)."""
     mode = capacity.requested_mode(request)
     if mode == "NONE":
         return None
     units = capacity.read_units(page.size(), bool(request.get("ConsistentRead", False)))
-    result = capacity.consumed(mode, schema.name, units)
-    if result is not None and mode == "INDEXES":
-        result["Table"] = {"CapacityUnits": 0.0}
-        field = "GlobalSecondaryIndexes" if index.is_global else "LocalSecondaryIndexes"
-        result[field] = {index.name: {"CapacityUnits": units}}
-    return result
+    spent = {index.name: units}
+    return capacity.consumed(mode, schema.name, fetched, **{"gsis" if index.is_global else "lsis": spent})
 
 
 async def query_index(svc, request: dict, schema, prepared) -> bytes:
@@ -1171,13 +1186,14 @@ async def query_index(svc, request: dict, schema, prepared) -> bytes:
     page = await read_page(svc.storage, index.storage_id, start, end, start_exclusive=start_exclusive,
                            reverse=not forward, limit=limit or UNBOUNDED, partition=values.partition_prefix(pk))
     pairs = page.pairs
-    items, count = await _Reader(svc, schema, index, prepared, select, request).shape(pairs)
+    reader = _Reader(svc, schema, index, prepared, select, request)
+    items, count = await reader.shape(pairs)
     response = {"Count": count, "ScannedCount": len(pairs)}
     if select != "COUNT":
         response["Items"] = [orjson.Fragment(i) if isinstance(i, bytes) else i for i in items]
     if pairs and ((limit is not None and len(pairs) >= limit) or page.full):
         response["LastEvaluatedKey"] = index.last_key(orjson.loads(pairs[-1][1]))
-    consumed = _consumed(request, schema, index, page)
+    consumed = _consumed(request, schema, index, page, reader.fetch_units)
     if consumed is not None:
         response["ConsumedCapacity"] = consumed
     return orjson.dumps(response)
