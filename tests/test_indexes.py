@@ -451,6 +451,19 @@ def test_index_read_errors(ddb, gsi_table, lsi_table):
               ExpressionAttributeValues={":p": S("p0")})
 
 
+def test_create_table_answers_its_global_indexes_creating(ddb, table_name):
+    # As DynamoDB answers CreateTable (the AWS CLI's create-table examples): the table and each of its
+    # global indexes CREATING, without Backfilling (that is for an index added to a live table).
+    created = ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p"),
+                               AttributeDefinitions=defs(p="S", g="S"), GlobalSecondaryIndexes=[gsi("by_g", "g")])
+    entry, = created["TableDescription"]["GlobalSecondaryIndexes"]
+    assert created["TableDescription"]["TableStatus"] == "CREATING"
+    assert entry["IndexStatus"] == "CREATING" and "Backfilling" not in entry
+    ddb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.1})
+    assert ddb.describe_table(TableName=table_name)["Table"]["GlobalSecondaryIndexes"][0]["IndexStatus"] == "ACTIVE"
+    ddb.delete_table(TableName=table_name)
+
+
 def test_describe_table_lists_every_index(ddb, gsi_table, lsi_table):
     name, items = gsi_table
     eventually(lambda: [i for i in full_scan(ddb, TableName=name, IndexName="g_keys") if i["p"] != S("m")],
@@ -746,6 +759,40 @@ def test_writes_are_charged_for_the_indexes_they_touch(ddb, table_name):
         assert "LocalSecondaryIndexes" not in used
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def test_index_reads_are_charged_to_the_index(ddb, gsi_table, lsi_table):
+    # Query and Scan with IndexName read the index alone: INDEXES reports the units under the index and
+    # none under the table (as the AWS CLI's query example on a local index shows).
+    for table, index, field, condition, values in (
+            (gsi_table[0], "g_all", "GlobalSecondaryIndexes", "g = :v", {":v": S("g0")}),
+            (lsi_table[0], "by_n_all", "LocalSecondaryIndexes", "p = :v", {":v": S("p0")})):
+        for call, extra in ((ddb.query, {"KeyConditionExpression": condition, "ExpressionAttributeValues": values}),
+                            (ddb.scan, {})):
+            used = call(TableName=table, IndexName=index, ReturnConsumedCapacity="INDEXES", **extra)["ConsumedCapacity"]
+            assert used["Table"] == {"CapacityUnits": 0.0}, (call, index)
+            assert used[field] == {index: {"CapacityUnits": used["CapacityUnits"]}} and used["CapacityUnits"] > 0
+            total = call(TableName=table, IndexName=index, ReturnConsumedCapacity="TOTAL", **extra)["ConsumedCapacity"]
+            assert total == {"TableName": table, "CapacityUnits": used["CapacityUnits"]}
+
+
+def test_lsi_query_fetches_are_charged_to_the_table(ddb, lsi_table):
+    # A local index query that needs attributes the index does not hold fetches each whole item from the
+    # table, and DynamoDB charges the table a read for every item fetched (1 KB items: half a unit each
+    # when eventually consistent); attributes the index holds cost the index alone.
+    name, _ = lsi_table
+    base = dict(TableName=name, IndexName="by_s_keys", KeyConditionExpression="p = :p",
+                ExpressionAttributeValues={":p": S("p0")}, ReturnConsumedCapacity="INDEXES")
+    for extra, fetches in (({"Select": "ALL_ATTRIBUTES"}, True), ({"ProjectionExpression": "z"}, True),
+                           ({"ProjectionExpression": "s, c"}, False), ({}, False)):
+        reply = ddb.query(**base, **extra)
+        used = reply["ConsumedCapacity"]
+        index_units = used["LocalSecondaryIndexes"]["by_s_keys"]["CapacityUnits"]
+        table_units = used["Table"]["CapacityUnits"]
+        assert table_units == (0.5 * reply["Count"] if fetches else 0.0), extra
+        assert used["CapacityUnits"] == index_units + table_units and reply["Count"] > 0
+    consistent = ddb.query(**base, Select="ALL_ATTRIBUTES", ConsistentRead=True)
+    assert consistent["ConsumedCapacity"]["Table"]["CapacityUnits"] == 1.0 * consistent["Count"]
 
 
 def test_item_collection_metrics_on_a_table_with_an_lsi(ddb, table_name):

@@ -269,6 +269,13 @@ def test_client_request_token_is_idempotent(ddb, hash_table):
     assert error.value.response["Error"]["Code"] == "IdempotentParameterMismatchException"
     ddb.transact_write_items(TransactItems=items, ClientRequestToken="token-2")
     assert value(ddb, hash_table, a) == 2
+    # ReturnConsumedCapacity only shapes the answer: a retry asking for it is the same request, and
+    # (as the API reference says) it is answered with the read units of reading the items
+    retry = ddb.transact_write_items(TransactItems=items, ClientRequestToken="token-2", ReturnConsumedCapacity="TOTAL")
+    (used,) = retry["ConsumedCapacity"]
+    assert used["TableName"] == hash_table and "WriteCapacityUnits" not in used
+    assert used["ReadCapacityUnits"] == used["CapacityUnits"] > 0
+    assert value(ddb, hash_table, a) == 2
 
 
 def test_concurrent_transactions_never_interleave(server, hash_table):

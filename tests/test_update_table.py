@@ -68,7 +68,8 @@ def test_add_gsi_backfills_while_writes_continue(ddb, server, table):
     try:
         response = ddb.update_table(TableName=table, **create_gsi_update("by_e", "e", "n", types={"e": "S", "n": "N"}))
         created = [g for g in response["TableDescription"]["GlobalSecondaryIndexes"] if g["IndexName"] == "by_e"]
-        assert created[0]["IndexStatus"] == "CREATING"
+        # the AWS CLI's update-table example: CREATING, the backfill not begun when UpdateTable answers
+        assert created[0]["IndexStatus"] == "CREATING" and created[0]["Backfilling"] is False
         time.sleep(0.3)
         wait_active(ddb, table, "by_e")
     finally:
@@ -114,6 +115,62 @@ def test_delete_and_recreate_gsi(ddb, table):
     ddb.update_table(TableName=table, **create_gsi_update("gone", "x"))
     wait_active(ddb, table, "gone")
     assert full_scan(ddb, TableName=table, IndexName="gone") == [{"p": S("1"), "x": S("a")}]
+
+
+def test_throughput_changes_are_dated(ddb, table):
+    # ProvisionedThroughputDescription: LastIncreaseDateTime, LastDecreaseDateTime and the UTC day's
+    # NumberOfDecreasesToday; a switch from on demand to provisioned units is an increase (the AWS CLI's
+    # update-table example shows it dated).
+    before = ddb.describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
+    assert "LastIncreaseDateTime" not in before and "LastDecreaseDateTime" not in before
+    switched = ddb.update_table(TableName=table, BillingMode="PROVISIONED",
+                                ProvisionedThroughput={"ReadCapacityUnits": 15, "WriteCapacityUnits": 10})
+    increased = switched["TableDescription"]["ProvisionedThroughput"]
+    assert increased["LastIncreaseDateTime"] >= switched["TableDescription"]["CreationDateTime"]
+    assert "LastDecreaseDateTime" not in increased and increased["NumberOfDecreasesToday"] == 0
+    ddb.update_table(TableName=table, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 10})
+    ddb.update_table(TableName=table, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 2})
+    described = ddb.describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
+    assert described["LastIncreaseDateTime"] == increased["LastIncreaseDateTime"]
+    assert described["LastDecreaseDateTime"] >= increased["LastIncreaseDateTime"]
+    assert described["NumberOfDecreasesToday"] == 2
+    assert (described["ReadCapacityUnits"], described["WriteCapacityUnits"]) == (5, 2)
+
+
+def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
+    # A global index has its own WarmThroughput (DynamoDB's baseline until raised) and OnDemandThroughput,
+    # given at CreateTable and changed by an UpdateTable Update without ProvisionedThroughput, as the
+    # developer guide's update-table --warm-throughput example does.
+    created = ddb.create_table(
+        TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p"),
+        AttributeDefinitions=defs(p="S", x="S", y="S"),
+        GlobalSecondaryIndexes=[gsi("g_x", "x"), {**gsi("g_y", "y"), "OnDemandThroughput": {"MaxReadRequestUnits": 200},
+                                                 "WarmThroughput": {"ReadUnitsPerSecond": 1987}}])
+    try:
+        plain, tuned = created["TableDescription"]["GlobalSecondaryIndexes"]
+        assert plain["WarmThroughput"] == {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
+        assert "OnDemandThroughput" not in plain
+        # an index may ask for less than the table baseline (the developer guide's create-table example)
+        assert tuned["WarmThroughput"] == {"ReadUnitsPerSecond": 1987, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
+        assert tuned["OnDemandThroughput"] == {"MaxReadRequestUnits": 200}
+        ddb.update_table(TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {"ReadUnitsPerSecond": 13000, "WriteUnitsPerSecond": 5000}}}])
+        ddb.update_table(TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_y", "OnDemandThroughput": {"MaxWriteRequestUnits": 50}}}])
+        described = {g["IndexName"]: g for g in ddb.describe_table(TableName=table_name)["Table"]["GlobalSecondaryIndexes"]}
+        assert described["g_x"]["WarmThroughput"] == {"ReadUnitsPerSecond": 13000, "WriteUnitsPerSecond": 5000,
+                                                     "Status": "ACTIVE"}
+        assert described["g_y"]["OnDemandThroughput"] == {"MaxReadRequestUnits": 200, "MaxWriteRequestUnits": 50}
+        code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {"ReadUnitsPerSecond": 12500}}}])
+        assert (code, message) == ("ValidationException", "One or more parameter values were invalid: Requested "
+                                   "WarmThroughput ReadUnitsPerSecond 12500 is lower than current WarmThroughput "
+                                   "ReadUnitsPerSecond 13000")
+        code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}])
+        assert "ProvisionedThroughput should not be specified for index: g_x" in message
+    finally:
+        ddb.delete_table(TableName=table_name)
 
 
 def test_update_table_errors(ddb, server, table):

@@ -100,6 +100,21 @@ class TableSchema:
                         tuple(e["AttributeName"] for e in index["KeySchema"] if e["KeyType"] == "RANGE"))
         raise ValidationException(f"The table does not have the specified index: {index_name}")
 
+    def throughput_description(self) -> dict:
+        """ProvisionedThroughput as DynamoDB describes it, with the dates of the last
+        increase and decrease (UpdateTable records them) and the UTC day's decreases."""
+        throughput = {}
+        if "ThroughputIncreased" in self.extra:
+            throughput["LastIncreaseDateTime"] = self.extra["ThroughputIncreased"]
+        if "ThroughputDecreased" in self.extra:
+            throughput["LastDecreaseDateTime"] = self.extra["ThroughputDecreased"]
+        day, decreases = self.extra.get("ThroughputDecreases", ("", 0))
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        throughput["NumberOfDecreasesToday"] = decreases if day == today else 0
+        throughput["ReadCapacityUnits"] = self.read_capacity
+        throughput["WriteCapacityUnits"] = self.write_capacity
+        return throughput
+
     def sse_description(self, status: str) -> dict:
         """SSEDescription of encryption at rest with the table's (stand-in) KMS key."""
         return {"Status": status, "SSEType": "KMS",
@@ -118,11 +133,7 @@ class TableSchema:
             "AttributeDefinitions": self.attribute_definitions,
             "ItemCount": item_count,
             "TableSizeBytes": size_bytes,
-            "ProvisionedThroughput": {
-                "NumberOfDecreasesToday": 0,
-                "ReadCapacityUnits": self.read_capacity,
-                "WriteCapacityUnits": self.write_capacity,
-            },
+            "ProvisionedThroughput": self.throughput_description(),
             "DeletionProtectionEnabled": self.deletion_protection,
         }
         since = self.pay_per_request_since
@@ -130,6 +141,9 @@ class TableSchema:
             # DynamoDB shows a BillingModeSummary only once a table has been on demand.
             description["BillingModeSummary"] = {"BillingMode": self.billing_mode,
                                                  "LastUpdateToPayPerRequestDateTime": since}
+        elif "RestoreSummary" in self.extra:
+            # A restored table states its billing mode, on demand or not.
+            description["BillingModeSummary"] = {"BillingMode": self.billing_mode}
         if "TableClass" in self.extra:
             description["TableClassSummary"] = {"TableClass": self.extra["TableClass"]}
             if "TableClassUpdated" in self.extra:

@@ -43,7 +43,8 @@ from shardserver.errors import ValidationException
 from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
 from shardserver.shard.executor.query import limit_of, part_reply, read_part, select_of
-from shardserver.shard.executor.tables import constraint_error, key_schema_elements, table_name_errors
+from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE
+from shardserver.shard.executor.tables import constraint_error, key_schema_elements, table_name_errors, table_settings
 from shardserver.shard.keys import EmptyKeyValue
 from shardserver.shard.pages import UNBOUNDED, read_page
 
@@ -209,7 +210,21 @@ def parse_gsi(index, field: str, types: dict, billing_mode: str, read: int = 0, 
     definition = {"IndexName": name, "KeySchema": _key_schema_list(hashes, ranges), "Projection": projection,
                   "IndexId": new_index_id(), "IndexStatus": status,
                   "ProvisionedThroughput": _throughput_of(index, name, billing_mode, read, write)}
+    definition.update(gsi_settings(index))
     return definition
+
+
+def gsi_settings(index: dict) -> dict:
+    """A global index's own OnDemandThroughput caps and WarmThroughput (CreateTable, or an
+    UpdateTable Update); stored and described only.  Unlike the table's, an index's warm
+    throughput may be set below the table baseline (the developer guide creates one at 1987/543)."""
+    settings = {k: v for k, v in table_settings({"OnDemandThroughput": index.get("OnDemandThroughput")}).items() if v}
+    warm = index.get("WarmThroughput")
+    if isinstance(warm, dict):
+        units = {u: warm[u] for u in WARM_THROUGHPUT_BASELINE if isinstance(warm.get(u), int)}
+        if units:
+            settings["WarmThroughput"] = units
+    return settings
 
 
 def parse_lsi(index, field: str, types: dict, table_hash: str) -> dict:
@@ -322,6 +337,11 @@ def describe_index(schema, index: dict, is_global: bool, stats: tuple[int, int] 
             description["Backfilling"] = True
         throughput = index.get("ProvisionedThroughput") or {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
         description["ProvisionedThroughput"] = {"NumberOfDecreasesToday": 0, **throughput}
+        if index.get("OnDemandThroughput"):
+            description["OnDemandThroughput"] = dict(index["OnDemandThroughput"])
+        # Like the table's: DynamoDB's baseline until raised (the index's own, not the table's).
+        description["WarmThroughput"] = {**WARM_THROUGHPUT_BASELINE, **index.get("WarmThroughput", {}),
+                                         "Status": "ACTIVE"}
     return description
 
 
@@ -1070,6 +1090,12 @@ class _Reader:
                           (select == "ALL_ATTRIBUTES" or self.projection is not None or self.filter is not None))
         # fetched only for the filter: the answer is still the index's projection of the item
         self.reproject = self.from_base and select == "ALL_PROJECTED_ATTRIBUTES" and self.projection is None
+        # DynamoDB charges the table a read of each whole item it fetches for attributes the index
+        # does not hold: every item for ALL_ATTRIBUTES, or a projection naming such an attribute.
+        self.charged_fetch = self.from_base and (select == "ALL_ATTRIBUTES" or _names_unprojected(
+            index, self.projection))
+        self.consistent = bool(request.get("ConsistentRead", False))
+        self.fetch_units = 0.0
 
     async def shape(self, pairs) -> tuple[list, int]:
         items = []
@@ -1084,6 +1110,8 @@ class _Reader:
                 if base is None:
                     continue
                 raw = base
+                if self.charged_fetch:
+                    self.fetch_units += capacity.read_units(values.item_size(orjson.loads(raw)), self.consistent)
             if self.filter is not None:
                 item = orjson.loads(raw)
                 if not self.filter(item):
@@ -1100,17 +1128,24 @@ class _Reader:
         return items, count
 
 
-def _consumed(request: dict, schema, index: Index, page) -> dict | None:
+def _names_unprojected(index: Index, projection) -> bool:
+    """Whether a bound ProjectionExpression names a top-level attribute the index does not hold."""
+    paths = getattr(getattr(projection, "__self__", None), "paths", None)
+    if not paths or index.projection_type == "ALL":
+        return False
+    held = set(index.key_names) | set(index.non_key)
+    return any(path[0] not in held for path in paths)
+
+
+def _consumed(request: dict, schema, index: Index, page, fetched: float = 0.0) -> dict | None:
+    """Query on an index: its units for the entries read, the table's for the items an LSI
+    query fetched from it (``fetched``)."""
     mode = capacity.requested_mode(request)
     if mode == "NONE":
         return None
     units = capacity.read_units(page.size(), bool(request.get("ConsistentRead", False)))
-    result = capacity.consumed(mode, schema.name, units)
-    if result is not None and mode == "INDEXES":
-        result["Table"] = {"CapacityUnits": 0.0}
-        field = "GlobalSecondaryIndexes" if index.is_global else "LocalSecondaryIndexes"
-        result[field] = {index.name: {"CapacityUnits": units}}
-    return result
+    spent = {index.name: units}
+    return capacity.consumed(mode, schema.name, fetched, **{"gsis" if index.is_global else "lsis": spent})
 
 
 async def query_index(svc, request: dict, schema, prepared) -> bytes:
@@ -1137,13 +1172,14 @@ async def query_index(svc, request: dict, schema, prepared) -> bytes:
     page = await read_page(svc.storage, index.storage_id, start, end, start_exclusive=start_exclusive,
                            reverse=not forward, limit=limit or UNBOUNDED, partition=values.partition_prefix(pk))
     pairs = page.pairs
-    items, count = await _Reader(svc, schema, index, prepared, select, request).shape(pairs)
+    reader = _Reader(svc, schema, index, prepared, select, request)
+    items, count = await reader.shape(pairs)
     response = {"Count": count, "ScannedCount": len(pairs)}
     if select != "COUNT":
         response["Items"] = [orjson.Fragment(i) if isinstance(i, bytes) else i for i in items]
     if pairs and ((limit is not None and len(pairs) >= limit) or page.full):
         response["LastEvaluatedKey"] = index.last_key(orjson.loads(pairs[-1][1]))
-    consumed = _consumed(request, schema, index, page)
+    consumed = _consumed(request, schema, index, page, reader.fetch_units)
     if consumed is not None:
         response["ConsumedCapacity"] = consumed
     return orjson.dumps(response)

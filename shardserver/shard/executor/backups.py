@@ -111,8 +111,10 @@ def _description(record: dict) -> dict:
                                               for i in table.global_indexes]
     if table.active_stream is not None:
         features["StreamDescription"] = {"StreamEnabled": True, "StreamViewType": table.active_stream["view_type"]}
-    features["TimeToLiveDescription"] = ({"TimeToLiveStatus": "ENABLED", "AttributeName": table.ttl_attribute}
-                                         if table.ttl_attribute else {"TimeToLiveStatus": "DISABLED"})
+    if table.ttl_attribute:
+        # Recorded answers describe a table without Time to Live with no TimeToLiveDescription
+        # (the AWS CLI's describe-backup example: SourceTableFeatureDetails {}).
+        features["TimeToLiveDescription"] = {"TimeToLiveStatus": "ENABLED", "AttributeName": table.ttl_attribute}
     described = table.description()
     if "SSEDescription" in described:
         features["SSEDescription"] = described["SSEDescription"]
@@ -172,7 +174,9 @@ async def create_backup(svc, request: dict) -> bytes:
     schema = _source_table(svc, request.get("TableName"))
     _check_not_restoring(schema)
     record = await _snapshot(svc, schema, _new_record(schema, name))
-    return orjson.dumps({"BackupDetails": _details(record)})
+    # The copy is complete already, but DynamoDB answers CreateBackup with the backup CREATING
+    # (the AWS CLI's create-backup example and recorded answers): DescribeBackup tells AVAILABLE.
+    return orjson.dumps({"BackupDetails": {**_details(record), "BackupStatus": "CREATING"}})
 
 
 @operation("DescribeBackup")
@@ -332,7 +336,8 @@ async def restore_table_from_backup(svc, request: dict) -> bytes:
     if record["status"] != "AVAILABLE":
         raise BackupInUseException(f"Backup is being created: {record['arn']}")
     source = TableSchema.from_json(record["table"])
-    summary = {"SourceBackupArn": record["arn"], "SourceTableArn": source.arn, "RestoreDateTime": now()}
+    # RestoreDateTime is "point in time or source backup time": the moment the backup copied.
+    summary = {"SourceBackupArn": record["arn"], "SourceTableArn": source.arn, "RestoreDateTime": record["created"]}
     return await _restore(svc, _restored_schema(svc, source, request, record["id"], summary), record)
 
 

@@ -340,8 +340,15 @@ async def scan(svc, request: dict) -> bytes:
     if stopped_early and last is not None:
         tail["LastEvaluatedKey"] = last
     if mode != "NONE":
-        tail["ConsumedCapacity"] = capacity.consumed(
-            mode, schema.name, capacity.read_units(read_size, consistent))
+        units = capacity.read_units(read_size, consistent)
+        if index_name is None:
+            tail["ConsumedCapacity"] = capacity.consumed(mode, schema.name, units)
+        else:
+            # An index scan reads the index alone: INDEXES charges it there, the table nothing.
+            spent = {index_name: units}
+            is_global = any(i["IndexName"] == index_name for i in schema.global_indexes)
+            tail["ConsumedCapacity"] = capacity.consumed(mode, schema.name, 0.0, **{
+                "gsis" if is_global else "lsis": spent})
     return _items_response(chunks, tail, count_only)
 
 

@@ -433,9 +433,12 @@ async def create_table(svc, request: dict) -> bytes:
     if len(svc.catalog.tables) >= MAX_TABLES:
         raise LimitExceededException(f"Subscriber limit exceeded: Only {MAX_TABLES} tables are allowed")
     await svc.change_catalog(b"create", orjson.dumps(schema.to_json()))
-    # As DynamoDB answers; the table is usable at once, so DescribeTable (and every
-    # waiter) sees ACTIVE from the next request on.
-    return orjson.dumps({"TableDescription": schema.description(0, 0, "CREATING")})
+    # As DynamoDB answers, the table and its global indexes CREATING; the table is usable
+    # at once, so DescribeTable (and every waiter) sees ACTIVE from the next request on.
+    description = schema.description(0, 0, "CREATING")
+    for index in description.get("GlobalSecondaryIndexes", ()):
+        index["IndexStatus"] = "CREATING"
+    return orjson.dumps({"TableDescription": description})
 
 
 DELETE_OMITS = ("CreationDateTime", "KeySchema", "AttributeDefinitions", "LocalSecondaryIndexes",

@@ -212,13 +212,16 @@ async def transact_write_items(svc, request: dict) -> bytes:
         raise ValidationException("Transaction payload size cannot exceed 4 MB")
     if token is None:
         return await _run_write(svc, actions, mode, request)
-    digest = hashlib.sha256(orjson.dumps({k: v for k, v in request.items() if k != "ClientRequestToken"},
+    # ReturnConsumedCapacity only shapes the answer: a retry may ask differently (DynamoDB
+    # answers a retry with the units of reading the items instead).
+    digest = hashlib.sha256(orjson.dumps({k: v for k, v in request.items()
+                                          if k not in ("ClientRequestToken", "ReturnConsumedCapacity")},
                                          option=orjson.OPT_SORT_KEYS)).hexdigest()
     token_shard = zlib.crc32(token.encode()) % svc.nshards
     state = await _token(svc, token_shard, "claim", token, digest)
     if state == "done":
         # Already applied within the idempotency window: succeed without applying again.
-        return await _response(svc, actions, {}, mode, request, set())
+        return await _response(svc, actions, {}, mode, request, set(), replay=True)
     if state == "progress":
         raise TransactionInProgressException("Transaction is in progress with the same client request token")
     if state == "mismatch":
@@ -295,11 +298,13 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
 
 
 async def _response(svc, actions: list[Action], spent: dict, mode: str, request: dict,
-                    unapplied: set[int]) -> bytes:
-    """TransactWriteItems' answer: ConsumedCapacity and ItemCollectionMetrics, as asked for."""
+                    unapplied: set[int], replay: bool = False) -> bytes:
+    """TransactWriteItems' answer: ConsumedCapacity and ItemCollectionMetrics, as asked for.
+    A ``replay`` (a retry of an applied ClientRequestToken) writes nothing: as DynamoDB
+    documents it, its capacity is the read capacity units of reading the items."""
     response = {}
     if mode != "NONE":
-        response["ConsumedCapacity"] = _consumed(actions, spent, mode)
+        response["ConsumedCapacity"] = _consumed(actions, spent, mode, read=replay)
     collections = await _collection_metrics(svc, actions, request, unapplied)
     if collections:
         response["ItemCollectionMetrics"] = collections
@@ -340,14 +345,15 @@ async def _on_collections(svc, src: int, payload: bytes) -> bytes:
     return orjson.dumps(measured)
 
 
-def _consumed(actions: list[Action], spent: dict, mode: str) -> list:
+def _consumed(actions: list[Action], spent: dict, mode: str, read: bool = False) -> list:
     """Per table: the units each participant reported for its actions ([table, {GSI: u},
-    {LSI: u}]), doubled: a transactional write costs two units per KB (prepare and commit)."""
+    {LSI: u}]), doubled: a transactional write costs two units per KB (prepare and commit).
+    ``read``: the transactional read of each item instead (two units), reported as reads."""
     tables: dict[str, list] = {}
     for action in actions:
         capacity.add_units(tables.setdefault(action.schema.name, [0.0, {}, {}]),
-                           *spent.get(action.index, (1.0, {}, {})), factor=2.0)
-    return [capacity.consumed(mode, name, table, read=False, gsis=gsis, lsis=lsis)
+                           *((1.0, {}, {}) if read else spent.get(action.index, (1.0, {}, {}))), factor=2.0)
+    return [capacity.consumed(mode, name, table, read=read, gsis=gsis, lsis=lsis)
             for name, (table, gsis, lsis) in tables.items()]
 
 

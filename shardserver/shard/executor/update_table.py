@@ -19,7 +19,7 @@ import orjson
 
 from shardserver.errors import LimitExceededException, ResourceNotFoundException, ValidationException
 from shardserver.shard import indexes, streams
-from shardserver.shard.catalog import TableSchema, now
+from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, now
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.tables import (constraint_error, describe, existing_table,
                                                parse_attribute_definitions, table_not_found, table_settings)
@@ -118,7 +118,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     types = _attribute_types(request)
     gsi_names = {i["IndexName"] for i in schema.global_indexes}
     lsi_names = {i["IndexName"] for i in schema.local_indexes}
-    throughput_updates = {}
+    throughput_updates, setting_updates = {}, {}
     for action, body in actions:
         field = f"globalSecondaryIndexUpdates.member.{action.lower()}"
         if action == "Create":
@@ -138,7 +138,14 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                                             f"on table: {schema.name}")
         if action == "Delete":
             change["delete_gsi"] = name
-        else:
+            continue
+        # An Update changes the index's provisioned units, its on-demand caps or its warm throughput.
+        settings = indexes.gsi_settings(body)
+        if settings:
+            current = next(i for i in schema.global_indexes if i["IndexName"] == name)
+            settings = _merged_index_settings(current, settings)
+            setting_updates[name] = settings
+        if body.get("ProvisionedThroughput") is not None or not settings:
             if billing_mode == "PAY_PER_REQUEST":
                 raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput "
                                           f"should not be specified for index: {name} when BillingMode is "
@@ -147,7 +154,26 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
             throughput_updates[name] = {"ReadCapacityUnits": r, "WriteCapacityUnits": w}
     if throughput_updates:
         change["gsi_throughput"] = throughput_updates
+    if setting_updates:
+        change["gsi_settings"] = setting_updates
     return change
+
+
+def _merged_index_settings(definition: dict, settings: dict) -> dict:
+    """An index's OnDemandThroughput and WarmThroughput after an Update: a member left out keeps
+    its value, and warm throughput never goes down (as the table's)."""
+    merged = {}
+    if "OnDemandThroughput" in settings:
+        merged["OnDemandThroughput"] = {**definition.get("OnDemandThroughput", {}), **settings["OnDemandThroughput"]}
+    if "WarmThroughput" in settings:
+        current = {**WARM_THROUGHPUT_BASELINE, **definition.get("WarmThroughput", {})}
+        for unit, value in settings["WarmThroughput"].items():
+            if value < current[unit]:
+                raise ValidationException(
+                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
+                    f"lower than current WarmThroughput {unit} {current[unit]}")
+        merged["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
+    return merged
 
 
 def build_change(schema: TableSchema, request: dict) -> dict:
@@ -209,6 +235,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
                     f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
                     f"lower than current WarmThroughput {unit} {current[unit]}")
         settings["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
+    if "billing" in change and billing == "PROVISIONED":
+        settings.update(_throughput_dates(schema, read, write))
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
@@ -219,6 +247,22 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
     return change
+
+
+def _throughput_dates(schema: TableSchema, read: int, write: int) -> dict:
+    """ProvisionedThroughput's LastIncreaseDateTime, LastDecreaseDateTime and the UTC day's
+    count of decreases, as this change of the table's units leaves them (a switch from
+    on demand counts as an increase, as DynamoDB dates it)."""
+    dates = {}
+    old = (schema.read_capacity, schema.write_capacity) if schema.billing_mode == "PROVISIONED" else (0, 0)
+    if read > old[0] or write > old[1]:
+        dates["ThroughputIncreased"] = now()
+    if schema.billing_mode == "PROVISIONED" and (read < old[0] or write < old[1]):
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        before = schema.extra.get("ThroughputDecreases", [day, 0])
+        dates["ThroughputDecreased"] = now()
+        dates["ThroughputDecreases"] = [day, (before[1] if before[0] == day else 0) + 1]
+    return dates
 
 
 def apply_catalog_change(tables: dict, change: dict) -> None:
@@ -252,6 +296,10 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
         for definition in data["global_indexes"]:
             if definition["IndexName"] == name:
                 definition["ProvisionedThroughput"] = throughput
+    for name, settings in change.get("gsi_settings", {}).items():
+        for definition in data["global_indexes"]:
+            if definition["IndexName"] == name:
+                definition.update(settings)
     if "delete_gsi" in change:
         name = change["delete_gsi"]
         if not any(d["IndexName"] == name for d in data["global_indexes"]):
@@ -282,6 +330,12 @@ async def update_table(svc, request: dict) -> bytes:
     if schema.extra.get("SSEEnabled") and not updated.extra.get("SSEEnabled"):
         # Going back to the AWS owned key: DynamoDB answers with the KMS key still described, UPDATING.
         description["SSEDescription"] = schema.sse_description("UPDATING")
+    if "create_gsi" in change:
+        # As DynamoDB answers (the AWS CLI's update-table example): the new index CREATING, its
+        # backfill not begun yet; DescribeTable shows Backfilling true while it runs.
+        for entry in description.get("GlobalSecondaryIndexes", ()):
+            if entry["IndexName"] == change["create_gsi"]["IndexName"] and entry["IndexStatus"] == "CREATING":
+                entry["Backfilling"] = False
     if "delete_gsi" in change:
         gone = next(i for i in schema.global_indexes if i["IndexName"] == change["delete_gsi"])
         entry = indexes.describe_index(schema, gone, True, None)
