@@ -192,9 +192,9 @@ def test_add_and_delete():
     new, _ = update("ADD n :one, s :pig, ns :ns, newer :one, m.deep :pig", item,
                     {":one": N(4), ":pig": {"SS": ["pig", "cat"]}, ":ns": {"NS": ["2.0", "3"]}})
     assert new["n"] == N(7) and new["newer"] == N(4)
-    assert new["s"] == {"SS": ["dog", "cat", "pig"]}
+    assert new["s"] == {"SS": ["cat", "dog", "pig"]}     # a union is in the elements' order
     assert new["ns"] == {"NS": ["1", "2", "3"]}
-    assert new["m"] == M(deep={"SS": ["a", "pig", "cat"]})
+    assert new["m"] == M(deep={"SS": ["a", "cat", "pig"]})
     assert error("ADD str :one", item, {":one": N(1)}) == "An operand in the update expression has an incorrect data type"
     assert error("ADD s :ns", item, {":ns": {"NS": ["1"]}}) == "An operand in the update expression has an incorrect data type"
     new, _ = update("DELETE s :d, absent :d, m.deep :a", item, {":d": {"SS": ["cat", "mouse"]}, ":a": {"SS": ["a"]}})

@@ -79,6 +79,27 @@ def test_set_rules(ddb, hash_table):
     assert "contains duplicates" in error_of(e)[1]
 
 
+def test_sets_come_back_in_their_elements_order(ddb, hash_table):
+    # DynamoDB keeps no order in a set; this server answers one in its elements' order (strings by
+    # code point, numbers by value, binaries by bytes), as DynamoDB Local does, whatever order the
+    # writes gave, and so does a set an update makes.
+    key = {"pk": {"S": "order"}}
+    ddb.put_item(TableName=hash_table, Item={**key, "ss": {"SS": ["pig", "cat", "Dog", "ant"]},
+                                             "ns": {"NS": ["10", "-2.50", "3", "1e2"]},
+                                             "bs": {"BS": [b"\x02", b"\x01", b"\xff"]}})
+    item = ddb.get_item(TableName=hash_table, Key=key)["Item"]
+    assert item["ss"] == {"SS": ["Dog", "ant", "cat", "pig"]}
+    assert item["ns"] == {"NS": ["-2.5", "3", "10", "100"]}
+    assert item["bs"] == {"BS": [b"\x01", b"\x02", b"\xff"]}
+    new = ddb.update_item(TableName=hash_table, Key=key, UpdateExpression="ADD ss :more, ns :n DELETE bs :b",
+                          ExpressionAttributeValues={":more": {"SS": ["bee", "zebra", "aardvark"]},
+                                                     ":n": {"NS": ["4", "-7"]}, ":b": {"BS": [b"\x02"]}},
+                          ReturnValues="ALL_NEW")["Attributes"]
+    assert new["ss"] == {"SS": ["Dog", "aardvark", "ant", "bee", "cat", "pig", "zebra"]}
+    assert new["ns"] == {"NS": ["-7", "-2.5", "3", "4", "10", "100"]}
+    assert new["bs"] == {"BS": [b"\x01", b"\xff"]}
+
+
 def test_key_validation(ddb, table_name):
     create_table(ddb, table_name, hash_key=("h", "S"), range_key=("r", "N"))
     cases = [

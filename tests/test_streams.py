@@ -261,8 +261,7 @@ def _writes(ddb, name):
     first = {**key, "x": {"N": "1"}, "s": {"SS": ["a", "b"]}}
     second = {**key, "y": {"S": "two"}}
     third = {**key, "y": {"S": "two"}, "z": {"BOOL": True}}
-    stored = {**key, "x": {"N": "1"}, "s": {"SS": ["b", "a"]}}     # the second, equal, item is what is stored
-    return [("INSERT", None, first), ("MODIFY", stored, second), ("MODIFY", second, third),
+    return [("INSERT", None, first), ("MODIFY", first, second), ("MODIFY", second, third),
             ("MODIFY", third, key), ("REMOVE", key, None), ("INSERT", None, {**key, "b": {"N": "4"}})]
 
 

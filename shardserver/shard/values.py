@@ -189,18 +189,23 @@ def validate_value(av, depth: int = 0) -> None:
         for element in value:
             if not isinstance(element, str):
                 raise ValidationException(f"Invalid attribute value type: {kind} elements must be strings")
+        # A set keeps no order (DynamoDB's documentation); it is stored, and so answered, in the
+        # elements' own order (numbers by value, binaries by their bytes), as DynamoDB Local answers.
         if kind == "NS":
-            value = av["NS"] = [normalize_number(v) for v in value]
+            value = [normalize_number(v) for v in value]
             if len(set(map(decimal.Decimal, value))) != len(value):
                 raise _invalid(f"Input collection {_show_list(value)} contains duplicates.")
+            av["NS"] = sorted(value, key=decimal.Decimal)
             return
         if kind == "BS":
             canon = [binary_of(v) for v in value]
             if len(set(canon)) != len(canon):
                 raise _invalid(f"Input collection {_show_list(value)} contains duplicates.")
+            av["BS"] = sorted(value, key=binary_of)
             return
         if len(set(value)) != len(value):
             raise _invalid(f"Input collection {_show_list(value)} contains duplicates.")
+        av["SS"] = sorted(value)
     else:
         raise ValidationException(f"Supplied AttributeValue has an unsupported datatype: {kind}"
                                   if isinstance(kind, str) else "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes")

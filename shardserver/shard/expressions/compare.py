@@ -162,7 +162,8 @@ def _element_key(kind: str):
 
 
 def set_union(kind: str, old: list, new: list) -> list:
-    """old, then each element of new that is not in it yet: linear in both sizes."""
+    """The elements of old and new, each once, in the elements' order (as values.validate_value
+    stores a set)."""
     identity = _element_key(kind)
     seen = set(old if identity is None else map(identity, old))
     out = list(old)
@@ -171,10 +172,12 @@ def set_union(kind: str, old: list, new: list) -> list:
         if key not in seen:
             seen.add(key)
             out.append(element)
+    out.sort(key=identity)
     return out
 
 
 def set_difference(kind: str, old: list, remove: list) -> list:
+    """The elements of old not in remove, in old's order."""
     identity = _element_key(kind)
     if identity is None:
         gone = set(remove)
