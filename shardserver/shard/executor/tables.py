@@ -25,7 +25,11 @@ MAX_CAPACITY = 1_000_000_000_000     # units of read or write capacity a table o
 NO_DEFINITION = "Invalid KeySchema: Some index key attribute have no definition"
 
 
+MAX_CONSTRAINT_ERRORS = 10     # DynamoDB names at most ten broken constraints in one answer
+
+
 def constraint_error(errors: list[str]) -> ValidationException:
+    errors = errors[:MAX_CONSTRAINT_ERRORS]
     count = len(errors)
     noun = "error" if count == 1 else "errors"
     return ValidationException(f"{count} validation {noun} detected: " + "; ".join(errors))
