@@ -110,13 +110,16 @@ def _gsi_key_schema(index: dict, field: str) -> tuple[list[str], list[str]]:
         raise ValidationException("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
     hashes = names[:kinds.index("RANGE")] if "RANGE" in kinds else names
     ranges = names[len(hashes):]
+    # DynamoDB's own wording for the rules of multi-attribute keys.
     if any(kind != "RANGE" for kind in kinds[len(hashes):]):
-        raise ValidationException("Invalid KeySchema: every HASH KeySchemaElement must come before the RANGE ones")
-    if len(hashes) > MAX_KEY_ATTRIBUTES or len(ranges) > MAX_KEY_ATTRIBUTES:
-        raise ValidationException(f"Invalid KeySchema: a global secondary index key has at most "
-                                  f"{MAX_KEY_ATTRIBUTES} HASH and {MAX_KEY_ATTRIBUTES} RANGE attributes")
+        raise ValidationException("One or more parameter values were invalid: All HASH key attributes must "
+                                  "precede RANGE key attributes in the KeySchema")
+    for part, kind in ((hashes, "HASH"), (ranges, "RANGE")):
+        if len(part) > MAX_KEY_ATTRIBUTES:
+            raise ValidationException("One or more parameter values were invalid: The KeySchema exceeds the "
+                                      f"maximum allowed number of {kind} key attributes")
     if len(set(names)) != len(names):
-        raise ValidationException("Invalid KeySchema: an attribute is named more than once in the KeySchema")
+        raise ValidationException("The KeySchema contains multiple key attributes with the same name")
     return hashes, ranges
 
 
