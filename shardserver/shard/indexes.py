@@ -187,7 +187,7 @@ def _projection_of(index: dict, field: str) -> dict:
             raise constraint_error([f"Value '{attributes}' at '{field}.projection.nonKeyAttributes' failed to "
                                     "satisfy constraint: Member must have length between 1 and 255"])
         if attribute in seen:
-            raise ValidationException("One or more parameter values were invalid: Duplicate attribute name "
+            raise ValidationException("One or more parameter values were invalid: Duplicate element "
                                       f"in NonKeyAttributes: {attribute}")
         seen.add(attribute)
     return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(attributes)}
