@@ -351,6 +351,11 @@ def test_tag_errors(ddb, range_table):
         assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
                                                       f"{index_arn}")
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}]
+    # Fifty tags a table at most, counted with the ones it has; DynamoDB's words (and type) for more.
+    with pytest.raises(ClientError) as e:
+        ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
+    assert error_of(e) == ("ValidationException", "Number of Tags exceed the current limit for the provided "
+                                                  "ResourceArn")
 
 
 def test_concurrent_tag_changes_are_all_kept(server, ddb, hash_table):

@@ -458,7 +458,7 @@ def checked_tags(tags: list) -> list:
                                   + "; ".join(problems[:10]))
     merged = {t["Key"]: t["Value"] for t in tags}
     if len(merged) > 50:
-        raise ValidationException("One or more parameter values were invalid: Too many tags")
+        raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
     return [{"Key": k, "Value": v} for k, v in merged.items()]
 
 
