@@ -162,9 +162,17 @@ def test_bad_key_schemas(ddb, table_name):
                         **{kind: [index]})
 
     hashes = [{"AttributeName": n, "KeyType": "HASH"} for n in "abcde"]
-    assert create(hashes)[0] == "ValidationException"                        # five partition key attributes
-    assert create(hashes[:1] + [{"AttributeName": "b", "KeyType": "RANGE"}, hashes[2]])[0] == "ValidationException"
-    assert create(hashes[:2] + [{"AttributeName": "a", "KeyType": "RANGE"}])[0] == "ValidationException"
+    # DynamoDB's wording for each rule of multi-attribute keys.
+    invalid = "One or more parameter values were invalid: "
+    assert create(hashes) == ("ValidationException", invalid + "The KeySchema exceeds the maximum allowed number "
+                              "of HASH key attributes")
+    ranges = [{"AttributeName": n, "KeyType": "RANGE"} for n in "bcde"]
+    assert create(hashes[:1] + ranges + [{"AttributeName": "r", "KeyType": "RANGE"}]) == (
+        "ValidationException", invalid + "The KeySchema exceeds the maximum allowed number of RANGE key attributes")
+    assert create(hashes[:1] + [{"AttributeName": "b", "KeyType": "RANGE"}, hashes[2]]) == (
+        "ValidationException", invalid + "All HASH key attributes must precede RANGE key attributes in the KeySchema")
+    assert create(hashes[:2] + [{"AttributeName": "a", "KeyType": "RANGE"}]) == (
+        "ValidationException", "The KeySchema contains multiple key attributes with the same name")
     assert create(hashes[:1] + [{"AttributeName": "x", "KeyType": "RANGE"}, hashes[1]])[0] == "ValidationException"
     too_many = [{"AttributeName": n, "KeyType": "HASH"} for n in "abcdeabcd"]
     assert create(too_many)[1].endswith("Member must have length less than or equal to 8")

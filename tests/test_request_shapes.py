@@ -228,6 +228,31 @@ def test_bad_index_names_are_reported_together_gsis_first(server):
         "greater than or equal to 3")
 
 
+def test_index_member_constraints_are_reported_together_at_most_ten(server):
+    key = [{"AttributeName": "p", "KeyType": "HASH"}, {"AttributeName": "c", "KeyType": "RANGE"}]
+    body = {"TableName": "index_members", "KeySchema": key,
+            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n in ("p", "c")],
+            "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}
+    rule = "failed to satisfy constraint: Member must"
+    status, reply = call(server, "CreateTable", dict(body, GlobalSecondaryIndexes=[
+        {"IndexName": "gix", "KeySchema": [], "Projection": {"ProjectionType": "abc", "NonKeyAttributes": []},
+         "ProvisionedThroughput": {"ReadCapacityUnits": 0, "WriteCapacityUnits": 1}}]))
+    assert status == 400 and error_type(reply) == "ValidationException"
+    assert reply["message"] == "4 validation errors detected: " + "; ".join([
+        f"Value '[]' at 'globalSecondaryIndexes.1.member.keySchema' {rule} have length greater than or equal to 1",
+        f"Value 'abc' at 'globalSecondaryIndexes.1.member.projection.projectionType' {rule} satisfy enum value "
+        "set: [ALL, INCLUDE, KEYS_ONLY]",
+        f"Value '[]' at 'globalSecondaryIndexes.1.member.projection.nonKeyAttributes' {rule} have length greater "
+        "than or equal to 1",
+        f"Value '0' at 'globalSecondaryIndexes.1.member.provisionedThroughput.readCapacityUnits' {rule} have value "
+        "greater than or equal to 1"])
+    # Nine empty indexes break 27 constraints: the answer names the first ten.
+    status, reply = call(server, "CreateTable", dict(body, LocalSecondaryIndexes=[{}] * 9))
+    null = [f"Value null at 'localSecondaryIndexes.{i}.member.{member}' {rule} not be null"
+            for i in range(1, 10) for member in ("keySchema", "projection", "indexName")]
+    assert reply["message"] == "10 validation errors detected: " + "; ".join(null[:10])
+
+
 def test_adding_a_large_set_to_a_large_set_does_not_stall_the_shard(server, ddb, fuzz_table):
     key = {"pk": {"S": "sets"}, "sk": {"N": "1"}}
     ddb.put_item(TableName=fuzz_table, Item=dict(key, ss={"SS": [f"a{i:05d}" for i in range(15000)]},

@@ -124,10 +124,12 @@ def test_stream_specification_errors(ddb, hash_table, table_name):
     assert code == "ValidationException" and "stream to disable" in message
     code, message = error_of(ddb.update_table, TableName=hash_table, StreamSpecification={"StreamEnabled": True})
     assert code == "ValidationException" and "StreamViewType" in message
-    code, _ = error_of(ddb.create_table, TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                       AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                       BillingMode="PAY_PER_REQUEST", StreamSpecification={"StreamEnabled": True})
-    assert code == "ValidationException"
+    code, message = error_of(ddb.create_table, TableName=table_name,
+                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST", StreamSpecification={"StreamEnabled": True})
+    assert (code, message) == ("ValidationException", "One or more parameter values were invalid: Table is being "
+                               "created with a stream enabled, UpdateViewType is required")
     code, message = error_of(ddb.create_table, TableName=table_name,
                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],

@@ -133,6 +133,50 @@ def test_create_table_without_table_name_says_it_is_required(server):
     assert reply["message"] == "The parameter 'TableName' is required but was not present in the request"
 
 
+def test_create_table_member_constraints_are_reported_together(server, table_name):
+    # DynamoDB's model validation names every member that breaks its own constraint in one
+    # message, before any rule between members (key types' order, a key's definition).
+    from test_request_shapes import call
+    status, reply = call(server, "CreateTable", {
+        "TableName": table_name, "AttributeDefinitions": [{}, {"AttributeName": "b", "AttributeType": "SS"}],
+        "KeySchema": [{"KeyType": "HASH"}, {"AttributeName": "a"}, {"KeyType": "Woop", "AttributeName": "a"}],
+        "ProvisionedThroughput": {"ReadCapacityUnits": 0, "WriteCapacityUnits": -1}})
+    assert status == 400 and reply["__type"].endswith("#ValidationException")
+    rule = "failed to satisfy constraint: Member must"
+    assert reply["message"] == "9 validation errors detected: " + "; ".join([
+        f"Value null at 'attributeDefinitions.1.member.attributeName' {rule} not be null",
+        f"Value null at 'attributeDefinitions.1.member.attributeType' {rule} not be null",
+        f"Value 'SS' at 'attributeDefinitions.2.member.attributeType' {rule} satisfy enum value set: [B, N, S]",
+        f"Value '0' at 'provisionedThroughput.readCapacityUnits' {rule} have value greater than or equal to 1",
+        f"Value '-1' at 'provisionedThroughput.writeCapacityUnits' {rule} have value greater than or equal to 1",
+        "Value '[KeySchemaElement(attributeName=null, keyType=HASH), KeySchemaElement(attributeName=a, "
+        "keyType=null), KeySchemaElement(attributeName=a, keyType=Woop)]' at 'keySchema' "
+        f"{rule} have length less than or equal to 2",
+        f"Value null at 'keySchema.1.member.attributeName' {rule} not be null",
+        f"Value null at 'keySchema.2.member.keyType' {rule} not be null",
+        f"Value 'Woop' at 'keySchema.3.member.keyType' {rule} satisfy enum value set: [HASH, RANGE]"])
+    # One bad member alone: its constraint, not the key schema's two HASH elements.
+    status, reply = call(server, "CreateTable", {
+        "TableName": table_name, "AttributeDefinitions": [{"AttributeName": "b", "AttributeType": "SS"}],
+        "KeySchema": [{"KeyType": "HASH", "AttributeName": "a"}, {"KeyType": "HASH", "AttributeName": "a"}],
+        "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}})
+    assert reply["message"] == ("1 validation error detected: Value 'SS' at 'attributeDefinitions.1.member."
+                                f"attributeType' {rule} satisfy enum value set: [B, N, S]")
+    status, reply = call(server, "CreateTable", {"TableName": table_name, "AttributeDefinitions": []})
+    assert reply["message"] == f"1 validation error detected: Value null at 'keySchema' {rule} not be null"
+
+
+def test_create_table_refuses_capacity_out_of_bounds(ddb, table_name):
+    # As UpdateTable does: more than 10^12 units is refused before the key schema is looked at.
+    for read, write, refused in ((1000000000001, 1, "ReadCapacityUnits"), (1, 1000000000001, "WriteCapacityUnits")):
+        with pytest.raises(ClientError) as e:
+            ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                             AttributeDefinitions=[],
+                             ProvisionedThroughput={"ReadCapacityUnits": read, "WriteCapacityUnits": write})
+        assert error_of(e) == ("ValidationException", f"Given value 1000000000001 for {refused} is out of bounds")
+    assert table_name not in ddb.list_tables()["TableNames"]
+
+
 def test_create_table_duplicate_attribute_definition(ddb, table_name):
     with pytest.raises(ClientError) as e:
         ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
@@ -307,6 +351,11 @@ def test_tag_errors(ddb, range_table):
         assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
                                                       f"{index_arn}")
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}]
+    # Fifty tags a table at most, counted with the ones it has; DynamoDB's words (and type) for more.
+    with pytest.raises(ClientError) as e:
+        ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
+    assert error_of(e) == ("ValidationException", "Number of Tags exceed the current limit for the provided "
+                                                  "ResourceArn")
 
 
 def test_concurrent_tag_changes_are_all_kept(server, ddb, hash_table):

@@ -44,7 +44,8 @@ from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
 from shardserver.shard.executor.query import limit_of, part_reply, read_part, select_of
 from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE
-from shardserver.shard.executor.tables import constraint_error, key_schema_elements, table_name_errors, table_settings
+from shardserver.shard.executor.tables import (Constraints, constraint_error, key_schema_elements, table_name_errors,
+                                               table_settings)
 from shardserver.shard.keys import EmptyKeyValue
 from shardserver.shard.pages import UNBOUNDED, read_page
 
@@ -109,13 +110,16 @@ def _gsi_key_schema(index: dict, field: str) -> tuple[list[str], list[str]]:
         raise ValidationException("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
     hashes = names[:kinds.index("RANGE")] if "RANGE" in kinds else names
     ranges = names[len(hashes):]
+    # DynamoDB's own wording for the rules of multi-attribute keys.
     if any(kind != "RANGE" for kind in kinds[len(hashes):]):
-        raise ValidationException("Invalid KeySchema: every HASH KeySchemaElement must come before the RANGE ones")
-    if len(hashes) > MAX_KEY_ATTRIBUTES or len(ranges) > MAX_KEY_ATTRIBUTES:
-        raise ValidationException(f"Invalid KeySchema: a global secondary index key has at most "
-                                  f"{MAX_KEY_ATTRIBUTES} HASH and {MAX_KEY_ATTRIBUTES} RANGE attributes")
+        raise ValidationException("One or more parameter values were invalid: All HASH key attributes must "
+                                  "precede RANGE key attributes in the KeySchema")
+    for part, kind in ((hashes, "HASH"), (ranges, "RANGE")):
+        if len(part) > MAX_KEY_ATTRIBUTES:
+            raise ValidationException("One or more parameter values were invalid: The KeySchema exceeds the "
+                                      f"maximum allowed number of {kind} key attributes")
     if len(set(names)) != len(names):
-        raise ValidationException("Invalid KeySchema: an attribute is named more than once in the KeySchema")
+        raise ValidationException("The KeySchema contains multiple key attributes with the same name")
     return hashes, ranges
 
 
@@ -129,6 +133,28 @@ def check_index_name(index: dict, field: str) -> str:
 def index_name_errors(index: dict, field: str) -> list[str]:
     """An IndexName's constraint problems: the same rules as a table name's."""
     return table_name_errors(index.get("IndexName"), f"{field}.indexName")
+
+
+def index_member_errors(index: dict, field: str, is_global: bool) -> list[str]:
+    """A CreateTable index's member constraint problems, in DynamoDB's order: a KeySchema (not
+    empty) and a Projection (a known ProjectionType, NonKeyAttributes not empty) present, its
+    name's, and a global index's capacity units present and at least 1."""
+    constraints = Constraints()
+    key_schema = index.get("KeySchema")
+    if constraints.required(key_schema, f"{field}.keySchema"):
+        constraints.length(key_schema, f"{field}.keySchema", low=1)
+    projection = index.get("Projection")
+    if constraints.required(projection, f"{field}.projection"):
+        constraints.enum(projection.get("ProjectionType"), f"{field}.projection.projectionType", PROJECTION_TYPES)
+        constraints.length(projection.get("NonKeyAttributes"), f"{field}.projection.nonKeyAttributes", low=1)
+    constraints.problems += index_name_errors(index, field)
+    throughput = index.get("ProvisionedThroughput") if is_global else None
+    if throughput is not None:
+        for member in ("ReadCapacityUnits", "WriteCapacityUnits"):
+            where = f"{field}.provisionedThroughput.{member[0].lower()}{member[1:]}"
+            if constraints.required(throughput.get(member), where):
+                constraints.value(throughput[member], where, low=1)
+    return constraints.problems
 
 
 def _projection_of(index: dict, field: str) -> dict:
@@ -161,7 +187,7 @@ def _projection_of(index: dict, field: str) -> dict:
             raise constraint_error([f"Value '{attributes}' at '{field}.projection.nonKeyAttributes' failed to "
                                     "satisfy constraint: Member must have length between 1 and 255"])
         if attribute in seen:
-            raise ValidationException("One or more parameter values were invalid: Duplicate attribute name "
+            raise ValidationException("One or more parameter values were invalid: Duplicate element "
                                       f"in NonKeyAttributes: {attribute}")
         seen.add(attribute)
     return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(attributes)}
@@ -288,12 +314,12 @@ def parse_create_indexes(request: dict, hash_key: str, range_key: str | None, ty
     gsis: list = []
     raw_lsis = _index_list(request, "LocalSecondaryIndexes")
     raw_gsis = _index_list(request, "GlobalSecondaryIndexes")
-    # Bad index names are member constraints: DynamoDB reports them all at once, GSIs first.
+    # Member constraints (bad names, missing parts): DynamoDB reports them all at once, GSIs first.
     errors = []
     for kind, raw in (("globalSecondaryIndexes", raw_gsis), ("localSecondaryIndexes", raw_lsis)):
         for i, index in enumerate(raw or [], 1):
             if isinstance(index, dict):
-                errors += index_name_errors(index, f"{kind}.{i}.member")
+                errors += index_member_errors(index, f"{kind}.{i}.member", kind[0] == "g")
     if errors:
         raise constraint_error(errors)
     if raw_lsis is not None:

@@ -530,6 +530,9 @@ def check_specification(value, creating: bool = False) -> dict:
             raise ValidationException("One or more parameter values were invalid: Table is being updated with a "
                                       "stream disabled, StreamViewType should not be specified")
         return {"StreamEnabled": False}
+    if view is None and creating:               # (sic, as above)
+        raise ValidationException("One or more parameter values were invalid: Table is being created with a "
+                                  "stream enabled, UpdateViewType is required")
     if view is None:
         raise ValidationException("One or more parameter values were invalid: StreamViewType must be "
                                   "specified when StreamEnabled is true")

@@ -21,10 +21,15 @@ from shardserver.shard.executor import operation
 
 TABLE_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 MAX_TABLES = 2500
+MAX_CAPACITY = 1_000_000_000_000     # units of read or write capacity a table or index may be given
 NO_DEFINITION = "Invalid KeySchema: Some index key attribute have no definition"
 
 
+MAX_CONSTRAINT_ERRORS = 10     # DynamoDB names at most ten broken constraints in one answer
+
+
 def constraint_error(errors: list[str]) -> ValidationException:
+    errors = errors[:MAX_CONSTRAINT_ERRORS]
     count = len(errors)
     noun = "error" if count == 1 else "errors"
     return ValidationException(f"{count} validation {noun} detected: " + "; ".join(errors))
@@ -251,6 +256,51 @@ def parse_attribute_definitions(definitions) -> dict[str, str]:
     return types
 
 
+def _element_shown(element: dict) -> str:
+    """A KeySchemaElement as DynamoDB's Java model prints it in a constraint message."""
+    def shown(value):
+        return "null" if value is None else value
+    return (f"KeySchemaElement(attributeName={shown(element.get('AttributeName'))}, "
+            f"keyType={shown(element.get('KeyType'))})")
+
+
+def _check_create_members(request: dict) -> None:
+    """CreateTable's member constraints (present, of a length, in an enum, at least 1), all
+    reported in one message as DynamoDB's model validation does, before any rule that relates
+    one member to another (a key type's order, a key's definition)."""
+    constraints = Constraints()
+    definitions = request.get("AttributeDefinitions")
+    if constraints.required(definitions, "attributeDefinitions"):
+        for i, definition in enumerate(definitions, 1):
+            field = f"attributeDefinitions.{i}.member"
+            constraints.required(definition.get("AttributeName"), f"{field}.attributeName")
+            if constraints.required(definition.get("AttributeType"), f"{field}.attributeType"):
+                constraints.enum(definition["AttributeType"], f"{field}.attributeType", ("B", "N", "S"))
+    throughput = request.get("ProvisionedThroughput")
+    if throughput is not None:
+        for member in ("ReadCapacityUnits", "WriteCapacityUnits"):
+            field = f"provisionedThroughput.{member[0].lower()}{member[1:]}"
+            if constraints.required(throughput.get(member), field):
+                constraints.value(throughput[member], field, low=1)
+    keys = request.get("KeySchema")
+    if constraints.required(keys, "keySchema"):
+        if not keys:
+            constraints.length(keys, "keySchema", low=1)
+        elif len(keys) > 2:
+            constraints._add("[" + ", ".join(_element_shown(e) for e in keys) + "]", "keySchema",
+                             "Member must have length less than or equal to 2")
+        for i, element in enumerate(keys, 1):
+            field = f"keySchema.{i}.member"
+            constraints.required(element.get("AttributeName"), f"{field}.attributeName")
+            if constraints.required(element.get("KeyType"), f"{field}.keyType"):
+                constraints.enum(element["KeyType"], f"{field}.keyType", ("HASH", "RANGE"))
+    constraints.check()
+    if throughput is not None:
+        for member in ("ReadCapacityUnits", "WriteCapacityUnits"):
+            if throughput[member] > MAX_CAPACITY:
+                raise ValidationException(f"Given value {throughput[member]} for {member} is out of bounds")
+
+
 def _parse_billing(request: dict) -> tuple[str, int, int]:
     mode = request.get("BillingMode", "PROVISIONED")
     if mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
@@ -284,6 +334,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
     if "TableName" not in request:
         raise ValidationException("The parameter 'TableName' is required but was not present in the request")
     name = check_table_name(request.get("TableName"))
+    _check_create_members(request)
     # A table without indexes given fewer definitions than key elements: DynamoDB's own wording.
     raw_keys, raw_definitions = request.get("KeySchema"), request.get("AttributeDefinitions")
     short_of_definitions = (isinstance(raw_keys, list) and isinstance(raw_definitions, list)
@@ -407,7 +458,7 @@ def checked_tags(tags: list) -> list:
                                   + "; ".join(problems[:10]))
     merged = {t["Key"]: t["Value"] for t in tags}
     if len(merged) > 50:
-        raise ValidationException("One or more parameter values were invalid: Too many tags")
+        raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
     return [{"Key": k, "Value": v} for k, v in merged.items()]
 
 
