@@ -86,19 +86,11 @@ class ShardService:
         if shard == self.shard_id:
             return await self.on_message(shard, verb, payload)
         try:
-            return await self.fabric.submit_to(shard, verb, payload)
-        except Exception as exc:
-            if _is_peer_unavailable(exc):
-                raise ServiceUnavailableException(
-                    f"Shard {shard} is restarting; retry the request") from None
-            raise _local_error(exc) from None
-
-    async def _forward(self, shard: int, payload: bytes) -> bytes:
-        """submit_to for the acceptor's one OP message: the fabric's future, awaited here."""
-        try:
-            reply = self.fabric.request(shard, OP, payload)
-            if reply is None:       # the ring to shard is full: wait for space
-                return await self.submit_to(shard, OP, payload)
+            # The fabric's future, awaited here: one coroutine frame less than Fabric.submit_to,
+            # which is what this waits in only while the ring to shard is full.
+            reply = self.fabric.request(shard, verb, payload)
+            if reply is None:
+                return await self.fabric.submit_to(shard, verb, payload)
             return await reply
         except Exception as exc:
             if _is_peer_unavailable(exc):
@@ -151,7 +143,7 @@ class ShardService:
                 if owner != self.shard_id:
                     if self.stats is not None:
                         self.stats.forwarded_out += 1
-                    reply = await self._forward(owner, _forward_payload(op, request, body))
+                    reply = await self.submit_to(owner, OP, _forward_payload(op, request, body))
                     return _STATUS.unpack_from(reply)[0], reply[2:]
             result = await operation.execute(self, request)
             if arns:

@@ -143,7 +143,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
         settings = indexes.gsi_settings(body)
         if settings:
             current = next(i for i in schema.global_indexes if i["IndexName"] == name)
-            settings = _merged_index_settings(current, settings)
+            settings = _merged_throughput_settings(current, settings)
             setting_updates[name] = settings
         if body.get("ProvisionedThroughput") is not None or not settings:
             if billing_mode == "PAY_PER_REQUEST":
@@ -159,9 +159,9 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     return change
 
 
-def _merged_index_settings(definition: dict, settings: dict) -> dict:
-    """An index's OnDemandThroughput and WarmThroughput after an Update: a member left out keeps
-    its value, and warm throughput never goes down (as the table's)."""
+def _merged_throughput_settings(definition: dict, settings: dict) -> dict:
+    """A table's (its extra settings) or an index's OnDemandThroughput and WarmThroughput after an
+    update: a member left out keeps its value, and warm throughput never goes down."""
     merged = {}
     if "OnDemandThroughput" in settings:
         merged["OnDemandThroughput"] = {**definition.get("OnDemandThroughput", {}), **settings["OnDemandThroughput"]}
@@ -224,17 +224,7 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
     settings = table_settings(request)
-    if "OnDemandThroughput" in settings:    # a cap left out keeps its value
-        settings["OnDemandThroughput"] = {**schema.extra.get("OnDemandThroughput", {}),
-                                          **settings["OnDemandThroughput"]}
-    if "WarmThroughput" in settings:        # a unit left out keeps its value; none may go down
-        current = schema.warm_throughput
-        for unit, value in settings["WarmThroughput"].items():
-            if value < current[unit]:
-                raise ValidationException(
-                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
-                    f"lower than current WarmThroughput {unit} {current[unit]}")
-        settings["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
+    settings.update(_merged_throughput_settings(schema.extra, settings))
     if "billing" in change and billing == "PROVISIONED":
         settings.update(_throughput_dates(schema, read, write))
     if settings.get("TableClass", schema.table_class) != schema.table_class:
