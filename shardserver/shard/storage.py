@@ -41,7 +41,7 @@ from shardserver.shard.row_cache import ABSENT, CachedPartition, PartitionCache,
 from shardserver.shard.values import partition_end
 from shardserver.sstable import compaction as compaction_mod
 from shardserver.sstable.compaction import BACKGROUND_SLICE_S
-from shardserver.sstable.bloom import bloom_key, key_hashes, probe_mask
+from shardserver.sstable.bloom import bloom_key, key_hashes, partition_hashes, probe_mask
 from shardserver.sstable.format import key_prefix
 from shardserver.sstable.merge import MemtableSource, MergeIterator
 from shardserver.sstable.reader import NEED_IO, BlockCache, CorruptSSTable, SSTableReader
@@ -524,7 +524,7 @@ class ShardStorage:
             return -1 if v is None else len(v)
         if not t.sstables:
             return -1
-        h1, h2 = key_hashes(bloom_key(key))
+        h1, h2 = partition_hashes(key)
         mask = 0
         mask_probes = 0
         for r in tuple(t.sstables):
@@ -570,7 +570,7 @@ class ShardStorage:
         probes = t.bloom_probes()
         if not probes:
             return None
-        h1, h2 = key_hashes(bloom_key(key))   # every filter of the table shares the hash ...
+        h1, h2 = partition_hashes(key)   # every filter of the table shares the hash ...
         prefix = key_prefix(key)   # ... and every index and block the key prefix
         mask = 0
         mask_probes = 0
@@ -611,7 +611,7 @@ class ShardStorage:
             found = SST_MISSING
             sstables = tuple(t.sstables)   # flush and compaction replace entries of the list
             if sstables:
-                h1, h2 = key_hashes(bloom_key(key))   # the partition, as every filter holds
+                h1, h2 = partition_hashes(key)   # the partition, as every filter holds
                 for r in sstables:
                     if t.epoch != epoch:
                         break     # r may already be closed: the retry below looks again
@@ -687,9 +687,9 @@ class ShardStorage:
         for m in t.memtables_newest_first():
             sources.append(MemtableSource(m, start, low_incl, end, False, reverse))
         readers = []
-        partition_hashes = key_hashes(partition) if partition is not None else None
+        hashes = key_hashes(partition) if partition is not None else None
         for r in t.sstables:
-            if partition_hashes is not None and not r.might_contain_hashes(*partition_hashes):
+            if hashes is not None and not r.might_contain_hashes(*hashes):
                 self.bloom_negatives_total += 1
                 continue
             readers.append(r.acquire())

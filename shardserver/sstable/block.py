@@ -47,24 +47,28 @@ class BlockBuilder:
         self.last_key: bytes | None = None
         self.first_key: bytes | None = None
 
-    def add(self, key: bytes, value) -> None:
-        """value: bytes, or an int deletion time for a tombstone."""
+    def add(self, key: bytes, value) -> int:
+        """value: bytes, or an int deletion time for a tombstone.  Returns the
+        block's estimated_size() with the entry (a flush calls this per entry)."""
         if type(value) is int:
             body = _TOMB.pack(value)
             flags = FLAG_TOMBSTONE
         else:
             body = value
             flags = 0
-        self.offsets.append(self.size)
-        self.prefixes.append(key_prefix(key))
-        head = _HDR.pack(len(key), len(body), flags)
-        self.parts.append(head)
-        self.parts.append(key)
-        self.parts.append(body)
-        self.size += _HDR_SIZE + len(key) + len(body)
+        offsets = self.offsets
+        offsets.append(self.size)
+        # key_prefix(key), inline for the usual key of 8 bytes or more
+        self.prefixes.append(int.from_bytes(key[:8], "big") if len(key) >= 8 else key_prefix(key))
+        parts = self.parts
+        parts.append(_HDR.pack(len(key), len(body), flags))
+        parts.append(key)
+        parts.append(body)
+        size = self.size = self.size + _HDR_SIZE + len(key) + len(body)
         if self.first_key is None:
             self.first_key = key
         self.last_key = key
+        return size + 12 * len(offsets) + 4
 
     @property
     def empty(self) -> bool:

@@ -48,6 +48,13 @@ def bloom_key(key: bytes) -> bytes:
     return key if end < 0 else key[:end + 2]
 
 
+def partition_hashes(key: bytes) -> tuple[int, int]:
+    """key_hashes(bloom_key(key)) in one call: what every filter probes for a storage key
+    (a flush adds one per entry)."""
+    end = key.find(_TERMINATOR, 8)
+    return mmh3.hash64(key if end < 0 else key[:end + 2], signed=False)
+
+
 def optimal_probes(bits_per_key: float) -> int:
     """Probes for a 64-bit-blocked filter: about half the bits per key (fewer than a
     classic filter's ln 2 x bits: every probe of a key lands in the same word)."""

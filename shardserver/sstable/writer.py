@@ -78,11 +78,12 @@ class SSTableWriter:
             offset, length, last = self._open_entry
             self._open_entry = None
             self.index.append(offset, length, shortest_separator(last, key))
-        self._block.add(key, value)
-        self._hashes.extend(bloom_mod.key_hashes(bloom_mod.bloom_key(key)))
+        block_size = self._block.add(key, value)
+        hashes = self._hashes
+        hashes.extend(bloom_mod.partition_hashes(key))
         self.entries += 1
-        if self._bloom is not None and len(self._hashes) >= 2 * BLOOM_CHUNK:
-            self._bloom.add_hash_words(self._hashes)
+        if self._bloom is not None and len(hashes) >= 2 * BLOOM_CHUNK:
+            self._bloom.add_hash_words(hashes)
             self._hashes = array("Q")
         if type(value) is int:
             self.tombstones += 1
@@ -93,7 +94,7 @@ class SSTableWriter:
         else:
             self.live_items += 1
             self.live_bytes += len(value)
-        if self._block.estimated_size() >= self.block_size:
+        if block_size >= self.block_size:
             self._finish_block()
 
     def _finish_block(self) -> None:
