@@ -19,7 +19,7 @@ import orjson
 
 from shardserver.errors import (DynamoDBError, InternalServerError, SerializationException,
                                 UnknownOperationException)
-from shardserver.protocol import wire
+from shardserver.protocol import api20111205, wire
 from shardserver.protocol.http import CONTINUE, HttpError, Request, RequestParser, build_response
 
 log = logging.getLogger("shardserver.http")
@@ -128,7 +128,10 @@ class ApiFrontend:
             status, payload = wire.error_response(error)
             return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive,
                                   extra_headers=cors)
-        status, payload = await self.service.handle(op, body)
+        if op.startswith(api20111205.OP_PREFIX):
+            status, payload = await self._handle_20111205(op[len(api20111205.OP_PREFIX):], body)
+        else:
+            status, payload = await self.service.handle(op, body)
         content_encoding = None
         accept = header(b"accept-encoding")
         if accept and self.codec is not None and len(payload) >= self.config.response_compression_threshold:
@@ -137,6 +140,25 @@ class ApiFrontend:
             content_encoding = content_encoding.encode() if content_encoding else None
         return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive,
                               content_encoding=content_encoding, extra_headers=cors)
+
+    async def _handle_20111205(self, op: str, body: bytes) -> tuple[int, bytes]:
+        """A request of the 2011-12-05 API, run as the current operation it stands for."""
+        tables = self.service.catalog.tables
+
+        def key_names(name):
+            schema = tables.get(name)
+            return None if schema is None else (schema.hash_key, schema.range_key)
+
+        try:
+            request = wire.parse_body(body)
+            current_op, current = api20111205.to_current(op, request, key_names)
+        except DynamoDBError as error:
+            status, payload = wire.error_response(error)
+            return status, api20111205.error_body(payload)
+        status, payload = await self.service.handle(current_op, orjson.dumps(current))
+        if status != 200:
+            return status, api20111205.error_body(payload)
+        return status, orjson.dumps(api20111205.from_current(op, request, orjson.loads(payload), key_names))
 
     def _preflight(self, request: Request, request_id: bytes, cors: bytes) -> bytes:
         """A CORS preflight (OPTIONS): any origin may send what it asks to send, as DynamoDB allows."""

@@ -11,6 +11,7 @@ import orjson
 
 from shardserver.errors import (DynamoDBError, InternalServerError, SerializationException,
                                 UnknownOperationException)
+from shardserver.protocol import api20111205
 
 TARGET_PREFIX = "DynamoDB_20120810."
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_20120810."
@@ -25,6 +26,10 @@ def operation_of(target: str | None) -> str:
         return op
     if target and target.startswith(STREAMS_TARGET_PREFIX):
         return "Streams." + target[len(STREAMS_TARGET_PREFIX):]
+    if target and target.startswith(api20111205.TARGET_PREFIX):
+        op = target[len(api20111205.TARGET_PREFIX):]
+        if op in api20111205.OPERATIONS:
+            return api20111205.OP_PREFIX + op
     raise UnknownOperationException("")
 
 
