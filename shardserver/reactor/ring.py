@@ -214,20 +214,32 @@ class RingWriter:
         plen = len(payload)
         if plen > MAX_FRAME_PAYLOAD:
             raise ValueError(f"frame payload of {plen} bytes exceeds {MAX_FRAME_PAYLOAD}")
-        head = FRAME_HEADER.pack(plen, kind, len(verb), 0, request_id) + verb
+        vlen = len(verb)
         if not self._frames:
-            need = len(head) + plen
-            if self.tail + need > self._limit:
+            tail = self.tail
+            hlen = FRAME_HEADER_BYTES + vlen
+            need = hlen + plen
+            if tail + need > self._limit:
                 self._limit = self.ring.ctl[HEAD] + self.ring.capacity
                 if _WEAK_MEMORY_ORDER:
                     full_fence()  # no overwrite before the consumer's reads are done
-            if self.tail + need <= self._limit:
+            if tail + need <= self._limit:
                 ring = self.ring
-                ring.write_at(self.tail, head)
-                if plen:
-                    ring.write_at(self.tail + len(head), payload)
-                self.tail += need
+                off = tail & ring.mask
+                if off + need <= ring.capacity:
+                    # The usual frame, in one piece: header, verb and payload
+                    # go straight into the ring, with no bytes of their own.
+                    data = ring.data
+                    FRAME_HEADER.pack_into(data, off, plen, kind, vlen, 0, request_id)
+                    data[off + FRAME_HEADER_BYTES:off + hlen] = verb
+                    data[off + hlen:off + need] = payload
+                else:
+                    ring.write_at(tail, FRAME_HEADER.pack(plen, kind, vlen, 0, request_id) + verb)
+                    if plen:
+                        ring.write_at(tail + hlen, payload)
+                self.tail = tail + need
                 return
+        head = FRAME_HEADER.pack(plen, kind, vlen, 0, request_id) + verb
         self._frames.append([head, memoryview(payload).cast("B") if plen else None])
         self.backlog_bytes += len(head) + plen
 
@@ -374,6 +386,15 @@ class RingReader:
             off = head & mask
             if off + FRAME_HEADER_BYTES <= cap:
                 plen, kind, vlen, _, request_id = unpack_from(data, off)
+                end = head + FRAME_HEADER_BYTES + vlen + plen
+                if end <= tail and off + (end - head) <= cap and plen <= MAX_FRAME_PAYLOAD:
+                    # The usual frame: whole, published and in one piece.
+                    start_payload = off + FRAME_HEADER_BYTES + vlen
+                    verb = data[off + FRAME_HEADER_BYTES:start_payload].tobytes() if vlen else b""
+                    payload = data[start_payload:start_payload + plen].tobytes() if plen else b""
+                    head = self.head = end   # before the callback, as below
+                    on_frame(kind, request_id, verb, payload)
+                    continue
             else:
                 plen, kind, vlen, _, request_id = FRAME_HEADER.unpack(ring.read_at(head, FRAME_HEADER_BYTES))
             head += FRAME_HEADER_BYTES
