@@ -240,3 +240,40 @@ def test_billing_throughput_and_stream_changes(ddb, table):
         "StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
     ddb.update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
     assert "StreamSpecification" not in ddb.describe_table(TableName=table)["Table"]
+
+
+def test_changes_that_must_come_alone(ddb, table):
+    """What DynamoDB will not change in one UpdateTable: each refused with its own words, nothing applied."""
+    ddb.update_table(TableName=table, BillingMode="PROVISIONED",
+                     ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
+    prefix = "One or more parameter values were invalid: "
+    create = create_gsi_update("gnew", "x")
+    create["GlobalSecondaryIndexUpdates"][0]["Create"]["ProvisionedThroughput"] = {
+        "ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    more_units = {"ProvisionedThroughput": {"ReadCapacityUnits": 6, "WriteCapacityUnits": 6}}
+    stream = {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}}
+    cases = [
+        (dict(DeletionProtectionEnabled=True, BillingMode="PROVISIONED", **more_units),
+         "DeletionProtection modification must be the only operation in the request"),
+        (dict(DeletionProtectionEnabled=True, **create),
+         "DeletionProtection modification must be the only operation in the request"),
+        (dict(SSESpecification={"Enabled": True, "SSEType": "KMS"}, DeletionProtectionEnabled=True),
+         "Server-Side Encryption modification must be the only operation in the request"),
+        (dict(TableClass="STANDARD_INFREQUENT_ACCESS", **more_units),
+         "TableClass modification must be the only operation in the request"),
+        (dict(**create, **more_units), "You cannot create or delete index while updating table IOPS"),
+        (dict(**create, **stream), "You cannot create or delete index while changing stream status"),
+        (dict(**stream, **more_units), "You cannot modify stream status while updating table IOPS"),
+        (dict(DeletionProtectionEnabled=True, GlobalSecondaryIndexUpdates=[]),
+         "List of GlobalSecondaryIndexUpdates is empty"),
+    ]
+    for request, message in cases:
+        assert error_of(ddb.update_table, TableName=table, **request) == ("ValidationException", prefix + message)
+    description = ddb.describe_table(TableName=table)["Table"]
+    assert description["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    assert "GlobalSecondaryIndexes" not in description and "StreamSpecification" not in description
+    assert description["DeletionProtectionEnabled"] is False
+    # A new index may come with a billing mode restated (or another index's units).
+    ddb.update_table(TableName=table, BillingMode="PROVISIONED", **create)
+    wait_active(ddb, table, "gnew")
+

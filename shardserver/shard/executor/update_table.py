@@ -189,6 +189,7 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if request.get("ReplicaUpdates") is not None:
         from shardserver.shard.executor.global_tables import refuse_replica_updates
         refuse_replica_updates(request["ReplicaUpdates"])
+    _check_combination(request, asked)
     change: dict = {"action": "update", "table": schema.name, "table_id": schema.table_id}
     mode = request.get("BillingMode")
     if mode is not None and mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
@@ -237,6 +238,37 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["settings"] = settings
     change.update(_gsi_updates(schema, request, billing, read, write))
     return change
+
+
+# Members that must be an UpdateTable's only change, and the words DynamoDB refuses company with.
+ALONE = (("SSESpecification", "Server-Side Encryption"), ("TableClass", "TableClass"),
+         ("DeletionProtectionEnabled", "DeletionProtection"))
+
+
+def _check_combination(request: dict, asked: list[str]) -> None:
+    """The changes DynamoDB will not make in one UpdateTable, refused before any is checked further."""
+    updates = request.get("GlobalSecondaryIndexUpdates")
+    if updates == []:
+        # Counted as absent for "At least one of ...", refused once something else is asked.
+        raise ValidationException("One or more parameter values were invalid: List of "
+                                  "GlobalSecondaryIndexUpdates is empty")
+    changes = len(asked) + (1 if updates else 0)
+    for member, words in ALONE:
+        if member in asked and changes > 1:
+            raise ValidationException(f"One or more parameter values were invalid: {words} modification must be "
+                                      "the only operation in the request")
+    online_index = isinstance(updates, list) and any(
+        isinstance(u, dict) and (u.get("Create") is not None or u.get("Delete") is not None) for u in updates)
+    throughput, stream = "ProvisionedThroughput" in asked, "StreamSpecification" in asked
+    if online_index and throughput:
+        raise ValidationException("One or more parameter values were invalid: You cannot create or delete index "
+                                  "while updating table IOPS")
+    if online_index and stream:
+        raise ValidationException("One or more parameter values were invalid: You cannot create or delete index "
+                                  "while changing stream status")
+    if stream and throughput:
+        raise ValidationException("One or more parameter values were invalid: You cannot modify stream status "
+                                  "while updating table IOPS")
 
 
 def _throughput_dates(schema: TableSchema, read: int, write: int) -> dict:
