@@ -168,7 +168,8 @@ def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
                                    "ReadUnitsPerSecond 13000")
         code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
             {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}])
-        assert "ProvisionedThroughput should not be specified for index: g_x" in message
+        assert message == ("One or more parameter values were invalid: The only Updates for index: g_x when "
+                           "TableThroughputMode is PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput")
     finally:
         ddb.delete_table(TableName=table_name)
 
@@ -212,13 +213,27 @@ def test_billing_throughput_and_stream_changes(ddb, table):
                        "BillingMode is PROVISIONED")
     ddb.update_table(TableName=table, **create_gsi_update("gx_", "x"))
     wait_active(ddb, table, "gx_")
-    response = ddb.update_table(TableName=table, BillingMode="PROVISIONED",
-                                ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
+    # Leaving on demand, no index is given the table's units: each needs its own in the same request.
+    to_provisioned = dict(BillingMode="PROVISIONED", ProvisionedThroughput={"ReadCapacityUnits": 5,
+                                                                           "WriteCapacityUnits": 7})
+    assert error_of(ddb.update_table, TableName=table, **to_provisioned) == (
+        "ValidationException", "One or more parameter values were invalid: ProvisionedThroughput must be "
+        "specified for index: gx_")
+    response = ddb.update_table(TableName=table, **to_provisioned, GlobalSecondaryIndexUpdates=[
+        {"Update": {"IndexName": "gx_", "ProvisionedThroughput": {"ReadCapacityUnits": 2, "WriteCapacityUnits": 1}}}])
     assert response["TableDescription"]["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
     description = ddb.describe_table(TableName=table)["Table"]
     assert description["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
     assert description["ProvisionedThroughput"]["WriteCapacityUnits"] == 7
-    assert description["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    assert description["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["ReadCapacityUnits"] == 2
+    # Restating an index's units is refused, as the table's are.
+    assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[
+        {"Update": {"IndexName": "gx_", "ProvisionedThroughput": {"ReadCapacityUnits": 2, "WriteCapacityUnits": 1}}}]
+    ) == ("ValidationException", "The provisioned throughput for the index gx_ will not change. The requested "
+          "value equals the current value. Current ReadCapacityUnits provisioned for index gx_: 2. Requested "
+          "ReadCapacityUnits: 2. Current WriteCapacityUnits provisioned for index gx_: 1. Requested "
+          "WriteCapacityUnits: 1. Refer to the Amazon DynamoDB Developer Guide for current limits and how to "
+          "request higher limits.")
     code, message = error_of(ddb.update_table, TableName=table,
                              ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
     assert message.startswith("The provisioned throughput for the table will not change.")
@@ -277,3 +292,22 @@ def test_changes_that_must_come_alone(ddb, table):
     ddb.update_table(TableName=table, BillingMode="PROVISIONED", **create)
     wait_active(ddb, table, "gnew")
 
+
+def test_global_index_updates_in_update_tables_words(ddb, table):
+    prefix = "One or more parameter values were invalid: "
+    plain = create_gsi_update("gppr", "x")
+    del plain["AttributeDefinitions"]
+    assert error_of(ddb.update_table, TableName=table, **plain) == (
+        "ValidationException", prefix + "AttributeDefinitions is not specified for index: gppr")
+    with_units = create_gsi_update("gppr", "x")
+    with_units["GlobalSecondaryIndexUpdates"][0]["Create"]["ProvisionedThroughput"] = {
+        "ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    assert error_of(ddb.update_table, TableName=table, **with_units) == (
+        "ValidationException", prefix + "Neither ReadCapacityUnits nor WriteCapacityUnits can be specified for "
+        "index: gppr when BillingMode is PAY_PER_REQUEST")
+    ddb.update_table(TableName=table, **create_gsi_update("gppr", "x"))
+    wait_active(ddb, table, "gppr")
+    assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[
+        {"Update": {"IndexName": "gppr"}}]) == (
+        "ValidationException", prefix + "The only Updates for index: gppr when TableThroughputMode is "
+        "PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput")

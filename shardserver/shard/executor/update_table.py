@@ -85,7 +85,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     updates = request.get("GlobalSecondaryIndexUpdates")
     change: dict = {}
     if not updates:
-        return change
+        updates = []
     if not isinstance(updates, list):
         raise constraint_error(["Value null at 'globalSecondaryIndexUpdates' failed to satisfy constraint: "
                                 "Member must not be null"])
@@ -122,6 +122,14 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     for action, body in actions:
         field = f"globalSecondaryIndexUpdates.member.{action.lower()}"
         if action == "Create":
+            if isinstance(body.get("IndexName"), str):
+                if request.get("AttributeDefinitions") is None:
+                    raise ValidationException("One or more parameter values were invalid: AttributeDefinitions "
+                                              f"is not specified for index: {body['IndexName']}")
+                if billing_mode == "PAY_PER_REQUEST" and body.get("ProvisionedThroughput") is not None:
+                    raise ValidationException("One or more parameter values were invalid: Neither "
+                                              "ReadCapacityUnits nor WriteCapacityUnits can be specified for "
+                                              f"index: {body['IndexName']} when BillingMode is PAY_PER_REQUEST")
             definition = indexes.parse_gsi(body, field, types, billing_mode, read, write, status="CREATING")
             _check_redefinition(schema, definition, types)
             _check_new_gsi(schema, definition)
@@ -147,11 +155,27 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
             setting_updates[name] = settings
         if body.get("ProvisionedThroughput") is not None or not settings:
             if billing_mode == "PAY_PER_REQUEST":
-                raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput "
-                                          f"should not be specified for index: {name} when BillingMode is "
-                                          "PAY_PER_REQUEST")
+                raise ValidationException("One or more parameter values were invalid: The only Updates for index: "
+                                          f"{name} when TableThroughputMode is PAY_PER_REQUEST can be to "
+                                          "OnDemandThroughput, WarmThroughput")
             r, w = _throughput(body.get("ProvisionedThroughput"), f"{field}.provisionedThroughput")
+            current = next(i for i in schema.global_indexes if i["IndexName"] == name).get(
+                "ProvisionedThroughput") or {}
+            now_read, now_write = current.get("ReadCapacityUnits", 0), current.get("WriteCapacityUnits", 0)
+            if schema.billing_mode == "PROVISIONED" and (r, w) == (now_read, now_write):
+                raise ValidationException(
+                    f"The provisioned throughput for the index {name} will not change. The requested value equals "
+                    f"the current value. Current ReadCapacityUnits provisioned for index {name}: {now_read}. "
+                    f"Requested ReadCapacityUnits: {r}. Current WriteCapacityUnits provisioned for index {name}: "
+                    f"{now_write}. Requested WriteCapacityUnits: {w}. Refer to the Amazon DynamoDB Developer Guide "
+                    "for current limits and how to request higher limits.")
             throughput_updates[name] = {"ReadCapacityUnits": r, "WriteCapacityUnits": w}
+    if billing_mode == "PROVISIONED" and schema.billing_mode == "PAY_PER_REQUEST":
+        # Leaving on demand, every index needs units of its own: none is given the table's.
+        for definition in schema.global_indexes:
+            if definition["IndexName"] not in throughput_updates:
+                raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must "
+                                          f"be specified for index: {definition['IndexName']}")
     if throughput_updates:
         change["gsi_throughput"] = throughput_updates
     if setting_updates:
