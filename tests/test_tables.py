@@ -2,7 +2,9 @@
 
 import threading
 
+import boto3
 import pytest
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, ParamValidationError
 
 from conftest import create_table
@@ -327,18 +329,42 @@ def test_update_table_index_key_names_are_limited_to_255_characters(ddb, hash_ta
         assert code == "ValidationException" and "255" in message
 
 
-def test_tag_errors(ddb, range_table):
+def test_tag_errors(ddb, server, range_table):
     arn = ddb.describe_table(TableName=range_table)["Table"]["TableArn"]
+    # boto3 would refuse a tag without a Key or a Value itself
+    unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                             aws_access_key_id="x", aws_secret_access_key="y",
+                             config=BotoConfig(parameter_validation=False))
+
+    def refusal(call, **kwargs):
+        with pytest.raises(ClientError) as e:
+            call(**kwargs)
+        return error_of(e)
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn=arn, Tags=[])
-    assert error_of(e)[0] == "ValidationException"
-    for bad in ("hi!", "d%g", '"quoted"'):
-        for tag in ({"Key": bad, "Value": "v"}, {"Key": "k", "Value": bad}):
-            with pytest.raises(ClientError) as e:
-                ddb.tag_resource(ResourceArn=arn, Tags=[tag])
-            assert error_of(e)[0] == "ValidationException" and "regular expression pattern" in error_of(e)[1]
-    # Letters and digits of any script, white space and + - = . _ : / are all allowed.
-    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}])
+    assert error_of(e) == ("ValidationException", "Atleast one Tag needs to be provided as Input.")
+    with pytest.raises(ClientError) as e:
+        ddb.untag_resource(ResourceArn=arn, TagKeys=[])
+    assert error_of(e) == ("ValidationException", "Atleast one Tag Key needs to be provided as Input.")
+    # DynamoDB's own words, not the request model's constraint messages; one bad tag refuses them all.
+    good = {"Key": "fine", "Value": "v"}
+    for tags, message in (
+            ([good, {"Key": "hi!", "Value": "v"}], "The Tag Key provided is invalid, Key: hi!"),
+            ([good, {"Key": "k" * 129, "Value": "v"}], "The Tag Key provided is invalid, Key: " + "k" * 129),
+            ([good, {"Key": "", "Value": "v"}], "The Tag Key provided is invalid, Key: "),
+            ([good, {"Key": "k", "Value": "d%g"}], "The Tag Value provided is invalid, Value: d%g"),
+            ([good, {"Key": "k", "Value": "v" * 257}], "The Tag Value provided is invalid, Value: " + "v" * 257),
+            ([good, {"Key": "k"}], "The Tag Value provided is invalid, Value: null"),
+            ([good, {"Value": "v"}], "The Tag Key provided is invalid, Key: null"),
+            ([good, {"Key": "aws:zzz", "Value": "v"}], "Tag Key cannot be prefixed with aws:, Key: aws:zzz"),
+            ([{"Key": "dup", "Value": "1"}, {"Key": "dup", "Value": "2"}],
+             "Duplicate Tag Keys provided as input: Duplicate Tag Key found dup")):
+        assert refusal(unchecked.tag_resource, ResourceArn=arn, Tags=tags) == ("ValidationException", message)
+    assert refusal(ddb.untag_resource, ResourceArn=arn, TagKeys=["k" * 129]) == (
+        "ValidationException", "The Tag Key provided is invalid, Key: " + "k" * 129)
+    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == []
+    # Letters and digits of any script, white space and + - = . _ : / @ are all allowed.
+    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}])
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn="no_arn", Tags=[{"Key": "k", "Value": "v"}])
     assert error_of(e)[0] == "ValidationException" and "ARNs must start with 'arn:'" in error_of(e)[1]
@@ -350,7 +376,7 @@ def test_tag_errors(ddb, range_table):
             call()
         assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
                                                       f"{index_arn}")
-    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}]
+    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}]
     # Fifty tags a table at most, counted with the ones it has; DynamoDB's words (and type) for more.
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
