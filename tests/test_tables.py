@@ -441,6 +441,32 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     ddb.delete_table(TableName=table_name)
 
 
+def test_encryption_specification_rules(ddb, server, table_name):
+    unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                             aws_access_key_id="x", aws_secret_access_key="y",
+                             config=BotoConfig(parameter_validation=False))
+    prefix = "One or more parameter values were invalid: "
+    for sse, message in (({"Enabled": False, "SSEType": "KMS"}, "SSEType can not be specified if Enabled is false"),
+                         ({"Enabled": False, "KMSMasterKeyId": "alias/k"},
+                          "KMSMasterKeyId can not be specified if Enabled is false"),
+                         ({"Enabled": True, "SSEType": "AES256"}, "SSEType AES256 is not supported"),
+                         ({"Enabled": True, "KMSMasterKeyId": "alias/k"},
+                          "SSEType KMS is required if KMSMasterKeyId is specified")):
+        with pytest.raises(ClientError) as e:
+            create_table(unchecked, table_name, SSESpecification=sse)
+        assert error_of(e) == ("ValidationException", prefix + message)
+    assert table_name not in ddb.list_tables()["TableNames"]
+    create_table(ddb, table_name)
+    # A table on the AWS owned key is refused that key again, however it is asked for.
+    for sse in ({"Enabled": False}, {}):
+        with pytest.raises(ClientError) as e:
+            unchecked.update_table(TableName=table_name, SSESpecification=sse)
+        assert error_of(e) == ("ValidationException", prefix + "Table is already encrypted by default")
+    ddb.update_table(TableName=table_name, SSESpecification={"SSEType": "KMS"})
+    assert ddb.describe_table(TableName=table_name)["Table"]["SSEDescription"]["Status"] == "ENABLED"
+    ddb.delete_table(TableName=table_name)
+
+
 def test_turning_encryption_off_answers_updating_with_the_kms_key(ddb, table_name):
     # DynamoDB's UpdateTable answer still describes the KMS key, UPDATING, while it goes back to the AWS owned key
     create_table(ddb, table_name, SSESpecification={"Enabled": True})

@@ -408,7 +408,7 @@ def table_settings(request: dict) -> dict:
         extra["TableClass"] = table_class
     sse = request.get("SSESpecification")
     if sse is not None:
-        extra["SSEEnabled"] = bool(sse.get("Enabled", False))
+        extra["SSEEnabled"] = _sse_enabled(sse)
     on_demand = request.get("OnDemandThroughput")
     if isinstance(on_demand, dict):
         extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")
@@ -427,6 +427,22 @@ def table_settings(request: dict) -> dict:
             extra["WarmThroughput"][unit] = value
     return extra
 
+
+
+def _sse_enabled(sse: dict) -> bool:
+    """Whether an SSESpecification asks for a KMS key (True) or the AWS owned key, after DynamoDB's rules."""
+    enabled, sse_type, key = sse.get("Enabled"), sse.get("SSEType"), sse.get("KMSMasterKeyId")
+    prefix = "One or more parameter values were invalid: "
+    if enabled is False and sse_type is not None:
+        raise ValidationException(prefix + "SSEType can not be specified if Enabled is false")
+    if enabled is False and key is not None:
+        raise ValidationException(prefix + "KMSMasterKeyId can not be specified if Enabled is false")
+    if sse_type == "AES256":
+        raise ValidationException(prefix + "SSEType AES256 is not supported")
+    if key is not None and sse_type != "KMS":
+        raise ValidationException(prefix + "SSEType KMS is required if KMSMasterKeyId is specified")
+    # Enabled left out: an SSEType of KMS alone asks for the KMS key.
+    return bool(enabled) if enabled is not None else sse_type == "KMS"
 
 
 def _tag_character(c: str) -> bool:

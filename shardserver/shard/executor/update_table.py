@@ -249,6 +249,10 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
     settings = table_settings(request)
+    if "SSEEnabled" in settings and not settings["SSEEnabled"] and not schema.extra.get("SSEEnabled"):
+        # Asking for the AWS owned key a table already has.
+        raise ValidationException("One or more parameter values were invalid: Table is already encrypted by "
+                                  "default")
     settings.update(_merged_throughput_settings(schema.extra, settings))
     if "billing" in change and billing == "PROVISIONED":
         settings.update(_throughput_dates(schema, read, write))
