@@ -311,3 +311,16 @@ def test_global_index_updates_in_update_tables_words(ddb, table):
         {"Update": {"IndexName": "gppr"}}]) == (
         "ValidationException", prefix + "The only Updates for index: gppr when TableThroughputMode is "
         "PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput")
+
+
+def test_a_local_index_is_not_updated_or_deleted(ddb, table_name):
+    ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p", "s"),
+                     AttributeDefinitions=defs(p="S", s="S", x="S"),
+                     LocalSecondaryIndexes=[gsi("lsi_b", "p", "x")])
+    try:
+        for action, body in (("Delete", {"IndexName": "lsi_b"}),
+                             ("Update", {"IndexName": "lsi_b", "OnDemandThroughput": {"MaxReadRequestUnits": 5}})):
+            assert error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[{action: body}]) == (
+                "ValidationException", f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: lsi_b")
+    finally:
+        ddb.delete_table(TableName=table_name)

@@ -139,8 +139,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
             continue
         name = indexes.check_index_name(body, field)
         if name in lsi_names:
-            raise ValidationException("One or more parameter values were invalid: Cannot update or delete a local "
-                                      f"secondary index: {name}")
+            raise ValidationException(f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: {name}")
         if name not in gsi_names:
             raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
                                             f"on table: {schema.name}")
