@@ -532,3 +532,44 @@ def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
         assert created == {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
     finally:
         ddb.delete_table(TableName=plain)
+
+
+def test_on_demand_caps_need_on_demand_billing_and_a_positive_value(ddb, table_name):
+    prefix = "One or more parameter values were invalid: "
+    definitions = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "x", "AttributeType": "S"}]
+    index = {"IndexName": "g_a", "KeySchema": [{"AttributeName": "x", "KeyType": "HASH"}],
+             "Projection": {"ProjectionType": "ALL"}}
+    units = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    cases = [
+        (dict(ProvisionedThroughput=units, OnDemandThroughput={"MaxWriteRequestUnits": 10}),
+         "MaxWriteRequestUnits for OnDemandThroughput cannot be specified when table BillingMode is PROVISIONED."),
+        (dict(ProvisionedThroughput=units, GlobalSecondaryIndexes=[
+            {**index, "ProvisionedThroughput": units, "OnDemandThroughput": {"MaxReadRequestUnits": 10}}]),
+         "MaxReadRequestUnits for OnDemandThroughput for index: g_a cannot be specified when table BillingMode is "
+         "PROVISIONED."),
+        (dict(BillingMode="PAY_PER_REQUEST", OnDemandThroughput={"MaxReadRequestUnits": 0}),
+         "Requested MaxReadRequestUnits for OnDemandThroughput for table is outside of valid range"),
+        (dict(BillingMode="PAY_PER_REQUEST", GlobalSecondaryIndexes=[
+            {**index, "OnDemandThroughput": {"MaxReadRequestUnits": -1}}]),
+         "Requested MaxReadRequestUnits for OnDemandThroughput for index : g_a is outside of valid range"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ClientError) as e:
+            ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                             AttributeDefinitions=definitions if "GlobalSecondaryIndexes" in extra else definitions[:1],
+                             **extra)
+        assert error_of(e) == ("ValidationException", prefix + message)
+    ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=definitions[:1], ProvisionedThroughput=units)
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, OnDemandThroughput={"MaxReadRequestUnits": 100})
+    assert error_of(e) == ("ValidationException", prefix + "MaxReadRequestUnits for OnDemandThroughput cannot be "
+                                                           "specified when the table BillingMode is PROVISIONED")
+    ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
+                     OnDemandThroughput={"MaxReadRequestUnits": 100})
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, OnDemandThroughput={"MaxWriteRequestUnits": 0})
+    assert error_of(e) == ("ValidationException", prefix + "Requested MaxWriteRequestUnits for OnDemandThroughput "
+                                                           "for table is outside of valid range")
+    assert ddb.describe_table(TableName=table_name)["Table"]["OnDemandThroughput"]["MaxReadRequestUnits"] == 100
+    ddb.delete_table(TableName=table_name)

@@ -368,6 +368,9 @@ def schema_from_create_request(request: dict) -> TableSchema:
     stream = request.get("StreamSpecification")
     if stream is not None:
         stream = streams.check_specification(stream, creating=True)
+    check_on_demand(request.get("OnDemandThroughput"), mode, "table", creating=True)
+    for index in request.get("GlobalSecondaryIndexes") or ():
+        check_on_demand(index.get("OnDemandThroughput"), mode, f"index : {index['IndexName']}", creating=True)
     extra = table_settings(request)
     if request.get("ResourcePolicy") is not None:
         from shardserver.shard.executor import resource_policies
@@ -427,6 +430,30 @@ def table_settings(request: dict) -> dict:
             extra["WarmThroughput"][unit] = value
     return extra
 
+
+
+def check_on_demand(value, mode: str, owner: str, creating: bool = False) -> None:
+    """OnDemandThroughput caps (of the table, or of "index : I") against the billing mode and their range:
+    none on a provisioned table, each at least 1 (UpdateTable's -1 takes a cap away)."""
+    if not isinstance(value, dict):
+        return
+    prefix = "One or more parameter values were invalid: "
+    for unit in ("MaxReadRequestUnits", "MaxWriteRequestUnits"):
+        number = value.get(unit)
+        if number is None:
+            continue
+        if mode == "PROVISIONED":
+            if creating and owner == "table":
+                raise ValidationException(f"{prefix}{unit} for OnDemandThroughput cannot be specified when table "
+                                          "BillingMode is PROVISIONED.")
+            if creating:
+                raise ValidationException(f"{prefix}{unit} for OnDemandThroughput for {owner.replace(' :', ':')} "
+                                          "cannot be specified when table BillingMode is PROVISIONED.")
+            raise ValidationException(f"{prefix}{unit} for OnDemandThroughput cannot be specified when the table "
+                                      "BillingMode is PROVISIONED")
+        if number < 1 and not (number == -1 and not creating):
+            raise ValidationException(f"{prefix}Requested {unit} for OnDemandThroughput for {owner} is outside of "
+                                      "valid range")
 
 
 def _sse_enabled(sse: dict) -> bool:

@@ -21,7 +21,7 @@ from shardserver.errors import LimitExceededException, ResourceNotFoundException
 from shardserver.shard import indexes, streams
 from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (constraint_error, describe, existing_table,
+from shardserver.shard.executor.tables import (check_on_demand, constraint_error, describe, existing_table,
                                                parse_attribute_definitions, table_not_found, table_settings)
 
 MAX_CAPACITY = 1_000_000_000_000
@@ -247,6 +247,7 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if request.get("StreamSpecification") is not None:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
+    check_on_demand(request.get("OnDemandThroughput"), billing, "table")
     settings = table_settings(request)
     if "SSEEnabled" in settings and not settings["SSEEnabled"] and not schema.extra.get("SSEEnabled"):
         # Asking for the AWS owned key a table already has.
