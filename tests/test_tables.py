@@ -516,10 +516,15 @@ def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
         ddb.update_table(TableName=table_name, WarmThroughput={"WriteUnitsPerSecond": 4080})
         warm = ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]
         assert warm == {"ReadUnitsPerSecond": 12240, "WriteUnitsPerSecond": 4080, "Status": "ACTIVE"}
-        with pytest.raises(ClientError) as e:
-            ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": 12120})
-        assert error_of(e)[0] == "ValidationException"
-        assert "ReadUnitsPerSecond" in error_of(e)[1] and "lower than current WarmThroughput" in error_of(e)[1]
+        for lower in (12120, 11000):     # below the baseline is below the current value too
+            with pytest.raises(ClientError) as e:
+                ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": lower})
+            assert error_of(e) == ("ValidationException", "One or more parameter values were invalid: Requested "
+                                   "ReadUnitsPerSecond for WarmThroughput for table is lower than current "
+                                   "WarmThroughput, decreasing WarmThroughput is not supported")
+        # An empty WarmThroughput beside another change is no change, and not refused company.
+        ddb.update_table(TableName=table_name, WarmThroughput={}, DeletionProtectionEnabled=False)
+        assert ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]["ReadUnitsPerSecond"] == 12240
     finally:
         ddb.delete_table(TableName=table_name)
     with pytest.raises(ClientError) as e:

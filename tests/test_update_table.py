@@ -164,8 +164,14 @@ def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
         code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
             {"Update": {"IndexName": "g_x", "WarmThroughput": {"ReadUnitsPerSecond": 12500}}}])
         assert (code, message) == ("ValidationException", "One or more parameter values were invalid: Requested "
-                                   "WarmThroughput ReadUnitsPerSecond 12500 is lower than current WarmThroughput "
-                                   "ReadUnitsPerSecond 13000")
+                                   "ReadUnitsPerSecond for WarmThroughput for index g_x is lower than current "
+                                   "WarmThroughput, decreasing WarmThroughput is not supported")
+        # an empty one names the index, even one the table does not have
+        for name in ("g_x", "ghost"):
+            assert error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+                {"Update": {"IndexName": name, "WarmThroughput": {}}}]) == (
+                "ValidationException", "One or more parameter values were invalid: WarmThroughput must have at "
+                f"least one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: {name}")
         code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
             {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}])
         assert message == ("One or more parameter values were invalid: The only Updates for index: g_x when "

@@ -138,6 +138,11 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                                          for e in definition["KeySchema"]}
             continue
         name = indexes.check_index_name(body, field)
+        warm = body.get("WarmThroughput")
+        if action == "Update" and isinstance(warm, dict) and not any(
+                warm.get(unit) is not None for unit in WARM_THROUGHPUT_BASELINE):
+            raise ValidationException("One or more parameter values were invalid: WarmThroughput must have at least "
+                                      f"one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: {name}")
         if name in lsi_names:
             raise ValidationException(f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: {name}")
         if name not in gsi_names:
@@ -150,7 +155,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
         settings = indexes.gsi_settings(body)
         if settings:
             current = next(i for i in schema.global_indexes if i["IndexName"] == name)
-            settings = _merged_throughput_settings(current, settings)
+            settings = _merged_throughput_settings(current, settings, f"index {name}")
             setting_updates[name] = settings
         if body.get("ProvisionedThroughput") is not None or not settings:
             if billing_mode == "PAY_PER_REQUEST":
@@ -182,9 +187,9 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     return change
 
 
-def _merged_throughput_settings(definition: dict, settings: dict) -> dict:
-    """A table's (its extra settings) or an index's OnDemandThroughput and WarmThroughput after an
-    update: a member left out keeps its value, and warm throughput never goes down."""
+def _merged_throughput_settings(definition: dict, settings: dict, owner: str = "table") -> dict:
+    """A table's (its extra settings) or an index's ("index I") OnDemandThroughput and WarmThroughput
+    after an update: a member left out keeps its value, and warm throughput never goes down."""
     merged = {}
     if "OnDemandThroughput" in settings:
         merged["OnDemandThroughput"] = {**definition.get("OnDemandThroughput", {}), **settings["OnDemandThroughput"]}
@@ -193,8 +198,8 @@ def _merged_throughput_settings(definition: dict, settings: dict) -> dict:
         for unit, value in settings["WarmThroughput"].items():
             if value < current[unit]:
                 raise ValidationException(
-                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
-                    f"lower than current WarmThroughput {unit} {current[unit]}")
+                    f"One or more parameter values were invalid: Requested {unit} for WarmThroughput for {owner} "
+                    "is lower than current WarmThroughput, decreasing WarmThroughput is not supported")
         merged["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
     return merged
 
@@ -206,6 +211,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
                          "ReplicaUpdates", "TableClass", "DeletionProtectionEnabled", "OnDemandThroughput",
                          "WarmThroughput")
              if request.get(f) is not None]
+    if len(asked) > 1:
+        # An empty WarmThroughput or OnDemandThroughput beside another change is no change at all.
+        asked = [f for f in asked if f not in ("OnDemandThroughput", "WarmThroughput") or request[f] != {}]
     if not asked and not updates:
         raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
                                   "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
@@ -248,6 +256,10 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
     check_on_demand(request.get("OnDemandThroughput"), billing, "table")
+    if isinstance(request.get("WarmThroughput"), dict) and request["WarmThroughput"]:
+        asked_warm = {u: v for u, v in request["WarmThroughput"].items()
+                      if u in WARM_THROUGHPUT_BASELINE and isinstance(v, int)}
+        _merged_throughput_settings(schema.extra, {"WarmThroughput": asked_warm})
     settings = table_settings(request)
     if "SSEEnabled" in settings and not settings["SSEEnabled"] and not schema.extra.get("SSEEnabled"):
         # Asking for the AWS owned key a table already has.
