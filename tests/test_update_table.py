@@ -330,3 +330,36 @@ def test_a_local_index_is_not_updated_or_deleted(ddb, table_name):
                 "ValidationException", f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: lsi_b")
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def test_index_throughput_changes_are_dated(ddb, table_name):
+    # An index's ProvisionedThroughputDescription records its own increases and decreases, as the table's does.
+    units = {"ReadCapacityUnits": 2, "WriteCapacityUnits": 2}
+    ddb.create_table(TableName=table_name, KeySchema=key_schema("p"), AttributeDefinitions=defs(p="S", x="S"),
+                     ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+                     GlobalSecondaryIndexes=[{**gsi("gd_", "x"), "ProvisionedThroughput": units}])
+    try:
+        def index_units():
+            return ddb.describe_table(TableName=table_name)["Table"]["GlobalSecondaryIndexes"][0][
+                "ProvisionedThroughput"]
+
+        def update(read, write):
+            throughput = {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
+            ddb.update_table(TableName=table_name, GlobalSecondaryIndexUpdates=[{"Update": {
+                "IndexName": "gd_", "ProvisionedThroughput": throughput}}])
+
+        assert index_units() == {"NumberOfDecreasesToday": 0, **units}
+        update(3, 2)
+        increased = index_units()
+        assert "LastIncreaseDateTime" in increased and "LastDecreaseDateTime" not in increased
+        update(1, 2)
+        update(1, 1)
+        described = index_units()
+        assert described["LastIncreaseDateTime"] == increased["LastIncreaseDateTime"]
+        assert described["LastDecreaseDateTime"] >= increased["LastIncreaseDateTime"]
+        assert described["NumberOfDecreasesToday"] == 2
+        assert (described["ReadCapacityUnits"], described["WriteCapacityUnits"]) == (1, 1)
+        table_units = ddb.describe_table(TableName=table_name)["Table"]["ProvisionedThroughput"]
+        assert "LastDecreaseDateTime" not in table_units and table_units["NumberOfDecreasesToday"] == 0
+    finally:
+        ddb.delete_table(TableName=table_name)

@@ -174,6 +174,10 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                     f"{now_write}. Requested WriteCapacityUnits: {w}. Refer to the Amazon DynamoDB Developer Guide "
                     "for current limits and how to request higher limits.")
             throughput_updates[name] = {"ReadCapacityUnits": r, "WriteCapacityUnits": w}
+            index = next(i for i in schema.global_indexes if i["IndexName"] == name)
+            dates = _throughput_dates(schema, index, r, w, now_read, now_write)
+            if dates:
+                change.setdefault("gsi_throughput_dates", {})[name] = dates
     if billing_mode == "PROVISIONED" and schema.billing_mode == "PAY_PER_REQUEST":
         # Leaving on demand, every index needs units of its own: none is given the table's.
         for definition in schema.global_indexes:
@@ -267,7 +271,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
                                   "default")
     settings.update(_merged_throughput_settings(schema.extra, settings))
     if "billing" in change and billing == "PROVISIONED":
-        settings.update(_throughput_dates(schema, read, write))
+        settings.update(_throughput_dates(schema, schema.extra, read, write, schema.read_capacity,
+                                          schema.write_capacity))
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
@@ -311,17 +316,19 @@ def _check_combination(request: dict, asked: list[str]) -> None:
                                   "while updating table IOPS")
 
 
-def _throughput_dates(schema: TableSchema, read: int, write: int) -> dict:
+def _throughput_dates(schema: TableSchema, dated: dict, read: int, write: int, was_read: int,
+                      was_write: int) -> dict:
     """ProvisionedThroughput's LastIncreaseDateTime, LastDecreaseDateTime and the UTC day's
-    count of decreases, as this change of the table's units leaves them (a switch from
-    on demand counts as an increase, as DynamoDB dates it)."""
+    count of decreases, as this change of the units of the table (``dated`` its extra settings)
+    or of an index (its definition) leaves them (a switch from on demand counts as an increase,
+    as DynamoDB dates it)."""
     dates = {}
-    old = (schema.read_capacity, schema.write_capacity) if schema.billing_mode == "PROVISIONED" else (0, 0)
+    old = (was_read, was_write) if schema.billing_mode == "PROVISIONED" else (0, 0)
     if read > old[0] or write > old[1]:
         dates["ThroughputIncreased"] = now()
     if schema.billing_mode == "PROVISIONED" and (read < old[0] or write < old[1]):
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        before = schema.extra.get("ThroughputDecreases", [day, 0])
+        before = dated.get("ThroughputDecreases", [day, 0])
         dates["ThroughputDecreased"] = now()
         dates["ThroughputDecreases"] = [day, (before[1] if before[0] == day else 0) + 1]
     return dates
@@ -358,6 +365,7 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
         for definition in data["global_indexes"]:
             if definition["IndexName"] == name:
                 definition["ProvisionedThroughput"] = throughput
+                definition.update(change.get("gsi_throughput_dates", {}).get(name, {}))
     for name, settings in change.get("gsi_settings", {}).items():
         for definition in data["global_indexes"]:
             if definition["IndexName"] == name:
