@@ -294,9 +294,22 @@ def test_changes_that_must_come_alone(ddb, table):
     assert description["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
     assert "GlobalSecondaryIndexes" not in description and "StreamSpecification" not in description
     assert description["DeletionProtectionEnabled"] is False
-    # A new index may come with a billing mode restated (or another index's units).
-    ddb.update_table(TableName=table, BillingMode="PROVISIONED", **create)
+    for request, message in (
+            (dict(WarmThroughput={"ReadUnitsPerSecond": 13000}, **more_units),
+             "WarmThroughput must be the only operation in the request"),
+            (dict(WarmThroughput={"ReadUnitsPerSecond": 13000}, **create),
+             "Create global secondary index cannot be specified when updating WarmThroughput"),
+            (dict(OnDemandThroughput={"MaxReadRequestUnits": 10}, WarmThroughput={"ReadUnitsPerSecond": 13000}),
+             "OnDemandThroughput can only be combined with BillingMode in an UpdateTable request"),
+            (dict(BillingMode="PROVISIONED", **stream), "You cannot modify stream status while updating table IOPS"),
+            (dict(BillingMode="PROVISIONED"), "ProvisionedThroughput must be specified when BillingMode is "
+                                              "PROVISIONED")):
+        assert error_of(ddb.update_table, TableName=table, **request) == ("ValidationException", prefix + message)
+    # A new index may come with a switch to on demand.
+    plain = create_gsi_update("gnew", "x")
+    ddb.update_table(TableName=table, BillingMode="PAY_PER_REQUEST", **plain)
     wait_active(ddb, table, "gnew")
+    assert ddb.describe_table(TableName=table)["Table"]["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
 
 def test_global_index_updates_in_update_tables_words(ddb, table):

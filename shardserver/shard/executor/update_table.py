@@ -251,7 +251,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
                     f"provisioned for the table: {schema.write_capacity}. Requested WriteCapacityUnits: {write}. "
                     "Refer to the Amazon DynamoDB Developer Guide for current limits and how to request higher "
                     "limits.")
-    elif billing != schema.billing_mode:
+    elif mode == "PROVISIONED" or billing != schema.billing_mode:
+        # Restating PROVISIONED without units is refused as switching to it is.
         raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must be "
                                   "specified when BillingMode is PROVISIONED")
     if mode is not None or throughput is not None:
@@ -304,6 +305,16 @@ def _check_combination(request: dict, asked: list[str]) -> None:
                                       "the only operation in the request")
     online_index = isinstance(updates, list) and any(
         isinstance(u, dict) and (u.get("Create") is not None or u.get("Delete") is not None) for u in updates)
+    if "OnDemandThroughput" in asked and changes > 1 and (updates or [f for f in asked if f not in (
+            "OnDemandThroughput", "BillingMode")]):
+        raise ValidationException("One or more parameter values were invalid: OnDemandThroughput can only be "
+                                  "combined with BillingMode in an UpdateTable request")
+    if "WarmThroughput" in asked and changes > 1:
+        creates = isinstance(updates, list) and any(isinstance(u, dict) and u.get("Create") is not None
+                                                    for u in updates)
+        raise ValidationException("One or more parameter values were invalid: " + (
+            "Create global secondary index cannot be specified when updating WarmThroughput" if creates
+            else "WarmThroughput must be the only operation in the request"))
     throughput, stream = "ProvisionedThroughput" in asked, "StreamSpecification" in asked
     if online_index and throughput:
         raise ValidationException("One or more parameter values were invalid: You cannot create or delete index "
@@ -311,7 +322,8 @@ def _check_combination(request: dict, asked: list[str]) -> None:
     if online_index and stream:
         raise ValidationException("One or more parameter values were invalid: You cannot create or delete index "
                                   "while changing stream status")
-    if stream and throughput:
+    if stream and (throughput or request.get("BillingMode") == "PROVISIONED"):
+        # BillingMode PROVISIONED counts as new table units, even without ProvisionedThroughput.
         raise ValidationException("One or more parameter values were invalid: You cannot modify stream status "
                                   "while updating table IOPS")
 
