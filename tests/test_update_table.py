@@ -305,6 +305,9 @@ def test_changes_that_must_come_alone(ddb, table):
             (dict(BillingMode="PROVISIONED"), "ProvisionedThroughput must be specified when BillingMode is "
                                               "PROVISIONED")):
         assert error_of(ddb.update_table, TableName=table, **request) == ("ValidationException", prefix + message)
+    # The request model's constraints are checked first.
+    code, message = error_of(ddb.update_table, TableName=table, BillingMode="FREE", DeletionProtectionEnabled=True)
+    assert code == "ValidationException" and "billingMode" in message
     # A new index may come with a switch to on demand.
     plain = create_gsi_update("gnew", "x")
     ddb.update_table(TableName=table, BillingMode="PAY_PER_REQUEST", **plain)

@@ -224,12 +224,12 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if request.get("ReplicaUpdates") is not None:
         from shardserver.shard.executor.global_tables import refuse_replica_updates
         refuse_replica_updates(request["ReplicaUpdates"])
-    _check_combination(request, asked)
     change: dict = {"action": "update", "table": schema.name, "table_id": schema.table_id}
     mode = request.get("BillingMode")
     if mode is not None and mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
         raise constraint_error([f"Value '{mode}' at 'billingMode' failed to satisfy constraint: "
                                 "Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"])
+    _check_combination(request, asked)
     billing = mode or schema.billing_mode
     read, write = schema.read_capacity, schema.write_capacity
     throughput = request.get("ProvisionedThroughput")
