@@ -83,6 +83,11 @@ def test_continuous_backups_start_disabled_and_can_be_enabled_and_disabled(ddb, 
     arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
     again = ddb.describe_continuous_backups(TableName=arn)["ContinuousBackupsDescription"]
     assert again["PointInTimeRecoveryDescription"]["RecoveryPeriodInDays"] == 7
+    with pytest.raises(ClientError) as excinfo:
+        ddb.update_continuous_backups(TableName=hash_table, PointInTimeRecoverySpecification={
+            "PointInTimeRecoveryEnabled": False, "RecoveryPeriodInDays": 7})
+    assert _error(excinfo) == ("ValidationException", "Invalid Request: Cannot specify RecoveryPeriodInDays when "
+                                                      "disabling point-in-time recovery.")
     # enabled without a period: the default of 35 days
     ddb.update_continuous_backups(TableName=hash_table,
                                   PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False})

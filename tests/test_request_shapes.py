@@ -188,7 +188,7 @@ def test_tags_constraints(ddb, fuzz_table):
     with pytest.raises(ddb.exceptions.ClientError) as raised:
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "k" * 129, "Value": "v"}])
     assert raised.value.response["Error"]["Code"] == "ValidationException"
-    assert "Member must have length less than or equal to 128" in raised.value.response["Error"]["Message"]
+    assert raised.value.response["Error"]["Message"] == "The Tag Key provided is invalid, Key: " + "k" * 129
     with pytest.raises(ddb.exceptions.ClientError):
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "k", "Value": "v" * 257}])
     ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "a", "Value": ""}, {"Key": "b", "Value": "2"}])

@@ -2,7 +2,9 @@
 
 import threading
 
+import boto3
 import pytest
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, ParamValidationError
 
 from conftest import create_table
@@ -327,18 +329,42 @@ def test_update_table_index_key_names_are_limited_to_255_characters(ddb, hash_ta
         assert code == "ValidationException" and "255" in message
 
 
-def test_tag_errors(ddb, range_table):
+def test_tag_errors(ddb, server, range_table):
     arn = ddb.describe_table(TableName=range_table)["Table"]["TableArn"]
+    # boto3 would refuse a tag without a Key or a Value itself
+    unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                             aws_access_key_id="x", aws_secret_access_key="y",
+                             config=BotoConfig(parameter_validation=False))
+
+    def refusal(call, **kwargs):
+        with pytest.raises(ClientError) as e:
+            call(**kwargs)
+        return error_of(e)
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn=arn, Tags=[])
-    assert error_of(e)[0] == "ValidationException"
-    for bad in ("hi!", "d%g", '"quoted"'):
-        for tag in ({"Key": bad, "Value": "v"}, {"Key": "k", "Value": bad}):
-            with pytest.raises(ClientError) as e:
-                ddb.tag_resource(ResourceArn=arn, Tags=[tag])
-            assert error_of(e)[0] == "ValidationException" and "regular expression pattern" in error_of(e)[1]
-    # Letters and digits of any script, white space and + - = . _ : / are all allowed.
-    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}])
+    assert error_of(e) == ("ValidationException", "Atleast one Tag needs to be provided as Input.")
+    with pytest.raises(ClientError) as e:
+        ddb.untag_resource(ResourceArn=arn, TagKeys=[])
+    assert error_of(e) == ("ValidationException", "Atleast one Tag Key needs to be provided as Input.")
+    # DynamoDB's own words, not the request model's constraint messages; one bad tag refuses them all.
+    good = {"Key": "fine", "Value": "v"}
+    for tags, message in (
+            ([good, {"Key": "hi!", "Value": "v"}], "The Tag Key provided is invalid, Key: hi!"),
+            ([good, {"Key": "k" * 129, "Value": "v"}], "The Tag Key provided is invalid, Key: " + "k" * 129),
+            ([good, {"Key": "", "Value": "v"}], "The Tag Key provided is invalid, Key: "),
+            ([good, {"Key": "k", "Value": "d%g"}], "The Tag Value provided is invalid, Value: d%g"),
+            ([good, {"Key": "k", "Value": "v" * 257}], "The Tag Value provided is invalid, Value: " + "v" * 257),
+            ([good, {"Key": "k"}], "The Tag Value provided is invalid, Value: null"),
+            ([good, {"Value": "v"}], "The Tag Key provided is invalid, Key: null"),
+            ([good, {"Key": "aws:zzz", "Value": "v"}], "Tag Key cannot be prefixed with aws:, Key: aws:zzz"),
+            ([{"Key": "dup", "Value": "1"}, {"Key": "dup", "Value": "2"}],
+             "Duplicate Tag Keys provided as input: Duplicate Tag Key found dup")):
+        assert refusal(unchecked.tag_resource, ResourceArn=arn, Tags=tags) == ("ValidationException", message)
+    assert refusal(ddb.untag_resource, ResourceArn=arn, TagKeys=["k" * 129]) == (
+        "ValidationException", "The Tag Key provided is invalid, Key: " + "k" * 129)
+    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == []
+    # Letters and digits of any script, white space and + - = . _ : / @ are all allowed.
+    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}])
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn="no_arn", Tags=[{"Key": "k", "Value": "v"}])
     assert error_of(e)[0] == "ValidationException" and "ARNs must start with 'arn:'" in error_of(e)[1]
@@ -350,7 +376,7 @@ def test_tag_errors(ddb, range_table):
             call()
         assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
                                                       f"{index_arn}")
-    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h"}]
+    assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}]
     # Fifty tags a table at most, counted with the ones it has; DynamoDB's words (and type) for more.
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
@@ -415,6 +441,32 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     ddb.delete_table(TableName=table_name)
 
 
+def test_encryption_specification_rules(ddb, server, table_name):
+    unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                             aws_access_key_id="x", aws_secret_access_key="y",
+                             config=BotoConfig(parameter_validation=False))
+    prefix = "One or more parameter values were invalid: "
+    for sse, message in (({"Enabled": False, "SSEType": "KMS"}, "SSEType can not be specified if Enabled is false"),
+                         ({"Enabled": False, "KMSMasterKeyId": "alias/k"},
+                          "KMSMasterKeyId can not be specified if Enabled is false"),
+                         ({"Enabled": True, "SSEType": "AES256"}, "SSEType AES256 is not supported"),
+                         ({"Enabled": True, "KMSMasterKeyId": "alias/k"},
+                          "SSEType KMS is required if KMSMasterKeyId is specified")):
+        with pytest.raises(ClientError) as e:
+            create_table(unchecked, table_name, SSESpecification=sse)
+        assert error_of(e) == ("ValidationException", prefix + message)
+    assert table_name not in ddb.list_tables()["TableNames"]
+    create_table(ddb, table_name)
+    # A table on the AWS owned key is refused that key again, however it is asked for.
+    for sse in ({"Enabled": False}, {}):
+        with pytest.raises(ClientError) as e:
+            unchecked.update_table(TableName=table_name, SSESpecification=sse)
+        assert error_of(e) == ("ValidationException", prefix + "Table is already encrypted by default")
+    ddb.update_table(TableName=table_name, SSESpecification={"SSEType": "KMS"})
+    assert ddb.describe_table(TableName=table_name)["Table"]["SSEDescription"]["Status"] == "ENABLED"
+    ddb.delete_table(TableName=table_name)
+
+
 def test_turning_encryption_off_answers_updating_with_the_kms_key(ddb, table_name):
     # DynamoDB's UpdateTable answer still describes the KMS key, UPDATING, while it goes back to the AWS owned key
     create_table(ddb, table_name, SSESpecification={"Enabled": True})
@@ -464,10 +516,15 @@ def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
         ddb.update_table(TableName=table_name, WarmThroughput={"WriteUnitsPerSecond": 4080})
         warm = ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]
         assert warm == {"ReadUnitsPerSecond": 12240, "WriteUnitsPerSecond": 4080, "Status": "ACTIVE"}
-        with pytest.raises(ClientError) as e:
-            ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": 12120})
-        assert error_of(e)[0] == "ValidationException"
-        assert "ReadUnitsPerSecond" in error_of(e)[1] and "lower than current WarmThroughput" in error_of(e)[1]
+        for lower in (12120, 11000):     # below the baseline is below the current value too
+            with pytest.raises(ClientError) as e:
+                ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": lower})
+            assert error_of(e) == ("ValidationException", "One or more parameter values were invalid: Requested "
+                                   "ReadUnitsPerSecond for WarmThroughput for table is lower than current "
+                                   "WarmThroughput, decreasing WarmThroughput is not supported")
+        # An empty WarmThroughput beside another change is no change, and not refused company.
+        ddb.update_table(TableName=table_name, WarmThroughput={}, DeletionProtectionEnabled=False)
+        assert ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]["ReadUnitsPerSecond"] == 12240
     finally:
         ddb.delete_table(TableName=table_name)
     with pytest.raises(ClientError) as e:
@@ -480,3 +537,44 @@ def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
         assert created == {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
     finally:
         ddb.delete_table(TableName=plain)
+
+
+def test_on_demand_caps_need_on_demand_billing_and_a_positive_value(ddb, table_name):
+    prefix = "One or more parameter values were invalid: "
+    definitions = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "x", "AttributeType": "S"}]
+    index = {"IndexName": "g_a", "KeySchema": [{"AttributeName": "x", "KeyType": "HASH"}],
+             "Projection": {"ProjectionType": "ALL"}}
+    units = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    cases = [
+        (dict(ProvisionedThroughput=units, OnDemandThroughput={"MaxWriteRequestUnits": 10}),
+         "MaxWriteRequestUnits for OnDemandThroughput cannot be specified when table BillingMode is PROVISIONED."),
+        (dict(ProvisionedThroughput=units, GlobalSecondaryIndexes=[
+            {**index, "ProvisionedThroughput": units, "OnDemandThroughput": {"MaxReadRequestUnits": 10}}]),
+         "MaxReadRequestUnits for OnDemandThroughput for index: g_a cannot be specified when table BillingMode is "
+         "PROVISIONED."),
+        (dict(BillingMode="PAY_PER_REQUEST", OnDemandThroughput={"MaxReadRequestUnits": 0}),
+         "Requested MaxReadRequestUnits for OnDemandThroughput for table is outside of valid range"),
+        (dict(BillingMode="PAY_PER_REQUEST", GlobalSecondaryIndexes=[
+            {**index, "OnDemandThroughput": {"MaxReadRequestUnits": -1}}]),
+         "Requested MaxReadRequestUnits for OnDemandThroughput for index : g_a is outside of valid range"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ClientError) as e:
+            ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                             AttributeDefinitions=definitions if "GlobalSecondaryIndexes" in extra else definitions[:1],
+                             **extra)
+        assert error_of(e) == ("ValidationException", prefix + message)
+    ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=definitions[:1], ProvisionedThroughput=units)
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, OnDemandThroughput={"MaxReadRequestUnits": 100})
+    assert error_of(e) == ("ValidationException", prefix + "MaxReadRequestUnits for OnDemandThroughput cannot be "
+                                                           "specified when the table BillingMode is PROVISIONED")
+    ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
+                     OnDemandThroughput={"MaxReadRequestUnits": 100})
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, OnDemandThroughput={"MaxWriteRequestUnits": 0})
+    assert error_of(e) == ("ValidationException", prefix + "Requested MaxWriteRequestUnits for OnDemandThroughput "
+                                                           "for table is outside of valid range")
+    assert ddb.describe_table(TableName=table_name)["Table"]["OnDemandThroughput"]["MaxReadRequestUnits"] == 100
+    ddb.delete_table(TableName=table_name)

@@ -164,11 +164,18 @@ def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
         code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
             {"Update": {"IndexName": "g_x", "WarmThroughput": {"ReadUnitsPerSecond": 12500}}}])
         assert (code, message) == ("ValidationException", "One or more parameter values were invalid: Requested "
-                                   "WarmThroughput ReadUnitsPerSecond 12500 is lower than current WarmThroughput "
-                                   "ReadUnitsPerSecond 13000")
+                                   "ReadUnitsPerSecond for WarmThroughput for index g_x is lower than current "
+                                   "WarmThroughput, decreasing WarmThroughput is not supported")
+        # an empty one names the index, even one the table does not have
+        for name in ("g_x", "ghost"):
+            assert error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+                {"Update": {"IndexName": name, "WarmThroughput": {}}}]) == (
+                "ValidationException", "One or more parameter values were invalid: WarmThroughput must have at "
+                f"least one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: {name}")
         code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
             {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}])
-        assert "ProvisionedThroughput should not be specified for index: g_x" in message
+        assert message == ("One or more parameter values were invalid: The only Updates for index: g_x when "
+                           "TableThroughputMode is PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput")
     finally:
         ddb.delete_table(TableName=table_name)
 
@@ -212,13 +219,27 @@ def test_billing_throughput_and_stream_changes(ddb, table):
                        "BillingMode is PROVISIONED")
     ddb.update_table(TableName=table, **create_gsi_update("gx_", "x"))
     wait_active(ddb, table, "gx_")
-    response = ddb.update_table(TableName=table, BillingMode="PROVISIONED",
-                                ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
+    # Leaving on demand, no index is given the table's units: each needs its own in the same request.
+    to_provisioned = dict(BillingMode="PROVISIONED", ProvisionedThroughput={"ReadCapacityUnits": 5,
+                                                                           "WriteCapacityUnits": 7})
+    assert error_of(ddb.update_table, TableName=table, **to_provisioned) == (
+        "ValidationException", "One or more parameter values were invalid: ProvisionedThroughput must be "
+        "specified for index: gx_")
+    response = ddb.update_table(TableName=table, **to_provisioned, GlobalSecondaryIndexUpdates=[
+        {"Update": {"IndexName": "gx_", "ProvisionedThroughput": {"ReadCapacityUnits": 2, "WriteCapacityUnits": 1}}}])
     assert response["TableDescription"]["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
     description = ddb.describe_table(TableName=table)["Table"]
     assert description["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
     assert description["ProvisionedThroughput"]["WriteCapacityUnits"] == 7
-    assert description["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    assert description["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["ReadCapacityUnits"] == 2
+    # Restating an index's units is refused, as the table's are.
+    assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[
+        {"Update": {"IndexName": "gx_", "ProvisionedThroughput": {"ReadCapacityUnits": 2, "WriteCapacityUnits": 1}}}]
+    ) == ("ValidationException", "The provisioned throughput for the index gx_ will not change. The requested "
+          "value equals the current value. Current ReadCapacityUnits provisioned for index gx_: 2. Requested "
+          "ReadCapacityUnits: 2. Current WriteCapacityUnits provisioned for index gx_: 1. Requested "
+          "WriteCapacityUnits: 1. Refer to the Amazon DynamoDB Developer Guide for current limits and how to "
+          "request higher limits.")
     code, message = error_of(ddb.update_table, TableName=table,
                              ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})
     assert message.startswith("The provisioned throughput for the table will not change.")
@@ -240,3 +261,121 @@ def test_billing_throughput_and_stream_changes(ddb, table):
         "StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
     ddb.update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
     assert "StreamSpecification" not in ddb.describe_table(TableName=table)["Table"]
+
+
+def test_changes_that_must_come_alone(ddb, table):
+    """What DynamoDB will not change in one UpdateTable: each refused with its own words, nothing applied."""
+    ddb.update_table(TableName=table, BillingMode="PROVISIONED",
+                     ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
+    prefix = "One or more parameter values were invalid: "
+    create = create_gsi_update("gnew", "x")
+    create["GlobalSecondaryIndexUpdates"][0]["Create"]["ProvisionedThroughput"] = {
+        "ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    more_units = {"ProvisionedThroughput": {"ReadCapacityUnits": 6, "WriteCapacityUnits": 6}}
+    stream = {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}}
+    cases = [
+        (dict(DeletionProtectionEnabled=True, BillingMode="PROVISIONED", **more_units),
+         "DeletionProtection modification must be the only operation in the request"),
+        (dict(DeletionProtectionEnabled=True, **create),
+         "DeletionProtection modification must be the only operation in the request"),
+        (dict(SSESpecification={"Enabled": True, "SSEType": "KMS"}, DeletionProtectionEnabled=True),
+         "Server-Side Encryption modification must be the only operation in the request"),
+        (dict(TableClass="STANDARD_INFREQUENT_ACCESS", **more_units),
+         "TableClass modification must be the only operation in the request"),
+        (dict(**create, **more_units), "You cannot create or delete index while updating table IOPS"),
+        (dict(**create, **stream), "You cannot create or delete index while changing stream status"),
+        (dict(**stream, **more_units), "You cannot modify stream status while updating table IOPS"),
+        (dict(DeletionProtectionEnabled=True, GlobalSecondaryIndexUpdates=[]),
+         "List of GlobalSecondaryIndexUpdates is empty"),
+    ]
+    for request, message in cases:
+        assert error_of(ddb.update_table, TableName=table, **request) == ("ValidationException", prefix + message)
+    description = ddb.describe_table(TableName=table)["Table"]
+    assert description["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
+    assert "GlobalSecondaryIndexes" not in description and "StreamSpecification" not in description
+    assert description["DeletionProtectionEnabled"] is False
+    for request, message in (
+            (dict(WarmThroughput={"ReadUnitsPerSecond": 13000}, **more_units),
+             "WarmThroughput must be the only operation in the request"),
+            (dict(WarmThroughput={"ReadUnitsPerSecond": 13000}, **create),
+             "Create global secondary index cannot be specified when updating WarmThroughput"),
+            (dict(OnDemandThroughput={"MaxReadRequestUnits": 10}, WarmThroughput={"ReadUnitsPerSecond": 13000}),
+             "OnDemandThroughput can only be combined with BillingMode in an UpdateTable request"),
+            (dict(BillingMode="PROVISIONED", **stream), "You cannot modify stream status while updating table IOPS"),
+            (dict(BillingMode="PROVISIONED"), "ProvisionedThroughput must be specified when BillingMode is "
+                                              "PROVISIONED")):
+        assert error_of(ddb.update_table, TableName=table, **request) == ("ValidationException", prefix + message)
+    # The request model's constraints are checked first.
+    code, message = error_of(ddb.update_table, TableName=table, BillingMode="FREE", DeletionProtectionEnabled=True)
+    assert code == "ValidationException" and "billingMode" in message
+    # A new index may come with a switch to on demand.
+    plain = create_gsi_update("gnew", "x")
+    ddb.update_table(TableName=table, BillingMode="PAY_PER_REQUEST", **plain)
+    wait_active(ddb, table, "gnew")
+    assert ddb.describe_table(TableName=table)["Table"]["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_global_index_updates_in_update_tables_words(ddb, table):
+    prefix = "One or more parameter values were invalid: "
+    plain = create_gsi_update("gppr", "x")
+    del plain["AttributeDefinitions"]
+    assert error_of(ddb.update_table, TableName=table, **plain) == (
+        "ValidationException", prefix + "AttributeDefinitions is not specified for index: gppr")
+    with_units = create_gsi_update("gppr", "x")
+    with_units["GlobalSecondaryIndexUpdates"][0]["Create"]["ProvisionedThroughput"] = {
+        "ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    assert error_of(ddb.update_table, TableName=table, **with_units) == (
+        "ValidationException", prefix + "Neither ReadCapacityUnits nor WriteCapacityUnits can be specified for "
+        "index: gppr when BillingMode is PAY_PER_REQUEST")
+    ddb.update_table(TableName=table, **create_gsi_update("gppr", "x"))
+    wait_active(ddb, table, "gppr")
+    assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[
+        {"Update": {"IndexName": "gppr"}}]) == (
+        "ValidationException", prefix + "The only Updates for index: gppr when TableThroughputMode is "
+        "PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput")
+
+
+def test_a_local_index_is_not_updated_or_deleted(ddb, table_name):
+    ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p", "s"),
+                     AttributeDefinitions=defs(p="S", s="S", x="S"),
+                     LocalSecondaryIndexes=[gsi("lsi_b", "p", "x")])
+    try:
+        for action, body in (("Delete", {"IndexName": "lsi_b"}),
+                             ("Update", {"IndexName": "lsi_b", "OnDemandThroughput": {"MaxReadRequestUnits": 5}})):
+            assert error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[{action: body}]) == (
+                "ValidationException", f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: lsi_b")
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
+def test_index_throughput_changes_are_dated(ddb, table_name):
+    # An index's ProvisionedThroughputDescription records its own increases and decreases, as the table's does.
+    units = {"ReadCapacityUnits": 2, "WriteCapacityUnits": 2}
+    ddb.create_table(TableName=table_name, KeySchema=key_schema("p"), AttributeDefinitions=defs(p="S", x="S"),
+                     ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+                     GlobalSecondaryIndexes=[{**gsi("gd_", "x"), "ProvisionedThroughput": units}])
+    try:
+        def index_units():
+            return ddb.describe_table(TableName=table_name)["Table"]["GlobalSecondaryIndexes"][0][
+                "ProvisionedThroughput"]
+
+        def update(read, write):
+            throughput = {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
+            ddb.update_table(TableName=table_name, GlobalSecondaryIndexUpdates=[{"Update": {
+                "IndexName": "gd_", "ProvisionedThroughput": throughput}}])
+
+        assert index_units() == {"NumberOfDecreasesToday": 0, **units}
+        update(3, 2)
+        increased = index_units()
+        assert "LastIncreaseDateTime" in increased and "LastDecreaseDateTime" not in increased
+        update(1, 2)
+        update(1, 1)
+        described = index_units()
+        assert described["LastIncreaseDateTime"] == increased["LastIncreaseDateTime"]
+        assert described["LastDecreaseDateTime"] >= increased["LastIncreaseDateTime"]
+        assert described["NumberOfDecreasesToday"] == 2
+        assert (described["ReadCapacityUnits"], described["WriteCapacityUnits"]) == (1, 1)
+        table_units = ddb.describe_table(TableName=table_name)["Table"]["ProvisionedThroughput"]
+        assert "LastDecreaseDateTime" not in table_units and table_units["NumberOfDecreasesToday"] == 0
+    finally:
+        ddb.delete_table(TableName=table_name)

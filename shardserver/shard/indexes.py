@@ -351,6 +351,19 @@ def key_attribute_names(schema) -> set[str]:
     return names
 
 
+def throughput_dates(dated: dict) -> dict:
+    """The dates of the last increase and decrease of units an UpdateTable recorded (in a table's
+    extra settings or an index's definition) and the UTC day's count of decreases."""
+    throughput = {}
+    if "ThroughputIncreased" in dated:
+        throughput["LastIncreaseDateTime"] = dated["ThroughputIncreased"]
+    if "ThroughputDecreased" in dated:
+        throughput["LastDecreaseDateTime"] = dated["ThroughputDecreased"]
+    day, decreases = dated.get("ThroughputDecreases", ("", 0))
+    throughput["NumberOfDecreasesToday"] = decreases if day == time.strftime("%Y-%m-%d", time.gmtime()) else 0
+    return throughput
+
+
 def describe_index(schema, index: dict, is_global: bool, stats: tuple[int, int] | None) -> dict:
     count, size = stats or (0, 0)
     description = {"IndexName": index["IndexName"], "KeySchema": index["KeySchema"],
@@ -362,7 +375,7 @@ def describe_index(schema, index: dict, is_global: bool, stats: tuple[int, int] 
         if status == "CREATING":
             description["Backfilling"] = True
         throughput = index.get("ProvisionedThroughput") or {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
-        description["ProvisionedThroughput"] = {"NumberOfDecreasesToday": 0, **throughput}
+        description["ProvisionedThroughput"] = {**throughput_dates(index), **throughput}
         if index.get("OnDemandThroughput"):
             description["OnDemandThroughput"] = dict(index["OnDemandThroughput"])
         # Like the table's: DynamoDB's baseline until raised (the index's own, not the table's).

@@ -527,15 +527,15 @@ def check_specification(value, creating: bool = False) -> dict:
             raise ValidationException("One or more parameter values were invalid: Table is being created with a "
                                       "stream disabled, UpdateViewType should not be specified")
         if view is not None:
-            raise ValidationException("One or more parameter values were invalid: Table is being updated with a "
-                                      "stream disabled, StreamViewType should not be specified")
+            raise ValidationException("One or more parameter values were invalid: If stream is being disabled, "
+                                      "then UpdateViewType must not be specified")
         return {"StreamEnabled": False}
     if view is None and creating:               # (sic, as above)
         raise ValidationException("One or more parameter values were invalid: Table is being created with a "
                                   "stream enabled, UpdateViewType is required")
     if view is None:
-        raise ValidationException("One or more parameter values were invalid: StreamViewType must be "
-                                  "specified when StreamEnabled is true")
+        raise ValidationException("One or more parameter values were invalid: If stream is being enabled then "
+                                  "UpdateViewType is required")
     return {"StreamEnabled": True, "StreamViewType": view}
 
 
@@ -546,7 +546,7 @@ def check_change(schema, specification: dict) -> None:
         if schema.active_stream is not None:
             raise ValidationException(f"Table already has an enabled stream: TableName: {schema.name}")
     elif schema.active_stream is None:
-        raise ValidationException(f"Table does not have an enabled stream to disable: TableName: {schema.name}")
+        raise ValidationException(f"Table has no stream to disable: TableName: {schema.name}")
 
 
 def streams_after(schema, specification: dict, now_ms: int) -> list:

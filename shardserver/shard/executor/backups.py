@@ -399,7 +399,8 @@ async def update_continuous_backups(svc, request: dict) -> bytes:
         raise constraint_error([f"Value '{days}' at 'pointInTimeRecoverySpecification.recoveryPeriodInDays' "
                                 f"failed to satisfy constraint: Member must have value {bound}"])
     if days is not None and not enabled:
-        raise ValidationException("RecoveryPeriodInDays can only be set when PointInTimeRecoveryEnabled is true")
+        raise ValidationException("Invalid Request: Cannot specify RecoveryPeriodInDays when disabling "
+                                  "point-in-time recovery.")
     current = _pitr_setting(schema)
     if enabled:
         # Enabling again keeps the time it was enabled: what was restorable stays so.

@@ -368,6 +368,9 @@ def schema_from_create_request(request: dict) -> TableSchema:
     stream = request.get("StreamSpecification")
     if stream is not None:
         stream = streams.check_specification(stream, creating=True)
+    check_on_demand(request.get("OnDemandThroughput"), mode, "table", creating=True)
+    for index in request.get("GlobalSecondaryIndexes") or ():
+        check_on_demand(index.get("OnDemandThroughput"), mode, f"index : {index['IndexName']}", creating=True)
     extra = table_settings(request)
     if request.get("ResourcePolicy") is not None:
         from shardserver.shard.executor import resource_policies
@@ -408,7 +411,7 @@ def table_settings(request: dict) -> dict:
         extra["TableClass"] = table_class
     sse = request.get("SSESpecification")
     if sse is not None:
-        extra["SSEEnabled"] = bool(sse.get("Enabled", False))
+        extra["SSEEnabled"] = _sse_enabled(sse)
     on_demand = request.get("OnDemandThroughput")
     if isinstance(on_demand, dict):
         extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")
@@ -429,34 +432,83 @@ def table_settings(request: dict) -> dict:
 
 
 
+def check_on_demand(value, mode: str, owner: str, creating: bool = False) -> None:
+    """OnDemandThroughput caps (of the table, or of "index : I") against the billing mode and their range:
+    none on a provisioned table, each at least 1 (UpdateTable's -1 takes a cap away)."""
+    if not isinstance(value, dict):
+        return
+    prefix = "One or more parameter values were invalid: "
+    for unit in ("MaxReadRequestUnits", "MaxWriteRequestUnits"):
+        number = value.get(unit)
+        if number is None:
+            continue
+        if mode == "PROVISIONED":
+            if creating and owner == "table":
+                raise ValidationException(f"{prefix}{unit} for OnDemandThroughput cannot be specified when table "
+                                          "BillingMode is PROVISIONED.")
+            if creating:
+                raise ValidationException(f"{prefix}{unit} for OnDemandThroughput for {owner.replace(' :', ':')} "
+                                          "cannot be specified when table BillingMode is PROVISIONED.")
+            raise ValidationException(f"{prefix}{unit} for OnDemandThroughput cannot be specified when the table "
+                                      "BillingMode is PROVISIONED")
+        if number < 1 and not (number == -1 and not creating):
+            raise ValidationException(f"{prefix}Requested {unit} for OnDemandThroughput for {owner} is outside of "
+                                      "valid range")
+
+
+def _sse_enabled(sse: dict) -> bool:
+    """Whether an SSESpecification asks for a KMS key (True) or the AWS owned key, after DynamoDB's rules."""
+    enabled, sse_type, key = sse.get("Enabled"), sse.get("SSEType"), sse.get("KMSMasterKeyId")
+    prefix = "One or more parameter values were invalid: "
+    if enabled is False and sse_type is not None:
+        raise ValidationException(prefix + "SSEType can not be specified if Enabled is false")
+    if enabled is False and key is not None:
+        raise ValidationException(prefix + "KMSMasterKeyId can not be specified if Enabled is false")
+    if sse_type == "AES256":
+        raise ValidationException(prefix + "SSEType AES256 is not supported")
+    if key is not None and sse_type != "KMS":
+        raise ValidationException(prefix + "SSEType KMS is required if KMSMasterKeyId is specified")
+    # Enabled left out: an SSEType of KMS alone asks for the KMS key.
+    return bool(enabled) if enabled is not None else sse_type == "KMS"
+
+
 def _tag_character(c: str) -> bool:
-    """DynamoDB's tag alphabet: letters, white space and numbers of any script, and + - = . _ : /"""
-    return unicodedata.category(c)[0] in "LZN" or c in "+-=._:/"
+    """DynamoDB's tag alphabet: letters, white space and numbers of any script, and + - = . _ : / @"""
+    return unicodedata.category(c)[0] in "LZN" or c in "+-=._:/@"
+
+
+def _tag_key_problem(key) -> str | None:
+    """DynamoDB's own words for a tag key it refuses (not the request model's constraint messages)."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not all(_tag_character(c) for c in key):
+        return f"The Tag Key provided is invalid, Key: {'null' if key is None else key}"
+    return None
 
 
 def checked_tags(tags: list) -> list:
-    """A Tags list (member types already checked) after DynamoDB's constraints on it."""
-    problems = []
-    for i, tag in enumerate(tags, 1):
-        for member, low, high in (("Key", 1, 128), ("Value", 0, 256)):
-            value = tag.get(member)
-            where = f"at 'tags.{i}.member.{member.lower()}' failed to satisfy constraint"
-            if value is None:
-                problems.append(f"Value null {where}: Member must not be null")
-            elif len(value) > high:
-                problems.append(f"Value '{value}' {where}: Member must have length less than or "
-                                f"equal to {high}")
-            elif len(value) < low:
-                problems.append(f"Value '{value}' {where}: Member must have length greater than or "
-                                f"equal to {low}")
-            elif not all(_tag_character(c) for c in value):
-                problems.append(f"Value '{value}' {where}: Member must satisfy regular expression pattern: "
-                                r"[\p{L}\p{Z}\p{N}_.:/=+\-]*")
-    if problems:
-        count = len(problems)
-        raise ValidationException(f"{count} validation error{'s' if count > 1 else ''} detected: "
-                                  + "; ".join(problems[:10]))
+    """A Tags list (member types already checked) after DynamoDB's rules for it, all or nothing."""
+    seen = set()
+    for tag in tags:
+        key, value = tag.get("Key"), tag.get("Value")
+        problem = _tag_key_problem(key)
+        if problem:
+            raise ValidationException(problem)
+        if key.startswith("aws:"):
+            raise ValidationException(f"Tag Key cannot be prefixed with aws:, Key: {key}")
+        if value is None or len(value) > 256 or not all(_tag_character(c) for c in value):
+            shown = "null" if value is None else value
+            raise ValidationException(f"The Tag Value provided is invalid, Value: {shown}")
+        if key in seen:
+            raise ValidationException(f"Duplicate Tag Keys provided as input: Duplicate Tag Key found {key}")
+        seen.add(key)
+    if len(tags) > 50:
+        raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
+    return [{"Key": t["Key"], "Value": t["Value"]} for t in tags]
+
+
+def merged_tags(tags: list, added: list) -> list:
+    """A table's tags with ``added`` (checked) set on them: a key it has takes the new value."""
     merged = {t["Key"]: t["Value"] for t in tags}
+    merged.update((t["Key"], t["Value"]) for t in added)
     if len(merged) > 50:
         raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
     return [{"Key": k, "Value": v} for k, v in merged.items()]
@@ -580,10 +632,9 @@ async def tag_resource(svc, request: dict) -> bytes:
         raise ValidationException("1 validation error detected: Value null at 'tags' failed to satisfy "
                                   "constraint: Member must not be null")
     if not tags:
-        raise ValidationException("1 validation error detected: Value '[]' at 'tags' failed to satisfy "
-                                  "constraint: Member must have length greater than or equal to 1")
+        raise ValidationException("Atleast one Tag needs to be provided as Input.")
     added = checked_tags(tags)
-    checked_tags(schema.tags + added)    # refuse early what the coordinator would refuse
+    merged_tags(schema.tags, added)    # refuse early what the coordinator would refuse
     # The change travels as a delta, applied on the catalog coordinator against the tags it
     # holds then: two concurrent TagResource/UntagResource calls cannot undo each other.
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "add": added}))
@@ -597,6 +648,14 @@ async def untag_resource(svc, request: dict) -> bytes:
     if keys is None:
         raise ValidationException("1 validation error detected: Value null at 'tagKeys' failed to "
                                   "satisfy constraint: Member must not be null")
+    if not keys:
+        raise ValidationException("Atleast one Tag Key needs to be provided as Input.")
+    for key in keys:
+        problem = _tag_key_problem(key)
+        if problem:
+            raise ValidationException(problem)
+    if len(keys) > 50:
+        raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "remove": keys}))
     return b""
 
@@ -604,4 +663,4 @@ async def untag_resource(svc, request: dict) -> bytes:
 def changed_tags(tags: list, change: dict) -> list:
     """A table's tags after one TagResource (``add``) or UntagResource (``remove``) delta."""
     gone = set(change.get("remove", ()))
-    return checked_tags([t for t in tags if t["Key"] not in gone] + change.get("add", []))
+    return merged_tags([t for t in tags if t["Key"] not in gone], change.get("add", []))

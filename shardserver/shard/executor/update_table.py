@@ -21,7 +21,7 @@ from shardserver.errors import LimitExceededException, ResourceNotFoundException
 from shardserver.shard import indexes, streams
 from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (constraint_error, describe, existing_table,
+from shardserver.shard.executor.tables import (check_on_demand, constraint_error, describe, existing_table,
                                                parse_attribute_definitions, table_not_found, table_settings)
 
 MAX_CAPACITY = 1_000_000_000_000
@@ -85,7 +85,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     updates = request.get("GlobalSecondaryIndexUpdates")
     change: dict = {}
     if not updates:
-        return change
+        updates = []
     if not isinstance(updates, list):
         raise constraint_error(["Value null at 'globalSecondaryIndexUpdates' failed to satisfy constraint: "
                                 "Member must not be null"])
@@ -122,6 +122,14 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     for action, body in actions:
         field = f"globalSecondaryIndexUpdates.member.{action.lower()}"
         if action == "Create":
+            if isinstance(body.get("IndexName"), str):
+                if request.get("AttributeDefinitions") is None:
+                    raise ValidationException("One or more parameter values were invalid: AttributeDefinitions "
+                                              f"is not specified for index: {body['IndexName']}")
+                if billing_mode == "PAY_PER_REQUEST" and body.get("ProvisionedThroughput") is not None:
+                    raise ValidationException("One or more parameter values were invalid: Neither "
+                                              "ReadCapacityUnits nor WriteCapacityUnits can be specified for "
+                                              f"index: {body['IndexName']} when BillingMode is PAY_PER_REQUEST")
             definition = indexes.parse_gsi(body, field, types, billing_mode, read, write, status="CREATING")
             _check_redefinition(schema, definition, types)
             _check_new_gsi(schema, definition)
@@ -130,9 +138,13 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                                          for e in definition["KeySchema"]}
             continue
         name = indexes.check_index_name(body, field)
+        warm = body.get("WarmThroughput")
+        if action == "Update" and isinstance(warm, dict) and not any(
+                warm.get(unit) is not None for unit in WARM_THROUGHPUT_BASELINE):
+            raise ValidationException("One or more parameter values were invalid: WarmThroughput must have at least "
+                                      f"one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: {name}")
         if name in lsi_names:
-            raise ValidationException("One or more parameter values were invalid: Cannot update or delete a local "
-                                      f"secondary index: {name}")
+            raise ValidationException(f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: {name}")
         if name not in gsi_names:
             raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
                                             f"on table: {schema.name}")
@@ -143,15 +155,35 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
         settings = indexes.gsi_settings(body)
         if settings:
             current = next(i for i in schema.global_indexes if i["IndexName"] == name)
-            settings = _merged_throughput_settings(current, settings)
+            settings = _merged_throughput_settings(current, settings, f"index {name}")
             setting_updates[name] = settings
         if body.get("ProvisionedThroughput") is not None or not settings:
             if billing_mode == "PAY_PER_REQUEST":
-                raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput "
-                                          f"should not be specified for index: {name} when BillingMode is "
-                                          "PAY_PER_REQUEST")
+                raise ValidationException("One or more parameter values were invalid: The only Updates for index: "
+                                          f"{name} when TableThroughputMode is PAY_PER_REQUEST can be to "
+                                          "OnDemandThroughput, WarmThroughput")
             r, w = _throughput(body.get("ProvisionedThroughput"), f"{field}.provisionedThroughput")
+            current = next(i for i in schema.global_indexes if i["IndexName"] == name).get(
+                "ProvisionedThroughput") or {}
+            now_read, now_write = current.get("ReadCapacityUnits", 0), current.get("WriteCapacityUnits", 0)
+            if schema.billing_mode == "PROVISIONED" and (r, w) == (now_read, now_write):
+                raise ValidationException(
+                    f"The provisioned throughput for the index {name} will not change. The requested value equals "
+                    f"the current value. Current ReadCapacityUnits provisioned for index {name}: {now_read}. "
+                    f"Requested ReadCapacityUnits: {r}. Current WriteCapacityUnits provisioned for index {name}: "
+                    f"{now_write}. Requested WriteCapacityUnits: {w}. Refer to the Amazon DynamoDB Developer Guide "
+                    "for current limits and how to request higher limits.")
             throughput_updates[name] = {"ReadCapacityUnits": r, "WriteCapacityUnits": w}
+            index = next(i for i in schema.global_indexes if i["IndexName"] == name)
+            dates = _throughput_dates(schema, index, r, w, now_read, now_write)
+            if dates:
+                change.setdefault("gsi_throughput_dates", {})[name] = dates
+    if billing_mode == "PROVISIONED" and schema.billing_mode == "PAY_PER_REQUEST":
+        # Leaving on demand, every index needs units of its own: none is given the table's.
+        for definition in schema.global_indexes:
+            if definition["IndexName"] not in throughput_updates:
+                raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must "
+                                          f"be specified for index: {definition['IndexName']}")
     if throughput_updates:
         change["gsi_throughput"] = throughput_updates
     if setting_updates:
@@ -159,9 +191,9 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
     return change
 
 
-def _merged_throughput_settings(definition: dict, settings: dict) -> dict:
-    """A table's (its extra settings) or an index's OnDemandThroughput and WarmThroughput after an
-    update: a member left out keeps its value, and warm throughput never goes down."""
+def _merged_throughput_settings(definition: dict, settings: dict, owner: str = "table") -> dict:
+    """A table's (its extra settings) or an index's ("index I") OnDemandThroughput and WarmThroughput
+    after an update: a member left out keeps its value, and warm throughput never goes down."""
     merged = {}
     if "OnDemandThroughput" in settings:
         merged["OnDemandThroughput"] = {**definition.get("OnDemandThroughput", {}), **settings["OnDemandThroughput"]}
@@ -170,8 +202,8 @@ def _merged_throughput_settings(definition: dict, settings: dict) -> dict:
         for unit, value in settings["WarmThroughput"].items():
             if value < current[unit]:
                 raise ValidationException(
-                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
-                    f"lower than current WarmThroughput {unit} {current[unit]}")
+                    f"One or more parameter values were invalid: Requested {unit} for WarmThroughput for {owner} "
+                    "is lower than current WarmThroughput, decreasing WarmThroughput is not supported")
         merged["WarmThroughput"] = {**current, **settings["WarmThroughput"]}
     return merged
 
@@ -183,6 +215,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
                          "ReplicaUpdates", "TableClass", "DeletionProtectionEnabled", "OnDemandThroughput",
                          "WarmThroughput")
              if request.get(f) is not None]
+    if len(asked) > 1:
+        # An empty WarmThroughput or OnDemandThroughput beside another change is no change at all.
+        asked = [f for f in asked if f not in ("OnDemandThroughput", "WarmThroughput") or request[f] != {}]
     if not asked and not updates:
         raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
                                   "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
@@ -194,6 +229,7 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if mode is not None and mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
         raise constraint_error([f"Value '{mode}' at 'billingMode' failed to satisfy constraint: "
                                 "Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"])
+    _check_combination(request, asked)
     billing = mode or schema.billing_mode
     read, write = schema.read_capacity, schema.write_capacity
     throughput = request.get("ProvisionedThroughput")
@@ -215,7 +251,8 @@ def build_change(schema: TableSchema, request: dict) -> dict:
                     f"provisioned for the table: {schema.write_capacity}. Requested WriteCapacityUnits: {write}. "
                     "Refer to the Amazon DynamoDB Developer Guide for current limits and how to request higher "
                     "limits.")
-    elif billing != schema.billing_mode:
+    elif mode == "PROVISIONED" or billing != schema.billing_mode:
+        # Restating PROVISIONED without units is refused as switching to it is.
         raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must be "
                                   "specified when BillingMode is PROVISIONED")
     if mode is not None or throughput is not None:
@@ -223,10 +260,20 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     if request.get("StreamSpecification") is not None:
         change["stream"] = streams.check_specification(request["StreamSpecification"])
         streams.check_change(schema, change["stream"])
+    check_on_demand(request.get("OnDemandThroughput"), billing, "table")
+    if isinstance(request.get("WarmThroughput"), dict) and request["WarmThroughput"]:
+        asked_warm = {u: v for u, v in request["WarmThroughput"].items()
+                      if u in WARM_THROUGHPUT_BASELINE and isinstance(v, int)}
+        _merged_throughput_settings(schema.extra, {"WarmThroughput": asked_warm})
     settings = table_settings(request)
+    if "SSEEnabled" in settings and not settings["SSEEnabled"] and not schema.extra.get("SSEEnabled"):
+        # Asking for the AWS owned key a table already has.
+        raise ValidationException("One or more parameter values were invalid: Table is already encrypted by "
+                                  "default")
     settings.update(_merged_throughput_settings(schema.extra, settings))
     if "billing" in change and billing == "PROVISIONED":
-        settings.update(_throughput_dates(schema, read, write))
+        settings.update(_throughput_dates(schema, schema.extra, read, write, schema.read_capacity,
+                                          schema.write_capacity))
     if settings.get("TableClass", schema.table_class) != schema.table_class:
         # DynamoDB dates the last change of class in TableClassSummary.LastUpdateDateTime.
         settings["TableClassUpdated"] = now()
@@ -239,17 +286,61 @@ def build_change(schema: TableSchema, request: dict) -> dict:
     return change
 
 
-def _throughput_dates(schema: TableSchema, read: int, write: int) -> dict:
+# Members that must be an UpdateTable's only change, and the words DynamoDB refuses company with.
+ALONE = (("SSESpecification", "Server-Side Encryption"), ("TableClass", "TableClass"),
+         ("DeletionProtectionEnabled", "DeletionProtection"))
+
+
+def _check_combination(request: dict, asked: list[str]) -> None:
+    """The changes DynamoDB will not make in one UpdateTable, refused before any is checked further."""
+    updates = request.get("GlobalSecondaryIndexUpdates")
+    if updates == []:
+        # Counted as absent for "At least one of ...", refused once something else is asked.
+        raise ValidationException("One or more parameter values were invalid: List of "
+                                  "GlobalSecondaryIndexUpdates is empty")
+    changes = len(asked) + (1 if updates else 0)
+    for member, words in ALONE:
+        if member in asked and changes > 1:
+            raise ValidationException(f"One or more parameter values were invalid: {words} modification must be "
+                                      "the only operation in the request")
+    online_index = isinstance(updates, list) and any(
+        isinstance(u, dict) and (u.get("Create") is not None or u.get("Delete") is not None) for u in updates)
+    if "OnDemandThroughput" in asked and changes > 1 and (updates or [f for f in asked if f not in (
+            "OnDemandThroughput", "BillingMode")]):
+        raise ValidationException("One or more parameter values were invalid: OnDemandThroughput can only be "
+                                  "combined with BillingMode in an UpdateTable request")
+    if "WarmThroughput" in asked and changes > 1:
+        creates = isinstance(updates, list) and any(isinstance(u, dict) and u.get("Create") is not None
+                                                    for u in updates)
+        raise ValidationException("One or more parameter values were invalid: " + (
+            "Create global secondary index cannot be specified when updating WarmThroughput" if creates
+            else "WarmThroughput must be the only operation in the request"))
+    throughput, stream = "ProvisionedThroughput" in asked, "StreamSpecification" in asked
+    if online_index and throughput:
+        raise ValidationException("One or more parameter values were invalid: You cannot create or delete index "
+                                  "while updating table IOPS")
+    if online_index and stream:
+        raise ValidationException("One or more parameter values were invalid: You cannot create or delete index "
+                                  "while changing stream status")
+    if stream and (throughput or request.get("BillingMode") == "PROVISIONED"):
+        # BillingMode PROVISIONED counts as new table units, even without ProvisionedThroughput.
+        raise ValidationException("One or more parameter values were invalid: You cannot modify stream status "
+                                  "while updating table IOPS")
+
+
+def _throughput_dates(schema: TableSchema, dated: dict, read: int, write: int, was_read: int,
+                      was_write: int) -> dict:
     """ProvisionedThroughput's LastIncreaseDateTime, LastDecreaseDateTime and the UTC day's
-    count of decreases, as this change of the table's units leaves them (a switch from
-    on demand counts as an increase, as DynamoDB dates it)."""
+    count of decreases, as this change of the units of the table (``dated`` its extra settings)
+    or of an index (its definition) leaves them (a switch from on demand counts as an increase,
+    as DynamoDB dates it)."""
     dates = {}
-    old = (schema.read_capacity, schema.write_capacity) if schema.billing_mode == "PROVISIONED" else (0, 0)
+    old = (was_read, was_write) if schema.billing_mode == "PROVISIONED" else (0, 0)
     if read > old[0] or write > old[1]:
         dates["ThroughputIncreased"] = now()
     if schema.billing_mode == "PROVISIONED" and (read < old[0] or write < old[1]):
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        before = schema.extra.get("ThroughputDecreases", [day, 0])
+        before = dated.get("ThroughputDecreases", [day, 0])
         dates["ThroughputDecreased"] = now()
         dates["ThroughputDecreases"] = [day, (before[1] if before[0] == day else 0) + 1]
     return dates
@@ -286,6 +377,7 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
         for definition in data["global_indexes"]:
             if definition["IndexName"] == name:
                 definition["ProvisionedThroughput"] = throughput
+                definition.update(change.get("gsi_throughput_dates", {}).get(name, {}))
     for name, settings in change.get("gsi_settings", {}).items():
         for definition in data["global_indexes"]:
             if definition["IndexName"] == name:
