@@ -42,8 +42,8 @@ def lock_data_dir(config) -> int:
 
     An exclusive flock on ``shardserver.lock``, held by the returned descriptor
     for as long as this process or a shard forked from it lives, so it is
-    released by any exit, a crash included.  (A second server could even share
-    the port: the API listens with SO_REUSEPORT.)
+    released by any exit, a crash included.  (A second server on another data
+    directory is kept off this one's ports by check_ports.)
     """
     import fcntl
     os.makedirs(config.data_dir, exist_ok=True)
@@ -82,6 +82,33 @@ def check_data_dir(config) -> None:
             f"changing the shard count needs resharding, which this version does not do: start with "
             f"--smp {meta.get('smp')} (use --overprovisioned if this machine has fewer CPUs), or export the "
             f"data and load it into a fresh data directory.")
+
+
+def check_ports(config) -> None:
+    """Refuses ports another process listens on.
+
+    Shards listen with SO_REUSEPORT, which the kernel also grants to a second
+    server of the same user: the two would then share the port's connections,
+    each answering from its own data.  A probe bound without SO_REUSEPORT
+    fails while anything listens there (SO_REUSEADDR lets it past connections
+    in TIME_WAIT), and none of this server's shards listens yet.
+    """
+    import socket
+    wanted = [("--alternator-port", config.alternator_address, config.alternator_port),
+              ("--alternator-https-port", config.alternator_address, config.alternator_https_port),
+              ("--prometheus-port", config.metrics_address, config.prometheus_port)]
+    for option, address, port in wanted:
+        if not port:
+            continue
+        probe = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {address}:{port} ({option}): {exc.strerror}; another "
+                               f"process listens there, stop it or choose another port") from None
+        finally:
+            probe.close()
 
 
 def check_files(config) -> None:
@@ -183,6 +210,7 @@ class Supervisor:
         config = self.config
         check_files(config)
         self.data_dir_lock = lock_data_dir(config)
+        check_ports(config)
         check_data_dir(config)
         check_aio(config)
         from shardserver.check import raise_nofile_limit
