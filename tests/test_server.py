@@ -301,6 +301,24 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path):
     assert third.stop() == 0
 
 
+def test_a_second_server_on_a_port_in_use_is_refused(tmp_path):
+    """Shards listen with SO_REUSEPORT: a second server on another data directory would bind the
+    same port and the kernel would split connections between two sets of tables."""
+    first = ServerProcess(tmp_path / "one", smp=2).start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "shardserver", "--smp", "2", "--developer-mode",
+                                 "--data-dir", str(tmp_path / "two"), "--alternator-port", str(first.port),
+                                 "--prometheus-port", "0"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert f"port {first.port} is in use" in result.stderr
+        first.client().list_tables()        # the first one never noticed
+    finally:
+        assert first.stop() == 0
+    # Free again once the first one stopped (its connections' TIME_WAIT does not count).
+    again = ServerProcess(tmp_path / "two", smp=2, port=first.port).start()
+    assert again.stop() == 0
+
+
 def test_yaml_config_and_flags(tmp_path):
     port = free_port()
     config = tmp_path / "shardserver.yaml"
