@@ -90,6 +90,23 @@ def check_ports(config) -> None:
                                    f"shardserver; stop it first, or give this one another {option}") from None
 
 
+def _stop_with_supervisor(supervisor: int) -> None:
+    """In a shard just forked: get SIGTERM (a clean stop) when the supervisor dies.
+
+    A supervisor killed with SIGKILL cannot stop its shards, and they would
+    go on serving, unwatched, holding the port and the data directory lock,
+    so that the next server on either is refused.
+    """
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return      # not Linux: no parent-death signal
+    if os.getppid() != supervisor:      # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def check_data_dir(config) -> None:
     """Creates the data directory, or checks it was written with the same number of shards."""
     os.makedirs(config.data_dir, exist_ok=True)
@@ -188,10 +205,12 @@ class Supervisor:
 
     def _spawn(self, shard_id: int) -> int:
         from shardserver.shard.main import run_shard
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
+                _stop_with_supervisor(supervisor)
                 status = run_shard(shard_id, self.config, self.segments, self.cpus)
             finally:
                 logging.shutdown()

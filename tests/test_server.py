@@ -270,6 +270,30 @@ def test_periodic_mode_kill9_loses_no_acknowledged_write(tmp_path):
         assert srv.stop() == 0
 
 
+def test_shards_stop_cleanly_when_the_supervisor_is_killed(tmp_path):
+    """A harness that ends the server with Popen.kill() kills only the supervisor: its shards must
+    not serve on unwatched, holding the port and the data directory for the next server."""
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    ddb = srv.client()
+    create_table(ddb, "orphans")
+    for i in range(50):
+        ddb.put_item(TableName="orphans", Item={"pk": {"S": f"o{i}"}})
+    shards = [psutil.Process(pid) for pid in srv.shard_pids()]
+    srv.proc.kill()
+    srv.proc.wait()
+    srv.log_file.close()
+    gone, alive = psutil.wait_procs(shards, timeout=30)
+    for process in alive:
+        process.kill()
+    assert not alive, "shards outlived their supervisor"
+    srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
+    try:
+        ddb = srv.client()
+        assert all("Item" in ddb.get_item(TableName="orphans", Key={"pk": {"S": f"o{i}"}}) for i in range(50))
+    finally:
+        assert srv.stop() == 0
+
+
 def test_changing_smp_is_refused_clearly(tmp_path):
     srv = ServerProcess(tmp_path / "data", smp=2).start()
     assert srv.stop() == 0
