@@ -61,6 +61,52 @@ def lock_data_dir(config) -> int:
     return fd
 
 
+def check_ports(config) -> None:
+    """Refuses ports another process listens on.
+
+    Shards bind with SO_REUSEPORT, which the kernel grants to every socket of
+    the same user that asks for it: a second server on another data directory
+    would share the port, and connections would reach either set of tables at
+    random.  A probe bound without SO_REUSEPORT fails on a port that anyone is
+    listening on (a TIME_WAIT connection of an earlier run does not count).
+    """
+    import errno
+    import socket
+    ports = [(config.alternator_address, config.alternator_port, "--alternator-port"),
+             (config.alternator_address, config.alternator_https_port, "--alternator-https-port"),
+             (config.metrics_address, config.prometheus_port, "--prometheus-port")]
+    for address, port, option in ports:
+        if not port:
+            continue
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise StartupError(f"cannot listen on {address}:{port} ({option}): {exc.strerror}") from None
+                raise StartupError(f"port {port} is in use on {address} ({option}), perhaps by another "
+                                   f"shardserver; stop it first, or give this one another {option}") from None
+
+
+def _stop_with_supervisor(supervisor: int) -> None:
+    """In a shard just forked: get SIGTERM (a clean stop) when the supervisor dies.
+
+    A supervisor killed with SIGKILL cannot stop its shards, and they would
+    go on serving, unwatched, holding the port and the data directory lock,
+    so that the next server on either is refused.
+    """
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return      # not Linux: no parent-death signal
+    if os.getppid() != supervisor:      # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def check_data_dir(config) -> None:
     """Creates the data directory, or checks it was written with the same number of shards."""
     os.makedirs(config.data_dir, exist_ok=True)
@@ -186,10 +232,12 @@ class Supervisor:
 
     def _spawn(self, shard_id: int) -> int:
         from shardserver.shard.main import run_shard
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
+                _stop_with_supervisor(supervisor)
                 status = run_shard(shard_id, self.config, self.segments, self.cpus)
             finally:
                 logging.shutdown()

@@ -9,6 +9,7 @@ import time
 
 import psutil
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import create_table
 from serverutil import ServerProcess, free_port
@@ -122,6 +123,66 @@ def test_sigterm_stops_everything_cleanly(tmp_path):
     assert not [name for name in shm_segments() if name.startswith(mine)], "shared memory left behind"
 
 
+def test_sigterm_under_load_answers_no_500_and_keeps_every_acknowledged_write(tmp_path):
+    """A clean stop under load: every request either gets a real answer or a retryable refusal
+    (503, or the connection closed before an answer), never a 500 from storage already closed
+    (keep-alive connections used to be served after it); and every 200 survives the restart."""
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    ddb = srv.client()
+    create_table(ddb, "drain")
+    acknowledged, statuses = [], []
+    stop = threading.Event()
+
+    def writer(w):
+        client = srv.client(retries=0)
+        i = 0
+        while not stop.is_set():
+            key = f"w{w}-{i}"
+            i += 1
+            try:
+                if i % 2:
+                    client.put_item(TableName="drain", Item={"pk": {"S": key}})
+                else:
+                    client.update_item(TableName="drain", Key={"pk": {"S": key}}, UpdateExpression="SET v = :v",
+                                       ExpressionAttributeValues={":v": {"N": "1"}})
+            except ClientError as exc:
+                statuses.append(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+                continue
+            except Exception:
+                time.sleep(0.01)        # the connection was closed or refused: the server is stopping
+                continue
+            acknowledged.append(key)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(12)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    status = srv.stop()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    log = srv.log()
+    assert status == 0, log
+    assert len(acknowledged) > 100
+    assert 500 not in statuses and "internal error" not in log, log
+    srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
+    try:
+        ddb = srv.client()
+        missing = []
+        for start in range(0, len(acknowledged), 100):
+            keys = [{"pk": {"S": k}} for k in acknowledged[start:start + 100]]
+            request = {"drain": {"Keys": keys}}
+            found = set()
+            while request:
+                reply = ddb.batch_get_item(RequestItems=request)
+                found |= {item["pk"]["S"] for item in reply["Responses"].get("drain", [])}
+                request = reply.get("UnprocessedKeys")
+            missing += [k["pk"]["S"] for k in keys if k["pk"]["S"] not in found]
+        assert missing == []
+    finally:
+        assert srv.stop() == 0
+
+
 def test_data_survives_a_clean_restart(tmp_path):
     srv = ServerProcess(tmp_path / "data", smp=2).start()
     ddb = srv.client()
@@ -209,6 +270,30 @@ def test_periodic_mode_kill9_loses_no_acknowledged_write(tmp_path):
         assert srv.stop() == 0
 
 
+def test_shards_stop_cleanly_when_the_supervisor_is_killed(tmp_path):
+    """A harness that ends the server with Popen.kill() kills only the supervisor: its shards must
+    not serve on unwatched, holding the port and the data directory for the next server."""
+    srv = ServerProcess(tmp_path / "data", smp=2).start()
+    ddb = srv.client()
+    create_table(ddb, "orphans")
+    for i in range(50):
+        ddb.put_item(TableName="orphans", Item={"pk": {"S": f"o{i}"}})
+    shards = [psutil.Process(pid) for pid in srv.shard_pids()]
+    srv.proc.kill()
+    srv.proc.wait()
+    srv.log_file.close()
+    gone, alive = psutil.wait_procs(shards, timeout=30)
+    for process in alive:
+        process.kill()
+    assert not alive, "shards outlived their supervisor"
+    srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
+    try:
+        ddb = srv.client()
+        assert all("Item" in ddb.get_item(TableName="orphans", Key={"pk": {"S": f"o{i}"}}) for i in range(50))
+    finally:
+        assert srv.stop() == 0
+
+
 def test_changing_smp_is_refused_clearly(tmp_path):
     srv = ServerProcess(tmp_path / "data", smp=2).start()
     assert srv.stop() == 0
@@ -256,6 +341,24 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path):
     second.kill()
     third = ServerProcess(tmp_path / "data", smp=2).start()
     assert third.stop() == 0
+
+
+def test_a_second_server_on_a_port_in_use_is_refused(tmp_path):
+    """Shards listen with SO_REUSEPORT: a second server on another data directory would bind the
+    same port and the kernel would split connections between two sets of tables."""
+    first = ServerProcess(tmp_path / "one", smp=2).start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "shardserver", "--smp", "2", "--developer-mode",
+                                 "--data-dir", str(tmp_path / "two"), "--alternator-port", str(first.port),
+                                 "--prometheus-port", "0"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert f"port {first.port} is in use" in result.stderr
+        first.client().list_tables()        # the first one never noticed
+    finally:
+        assert first.stop() == 0
+    # Free again once the first one stopped (its connections' TIME_WAIT does not count).
+    again = ServerProcess(tmp_path / "two", smp=2, port=first.port).start()
+    assert again.stop() == 0
 
 
 def test_yaml_config_and_flags(tmp_path):

@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+import zlib
 
 import pytest
 from botocore.exceptions import ClientError
@@ -475,6 +476,36 @@ def test_shard_killed_between_prepare_and_commit_is_never_half_applied(slow_serv
         # The decision was durable: the client heard success, recovery applied the lost half.
         assert "error" not in outcome and outcome["result"][0] == 200, outcome
         assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
+
+
+def test_token_of_a_transaction_whose_coordinator_died_is_not_in_progress_for_ever(slow_server):
+    """boto3 retries a TransactWriteItems with the ClientRequestToken it generated; when the shard
+    coordinating it died, the retry reaches the other shard, which holds the token's claim. It must
+    learn the transaction's fate (aborted here: no decision) and run the retry, once, instead of
+    answering TransactionInProgressException for the token's whole 10-minute window."""
+    ddb = make_client(slow_server.endpoint, retries=1)
+    table = create_table(ddb, "tokcrash")
+    (a,), (b,) = keys_on_each_shard("tk")
+    ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
+    client = _OneConnection(slow_server.endpoint)
+    status, _, request_id = client.call("DescribeTable", {"TableName": table})
+    assert status == 200
+    coordinator = int(request_id[:2], 16)
+    # the token belongs to the shard that survives (shardserver's token placement: crc32 % shards)
+    token = next(t for t in (f"tok-{i}" for i in range(100)) if zlib.crc32(t.encode()) % 2 != coordinator)
+    request = {"TransactItems": [increment(table, a), increment(table, b)], "ClientRequestToken": token}
+    pid = _pid_of_shard(slow_server, coordinator)
+    thread, outcome = _in_background(lambda: client.call("TransactWriteItems", request))
+    time.sleep(0.7)      # claimed and prepared, not decided
+    os.kill(pid, signal.SIGKILL)
+    thread.join(15)
+    assert "error" in outcome, outcome
+    _wait_restarted(slow_server, pid)
+    ddb = make_client(slow_server.endpoint, retries=10)
+    _wait_unlocked(ddb, table, [a, b])
+    ddb.transact_write_items(**request)
+    ddb.transact_write_items(**request)      # and again: applied once
+    assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
 
 
 def test_whole_server_killed_after_prepare_recovers_with_nothing_applied(tmp_path):

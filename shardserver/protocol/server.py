@@ -62,6 +62,9 @@ class ApiFrontend:
         self._ids = itertools.count(1)
         self._id_prefix = f"{service.shard_id:02X}{id(self) & 0xFFFF:04X}".encode()
         self.open_connections = 0
+        self.connections: set[ApiProtocol] = set()
+        self.in_flight = 0                      # requests started and not yet answered
+        self.stopping = False                   # shutdown: no connection is kept alive any more
         self._loop = None
         self._unwritten: list[ApiProtocol] = []     # connections with answers to write out
         # Called before answers are written, returns False if the writes they
@@ -89,6 +92,16 @@ class ApiFrontend:
         self._unwritten = []
         for protocol in unwritten:
             protocol.write_out()
+
+    def stop_serving(self) -> None:
+        """Shutdown's first step: idle connections close now, busy ones after the answer they make.
+
+        A keep-alive connection must not bring in requests once the shard has
+        started to stop: they would reach storage after it is closed.
+        """
+        self.stopping = True
+        for protocol in list(self.connections):
+            protocol.close_when_idle()
 
     def next_request_id(self) -> bytes:
         return self._id_prefix + b"%016X" % next(self._ids)
@@ -132,6 +145,8 @@ class ApiFrontend:
             status, payload = await self._handle_20111205(op[len(api20111205.OP_PREFIX):], body)
         else:
             status, payload = await self.service.handle(op, body)
+        if self.stopping:
+            request.keep_alive = False      # the last answer of this connection: the shard is stopping
         content_encoding = None
         accept = header(b"accept-encoding")
         if accept and self.codec is not None and len(payload) >= self.config.response_compression_threshold:
@@ -227,12 +242,14 @@ class ApiProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.front.open_connections += 1
+        self.front.connections.add(self)
         stats = self.front.service.stats
         if stats is not None:
             stats.connection_opened()
 
     def connection_lost(self, exc):
         self.front.open_connections -= 1
+        self.front.connections.discard(self)
         stats = self.front.service.stats
         if stats is not None:
             stats.connection_closed()
@@ -287,6 +304,7 @@ class ApiProtocol(asyncio.Protocol):
         self.busy = True
         while self.queue and not self.closing:
             request = self.queue.popleft()
+            self.front.in_flight += 1
             if not self._step(self.front.respond(request), request, None):
                 return      # suspended; _resume continues the queue
         self.busy = False
@@ -311,6 +329,11 @@ class ApiProtocol(asyncio.Protocol):
         if not self.busy and self.failure is None:
             self._finish()
         return True
+
+    def close_when_idle(self) -> None:
+        """Close now if no request runs, else after its answer (``respond`` sees the front stopping)."""
+        if not self.busy and not self.closing:
+            self._finish()
 
     def _finish(self) -> None:
         self.closing = True
@@ -343,6 +366,7 @@ class ApiProtocol(asyncio.Protocol):
             self._next()
 
     def _answer(self, request, response: bytes) -> None:
+        self.front.in_flight -= 1
         transport = self.transport
         if self.closing or transport.is_closing():
             return

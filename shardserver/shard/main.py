@@ -136,10 +136,17 @@ class Shard:
 
         await self.stop_requested.wait()
         log.info("stopping")
+        # Drain before storage closes: this shard's clients get the answers
+        # being made (their connections then close), other shards' forwarded
+        # requests running here finish, and later ones get a retryable refusal.
         for server in self.servers:
             server.close()
+        front.stop_serving()
         deadline = time.monotonic() + DRAIN_SECONDS
-        while front.open_connections and time.monotonic() < deadline and _busy(front):
+        while (front.open_connections or front.in_flight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        service.refusing_forwarded = True
+        while service.forwarded_running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await expiry.stop()
         await streams.stop_trimming(service)
@@ -152,11 +159,6 @@ class Shard:
         authenticator = getattr(getattr(self, "front", None), "authenticator", None)
         if authenticator is not None and hasattr(authenticator, "reload"):
             authenticator.reload()
-
-
-def _busy(front) -> bool:
-    stats = front.service.stats
-    return bool(getattr(stats, "in_flight", 0))
 
 
 def _make_stats(shard_id, loop, config):

@@ -50,6 +50,8 @@ class ShardService:
         self.fabric = None          # set by the shard main once the rings are attached
         self.transactions = None    # the shard's TransactionTable, set by the shard main
         self.operations = load_all()
+        self.refusing_forwarded = False     # stopping: other shards' requests get a retryable refusal
+        self.forwarded_running = 0
 
     # ------------------------------------------------------------ set-up
 
@@ -170,7 +172,10 @@ class ShardService:
         op = name.decode()
         if self.stats is not None:
             self.stats.forwarded_in += 1
+        self.forwarded_running += 1
         try:
+            if self.refusing_forwarded:
+                raise ServiceUnavailableException(f"Shard {self.shard_id} is restarting; retry the request")
             request = wire.parse_body(body)
             shapes.check(op, request)     # the raw body again: its nulls and unknown members
             if key_length:
@@ -191,6 +196,8 @@ class ShardService:
             if self.stats is not None:
                 self.stats.error(op, "InternalServerError")
             status, body = wire.error_response(InternalServerError("Internal server error"))
+        finally:
+            self.forwarded_running -= 1
         return _STATUS.pack(status) + body
 
     def on_message(self, src: int, verb: bytes, payload: bytes):

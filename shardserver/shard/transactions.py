@@ -127,7 +127,9 @@ class TransactionTable:
         self.intents: dict[str, Intent] = {}
         self.decisions: dict[str, Decision] = {}
         self.preparing: set[str] = set()          # coordinated here, not decided yet
-        self.tokens: dict[str, list] = {}         # token -> [digest, state, expires (wall clock)]
+        # token -> [digest, state, expires (wall clock), transaction id, coordinator shard]
+        # (the last two for an entry in progress, so a later claim can ask what became of it)
+        self.tokens: dict[str, list] = {}
         self.read_holds: dict[str, tuple] = {}    # TransactGetItems token -> (since, [(lock key, ReadLock, index)])
         self.svc = None
         self._counter = 0
@@ -406,27 +408,57 @@ class TransactionTable:
 
     # ------------------------------------------------------------ idempotency tokens
 
-    def claim_token(self, token: str, digest: str) -> str:
-        """'new' (now in progress), 'done', 'progress' or 'mismatch'."""
+    def claim_token(self, token: str, digest: str, tx: str | None = None, coordinator: int | None = None) -> str:
+        """'new' (now in progress, run by ``tx`` of ``coordinator``), 'done', 'progress' or 'mismatch'."""
         entry = self.tokens.get(token)
         now = time.time()
         if entry is not None and entry[2] < now:
             entry = None
         if entry is None:
-            self.tokens[token] = [digest, "progress", now + TOKEN_LIFETIME]
+            self.tokens[token] = [digest, "progress", now + TOKEN_LIFETIME, tx, coordinator]
             return "new"
         if entry[0] != digest:
             return "mismatch"
         return entry[1]
 
-    def finish_token(self, token: str, digest: str, succeeded: bool) -> None:
+    def token_holder(self, token: str) -> tuple[str, int] | None:
+        """(transaction id, coordinator) of a token in progress, if known."""
+        entry = self.tokens.get(token)
+        if entry is None or entry[1] != "progress" or entry[3] is None:
+            return None
+        return entry[3], entry[4]
+
+    def settle_token(self, token: str, digest: str, held_by: str, outcome: bytes,
+                     tx: str | None, coordinator: int) -> str:
+        """A claim of a token in progress, once ``held_by``'s coordinator answered ``outcome``.
+
+        b"c": committed, so the claim is a retry of an applied request (``done``).
+        b"a": never decided, and never will be (its coordinator restarted, or
+        aborted it): the token is free again and ``tx`` now holds it.  Its
+        coordinator tells this shard ``done`` before it may forget a decision,
+        so "abort" never hides a commit.  b"p": still running.
+        """
+        entry = self.tokens.get(token)
+        if entry is None or entry[1] != "progress" or entry[3] != held_by:
+            return self.claim_token(token, digest, tx, coordinator)     # it changed meanwhile
+        if outcome == b"c":
+            self.finish_token(token, digest, True)
+            return "done"
+        if outcome == b"a":
+            del self.tokens[token]
+            return self.claim_token(token, digest, tx, coordinator)
+        return "progress"
+
+    def finish_token(self, token: str, digest: str, succeeded: bool, tx: str | None = None) -> None:
+        entry = self.tokens.get(token)
+        if tx is not None and entry is not None and entry[1] == "progress" and entry[3] not in (None, tx):
+            return      # a later claim holds it now (this transaction was found aborted)
         if not succeeded:
-            entry = self.tokens.get(token)
             if entry is not None and entry[1] == "progress":
                 del self.tokens[token]
             return
         expires = time.time() + TOKEN_LIFETIME
-        self.tokens[token] = [digest, "done", expires]
+        self.tokens[token] = [digest, "done", expires, None, None]
         self._log(KIND_TOKEN, orjson.dumps({"t": token, "h": digest, "e": expires}))
 
     # ------------------------------------------------------------ replay
@@ -460,7 +492,7 @@ class TransactionTable:
             self.decisions.pop(record["tx"], None)
         elif kind == KIND_TOKEN:
             if record["e"] > time.time():
-                self.tokens[record["t"]] = [record["h"], "done", record["e"]]
+                self.tokens[record["t"]] = [record["h"], "done", record["e"], None, None]
 
     # ------------------------------------------------------------ background: resolve, re-log, expire
 

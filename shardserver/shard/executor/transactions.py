@@ -218,7 +218,18 @@ async def transact_write_items(svc, request: dict) -> bytes:
                                           if k not in ("ClientRequestToken", "ReturnConsumedCapacity")},
                                          option=orjson.OPT_SORT_KEYS)).hexdigest()
     token_shard = zlib.crc32(token.encode()) % svc.nshards
-    state = await _token(svc, token_shard, "claim", token, digest)
+    table = svc.transactions
+    tx = table.new_id()
+    # Preparing before the claim: a retry that finds the token held asks this shard about
+    # tx, and must hear "preparing" (not "abort") for as long as it may still commit.
+    table.preparing.add(tx)
+    try:
+        state = await _token(svc, token_shard, "claim", token, digest, tx)
+    except BaseException:
+        table.preparing.discard(tx)
+        raise
+    if state != "new":
+        table.preparing.discard(tx)
     if state == "done":
         # Already applied within the idempotency window: succeed without applying again.
         return await _response(svc, actions, {}, mode, request, set(), replay=True)
@@ -227,39 +238,51 @@ async def transact_write_items(svc, request: dict) -> bytes:
     if state == "mismatch":
         raise IdempotentParameterMismatchException(
             "Request parameters do not match a previous request with the same ClientRequestToken")
-    succeeded = False
-    try:
-        result = await _run_write(svc, actions, mode, request)
-        succeeded = True
-        return result
-    finally:
+    told = False
+
+    async def tell(outcome: str) -> None:
+        nonlocal told
+        told = True
         try:
-            await _token(svc, token_shard, "done" if succeeded else "fail", token, digest)
+            await _token(svc, token_shard, outcome, token, digest, tx)
         except DynamoDBError:
             pass      # the token shard restarted: its entry is gone, a retry simply runs again
 
+    succeeded = False
+    try:
+        # "done" goes out once the decision is durable and before the decision may be
+        # forgotten, so a coordinator answering "abort" about tx never hides a commit.
+        result = await _run_write(svc, actions, mode, request, tx, on_decided=lambda: tell("done"))
+        succeeded = True
+        return result
+    finally:
+        if not told:
+            await tell("done" if succeeded else "fail")
 
-async def _token(svc, shard: int, op: str, token: str, digest: str) -> str:
-    reply = await svc.submit_to(shard, TX_TOKEN, orjson.dumps({"o": op, "t": token, "h": digest}))
+
+async def _token(svc, shard: int, op: str, token: str, digest: str, tx: str) -> str:
+    reply = await svc.submit_to(shard, TX_TOKEN, orjson.dumps({"o": op, "t": token, "h": digest, "x": tx}))
     return reply.decode()
 
 
-async def _run_write(svc, actions: list[Action], mode: str, request: dict) -> bytes:
+async def _run_write(svc, actions: list[Action], mode: str, request: dict, tx: str | None = None,
+                     on_decided=None) -> bytes:
     table = svc.transactions
-    tx = table.new_id()
+    if tx is None:
+        tx = table.new_id()
     by_shard: dict[int, list[Action]] = {}
     for action in actions:
         by_shard.setdefault(action.owner, []).append(action)
     table.preparing.add(tx)
     try:
-        return await _prepare_and_decide(svc, table, tx, actions, by_shard, mode, request)
+        return await _prepare_and_decide(svc, table, tx, actions, by_shard, mode, request, on_decided)
     finally:
         # Whatever way we leave (even cancelled), an undecided transaction is now presumed aborted.
         table.preparing.discard(tx)
 
 
 async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_shard: dict, mode: str,
-                              request: dict) -> bytes:
+                              request: dict, on_decided=None) -> bytes:
     replies = await asyncio.gather(*(_send_prepare(svc, shard, tx, part) for shard, part in by_shard.items()),
                                    return_exceptions=True)
     reasons: list[dict | None] = [None] * len(actions)
@@ -289,6 +312,8 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
     if INJECT_DECISION_DELAY:
         await asyncio.sleep(INJECT_DECISION_DELAY)
     decision = await table.decide_commit(tx, set(by_shard))
+    if on_decided is not None:
+        await on_decided()
     # The decision is durable: the transaction is committed even if a participant is down
     # now; it will learn the outcome when it is back (see transactions.py).
     await table.push_commit(svc, decision, lambda shard, t: send_commit(svc, shard, t))
@@ -415,9 +440,26 @@ async def _on_token(svc, src: int, payload: bytes) -> bytes:
     request = orjson.loads(payload)
     table = svc.transactions
     if request["o"] == "claim":
-        return table.claim_token(request["t"], request["h"]).encode()
-    table.finish_token(request["t"], request["h"], request["o"] == "done")
+        state = table.claim_token(request["t"], request["h"], request.get("x"), src)
+        if state == "progress":
+            state = await _settle_claim(svc, table, request, src)
+        return state.encode()
+    table.finish_token(request["t"], request["h"], request["o"] == "done", request.get("x"))
     return b""
+
+
+async def _settle_claim(svc, table, request: dict, src: int) -> str:
+    """A claim of a token in progress: its coordinator says whether that transaction may still
+    commit; one that died undecided frees the token instead of holding it for the whole window."""
+    holder = table.token_holder(request["t"])
+    if holder is None:
+        return "progress"
+    held_by, coordinator = holder
+    try:
+        outcome = await ask_status(svc, coordinator, held_by)
+    except DynamoDBError:
+        return "progress"       # the coordinator is restarting: the next retry asks again
+    return table.settle_token(request["t"], request["h"], held_by, outcome, request.get("x"), src)
 
 
 # ------------------------------------------------------------------ TransactGetItems
