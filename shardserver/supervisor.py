@@ -130,33 +130,6 @@ def check_data_dir(config) -> None:
             f"data and load it into a fresh data directory.")
 
 
-def check_ports(config) -> None:
-    """Refuses ports another process listens on.
-
-    Shards listen with SO_REUSEPORT, which the kernel also grants to a second
-    server of the same user: the two would then share the port's connections,
-    each answering from its own data.  A probe bound without SO_REUSEPORT
-    fails while anything listens there (SO_REUSEADDR lets it past connections
-    in TIME_WAIT), and none of this server's shards listens yet.
-    """
-    import socket
-    wanted = [("--alternator-port", config.alternator_address, config.alternator_port),
-              ("--alternator-https-port", config.alternator_address, config.alternator_https_port),
-              ("--prometheus-port", config.metrics_address, config.prometheus_port)]
-    for option, address, port in wanted:
-        if not port:
-            continue
-        probe = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((address, port))
-        except OSError as exc:
-            raise StartupError(f"cannot listen on {address}:{port} ({option}): {exc.strerror}; another "
-                               f"process listens there, stop it or choose another port") from None
-        finally:
-            probe.close()
-
-
 def check_files(config) -> None:
     """Credentials and certificates are read once here, so a bad file stops the start cleanly."""
     if config.alternator_enforce_authorization:
