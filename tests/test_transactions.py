@@ -535,6 +535,42 @@ def test_whole_server_killed_after_prepare_recovers_with_nothing_applied(tmp_pat
         srv.stop()
 
 
+def test_a_token_retry_after_a_whole_server_crash_between_decision_and_done_applies_once(tmp_path):
+    """The decision is durable but the token's shard has not heard "done" when everything dies.
+    After the restart boto3's retry (same ClientRequestToken) must find the committed transaction,
+    not run it again: the claim is in the token shard's commit log, and the decision is kept
+    until that shard has heard "done"."""
+    os.environ["SHARDSERVER_INJECT_TX_DECIDED_DELAY_S"] = "3"
+    try:
+        srv = ServerProcess(tmp_path / "data", smp=2).start()
+    finally:
+        del os.environ["SHARDSERVER_INJECT_TX_DECIDED_DELAY_S"]
+    try:
+        ddb = make_client(srv.endpoint, retries=1)
+        table = create_table(ddb, "tokwhole")
+        (a,), (b,) = keys_on_each_shard("w")
+        ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
+        request = {"TransactItems": [increment(table, a), increment(table, b)], "ClientRequestToken": "tok-whole"}
+        thread, outcome = _in_background(lambda: make_client(srv.endpoint, retries=1).transact_write_items(
+            **request))
+        time.sleep(1.0)      # decided and fsynced; "done" not yet told
+        srv.kill()
+        thread.join(15)
+        assert "error" in outcome
+        srv = ServerProcess(srv.data_dir, smp=2).start()
+        ddb = make_client(srv.endpoint, retries=10)
+        _wait_unlocked(ddb, table, [a, b])
+        ddb.transact_write_items(**request)
+        ddb.transact_write_items(**request)
+        assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
+        # and the decision, once told, is forgotten: a new token runs
+        ddb.transact_write_items(TransactItems=[increment(table, a), increment(table, b)],
+                                 ClientRequestToken="tok-after")
+        assert (value(ddb, table, a), value(ddb, table, b)) == (2, 2)
+    finally:
+        srv.stop()
+
+
 def test_transactional_writes_are_charged_for_their_indexes(ddb, table_name):
     ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
                      KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],

@@ -49,9 +49,13 @@ log = logging.getLogger("shardserver.transactions")
 #   PREPARE   {"tx": id, "c": coordinator shard, "w": [[table id, storage key hex, "put"|"delete"|"check",
 #              new item or null], ...]}        participant: a prepared intent (may be logged again)
 #   RESOLVED  {"tx": id}                       participant: the intent was applied or dropped
-#   DECISION  {"tx": id, "p": [shards]}        coordinator: committed (fsynced before any COMMIT is sent)
-#   FORGET    {"tx": id}                       coordinator: every participant acknowledged
-#   TOKEN     {"t": token, "h": request digest, "e": expiry, epoch seconds}
+#   DECISION  {"tx": id, "p": [shards], "k": [token, digest, token shard] or absent}
+#                                              coordinator: committed (fsynced before any COMMIT is sent)
+#   FORGET    {"tx": id}                       coordinator: every participant acknowledged (and the
+#                                              token shard heard "done", for a request with a token)
+#   TOKEN     {"t": token, "h": request digest, "e": expiry, epoch seconds, "s": state}
+#                                              token shard: state "d" done (or no "s"), "p" claimed by
+#                                              "x": transaction id of "c": coordinator shard, "f" freed
 KIND_PREPARE = 40
 KIND_RESOLVED = 41
 KIND_DECISION = 42
@@ -100,11 +104,14 @@ class ReadLock:
 
 
 class Decision:
-    __slots__ = ("tx", "participants", "segment", "pushing", "created")
+    __slots__ = ("tx", "participants", "token", "segment", "pushing", "created")
 
-    def __init__(self, tx: str, participants: set[int]):
+    def __init__(self, tx: str, participants: set[int], token: list | None = None):
         self.tx = tx
         self.participants = participants     # shards that have not acknowledged COMMIT yet
+        # [ClientRequestToken, digest, token shard] until the token shard heard "done": the
+        # decision is not forgotten before, so a retry asking about tx never hears "abort".
+        self.token = token
         self.segment = 0
         self.pushing = False
         self.created = time.monotonic()
@@ -117,6 +124,13 @@ def check_write(svc, table_id: str, key: bytes) -> None:
         entry = table.locks.get((table_id, key))
         if entry is not None:
             table.single_write(entry, (table_id, key))
+
+
+def _decision_record(decision: Decision) -> bytes:
+    record = {"tx": decision.tx, "p": sorted(decision.participants)}
+    if decision.token is not None:
+        record["k"] = decision.token
+    return orjson.dumps(record)
 
 
 class TransactionTable:
@@ -340,21 +354,35 @@ class TransactionTable:
             return b"p"
         return b"a"
 
-    async def decide_commit(self, tx: str, participants: set[int]) -> Decision:
-        """Makes the commit decision durable before any participant hears it."""
+    async def decide_commit(self, tx: str, participants: set[int], token: list | None = None) -> Decision:
+        """Makes the commit decision durable before any participant hears it.
+
+        token: [ClientRequestToken, digest, token shard] of a request that gave one."""
         self.preparing.discard(tx)
-        decision = self.decisions[tx] = Decision(tx, set(participants))
-        decision.segment = self._log(KIND_DECISION, orjson.dumps({"tx": tx, "p": sorted(participants)}))
+        decision = self.decisions[tx] = Decision(tx, set(participants), token)
+        decision.segment = self._log(KIND_DECISION, _decision_record(decision))
         await self.storage.sync()
         return decision
 
     def acknowledged(self, decision: Decision, shard: int) -> None:
         decision.participants.discard(shard)
-        if not decision.participants and self.decisions.pop(decision.tx, None) is not None:
+        self._forget_if_done(decision)
+
+    def token_told(self, decision: Decision) -> None:
+        """The token shard heard "done" for the decision's request."""
+        decision.token = None
+        self._forget_if_done(decision)
+
+    def _forget_if_done(self, decision: Decision) -> None:
+        if not decision.participants and decision.token is None and \
+                self.decisions.pop(decision.tx, None) is not None:
             self._log(KIND_FORGET, orjson.dumps({"tx": decision.tx}))
 
-    async def push_commit(self, svc, decision: Decision, send) -> None:
-        """Sends COMMIT to every participant not yet acknowledged; ``send(shard, tx)`` may raise."""
+    async def push_commit(self, svc, decision: Decision, send, tell=None) -> None:
+        """Sends COMMIT to every participant not yet acknowledged; ``send(shard, tx)`` may raise.
+
+        ``tell(decision)``, which may raise too, tells the token shard "done" (the sweep's
+        retry, for a decision whose token shard did not hear it from the request)."""
         if decision.pushing:
             return
         decision.pushing = True
@@ -367,6 +395,14 @@ class TransactionTable:
                              decision.tx, shard, result)
                 else:
                     self.acknowledged(decision, shard)
+            if tell is not None and decision.token is not None:
+                try:
+                    await tell(decision)
+                except DynamoDBError as error:
+                    log.info("transaction %s: token shard not reachable (%s); will retry", decision.tx,
+                             error.message)
+                else:
+                    self.token_told(decision)
         finally:
             decision.pushing = False
 
@@ -415,7 +451,13 @@ class TransactionTable:
         if entry is not None and entry[2] < now:
             entry = None
         if entry is None:
-            self.tokens[token] = [digest, "progress", now + TOKEN_LIFETIME, tx, coordinator]
+            expires = now + TOKEN_LIFETIME
+            self.tokens[token] = [digest, "progress", expires, tx, coordinator]
+            if tx is not None:
+                # Logged, so that after a restart a retry asks tx's coordinator whether
+                # it committed instead of running the request a second time.
+                self._log(KIND_TOKEN, orjson.dumps({"t": token, "h": digest, "e": expires, "s": "p",
+                                                    "x": tx, "c": coordinator}))
             return "new"
         if entry[0] != digest:
             return "mismatch"
@@ -456,6 +498,7 @@ class TransactionTable:
         if not succeeded:
             if entry is not None and entry[1] == "progress":
                 del self.tokens[token]
+                self._log(KIND_TOKEN, orjson.dumps({"t": token, "s": "f"}))
             return
         expires = time.time() + TOKEN_LIFETIME
         self.tokens[token] = [digest, "done", expires, None, None]
@@ -487,12 +530,16 @@ class TransactionTable:
             if intent is not None:
                 self._release(intent)
         elif kind == KIND_DECISION:
-            self.decisions[record["tx"]] = Decision(record["tx"], set(record["p"]))
+            self.decisions[record["tx"]] = Decision(record["tx"], set(record["p"]), record.get("k"))
         elif kind == KIND_FORGET:
             self.decisions.pop(record["tx"], None)
         elif kind == KIND_TOKEN:
-            if record["e"] > time.time():
-                self.tokens[record["t"]] = [record["h"], "done", record["e"], None, None]
+            state = record.get("s", "d")
+            if state == "f":
+                self.tokens.pop(record["t"], None)
+            elif record["e"] > time.time():
+                self.tokens[record["t"]] = ([record["h"], "done", record["e"], None, None] if state == "d" else
+                                            [record["h"], "progress", record["e"], record["x"], record["c"]])
 
     # ------------------------------------------------------------ background: resolve, re-log, expire
 
@@ -517,11 +564,11 @@ class TransactionTable:
                 self._spawn(self._resolve(intent, tx_ops))
         for decision in list(self.decisions.values()):
             if decision.segment < active:
-                decision.segment = self._log(KIND_DECISION, orjson.dumps(
-                    {"tx": decision.tx, "p": sorted(decision.participants)}))
+                decision.segment = self._log(KIND_DECISION, _decision_record(decision))
             # The coordinating request pushes its own decision; the sweep retries what it could not deliver.
             if not decision.pushing and now - decision.created > RESOLVE_AFTER:
-                self._spawn(self.push_commit(self.svc, decision, lambda s, t: tx_ops.send_commit(self.svc, s, t)))
+                self._spawn(self.push_commit(self.svc, decision, lambda s, t: tx_ops.send_commit(self.svc, s, t),
+                                             lambda d: tx_ops.tell_token_done(self.svc, d)))
         for lock_key, entry in list(self.locks.items()):
             if entry.__class__ is ReadLock and now - entry.created > READ_LOCK_LIFETIME:
                 entry.broken = True

@@ -41,6 +41,8 @@ _OP_OF_KIND = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
 # Error injection (as Scylla's): seconds a coordinator waits between a successful PREPARE
 # round and its commit decision, so tests can kill shards at that point.  0 in production.
 INJECT_DECISION_DELAY = float(os.environ.get("SHARDSERVER_INJECT_TX_DECISION_DELAY_S") or 0)
+# the same, between the durable decision and telling the token shard "done"
+INJECT_DECIDED_DELAY = float(os.environ.get("SHARDSERVER_INJECT_TX_DECIDED_DELAY_S") or 0)
 
 TX_PREPARE = b"txprep"      # orjson {"tx", "c", "a": [[index, action]]} -> {"r": {index: reason}, "s": units}
 TX_COMMIT = b"txcommit"     # tx id -> b""
@@ -240,19 +242,27 @@ async def transact_write_items(svc, request: dict) -> bytes:
             "Request parameters do not match a previous request with the same ClientRequestToken")
     told = False
 
-    async def tell(outcome: str) -> None:
+    async def tell(outcome: str) -> bool:
         nonlocal told
         told = True
         try:
             await _token(svc, token_shard, outcome, token, digest, tx)
+            return True
         except DynamoDBError:
-            pass      # the token shard restarted: its entry is gone, a retry simply runs again
+            # The token shard is restarting. Its claim is in its commit log: a retry asks this
+            # shard about tx, and a committed decision waits here for the sweep to tell "done".
+            return False
+
+    async def on_decided(decision) -> None:
+        if await tell("done"):
+            table.token_told(decision)
 
     succeeded = False
     try:
-        # "done" goes out once the decision is durable and before the decision may be
-        # forgotten, so a coordinator answering "abort" about tx never hides a commit.
-        result = await _run_write(svc, actions, mode, request, tx, on_decided=lambda: tell("done"))
+        # "done" goes out once the decision is durable, and the decision is not forgotten
+        # before the token shard heard it, so "abort" about tx never hides a commit.
+        result = await _run_write(svc, actions, mode, request, tx, token=[token, digest, token_shard],
+                                  on_decided=on_decided)
         succeeded = True
         return result
     finally:
@@ -266,7 +276,7 @@ async def _token(svc, shard: int, op: str, token: str, digest: str, tx: str) -> 
 
 
 async def _run_write(svc, actions: list[Action], mode: str, request: dict, tx: str | None = None,
-                     on_decided=None) -> bytes:
+                     token: list | None = None, on_decided=None) -> bytes:
     table = svc.transactions
     if tx is None:
         tx = table.new_id()
@@ -275,14 +285,14 @@ async def _run_write(svc, actions: list[Action], mode: str, request: dict, tx: s
         by_shard.setdefault(action.owner, []).append(action)
     table.preparing.add(tx)
     try:
-        return await _prepare_and_decide(svc, table, tx, actions, by_shard, mode, request, on_decided)
+        return await _prepare_and_decide(svc, table, tx, actions, by_shard, mode, request, token, on_decided)
     finally:
         # Whatever way we leave (even cancelled), an undecided transaction is now presumed aborted.
         table.preparing.discard(tx)
 
 
 async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_shard: dict, mode: str,
-                              request: dict, on_decided=None) -> bytes:
+                              request: dict, token: list | None = None, on_decided=None) -> bytes:
     replies = await asyncio.gather(*(_send_prepare(svc, shard, tx, part) for shard, part in by_shard.items()),
                                    return_exceptions=True)
     reasons: list[dict | None] = [None] * len(actions)
@@ -311,12 +321,15 @@ async def _prepare_and_decide(svc, table, tx: str, actions: list[Action], by_sha
         raise InternalServerError("Internal server error")
     if INJECT_DECISION_DELAY:
         await asyncio.sleep(INJECT_DECISION_DELAY)
-    decision = await table.decide_commit(tx, set(by_shard))
+    decision = await table.decide_commit(tx, set(by_shard), token)
+    if INJECT_DECIDED_DELAY:
+        await asyncio.sleep(INJECT_DECIDED_DELAY)
     if on_decided is not None:
-        await on_decided()
+        await on_decided(decision)
     # The decision is durable: the transaction is committed even if a participant is down
     # now; it will learn the outcome when it is back (see transactions.py).
-    await table.push_commit(svc, decision, lambda shard, t: send_commit(svc, shard, t))
+    await table.push_commit(svc, decision, lambda shard, t: send_commit(svc, shard, t),
+                            lambda d: tell_token_done(svc, d))
     # A participant that has not acknowledged has not applied its writes yet: its item
     # collections are not measured (the transaction is committed all the same).
     return await _response(svc, actions, spent, mode, request, set(decision.participants))
@@ -393,6 +406,12 @@ async def _send_prepare(svc, shard: int, tx: str, part: list[Action]) -> dict:
 
 async def send_commit(svc, shard: int, tx: str) -> None:
     await svc.submit_to(shard, TX_COMMIT, tx.encode())
+
+
+async def tell_token_done(svc, decision) -> None:
+    """Tells a committed decision's token shard "done" (raises while that shard is down)."""
+    token, digest, shard = decision.token
+    await _token(svc, shard, "done", token, digest, decision.tx)
 
 
 async def ask_status(svc, coordinator: int, tx: str) -> bytes:
