@@ -335,6 +335,19 @@ def test_global_index_updates_in_update_tables_words(ddb, table):
         "PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput")
 
 
+def test_a_new_index_of_a_provisioned_table_needs_units_in_update_tables_words(ddb, table_name):
+    # CreateTable says "is not specified for index" (test_indexes.py); UpdateTable's Create says this.
+    ddb.create_table(TableName=table_name, BillingMode="PROVISIONED", KeySchema=key_schema("p"),
+                     AttributeDefinitions=defs(p="S"),
+                     ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1})
+    try:
+        assert error_of(ddb.update_table, TableName=table_name, **create_gsi_update("gprov", "x")) == (
+            "ValidationException", "One or more parameter values were invalid: ProvisionedThroughput must be "
+            "specified for index: gprov")
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
 def test_a_local_index_is_not_updated_or_deleted(ddb, table_name):
     ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p", "s"),
                      AttributeDefinitions=defs(p="S", s="S", x="S"),

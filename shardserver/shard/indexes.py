@@ -193,7 +193,8 @@ def _projection_of(index: dict, field: str) -> dict:
     return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(attributes)}
 
 
-def _throughput_of(index: dict, name: str, billing_mode: str, table_read: int, table_write: int) -> dict:
+def _throughput_of(index: dict, name: str, billing_mode: str, table_read: int, table_write: int,
+                   by_update: bool) -> dict:
     throughput = index.get("ProvisionedThroughput")
     if billing_mode == "PAY_PER_REQUEST":
         if throughput is not None:
@@ -201,8 +202,9 @@ def _throughput_of(index: dict, name: str, billing_mode: str, table_read: int, t
                                       f"not be specified for index: {name} when BillingMode is PAY_PER_REQUEST")
         return {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
     if throughput is None:
-        raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput must be "
-                                  f"specified for index: {name}")
+        # CreateTable's and UpdateTable's words differ (both as live DynamoDB answers them).
+        raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput "
+                                  f"{'must be specified' if by_update else 'is not specified'} for index: {name}")
     read, write = throughput.get("ReadCapacityUnits"), throughput.get("WriteCapacityUnits")
     for value, field in ((read, "readCapacityUnits"), (write, "writeCapacityUnits")):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -223,8 +225,9 @@ def new_index_id() -> str:
 
 
 def parse_gsi(index, field: str, types: dict, billing_mode: str, read: int = 0, write: int = 0,
-              status: str = "ACTIVE") -> dict:
-    """One GlobalSecondaryIndex definition, validated and normalized for the catalog."""
+              status: str = "ACTIVE", by_update: bool = False) -> dict:
+    """One GlobalSecondaryIndex definition, validated and normalized for the catalog
+    (by_update: an UpdateTable Create, not a CreateTable)."""
     if not isinstance(index, dict):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
     name = check_index_name(index, field)
@@ -235,7 +238,7 @@ def parse_gsi(index, field: str, types: dict, billing_mode: str, read: int = 0, 
     projection = _projection_of(index, field)
     definition = {"IndexName": name, "KeySchema": _key_schema_list(hashes, ranges), "Projection": projection,
                   "IndexId": new_index_id(), "IndexStatus": status,
-                  "ProvisionedThroughput": _throughput_of(index, name, billing_mode, read, write)}
+                  "ProvisionedThroughput": _throughput_of(index, name, billing_mode, read, write, by_update)}
     definition.update(gsi_settings(index))
     return definition
 

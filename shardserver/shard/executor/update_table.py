@@ -130,7 +130,8 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                     raise ValidationException("One or more parameter values were invalid: Neither "
                                               "ReadCapacityUnits nor WriteCapacityUnits can be specified for "
                                               f"index: {body['IndexName']} when BillingMode is PAY_PER_REQUEST")
-            definition = indexes.parse_gsi(body, field, types, billing_mode, read, write, status="CREATING")
+            definition = indexes.parse_gsi(body, field, types, billing_mode, read, write, status="CREATING",
+                                           by_update=True)
             _check_redefinition(schema, definition, types)
             _check_new_gsi(schema, definition)
             change["create_gsi"] = definition
