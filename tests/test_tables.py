@@ -505,6 +505,28 @@ def test_table_class_change_is_dated_and_bad_classes_named(ddb, table_name):
     ddb.delete_table(TableName=table_name)
 
 
+def test_create_tables_answer_has_no_warm_throughput_or_pay_per_request_date_unasked(ddb, table_name):
+    """DynamoDB's CreateTable answer, unlike DescribeTable's, carries no WarmThroughput the request
+    did not set (table or index) and no LastUpdateToPayPerRequestDateTime."""
+    created = ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
+                               KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+                               AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"},
+                                                     {"AttributeName": "x", "AttributeType": "S"}],
+                               GlobalSecondaryIndexes=[{"IndexName": "gsi",
+                                                        "KeySchema": [{"AttributeName": "x", "KeyType": "HASH"}],
+                                                        "Projection": {"ProjectionType": "ALL"}}])["TableDescription"]
+    try:
+        assert "WarmThroughput" not in created and "WarmThroughput" not in created["GlobalSecondaryIndexes"][0]
+        assert created["BillingModeSummary"] == {"BillingMode": "PAY_PER_REQUEST"}
+        assert created["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"] == {
+            "NumberOfDecreasesToday": 0, "ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
+        described = ddb.describe_table(TableName=table_name)["Table"]
+        assert "WarmThroughput" in described and "WarmThroughput" in described["GlobalSecondaryIndexes"][0]
+        assert "LastUpdateToPayPerRequestDateTime" in described["BillingModeSummary"]
+    finally:
+        ddb.delete_table(TableName=table_name)
+
+
 def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
     # Every table reports DynamoDB's baseline; a WarmThroughput given is kept (a unit left out
     # keeps its value), an UpdateTable with only WarmThroughput is a change (Terraform sends

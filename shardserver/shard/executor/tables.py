@@ -539,8 +539,17 @@ async def create_table(svc, request: dict) -> bytes:
     # As DynamoDB answers, the table and its global indexes CREATING; the table is usable
     # at once, so DescribeTable (and every waiter) sees ACTIVE from the next request on.
     description = schema.description(0, 0, "CREATING")
+    # Unlike DescribeTable, CreateTable's answer has no WarmThroughput the request did not
+    # set, table or index, and no LastUpdateToPayPerRequestDateTime (as DynamoDB answers).
+    if request.get("WarmThroughput") is None:
+        description.pop("WarmThroughput", None)
+    asked_warm = {i.get("IndexName") for i in request.get("GlobalSecondaryIndexes") or ()
+                  if i.get("WarmThroughput") is not None}
     for index in description.get("GlobalSecondaryIndexes", ()):
         index["IndexStatus"] = "CREATING"
+        if index["IndexName"] not in asked_warm:
+            index.pop("WarmThroughput", None)
+    description.get("BillingModeSummary", {}).pop("LastUpdateToPayPerRequestDateTime", None)
     return orjson.dumps({"TableDescription": description})
 
 
