@@ -306,6 +306,13 @@ def test_resource_policy_errors(ddb, loose, index_table):
     for policy, message in (
             ("{not json", "Invalid policy document: This policy contains invalid Json"),
             ("[1, 2]", "Invalid policy document: This policy contains invalid Json"),
+            ("", "Invalid policy document: This policy contains invalid Json"),
+            ("null", "Invalid policy document: This text appears not to be a policy"),
+            ("{}", "Invalid policy document: Syntax error at position (1,3)"),
+            (json.dumps({"Version": "2012-10-17", "Statement": []}),
+             "Invalid policy document: Could not parse the policy: Statement is empty!"),
+            (json.dumps({"Version": "2012-10-17", "Statement": [{}]}),
+             "Invalid policy document: Missing required field Effect"),
             (json.dumps({"Statement": [], "Pad": " " * 20480}), "Maximum policy size of 20480 bytes exceeded")):
         assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=policy) == \
             ("ValidationException", invalid + message)
@@ -328,6 +335,12 @@ def test_resource_policy_errors(ddb, loose, index_table):
         assert refused(ddb.get_resource_policy, ResourceArn=resource) == expected
         assert refused(ddb.put_resource_policy, ResourceArn=resource, Policy=POLICY) == expected
         assert refused(ddb.delete_resource_policy, ResourceArn=resource) == expected
+    # CreateTable's ResourcePolicy is judged the same way, and no table is made.
+    assert refused(ddb.create_table, TableName="policy_refused", KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+                   AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
+                   BillingMode="PAY_PER_REQUEST", ResourcePolicy="{}") == \
+        ("ValidationException", invalid + "Invalid policy document: Syntax error at position (1,3)")
+    assert "policy_refused" not in ddb.list_tables()["TableNames"]
     assert refused(loose.put_resource_policy, ResourceArn=arn, Policy=POLICY, ExpectedRevisionId="x" * 256)[0] == \
         "ValidationException"
     assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=POLICY, ExpectedRevisionId="12345")[0] == \

@@ -27,15 +27,32 @@ _INVALID = "One or more parameter values were invalid: "
 
 
 def checked_policy(policy: str) -> str:
-    """A policy document, refused unless it is a JSON object within DynamoDB's size limit."""
+    """A policy document, refused unless it is a JSON object within DynamoDB's size limit whose
+    statements each say their Effect, in the words of DynamoDB's policy parser."""
     if len(policy.encode()) > MAX_POLICY_BYTES:
         raise ValidationException(f"{_INVALID}Maximum policy size of {MAX_POLICY_BYTES} bytes exceeded")
+    invalid = f"{_INVALID}Invalid policy document: "
     try:
         document = orjson.loads(policy)
     except orjson.JSONDecodeError:
-        document = None
+        raise ValidationException(invalid + "This policy contains invalid Json") from None
+    if document is None:
+        raise ValidationException(invalid + "This text appears not to be a policy")
     if not isinstance(document, dict):
-        raise ValidationException(f"{_INVALID}Invalid policy document: This policy contains invalid Json")
+        raise ValidationException(invalid + "This policy contains invalid Json")
+    if not document:
+        # The parser wants a member name where the object closes: the position after "}".
+        lines = policy.rstrip().split("\n")
+        raise ValidationException(invalid + f"Syntax error at position ({len(lines)},{len(lines[-1]) + 1})")
+    statements = document.get("Statement")
+    if isinstance(statements, dict):
+        statements = [statements]
+    if isinstance(statements, list):
+        if not statements:
+            raise ValidationException(invalid + "Could not parse the policy: Statement is empty!")
+        for statement in statements:
+            if isinstance(statement, dict) and "Effect" not in statement:
+                raise ValidationException(invalid + "Missing required field Effect")
     return policy
 
 
