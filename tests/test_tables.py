@@ -455,8 +455,19 @@ def test_encryption_specification_rules(ddb, server, table_name):
         with pytest.raises(ClientError) as e:
             create_table(unchecked, table_name, SSESpecification=sse)
         assert error_of(e) == ("ValidationException", prefix + message)
+    # An empty key id is no key: the model's length rule refuses it, at CreateTable and UpdateTable.
+    empty_key = ("ValidationException", "1 validation error detected: Value '' at 'sSESpecification.kMSMasterKeyId' "
+                                        "failed to satisfy constraint: Member must have length greater than or equal to 1")
+    with pytest.raises(ClientError) as e:
+        create_table(unchecked, table_name, SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": ""})
+    assert error_of(e) == empty_key
     assert table_name not in ddb.list_tables()["TableNames"]
     create_table(ddb, table_name)
+    with pytest.raises(ClientError) as e:
+        unchecked.update_table(TableName=table_name, SSESpecification={"Enabled": True, "SSEType": "KMS",
+                                                                       "KMSMasterKeyId": ""})
+    assert error_of(e) == empty_key
+    assert "SSEDescription" not in ddb.describe_table(TableName=table_name)["Table"]
     # A table on the AWS owned key is refused that key again, however it is asked for.
     for sse in ({"Enabled": False}, {}):
         with pytest.raises(ClientError) as e:

@@ -456,9 +456,12 @@ def check_on_demand(value, mode: str, owner: str, creating: bool = False) -> Non
                                       "valid range")
 
 
-def _sse_enabled(sse: dict) -> bool:
+def _sse_enabled(sse: dict, field: str = "sSESpecification") -> bool:
     """Whether an SSESpecification asks for a KMS key (True) or the AWS owned key, after DynamoDB's rules."""
     enabled, sse_type, key = sse.get("Enabled"), sse.get("SSEType"), sse.get("KMSMasterKeyId")
+    if key == "":
+        raise constraint_error([f"Value '' at '{field}.kMSMasterKeyId' failed to satisfy constraint: "
+                                "Member must have length greater than or equal to 1"])
     prefix = "One or more parameter values were invalid: "
     if enabled is False and sse_type is not None:
         raise ValidationException(prefix + "SSEType can not be specified if Enabled is false")
