@@ -430,6 +430,46 @@ def test_backup_errors(ddb, server, hash_table):
         ddb.delete_backup(BackupArn=arn)
 
 
+def test_restore_overrides_are_checked_before_anything_is_restored(ddb, server, hash_table):
+    """Each override's member rules, in DynamoDB's words; a refused restore makes no table."""
+    client = _unvalidated(server)
+    arn = _backup(ddb, hash_table)["BackupArn"]
+    null = "failed to satisfy constraint: Member must not be null"
+    try:
+        for override, message in (
+                ({"TargetTableName": ""}, "TableName must be at least 3 characters long and at most 255 characters long"),
+                ({"BillingModeOverride": ""}, "1 validation error detected: Value '' at 'billingModeOverride' failed to "
+                                              "satisfy constraint: Member must satisfy enum value set: [PROVISIONED, "
+                                              "PAY_PER_REQUEST]"),
+                ({"ProvisionedThroughputOverride": {}},
+                 f"2 validation errors detected: Value null at 'provisionedThroughputOverride.writeCapacityUnits' {null}; "
+                 f"Value null at 'provisionedThroughputOverride.readCapacityUnits' {null}"),
+                ({"GlobalSecondaryIndexOverride": [{}]},
+                 f"3 validation errors detected: Value null at 'globalSecondaryIndexOverride.1.member.indexName' {null}; "
+                 f"Value null at 'globalSecondaryIndexOverride.1.member.keySchema' {null}; "
+                 f"Value null at 'globalSecondaryIndexOverride.1.member.projection' {null}"),
+                ({"LocalSecondaryIndexOverride": [{"IndexName": "x"}]},
+                 "3 validation errors detected: Value 'x' at 'localSecondaryIndexOverride.1.member.indexName' failed to "
+                 "satisfy constraint: Member must have length greater than or equal to 3; "
+                 f"Value null at 'localSecondaryIndexOverride.1.member.keySchema' {null}; "
+                 f"Value null at 'localSecondaryIndexOverride.1.member.projection' {null}"),
+                ({"SSESpecificationOverride": {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": ""}},
+                 "1 validation error detected: Value '' at 'sSESpecificationOverride.kMSMasterKeyId' failed to satisfy "
+                 "constraint: Member must have length greater than or equal to 1"),
+                ({"OnDemandThroughputOverride": {"MaxReadRequestUnits": 0}},
+                 "Invalid Request: Requested MaxReadRequestUnits for OnDemandThroughput is outside of valid range")):
+            request = {"TargetTableName": "restore_refused", "BackupArn": arn, **override}
+            with pytest.raises(ClientError) as excinfo:
+                client.restore_table_from_backup(**request)
+            assert _error(excinfo) == ("ValidationException", message), override
+        assert "restore_refused" not in ddb.list_tables()["TableNames"]
+        with pytest.raises(ClientError) as excinfo:
+            client.describe_backup(BackupArn="")
+        assert _error(excinfo) == ("ValidationException", "Invalid Backup ARN")
+    finally:
+        ddb.delete_backup(BackupArn=arn)
+
+
 def test_a_backup_being_restored_cannot_be_deleted(tmp_path):
     """The catalog coordinator's rule: while a restored table still names its backup (until
     every shard built its copy), DeleteBackup of that backup is refused."""

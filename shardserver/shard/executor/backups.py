@@ -30,8 +30,8 @@ from shardserver.errors import (BackupInUseException, BackupNotFoundException,
 from shardserver.shard import backups, indexes
 from shardserver.shard.catalog import TableSchema, new_table_id, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (MAX_TABLES, _parse_billing, check_table_name, constraint_error,
-                                               table_name_errors)
+from shardserver.shard.executor.tables import (MAX_TABLES, Constraints, _parse_billing, _sse_enabled,
+                                               check_table_name, constraint_error, table_name_errors)
 
 DEFAULT_RECOVERY_DAYS = 35
 MIN_ARN_LENGTH = 37
@@ -60,6 +60,8 @@ def _source_table(svc, name, field: str = "tableName") -> TableSchema:
 def _backup_id_of(arn, field: str = "backupArn") -> str:
     if not isinstance(arn, str):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
+    if arn == "":
+        raise ValidationException("Invalid Backup ARN")      # DynamoDB's words, not the length rule's
     if len(arn) < MIN_ARN_LENGTH:
         raise constraint_error([f"Value '{arn}' at '{field}' failed to satisfy constraint: "
                                 f"Member must have length greater than or equal to {MIN_ARN_LENGTH}"])
@@ -299,7 +301,7 @@ def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, su
                                        if isinstance(on_demand.get(k), int)}
     sse = request.get("SSESpecificationOverride")
     if sse is not None:
-        extra["SSEEnabled"] = bool(sse.get("Enabled", False))
+        extra["SSEEnabled"] = _sse_enabled(sse, "sSESpecificationOverride")
     restored_ids = {table_id: source.table_id}
     for definition in local:
         restored_ids[indexes.index_storage_id(table_id, definition, False)] = indexes.index_storage_id(
@@ -327,11 +329,44 @@ async def _restore(svc, schema: TableSchema, record: dict) -> bytes:
     return orjson.dumps({"TableDescription": description})
 
 
+def _check_restore_members(request: dict) -> None:
+    """RestoreTableFromBackup's member constraints, reported together before the backup is
+    looked for, in DynamoDB's order; a target name of the wrong length has its own words."""
+    target = request.get("TargetTableName")
+    if isinstance(target, str) and not 3 <= len(target) <= 255:
+        raise ValidationException("TableName must be at least 3 characters long and at most 255 characters long")
+    constraints = Constraints()
+    constraints.problems = table_name_errors(target, "targetTableName")
+    constraints.enum(request.get("BillingModeOverride"), "billingModeOverride", ("PROVISIONED", "PAY_PER_REQUEST"))
+    throughput = request.get("ProvisionedThroughputOverride")
+    if throughput is not None:
+        for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+            field = f"provisionedThroughputOverride.{member[0].lower()}{member[1:]}"
+            if constraints.required(throughput.get(member), field):
+                constraints.value(throughput[member], field, low=1)
+    for member in ("GlobalSecondaryIndexOverride", "LocalSecondaryIndexOverride"):
+        for i, index in enumerate(request.get(member) or (), 1):
+            field = f"{member[0].lower()}{member[1:]}.{i}.member"
+            if constraints.required(index.get("IndexName"), f"{field}.indexName"):
+                constraints.name(index["IndexName"], f"{field}.indexName")
+            constraints.required(index.get("KeySchema"), f"{field}.keySchema")
+            constraints.required(index.get("Projection"), f"{field}.projection")
+    sse = request.get("SSESpecificationOverride")
+    if sse is not None:
+        constraints.length(sse.get("KMSMasterKeyId"), "sSESpecificationOverride.kMSMasterKeyId", low=1)
+    constraints.check()
+    on_demand = request.get("OnDemandThroughputOverride") or {}
+    for unit in ("MaxReadRequestUnits", "MaxWriteRequestUnits"):
+        if on_demand.get(unit) is not None and on_demand[unit] < 1 and on_demand[unit] != -1:
+            raise ValidationException(f"Invalid Request: Requested {unit} for OnDemandThroughput is outside of "
+                                      "valid range")
+    if sse is not None:
+        _sse_enabled(sse, "sSESpecificationOverride")
+
+
 @operation("RestoreTableFromBackup")
 async def restore_table_from_backup(svc, request: dict) -> bytes:
-    errors = table_name_errors(request.get("TargetTableName"), "targetTableName")
-    if errors:
-        raise constraint_error(errors)
+    _check_restore_members(request)
     record = _backup(svc, request.get("BackupArn"))
     if record["status"] != "AVAILABLE":
         raise BackupInUseException(f"Backup is being created: {record['arn']}")
