@@ -357,17 +357,35 @@ def test_tag_errors(ddb, server, range_table):
             ([good, {"Key": "k"}], "The Tag Value provided is invalid, Value: null"),
             ([good, {"Value": "v"}], "The Tag Key provided is invalid, Key: null"),
             ([good, {"Key": "aws:zzz", "Value": "v"}], "Tag Key cannot be prefixed with aws:, Key: aws:zzz"),
+            ([good, {"Key": "AWS:zzz", "Value": "v"}], "Tag Key cannot be prefixed with aws:, Key: AWS:zzz"),
             ([{"Key": "dup", "Value": "1"}, {"Key": "dup", "Value": "2"}],
              "Duplicate Tag Keys provided as input: Duplicate Tag Key found dup")):
         assert refusal(unchecked.tag_resource, ResourceArn=arn, Tags=tags) == ("ValidationException", message)
     assert refusal(ddb.untag_resource, ResourceArn=arn, TagKeys=["k" * 129]) == (
         "ValidationException", "The Tag Key provided is invalid, Key: " + "k" * 129)
+    # AWS's own keys cannot be removed either, though removing a key the table lacks is no error.
+    for key in ("aws:cloudformation:stack-name", "Aws:x"):
+        assert refusal(ddb.untag_resource, ResourceArn=arn, TagKeys=["absent", key]) == (
+            "ValidationException", f"Tag Key cannot be prefixed with aws:, Key: {key}")
+    ddb.untag_resource(ResourceArn=arn, TagKeys=["absent", "myaws:x"])
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == []
     # Letters and digits of any script, white space and + - = . _ : / @ are all allowed.
     ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}])
-    with pytest.raises(ClientError) as e:
-        ddb.tag_resource(ResourceArn="no_arn", Tags=[{"Key": "k", "Value": "v"}])
-    assert error_of(e)[0] == "ValidationException" and "ARNs must start with 'arn:'" in error_of(e)[1]
+    invalid = "One or more parameter values were invalid: "
+    for call in (lambda resource: ddb.tag_resource(ResourceArn=resource, Tags=[{"Key": "k", "Value": "v"}]),
+                 lambda resource: ddb.untag_resource(ResourceArn=resource, TagKeys=["k"]),
+                 lambda resource: ddb.list_tags_of_resource(ResourceArn=resource)):
+        # A table's name is no ARN; a backup's ARN is no taggable resource's; an ARN in capitals names none.
+        for resource, expected in (
+                (range_table, ("ValidationException", f"{invalid}ARNs must start with 'arn:': {range_table}")),
+                (f"{arn}/backup/01796223897587-3958a9c2",
+                 ("ValidationException", f"{invalid}Provided Arn is not a DynamoDB resource arn: "
+                                         f"{arn}/backup/01796223897587-3958a9c2")),
+                (arn.upper(), ("ResourceNotFoundException",
+                               f"Requested resource not found: ResourcArn: {arn.upper()} not found"))):
+            with pytest.raises(ClientError) as e:
+                call(resource)
+            assert error_of(e) == expected
     # An index's ARN is not a taggable resource.
     index_arn = arn + "/index/whatever"
     for call in (lambda: ddb.list_tags_of_resource(ResourceArn=index_arn),

@@ -487,6 +487,11 @@ def _tag_key_problem(key) -> str | None:
     return None
 
 
+def _reserved_tag_key(key: str) -> bool:
+    """AWS's own tag keys, which no one may set or remove: aws: in any case (AWS:, Aws:)."""
+    return key[:4].lower() == "aws:"
+
+
 def checked_tags(tags: list) -> list:
     """A Tags list (member types already checked) after DynamoDB's rules for it, all or nothing."""
     seen = set()
@@ -495,7 +500,7 @@ def checked_tags(tags: list) -> list:
         problem = _tag_key_problem(key)
         if problem:
             raise ValidationException(problem)
-        if key.startswith("aws:"):
+        if _reserved_tag_key(key):
             raise ValidationException(f"Tag Key cannot be prefixed with aws:, Key: {key}")
         if value is None or len(value) > 256 or not all(_tag_character(c) for c in value):
             shown = "null" if value is None else value
@@ -607,10 +612,13 @@ async def describe_limits(svc, request: dict) -> bytes:
 def _schema_by_arn(svc, arn) -> TableSchema:
     if arn is None:
         raise constraint_error(["Value null at 'resourceArn' failed to satisfy constraint: Member must not be null"])
-    if not isinstance(arn, str) or not arn.startswith("arn:"):
-        raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}: "
-                                  "ARNs must start with 'arn:'")
+    if not isinstance(arn, str) or arn[:4].lower() != "arn:":
+        # An ARN in capitals is some other resource's: not found, below.
+        raise ValidationException(f"One or more parameter values were invalid: ARNs must start with 'arn:': {arn}")
     resource = arn.partition(":table/")[2]
+    if resource.partition("/")[2].startswith("backup/"):
+        raise ValidationException(f"One or more parameter values were invalid: Provided Arn is not a DynamoDB "
+                                  f"resource arn: {arn}")
     if "/" in resource:
         # An index's ARN (table/<name>/index/<index>) is not taggable: DynamoDB takes only a table's.
         raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")
@@ -657,6 +665,8 @@ async def untag_resource(svc, request: dict) -> bytes:
         problem = _tag_key_problem(key)
         if problem:
             raise ValidationException(problem)
+        if _reserved_tag_key(key):
+            raise ValidationException(f"Tag Key cannot be prefixed with aws:, Key: {key}")
     if len(keys) > 50:
         raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "remove": keys}))
