@@ -3,7 +3,9 @@
 import threading
 import time
 
+import boto3
 import pytest
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from test_indexes import S, N, canon, defs, error_of, full_query, full_scan, gsi, key_schema
@@ -137,7 +139,7 @@ def test_throughput_changes_are_dated(ddb, table):
     assert (described["ReadCapacityUnits"], described["WriteCapacityUnits"]) == (5, 2)
 
 
-def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
+def test_global_index_warm_throughput_and_on_demand_caps(ddb, server, table_name):
     # A global index has its own WarmThroughput (DynamoDB's baseline until raised) and OnDemandThroughput,
     # given at CreateTable and changed by an UpdateTable Update without ProvisionedThroughput, as the
     # developer guide's update-table --warm-throughput example does.
@@ -172,6 +174,32 @@ def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
                 {"Update": {"IndexName": name, "WarmThroughput": {}}}]) == (
                 "ValidationException", "One or more parameter values were invalid: WarmThroughput must have at "
                 f"least one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: {name}")
+        # ... before the table is looked for, and before the rules of what may come together
+        empty_warm = ("ValidationException", "One or more parameter values were invalid: WarmThroughput must have at "
+                      "least one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: g_x")
+        assert error_of(ddb.update_table, TableName="no_such_table", GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {}}}]) == empty_warm
+        assert error_of(ddb.update_table, TableName=table_name, TableClass="STANDARD", GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {}}}]) == empty_warm
+        # Units with their members missing: the model's rules, at the update's place in the list
+        null = "failed to satisfy constraint: Member must not be null"
+        place = "globalSecondaryIndexUpdates.1.member.update.provisionedThroughput"
+        unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                                 aws_access_key_id="x", aws_secret_access_key="y",
+                                 config=BotoConfig(parameter_validation=False, retries={"max_attempts": 1}))
+        assert error_of(unchecked.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {}}}]) == (
+            "ValidationException", f"2 validation errors detected: Value null at '{place}.writeCapacityUnits' {null}; "
+                                   f"Value null at '{place}.readCapacityUnits' {null}")
+        assert error_of(unchecked.update_table, TableName=table_name, AttributeDefinitions=defs(z="S"),
+                        GlobalSecondaryIndexUpdates=[{"Create": gsi("", "z")}])[1].startswith(
+            "2 validation errors detected: Value '' at 'globalSecondaryIndexUpdates.1.member.create.indexName' "
+            "failed to satisfy constraint: Member must have length greater than or equal to 3")
+        # An index the table does not have, in DynamoDB's words for UpdateTable
+        for action in ({"Update": {"IndexName": "ghost", "OnDemandThroughput": {"MaxReadRequestUnits": 5}}},
+                       {"Delete": {"IndexName": "ghost"}}):
+            assert error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[action]) == (
+                "ResourceNotFoundException", f"Requested resource not found: Index ghost for table {table_name}")
         code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
             {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}])
         assert message == ("One or more parameter values were invalid: The only Updates for index: g_x when "

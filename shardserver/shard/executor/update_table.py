@@ -21,8 +21,9 @@ from shardserver.errors import LimitExceededException, ResourceNotFoundException
 from shardserver.shard import indexes, streams
 from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (check_on_demand, constraint_error, describe, existing_table,
-                                               parse_attribute_definitions, table_not_found, table_settings)
+from shardserver.shard.executor.tables import (Constraints, check_on_demand, check_table_name, constraint_error,
+                                               describe, existing_table, parse_attribute_definitions,
+                                               table_not_found, table_settings)
 
 MAX_CAPACITY = 1_000_000_000_000
 ONE_ONLINE_INDEX = "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table"
@@ -91,7 +92,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                                 "Member must not be null"])
     names: set[str] = set()
     actions = []
-    for update in updates:
+    for position, update in enumerate(updates, 1):
         present = [a for a in UPDATE_ACTIONS if isinstance(update, dict) and update.get(a) is not None]
         if not present:
             raise ValidationException("One or more parameter values were invalid: One of "
@@ -104,23 +105,23 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
         action = present[0]
         body = update[action]
         if not isinstance(body, dict):
-            raise constraint_error([f"Value null at 'globalSecondaryIndexUpdates.member.{action.lower()}' failed "
-                                    "to satisfy constraint: Member must not be null"])
+            raise constraint_error([f"Value null at 'globalSecondaryIndexUpdates.{position}.member."
+                                    f"{action.lower()}' failed to satisfy constraint: Member must not be null"])
         name = body.get("IndexName")
         if isinstance(name, str):
             if name in names:
                 raise ValidationException("One or more parameter values were invalid: Only one global secondary "
                                           f"index update per index is allowed simultaneously. Index: {name}")
             names.add(name)
-        actions.append((action, body))
-    if sum(1 for action, _ in actions if action in ("Create", "Delete")) > 1:
+        actions.append((action, body, position))
+    if sum(1 for action, _, _ in actions if action in ("Create", "Delete")) > 1:
         raise LimitExceededException(ONE_ONLINE_INDEX)
     types = _attribute_types(request)
     gsi_names = {i["IndexName"] for i in schema.global_indexes}
     lsi_names = {i["IndexName"] for i in schema.local_indexes}
     throughput_updates, setting_updates = {}, {}
-    for action, body in actions:
-        field = f"globalSecondaryIndexUpdates.member.{action.lower()}"
+    for action, body, position in actions:
+        field = f"globalSecondaryIndexUpdates.{position}.member.{action.lower()}"
         if action == "Create":
             if isinstance(body.get("IndexName"), str):
                 if request.get("AttributeDefinitions") is None:
@@ -146,8 +147,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
         if name in lsi_names:
             raise ValidationException(f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: {name}")
         if name not in gsi_names:
-            raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
-                                            f"on table: {schema.name}")
+            raise ResourceNotFoundException(f"Requested resource not found: Index {name} for table {schema.name}")
         if action == "Delete":
             change["delete_gsi"] = name
             continue
@@ -385,8 +385,7 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
     if "delete_gsi" in change:
         name = change["delete_gsi"]
         if not any(d["IndexName"] == name for d in data["global_indexes"]):
-            raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
-                                            f"on table: {schema.name}")
+            raise ResourceNotFoundException(f"Requested resource not found: Index {name} for table {schema.name}")
         data["global_indexes"] = [d for d in data["global_indexes"] if d["IndexName"] != name]
     types = {d["AttributeName"]: d["AttributeType"] for d in data["attribute_definitions"]}
     if "create_gsi" in change:
@@ -402,8 +401,38 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
     tables[schema.name] = updated
 
 
+def check_index_updates_alone(request: dict) -> None:
+    """What DynamoDB finds wrong in the global index updates before it looks for the table or
+    weighs the changes against each other: an Update's units members, and a warm throughput
+    that names no unit."""
+    updates = request.get("GlobalSecondaryIndexUpdates")
+    if not isinstance(updates, list):
+        return
+    constraints = Constraints()
+    for i, update in enumerate(updates, 1):
+        body = update.get("Update") if isinstance(update, dict) else None
+        throughput = body.get("ProvisionedThroughput") if isinstance(body, dict) else None
+        if isinstance(throughput, dict):
+            for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+                field = (f"globalSecondaryIndexUpdates.{i}.member.update.provisionedThroughput."
+                         f"{member[0].lower()}{member[1:]}")
+                if constraints.required(throughput.get(member), field):
+                    constraints.value(throughput[member], field, low=1)
+    constraints.check()
+    for update in updates:
+        body = update.get("Update") if isinstance(update, dict) else None
+        warm = body.get("WarmThroughput") if isinstance(body, dict) else None
+        if isinstance(warm, dict) and isinstance(body.get("IndexName"), str) and not any(
+                warm.get(unit) is not None for unit in WARM_THROUGHPUT_BASELINE):
+            raise ValidationException("One or more parameter values were invalid: WarmThroughput must have at least "
+                                      f"one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: "
+                                      f"{body['IndexName']}")
+
+
 @operation("UpdateTable")
 async def update_table(svc, request: dict) -> bytes:
+    check_table_name(request.get("TableName"))
+    check_index_updates_alone(request)
     schema = existing_table(svc, request)
     change = build_change(schema, request)
     await svc.change_catalog(b"update", orjson.dumps(change))
