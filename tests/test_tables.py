@@ -558,14 +558,60 @@ def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
         ddb.delete_table(TableName=table_name)
     with pytest.raises(ClientError) as e:
         create_table(ddb, table_name, WarmThroughput={"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 3999})
-    assert error_of(e)[0] == "ValidationException"
-    assert "WriteUnitsPerSecond" in error_of(e)[1] and "lower than" in error_of(e)[1]
+    assert error_of(e) == ("ValidationException", "One or more parameter values were invalid: Requested "
+                           "WriteUnitsPerSecond for WarmThroughput for table is lower than initial throughput for "
+                           "OnDemand. See: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/"
+                           "on-demand-capacity-mode.html#on-demand-capacity-mode-initial")
     plain = create_table(ddb, table_name + "_plain")
     try:
         created = ddb.describe_table(TableName=plain)["Table"]["WarmThroughput"]
         assert created == {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
     finally:
         ddb.delete_table(TableName=plain)
+
+
+def test_warm_throughput_of_a_provisioned_table_is_the_most_it_was_provisioned(ddb, table_name):
+    """DynamoDB's warm throughput of a provisioned table: its units, raised with them and never
+    lowered; on demand's 12,000/4,000 once it has been on demand (kept when it goes back)."""
+    def warm():
+        described = ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]
+        return described["ReadUnitsPerSecond"], described["WriteUnitsPerSecond"]
+
+    def units(read, write):
+        return {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
+
+    def create_provisioned(read, write, **extra):
+        ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         ProvisionedThroughput=units(read, write), **extra)
+    prefix = "One or more parameter values were invalid: Requested "
+    with pytest.raises(ClientError) as e:
+        create_provisioned(10, 10, WarmThroughput={"ReadUnitsPerSecond": 5, "WriteUnitsPerSecond": 5})
+    assert error_of(e) == ("ValidationException", prefix + "ReadUnitsPerSecond for WarmThroughput for table is lower "
+                                                           "than ReadCapacityUnits of ProvisionedThroughput")
+    create_provisioned(2, 2)
+    try:
+        assert warm() == (2, 2)
+        ddb.update_table(TableName=table_name, ProvisionedThroughput=units(3, 3))
+        ddb.update_table(TableName=table_name, ProvisionedThroughput=units(1, 1))
+        assert warm() == (3, 3)
+        with pytest.raises(ClientError) as e:
+            ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": 1, "WriteUnitsPerSecond": 1})
+        assert error_of(e) == ("ValidationException", prefix + "ReadUnitsPerSecond for WarmThroughput for table is "
+                               "lower than current WarmThroughput, decreasing WarmThroughput is not supported")
+        ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": 50, "WriteUnitsPerSecond": 50})
+        assert warm() == (50, 50)
+        ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST")
+        assert warm() == (12000, 4000)
+        ddb.update_table(TableName=table_name, BillingMode="PROVISIONED", ProvisionedThroughput=units(5, 5))
+        assert warm() == (12000, 4000)
+    finally:
+        ddb.delete_table(TableName=table_name)
+    create_provisioned(10, 10, WarmThroughput={"ReadUnitsPerSecond": 100})
+    try:
+        assert warm() == (100, 10)
+    finally:
+        ddb.delete_table(TableName=table_name)
 
 
 def test_on_demand_caps_need_on_demand_billing_and_a_positive_value(ddb, table_name):

@@ -372,6 +372,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
     for index in request.get("GlobalSecondaryIndexes") or ():
         check_on_demand(index.get("OnDemandThroughput"), mode, f"index : {index['IndexName']}", creating=True)
     extra = table_settings(request)
+    extra["WarmThroughput"] = initial_warm_throughput(extra.get("WarmThroughput"), mode, read, write)
     if request.get("ResourcePolicy") is not None:
         from shardserver.shard.executor import resource_policies
         extra[resource_policies.KEY] = resource_policies.initial_policies(request["ResourcePolicy"])
@@ -418,17 +419,32 @@ def table_settings(request: dict) -> dict:
                                        if isinstance(on_demand.get(k), int)}
     warm = request.get("WarmThroughput")
     if isinstance(warm, dict):
-        extra["WarmThroughput"] = {}
-        for unit, minimum in WARM_THROUGHPUT_BASELINE.items():
-            value = warm.get(unit)
-            if value is None:
-                continue
-            if value < minimum:
-                raise ValidationException(
-                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
-                    f"lower than the minimum of {minimum}")
-            extra["WarmThroughput"][unit] = value
+        extra["WarmThroughput"] = {unit: warm[unit] for unit in WARM_THROUGHPUT_BASELINE if warm.get(unit) is not None}
     return extra
+
+
+ON_DEMAND_INITIAL = ("https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/on-demand-capacity-mode.html"
+                     "#on-demand-capacity-mode-initial")
+
+
+def initial_warm_throughput(asked: dict | None, mode: str, read: int, write: int) -> dict:
+    """A new table's WarmThroughput: on demand, DynamoDB's initial throughput (12,000 reads and
+    4,000 writes a second) or more; provisioned, its units or more (what it was asked for, or
+    else its units: DynamoDB's warm throughput of a provisioned table is the most it has been
+    provisioned)."""
+    floor = dict(WARM_THROUGHPUT_BASELINE) if mode == "PAY_PER_REQUEST" else {
+        "ReadUnitsPerSecond": read, "WriteUnitsPerSecond": write}
+    warm = {**floor, **(asked or {})}
+    prefix = "One or more parameter values were invalid: Requested "
+    for unit, capacity in (("ReadUnitsPerSecond", "ReadCapacityUnits"), ("WriteUnitsPerSecond", "WriteCapacityUnits")):
+        if warm[unit] >= floor[unit]:
+            continue
+        if mode == "PAY_PER_REQUEST":
+            raise ValidationException(f"{prefix}{unit} for WarmThroughput for table is lower than initial throughput "
+                                      f"for OnDemand. See: {ON_DEMAND_INITIAL}")
+        raise ValidationException(f"{prefix}{unit} for WarmThroughput for table is lower than {capacity} of "
+                                  "ProvisionedThroughput")
+    return warm
 
 
 

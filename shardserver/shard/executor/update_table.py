@@ -271,6 +271,15 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         raise ValidationException("One or more parameter values were invalid: Table is already encrypted by "
                                   "default")
     settings.update(_merged_throughput_settings(schema.extra, settings))
+    if "billing" in change:
+        # Warm throughput follows capacity up, never down: the most units ever provisioned, and
+        # on demand's initial throughput once the table has been on demand.
+        floor = WARM_THROUGHPUT_BASELINE if billing == "PAY_PER_REQUEST" else {
+            "ReadUnitsPerSecond": read, "WriteUnitsPerSecond": write}
+        warm = settings.get("WarmThroughput") or {**WARM_THROUGHPUT_BASELINE, **schema.extra.get("WarmThroughput", {})}
+        raised = {unit: max(value, floor[unit]) for unit, value in warm.items()}
+        if raised != schema.warm_throughput or "WarmThroughput" in settings:
+            settings["WarmThroughput"] = raised
     if "billing" in change and billing == "PROVISIONED":
         settings.update(_throughput_dates(schema, schema.extra, read, write, schema.read_capacity,
                                           schema.write_capacity))
