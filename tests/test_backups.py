@@ -254,7 +254,21 @@ def test_indexes_are_queryable_after_a_restore(ddb, table_name):
             ddb.restore_table_from_backup(TargetTableName=target + "3", BackupArn=arn, GlobalSecondaryIndexOverride=[
                 {"IndexName": "by_other", "Projection": {"ProjectionType": "ALL"},
                  "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}]}])
-        assert _error(excinfo)[0] == "ValidationException"
+        assert _error(excinfo) == ("ValidationException", "Invalid Request: Index by_other does not match a secondary "
+                                   "index that existed in the source table and cannot be created during the restore "
+                                   "operation")
+        by_g = {"IndexName": "by_g", "Projection": {"ProjectionType": "KEYS_ONLY"},
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}]}
+        for override, message in (
+                ({"BillingModeOverride": "PAY_PER_REQUEST", "GlobalSecondaryIndexOverride": [
+                    {**by_g, "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}]},
+                 "Cannot override ProvisionedThroughput if BillingMode is overridden to PAY_PER_REQUEST for index by_g"),
+                ({"BillingModeOverride": "PROVISIONED", "GlobalSecondaryIndexOverride": [by_g],
+                  "ProvisionedThroughputOverride": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}},
+                 "Must specify provisioned throughput for index by_g")):
+            with pytest.raises(ClientError) as excinfo:
+                ddb.restore_table_from_backup(TargetTableName=target + "3", BackupArn=arn, **override)
+            assert _error(excinfo) == ("ValidationException", "Invalid Request: " + message)
     finally:
         _cleanup(ddb, table_name, target, target + "2")
         ddb.delete_backup(BackupArn=arn)
@@ -418,7 +432,8 @@ def test_backup_errors(ddb, server, hash_table):
         assert _error(excinfo)[0] == "ValidationException"
         with pytest.raises(ClientError) as excinfo:
             ddb.list_backups(TimeRangeLowerBound=2000, TimeRangeUpperBound=1000)
-        assert _error(excinfo)[0] == "ValidationException"
+        assert _error(excinfo) == ("ValidationException", "One or more parameter values were invalid: Time range "
+                                                          "lower bound must be less than or equal to upper bound")
         with pytest.raises(ClientError) as excinfo:
             ddb.restore_table_from_backup(TargetTableName="tgt_bad_billing", BackupArn=arn,
                                           BillingModeOverride="PROVISIONED")
@@ -462,6 +477,22 @@ def test_restore_overrides_are_checked_before_anything_is_restored(ddb, server, 
             with pytest.raises(ClientError) as excinfo:
                 client.restore_table_from_backup(**request)
             assert _error(excinfo) == ("ValidationException", message), override
+        # Capacity overrides against the restored table's billing mode (the backup's table is on demand)
+        units = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+        for override, message in (
+                ({"BillingModeOverride": "PAY_PER_REQUEST", "ProvisionedThroughputOverride": units},
+                 "Cannot override ProvisionedThroughput if BillingMode is overridden to PAY_PER_REQUEST"),
+                ({"ProvisionedThroughputOverride": units},
+                 "Cannot override ProvisionedThroughput unless BillingMode is PROVISIONED"),
+                ({"BillingModeOverride": "PROVISIONED"},
+                 "Must override ProvisionedThroughput if BillingMode is overridden to PROVISIONED"),
+                ({"BillingModeOverride": "PROVISIONED", "ProvisionedThroughputOverride": units,
+                  "OnDemandThroughputOverride": {"MaxWriteRequestUnits": 10}},
+                 "Cannot override MaxWriteRequestUnits for OnDemandThroughput unless BillingModeOverride is "
+                 "PAY_PER_REQUEST")):
+            with pytest.raises(ClientError) as excinfo:
+                client.restore_table_from_backup(TargetTableName="restore_refused", BackupArn=arn, **override)
+            assert _error(excinfo) == ("ValidationException", "Invalid Request: " + message), override
         assert "restore_refused" not in ddb.list_tables()["TableNames"]
         with pytest.raises(ClientError) as excinfo:
             client.describe_backup(BackupArn="")
@@ -494,7 +525,7 @@ def test_a_backup_being_restored_cannot_be_deleted(tmp_path):
 
 # ---------------------------------------------------------------------- point-in-time restores
 
-def test_restore_to_the_latest_restorable_time(ddb, hash_table):
+def test_restore_to_the_latest_restorable_time(ddb, server, hash_table):
     with pytest.raises(ClientError) as excinfo:
         ddb.restore_table_to_point_in_time(SourceTableName=hash_table, TargetTableName=hash_table + "_p",
                                            UseLatestRestorableTime=True)
@@ -538,9 +569,31 @@ def test_restore_to_the_latest_restorable_time(ddb, hash_table):
             ddb.restore_table_to_point_in_time(SourceTableName="no_such_table", TargetTableName="tgt",
                                                UseLatestRestorableTime=True)
         assert _error(excinfo) == ("TableNotFoundException", "Table not found: no_such_table")
+        # A source and a time each named exactly once, in DynamoDB's words
+        either = "Invalid Request: Either one of RestoreDateTime or UseLatestRestorableTime must be specified, but not both"
+        source_arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
+        for request, expected in (
+                ({"SourceTableName": hash_table}, either),
+                ({"SourceTableName": hash_table, "UseLatestRestorableTime": True, "RestoreDateTime": latest}, either),
+                ({"SourceTableName": hash_table, "SourceTableArn": source_arn, "UseLatestRestorableTime": True},
+                 "Must provide exactly one of: sourceTableArn, sourceTableName"),
+                ({"UseLatestRestorableTime": True}, "Must provide exactly one of: sourceTableArn, sourceTableName"),
+                ({"SourceTableArn": hash_table, "UseLatestRestorableTime": True},
+                 f"One or more parameter values were invalid: ARNs must start with 'arn:': {hash_table}"),
+                ({"SourceTableArn": source_arn.replace("000000000000", "123456789012"), "UseLatestRestorableTime": True},
+                 "This action is only supported by accounts that match the resource owner\u2019s account.")):
+            with pytest.raises(ClientError) as excinfo:
+                ddb.restore_table_to_point_in_time(TargetTableName="tgt", **request)
+            assert _error(excinfo) == ("ValidationException", expected), request
         with pytest.raises(ClientError) as excinfo:
-            ddb.restore_table_to_point_in_time(SourceTableName=hash_table, TargetTableName="tgt")
-        assert _error(excinfo)[0] == "ValidationException"
+            ddb.restore_table_to_point_in_time(SourceTableArn=source_arn + "_gone", TargetTableName="tgt",
+                                               UseLatestRestorableTime=True)
+        assert _error(excinfo) == ("TableNotFoundException", "Table not found")
+        with pytest.raises(ClientError) as excinfo:
+            _unvalidated(server).restore_table_to_point_in_time(SourceTableName=hash_table, UseLatestRestorableTime=True)
+        assert _error(excinfo) == ("ValidationException",
+                                   "The parameter 'TableName' is required but was not present in the request")
+        assert "tgt" not in ddb.list_tables()["TableNames"]
         with pytest.raises(ClientError) as excinfo:
             ddb.describe_table(TableName=hash_table + "_p3")
         assert _error(excinfo)[0] == "ResourceNotFoundException"

@@ -28,8 +28,9 @@ from shardserver.errors import (BackupInUseException, BackupNotFoundException,
                                 TableAlreadyExistsException, TableInUseException, TableNotFoundException,
                                 ValidationException)
 from shardserver.shard import backups, indexes
-from shardserver.shard.catalog import TableSchema, new_table_id, now
+from shardserver.shard.catalog import ACCOUNT, TableSchema, new_table_id, now
 from shardserver.shard.executor import operation
+from shardserver.shard.executor.control import split_arn
 from shardserver.shard.executor.tables import (MAX_TABLES, Constraints, _parse_billing, _sse_enabled,
                                                check_table_name, constraint_error, table_name_errors)
 
@@ -213,7 +214,8 @@ async def list_backups(svc, request: dict) -> bytes:
         check_table_name(table)
     lower, upper = request.get("TimeRangeLowerBound"), request.get("TimeRangeUpperBound")
     if lower is not None and upper is not None and lower > upper:
-        raise ValidationException("TimeRangeUpperBound must be greater than TimeRangeLowerBound")
+        raise ValidationException("One or more parameter values were invalid: Time range lower bound must be less "
+                                  "than or equal to upper bound")
     start = request.get("ExclusiveStartBackupArn")
     start_key = (_backup_id_of(start, "exclusiveStartBackupArn"), start) if start is not None else None
     chosen = []
@@ -250,8 +252,9 @@ def _overridden_indexes(source: TableSchema, request: dict, types: dict, mode: s
             definition = by_name.get(override.get("IndexName"))
             if definition is None or override.get("KeySchema") != definition["KeySchema"] or \
                     indexes._projection_of(override, field) != definition["Projection"]:
-                raise ValidationException(f"One or more parameter values were invalid: {field} index "
-                                          f"{override.get('IndexName')} does not match an index of the backup")
+                raise ValidationException(f"Invalid Request: Index {override.get('IndexName')} does not match a "
+                                          "secondary index that existed in the source table and cannot be created "
+                                          "during the restore operation")
             out.append((override, definition))
         return out
 
@@ -262,6 +265,14 @@ def _overridden_indexes(source: TableSchema, request: dict, types: dict, mode: s
         local_sources[restored["IndexId"]] = definition
     global_ = []
     for override, definition in kept("GlobalSecondaryIndexOverride", source.global_indexes):
+        if override is not definition:
+            name = override["IndexName"]
+            if mode == "PAY_PER_REQUEST" and override.get("ProvisionedThroughput") is not None:
+                raise ValidationException("Invalid Request: Cannot override ProvisionedThroughput if BillingMode is "
+                                          f"overridden to PAY_PER_REQUEST for index {name}")
+            if mode == "PROVISIONED" and override.get("ProvisionedThroughput") is None and \
+                    not (definition.get("ProvisionedThroughput") or {}).get("ReadCapacityUnits"):
+                raise ValidationException(f"Invalid Request: Must specify provisioned throughput for index {name}")
         if mode == "PAY_PER_REQUEST" and override is definition:
             override = {k: v for k, v in override.items() if k != "ProvisionedThroughput"}
         elif mode == "PROVISIONED" and (override is definition or "ProvisionedThroughput" not in override):
@@ -275,13 +286,34 @@ def _overridden_indexes(source: TableSchema, request: dict, types: dict, mode: s
     return local, global_, local_sources
 
 
+def _check_billing_overrides(request: dict, mode: str) -> None:
+    """A restore's capacity overrides against the billing mode the restored table will have."""
+    overridden = request.get("BillingModeOverride")
+    if request.get("ProvisionedThroughputOverride") is not None and mode == "PAY_PER_REQUEST":
+        if overridden == "PAY_PER_REQUEST":
+            raise ValidationException("Invalid Request: Cannot override ProvisionedThroughput if BillingMode is "
+                                      "overridden to PAY_PER_REQUEST")
+        raise ValidationException("Invalid Request: Cannot override ProvisionedThroughput unless BillingMode is "
+                                  "PROVISIONED")
+    if request.get("ProvisionedThroughputOverride") is None and overridden == "PROVISIONED":
+        raise ValidationException("Invalid Request: Must override ProvisionedThroughput if BillingMode is overridden "
+                                  "to PROVISIONED")
+    on_demand = request.get("OnDemandThroughputOverride") or {}
+    for unit in ("MaxReadRequestUnits", "MaxWriteRequestUnits"):
+        if on_demand.get(unit) is not None and mode == "PROVISIONED":
+            raise ValidationException(f"Invalid Request: Cannot override {unit} for OnDemandThroughput unless "
+                                      "BillingModeOverride is PAY_PER_REQUEST")
+
+
 def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, summary: dict) -> TableSchema:
     name = check_table_name(request.get("TargetTableName"), "targetTableName")
     if name in svc.catalog.tables:
         raise TableAlreadyExistsException(f"Table already exists: {name}")
     if len(svc.catalog.tables) >= MAX_TABLES:
         raise LimitExceededException(f"Subscriber limit exceeded: Only {MAX_TABLES} tables are allowed")
-    billing = {"BillingMode": request.get("BillingModeOverride", source.billing_mode)}
+    overridden = request.get("BillingModeOverride")
+    billing = {"BillingMode": overridden or source.billing_mode}
+    _check_billing_overrides(request, billing["BillingMode"])
     if request.get("ProvisionedThroughputOverride") is not None:
         billing["ProvisionedThroughput"] = request["ProvisionedThroughputOverride"]
     elif billing["BillingMode"] == "PROVISIONED" and source.billing_mode == "PROVISIONED":
@@ -449,24 +481,34 @@ async def update_continuous_backups(svc, request: dict) -> bytes:
 
 @operation("RestoreTableToPointInTime")
 async def restore_table_to_point_in_time(svc, request: dict) -> bytes:
+    if request.get("TargetTableName") is None:
+        raise ValidationException("The parameter 'TableName' is required but was not present in the request")
     errors = table_name_errors(request.get("TargetTableName"), "targetTableName")
     if errors:
         raise constraint_error(errors)
     arn, name = request.get("SourceTableArn"), request.get("SourceTableName")
-    if arn is None and name is None:
-        raise ValidationException("Either SourceTableArn or SourceTableName must be specified")
-    source = _source_table(svc, arn if arn is not None else name,
-                           "sourceTableArn" if arn is not None else "sourceTableName")
-    if arn is not None and name is not None and name != source.name:
-        raise ValidationException("SourceTableArn and SourceTableName name different tables")
+    if (arn is None) == (name is None):
+        raise ValidationException("Must provide exactly one of: sourceTableArn, sourceTableName")
+    if arn is not None:
+        if not arn.startswith("arn:"):
+            raise ValidationException(f"One or more parameter values were invalid: ARNs must start with 'arn:': {arn}")
+        parts = split_arn(arn)
+        if parts is not None and parts[3] != ACCOUNT:
+            raise ValidationException("This action is only supported by accounts that match the resource "
+                                      "owner\u2019s account.")
+        try:
+            source = _source_table(svc, arn, "sourceTableArn")
+        except TableNotFoundException:
+            raise TableNotFoundException("Table not found") from None     # DynamoDB names no table here
+    else:
+        source = _source_table(svc, name, "sourceTableName")
     setting = require_pitr(source)
     _check_not_restoring(source)
     use_latest = request.get("UseLatestRestorableTime", False)
     when = request.get("RestoreDateTime")
-    if use_latest and when is not None:
-        raise ValidationException("Only one of RestoreDateTime or UseLatestRestorableTime can be specified")
-    if not use_latest and when is None:
-        raise ValidationException("Either RestoreDateTime or UseLatestRestorableTime must be specified")
+    if bool(use_latest) == (when is not None):
+        raise ValidationException("Invalid Request: Either one of RestoreDateTime or UseLatestRestorableTime must be "
+                                  "specified, but not both")
     unchanged_before = None
     if when is not None:
         # Whole seconds, as the SDKs send them: restoring to second T keeps every write made
