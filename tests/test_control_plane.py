@@ -313,6 +313,11 @@ def test_resource_policy_errors(ddb, loose, index_table):
              "Invalid policy document: Could not parse the policy: Statement is empty!"),
             (json.dumps({"Version": "2012-10-17", "Statement": [{}]}),
              "Invalid policy document: Missing required field Effect"),
+            (json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:GetItem",
+                                                                 "Principal": "*"}]}),
+             "Invalid policy document: Missing required field Resource"),
+            (json.dumps({"Version": "2012-10-17", "Statement": [dict(json.loads(POLICY)["Statement"][0], Sid="a")] * 2}),
+             "Invalid policy document: The Statement Ids in the policy are not unique"),
             (json.dumps({"Statement": [], "Pad": " " * 20480}), "Maximum policy size of 20480 bytes exceeded")):
         assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=policy) == \
             ("ValidationException", invalid + message)
@@ -398,6 +403,12 @@ def test_kinesis_destinations_are_absent_and_cannot_be_enabled(ddb, loose, hash_
         "ValidationException", "Table is not in a valid state to enable Kinesis Streaming Destination: Kinesis "
                                "streaming is not in ACTIVE state. Updates are only allowed in ACTIVE state. "
                                f"TableName: {hash_table}, kdsArn: {KINESIS_ARN}")
+    # An Update that asks for nothing is refused for that first.
+    for configuration in ({}, {"UpdateKinesisStreamingConfiguration": {}}):
+        assert refused(ddb.update_kinesis_streaming_destination, TableName=hash_table, StreamArn=KINESIS_ARN,
+                       **configuration) == (
+            "ValidationException", "Streaming destination cannot be updated with given parameters: "
+                                   "UpdateKinesisStreamingConfiguration cannot be null or contain only null values")
     assert ddb.describe_kinesis_streaming_destination(TableName=hash_table)["KinesisDataStreamDestinations"] == []
     # an unknown table is ResourceNotFoundException first
     for call in (ddb.enable_kinesis_streaming_destination, ddb.disable_kinesis_streaming_destination,

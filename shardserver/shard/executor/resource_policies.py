@@ -50,9 +50,18 @@ def checked_policy(policy: str) -> str:
     if isinstance(statements, list):
         if not statements:
             raise ValidationException(invalid + "Could not parse the policy: Statement is empty!")
+        sids = set()
         for statement in statements:
-            if isinstance(statement, dict) and "Effect" not in statement:
+            if not isinstance(statement, dict):
+                continue
+            if "Effect" not in statement:
                 raise ValidationException(invalid + "Missing required field Effect")
+            if "Resource" not in statement and "NotResource" not in statement:
+                raise ValidationException(invalid + "Missing required field Resource")
+            if statement.get("Sid") is not None:
+                if statement["Sid"] in sids:
+                    raise ValidationException(invalid + "The Statement Ids in the policy are not unique")
+                sids.add(statement["Sid"])
     return policy
 
 
