@@ -211,9 +211,16 @@ def test_global_index_warm_throughput_and_on_demand_caps(ddb, server, table_name
 def test_update_table_errors(ddb, server, table):
     # LimitExceededException is retried by boto3 as throttling; ask once.
     once = server.client(retries=1)
+    # Live DynamoDB's list of what an UpdateTable may change, less a member the request has.
+    everything = ("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates, "
+                  "SSESpecification, ReplicaUpdates, MultiAccountReplicaReady, ReplicaTransitRoleArn, {}"
+                  "DeletionProtectionEnabled, OnDemandThroughput, WarmThroughput or TableClass is required")
     assert error_of(ddb.update_table, TableName=table) == (
-        "ValidationException", "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
-        "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
+        "ValidationException", everything.format("MultiRegionConsistency, "))
+    assert error_of(ddb.update_table, TableName=table, AttributeDefinitions=defs(p="S")) == (
+        "ValidationException", everything.format("MultiRegionConsistency, "))
+    assert error_of(ddb.update_table, TableName=table, MultiRegionConsistency="EVENTUAL") == (
+        "ValidationException", everything.format(""))
     assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[])[0] == "ValidationException"
     assert error_of(ddb.update_table, TableName="missing_table", BillingMode="PAY_PER_REQUEST")[0] == (
         "ResourceNotFoundException")

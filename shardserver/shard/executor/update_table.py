@@ -208,6 +208,13 @@ def _merged_throughput_settings(definition: dict, settings: dict, owner: str = "
     return merged
 
 
+# What DynamoDB names as the changes an UpdateTable may ask for (some are not in the public API model).
+CHANGE_MEMBERS = ("ProvisionedThroughput", "BillingMode", "UpdateStreamEnabled", "GlobalSecondaryIndexUpdates",
+                  "SSESpecification", "ReplicaUpdates", "MultiAccountReplicaReady", "ReplicaTransitRoleArn",
+                  "MultiRegionConsistency", "DeletionProtectionEnabled", "OnDemandThroughput", "WarmThroughput",
+                  "TableClass")
+
+
 def build_change(schema: TableSchema, request: dict) -> dict:
     """The validated change an UpdateTable request asks for."""
     updates = request.get("GlobalSecondaryIndexUpdates")
@@ -219,8 +226,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         # An empty WarmThroughput or OnDemandThroughput beside another change is no change at all.
         asked = [f for f in asked if f not in ("OnDemandThroughput", "WarmThroughput") or request[f] != {}]
     if not asked and not updates:
-        raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
-                                  "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
+        # DynamoDB's list leaves out a member the request has (MultiRegionConsistency, not a change here).
+        members = [m for m in CHANGE_MEMBERS if m not in request]
+        raise ValidationException(f"At least one of {', '.join(members[:-1])} or {members[-1]} is required")
     if request.get("ReplicaUpdates") is not None:
         from shardserver.shard.executor.global_tables import refuse_replica_updates
         refuse_replica_updates(request["ReplicaUpdates"])
