@@ -470,6 +470,12 @@ def test_there_are_no_exports_and_none_can_be_made(ddb, loose, hash_table):
         "ExportNotFoundException", f"Export not found: Export not found: {export_arn}")
     assert refused(ddb.describe_export, ExportArn=arn + "/backup/01700000000000-0a1b2c3d") == \
         ("ValidationException", "Invalid Export ARN")
+    # An incremental export needs its start, and an empty TableArn has words of its own: both before the table.
+    assert refused(loose.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket",
+                   ExportType="INCREMENTAL_EXPORT", IncrementalExportSpecification={}) == (
+        "ValidationException", "Invalid Request: ExportFromTime must be provided in IncrementalExportSpecification")
+    assert refused(loose.export_table_to_point_in_time, TableArn="", S3Bucket="my-bucket") == (
+        "ValidationException", "Invalid TableArn: Invalid Table ARN")
     # An export reads the table's continuous backups: without them DynamoDB refuses it first.
     assert refused(ddb.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket") == (
         "PointInTimeRecoveryUnavailableException", f"Point in time recovery is not enabled for table '{hash_table}'")

@@ -95,6 +95,8 @@ async def describe_export(svc, request: dict) -> bytes:
 
 @operation("ExportTableToPointInTime")
 async def export_table_to_point_in_time(svc, request: dict) -> bytes:
+    if request.get("TableArn") == "":
+        raise ValidationException("Invalid TableArn: Invalid Table ARN")     # not the length rule's words
     constraints = Constraints()
     if constraints.required(request.get("TableArn"), "tableArn"):
         constraints.length(request["TableArn"], "tableArn", 1, 1024)
@@ -104,6 +106,9 @@ async def export_table_to_point_in_time(svc, request: dict) -> bytes:
     constraints.enum(request.get("ExportFormat"), "exportFormat", EXPORT_FORMATS)
     constraints.enum(request.get("ExportType"), "exportType", EXPORT_TYPES)
     constraints.check()
+    incremental = request.get("IncrementalExportSpecification")
+    if request.get("ExportType") == "INCREMENTAL_EXPORT" and (incremental or {}).get("ExportFromTime") is None:
+        raise ValidationException("Invalid Request: ExportFromTime must be provided in IncrementalExportSpecification")
     schema = _table_arn(svc, request["TableArn"])
     require_pitr(schema)        # an export reads the table's continuous backups
     raise ValidationException(f"Invalid Request: table {schema.name} cannot be exported: "
