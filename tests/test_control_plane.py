@@ -122,11 +122,17 @@ def test_contributor_insights_errors(ddb, loose, index_table):
     assert message == ("2 validation errors detected: Value 'ON' at 'contributorInsightsAction' failed to satisfy "
                        "constraint: Member must satisfy enum value set: [ENABLE, DISABLE]; Value 'ALL' at "
                        "'contributorInsightsMode' failed to satisfy constraint: Member must satisfy enum value set: "
-                       "[ACCESSED_AND_THROTTLED_KEYS, THROTTLED_KEYS]")
+                       "[THROTTLED_KEYS, ACCESSED_AND_THROTTLED_KEYS]")
     assert refused(loose.list_contributor_insights, MaxResults=101) == (
         "ValidationException", "1 validation error detected: Value '101' at 'maxResults' failed to satisfy "
                                "constraint: Member must have value less than or equal to 100")
     assert refused(ddb.list_contributor_insights, NextToken="garbage!")[0] == "ValidationException"
+    # An index name of the wrong length has Contributor Insights' own words.
+    for call in (loose.describe_contributor_insights,
+                 lambda **kw: loose.update_contributor_insights(ContributorInsightsAction="ENABLE", **kw)):
+        for name in ("", "x" * 256):
+            assert refused(call, TableName=index_table, IndexName=name) == (
+                "ValidationException", "IndexName must be at least 3 characters long and at most 255 characters long")
     assert refused(loose.describe_contributor_insights, TableName=index_table, IndexName="x")[0] == \
         "ValidationException"
     assert refused(ddb.describe_contributor_insights,
@@ -442,10 +448,17 @@ def test_there_are_no_global_tables(ddb, loose, hash_table):
     assert refused(ddb.update_global_table, GlobalTableName=hash_table,
                    ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}]) == legacy
     assert ddb.list_global_tables()["GlobalTables"] == []
-    assert refused(loose.describe_global_table, GlobalTableName="x")[0] == "ValidationException"
+    short = ("ValidationException", "TableName must be at least 3 characters long and at most 255 characters long")
+    for call in (loose.describe_global_table, loose.describe_global_table_settings):
+        for name in ("", "x"):
+            assert refused(call, GlobalTableName=name) == short
     assert refused(loose.list_global_tables, Limit=0)[0] == "ValidationException"
-    assert refused(loose.update_global_table, GlobalTableName=hash_table, ReplicaUpdates=[]) == \
-        ("ValidationException", "One or more parameter values were invalid")
+    for updates in ([], [{}]):
+        assert refused(loose.update_global_table, GlobalTableName=hash_table, ReplicaUpdates=updates) == \
+            ("ValidationException", "One or more parameter values were invalid")
+    assert refused(loose.update_global_table_settings, GlobalTableName=hash_table, ReplicaSettingsUpdate=[{}]) == (
+        "ValidationException", "1 validation error detected: Value null at 'replicaSettingsUpdate.1.member.regionName' "
+                               "failed to satisfy constraint: Member must not be null")
 
 
 def test_replica_auto_scaling_of_a_regional_table(ddb, hash_table):
