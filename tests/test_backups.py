@@ -417,7 +417,7 @@ def test_backup_errors(ddb, server, hash_table):
                          lambda: ddb.restore_table_from_backup(TargetTableName="tgt", BackupArn=bad)):
                 with pytest.raises(ClientError) as excinfo:
                     call()
-                assert _error(excinfo)[0] == "ValidationException"
+                assert _error(excinfo) == ("ValidationException", "Invalid Backup ARN")
         with pytest.raises(ClientError) as excinfo:
             client.describe_backup(BackupArn="arn:short")
         code, message = _error(excinfo)

@@ -61,13 +61,15 @@ def _source_table(svc, name, field: str = "tableName") -> TableSchema:
 def _backup_id_of(arn, field: str = "backupArn") -> str:
     if not isinstance(arn, str):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
-    if arn == "":
+    if arn == "" and field == "backupArn":
         raise ValidationException("Invalid Backup ARN")      # DynamoDB's words, not the length rule's
     if len(arn) < MIN_ARN_LENGTH:
         raise constraint_error([f"Value '{arn}' at '{field}' failed to satisfy constraint: "
                                 f"Member must have length greater than or equal to {MIN_ARN_LENGTH}"])
     match = BACKUP_ARN_RE.match(arn)
     if match is None:
+        if field == "backupArn":
+            raise ValidationException("Invalid Backup ARN")
         raise ValidationException(f"Invalid BackupArn provided as input: {arn}")
     return match.group(2)
 
