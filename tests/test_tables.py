@@ -395,6 +395,10 @@ def test_tag_errors(ddb, server, range_table):
         assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
                                                       f"{index_arn}")
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}]
+    # 10,240 bytes of keys and values at most, counted with the ones it has (27 bytes of "ключ 7" here).
+    big = [{"Key": f"k{i:02}".ljust(128, "x"), "Value": "v" * 256} for i in range(27)]
+    assert refusal(ddb.tag_resource, ResourceArn=arn, Tags=big) == (
+        "ValidationException", "Tag set size 10395 bytes is above max size limit of 10240 bytes")
     # Fifty tags a table at most, counted with the ones it has; DynamoDB's words (and type) for more.
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])

@@ -529,12 +529,18 @@ def checked_tags(tags: list) -> list:
     return [{"Key": t["Key"], "Value": t["Value"]} for t in tags]
 
 
+MAX_TAG_SET_BYTES = 10240      # a table's keys and values together, after the change
+
+
 def merged_tags(tags: list, added: list) -> list:
     """A table's tags with ``added`` (checked) set on them: a key it has takes the new value."""
     merged = {t["Key"]: t["Value"] for t in tags}
     merged.update((t["Key"], t["Value"]) for t in added)
     if len(merged) > 50:
         raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in merged.items())
+    if size > MAX_TAG_SET_BYTES:
+        raise ValidationException(f"Tag set size {size} bytes is above max size limit of {MAX_TAG_SET_BYTES} bytes")
     return [{"Key": k, "Value": v} for k, v in merged.items()]
 
 
