@@ -295,6 +295,28 @@ def test_restore_after_the_source_table_was_deleted(ddb, table_name):
         ddb.delete_backup(BackupArn=arn)
 
 
+def test_a_restore_keeps_encryption_and_caps_but_not_class_or_protection(ddb, table_name):
+    """What DynamoDB carries from a backup's table to the restored one: its KMS encryption and
+    on-demand caps; its table class, deletion protection and tags stay behind."""
+    create_table(ddb, table_name, TableClass="STANDARD_INFREQUENT_ACCESS", DeletionProtectionEnabled=True,
+                 SSESpecification={"Enabled": True, "SSEType": "KMS"},
+                 OnDemandThroughput={"MaxReadRequestUnits": 100, "MaxWriteRequestUnits": 50},
+                 Tags=[{"Key": "team", "Value": "a"}])
+    arn = _backup(ddb, table_name)["BackupArn"]
+    target = table_name + "_r"
+    try:
+        ddb.restore_table_from_backup(TargetTableName=target, BackupArn=arn)
+        restored = ddb.describe_table(TableName=target)["Table"]
+        assert restored["SSEDescription"]["SSEType"] == "KMS"
+        assert restored["OnDemandThroughput"] == {"MaxReadRequestUnits": 100, "MaxWriteRequestUnits": 50}
+        assert "TableClassSummary" not in restored and restored["DeletionProtectionEnabled"] is False
+        assert ddb.list_tags_of_resource(ResourceArn=restored["TableArn"])["Tags"] == []
+    finally:
+        ddb.update_table(TableName=table_name, DeletionProtectionEnabled=False)
+        _cleanup(ddb, table_name, target)
+        ddb.delete_backup(BackupArn=arn)
+
+
 def test_backups_survive_a_restart(tmp_path):
     srv = ServerProcess(tmp_path / "data", smp=2).start()
     try:
@@ -525,7 +547,7 @@ def test_a_backup_being_restored_cannot_be_deleted(tmp_path):
 
 # ---------------------------------------------------------------------- point-in-time restores
 
-def test_restore_to_the_latest_restorable_time(ddb, server, hash_table):
+def test_restore_to_the_latest_restorable_time(ddb, hash_table):
     with pytest.raises(ClientError) as excinfo:
         ddb.restore_table_to_point_in_time(SourceTableName=hash_table, TargetTableName=hash_table + "_p",
                                            UseLatestRestorableTime=True)
@@ -570,14 +592,19 @@ def test_restore_to_the_latest_restorable_time(ddb, server, hash_table):
                                                UseLatestRestorableTime=True)
         assert _error(excinfo) == ("TableNotFoundException", "Table not found: no_such_table")
         # A source and a time each named exactly once, in DynamoDB's words
-        either = "Invalid Request: Either one of RestoreDateTime or UseLatestRestorableTime must be specified, but not both"
         source_arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
         for request, expected in (
-                ({"SourceTableName": hash_table}, either),
-                ({"SourceTableName": hash_table, "UseLatestRestorableTime": True, "RestoreDateTime": latest}, either),
+                ({"SourceTableName": hash_table}, "Invalid Request: Either one of RestoreDateTime or "
+                                                  "UseLatestRestorableTime must be specified, but not both"),
+                ({"SourceTableName": hash_table, "UseLatestRestorableTime": True, "RestoreDateTime": latest},
+                 "Invalid Request: Both RestoreDateTime and UseLatestRestorableTime cannot be set for point-in-time "
+                 "restore request. Please specify either RestoreDateTime time or UseLatestRestorableTime"),
                 ({"SourceTableName": hash_table, "SourceTableArn": source_arn, "UseLatestRestorableTime": True},
                  "Must provide exactly one of: sourceTableArn, sourceTableName"),
-                ({"UseLatestRestorableTime": True}, "Must provide exactly one of: sourceTableArn, sourceTableName"),
+                ({"UseLatestRestorableTime": True},
+                 "The parameter 'TableName' is required but was not present in the request"),
+                ({"SourceTableArn": "arn:nothing", "UseLatestRestorableTime": True},
+                 "One or more parameter values were invalid: sourceTableArn is not a valid ARN"),
                 ({"SourceTableArn": hash_table, "UseLatestRestorableTime": True},
                  f"One or more parameter values were invalid: ARNs must start with 'arn:': {hash_table}"),
                 ({"SourceTableArn": source_arn.replace("000000000000", "123456789012"), "UseLatestRestorableTime": True},
@@ -589,10 +616,6 @@ def test_restore_to_the_latest_restorable_time(ddb, server, hash_table):
             ddb.restore_table_to_point_in_time(SourceTableArn=source_arn + "_gone", TargetTableName="tgt",
                                                UseLatestRestorableTime=True)
         assert _error(excinfo) == ("TableNotFoundException", "Table not found")
-        with pytest.raises(ClientError) as excinfo:
-            _unvalidated(server).restore_table_to_point_in_time(SourceTableName=hash_table, UseLatestRestorableTime=True)
-        assert _error(excinfo) == ("ValidationException",
-                                   "The parameter 'TableName' is required but was not present in the request")
         assert "tgt" not in ddb.list_tables()["TableNames"]
         with pytest.raises(ClientError) as excinfo:
             ddb.describe_table(TableName=hash_table + "_p3")

@@ -328,7 +328,9 @@ def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, su
     for index in local + global_:
         used.update(e["AttributeName"] for e in index["KeySchema"])
     table_id = new_table_id()
-    extra = {k: source.extra[k] for k in ("TableClass", "SSEEnabled", "OnDemandThroughput") if k in source.extra}
+    # What DynamoDB restores of the table's settings: its encryption and on-demand caps (its class,
+    # deletion protection, stream, TTL, tags and policy stay behind).
+    extra = {k: source.extra[k] for k in ("SSEEnabled", "OnDemandThroughput") if k in source.extra}
     on_demand = request.get("OnDemandThroughputOverride")
     if on_demand is not None:
         extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")
@@ -483,19 +485,31 @@ async def update_continuous_backups(svc, request: dict) -> bytes:
 
 @operation("RestoreTableToPointInTime")
 async def restore_table_to_point_in_time(svc, request: dict) -> bytes:
-    if request.get("TargetTableName") is None:
-        raise ValidationException("The parameter 'TableName' is required but was not present in the request")
+    # The request's shape first (times, sources, names), then the source's recovery, its time, the target.
     errors = table_name_errors(request.get("TargetTableName"), "targetTableName")
     if errors:
         raise constraint_error(errors)
+    use_latest = request.get("UseLatestRestorableTime", False)
+    when = request.get("RestoreDateTime")
+    if use_latest and when is not None:
+        raise ValidationException("Invalid Request: Both RestoreDateTime and UseLatestRestorableTime cannot be set for "
+                                  "point-in-time restore request. Please specify either RestoreDateTime time or "
+                                  "UseLatestRestorableTime")
+    if not use_latest and when is None:
+        raise ValidationException("Invalid Request: Either one of RestoreDateTime or UseLatestRestorableTime must be "
+                                  "specified, but not both")
     arn, name = request.get("SourceTableArn"), request.get("SourceTableName")
-    if (arn is None) == (name is None):
+    if arn is None and name is None:
+        raise ValidationException("The parameter 'TableName' is required but was not present in the request")
+    if arn is not None and name is not None:
         raise ValidationException("Must provide exactly one of: sourceTableArn, sourceTableName")
     if arn is not None:
         if not arn.startswith("arn:"):
             raise ValidationException(f"One or more parameter values were invalid: ARNs must start with 'arn:': {arn}")
         parts = split_arn(arn)
-        if parts is not None and parts[3] != ACCOUNT:
+        if parts is None:
+            raise ValidationException("One or more parameter values were invalid: sourceTableArn is not a valid ARN")
+        if parts[3] != ACCOUNT:
             raise ValidationException("This action is only supported by accounts that match the resource "
                                       "owner\u2019s account.")
         try:
@@ -506,11 +520,6 @@ async def restore_table_to_point_in_time(svc, request: dict) -> bytes:
         source = _source_table(svc, name, "sourceTableName")
     setting = require_pitr(source)
     _check_not_restoring(source)
-    use_latest = request.get("UseLatestRestorableTime", False)
-    when = request.get("RestoreDateTime")
-    if bool(use_latest) == (when is not None):
-        raise ValidationException("Invalid Request: Either one of RestoreDateTime or UseLatestRestorableTime must be "
-                                  "specified, but not both")
     unchanged_before = None
     if when is not None:
         # Whole seconds, as the SDKs send them: restoring to second T keeps every write made
