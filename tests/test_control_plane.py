@@ -20,6 +20,11 @@ POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
      "Action": "dynamodb:GetItem", "Resource": "*"}]})
 
 
+def minified(policy: str) -> str:
+    """A policy as GetResourcePolicy answers it, for a document already in IAM's member order."""
+    return json.dumps(json.loads(policy), separators=(",", ":"))
+
+
 @pytest.fixture(scope="module")
 def loose(server):
     """A client that sends what boto3 would refuse to (lengths, ranges) for the server to judge."""
@@ -181,7 +186,7 @@ def test_contributor_insights_survive_a_restart(tmp_path):
         srv.start()
         ddb = srv.client()
         assert ddb.describe_contributor_insights(TableName="kept")["ContributorInsightsStatus"] == "ENABLED"
-        assert body(ddb.get_resource_policy(ResourceArn=arn)) == {"Policy": POLICY, "RevisionId": revision}
+        assert body(ddb.get_resource_policy(ResourceArn=arn)) == {"Policy": minified(POLICY), "RevisionId": revision}
     finally:
         srv.stop()
 
@@ -196,14 +201,14 @@ def test_resource_policy_put_get_delete(ddb, hash_table):
     revision = ddb.put_resource_policy(ResourceArn=arn, Policy=POLICY)["RevisionId"]
     assert revision.isdigit()
     got = ddb.get_resource_policy(ResourceArn=arn)
-    assert (got["Policy"], got["RevisionId"]) == (POLICY, revision)
+    assert (got["Policy"], got["RevisionId"]) == (minified(POLICY), revision)
     # the same document (spaced differently) again changes nothing, not even the revision
     assert ddb.put_resource_policy(ResourceArn=arn, Policy=json.dumps(json.loads(POLICY), indent=4))[
         "RevisionId"] == revision
     other = POLICY.replace("GetItem", "Query")
     newer = ddb.put_resource_policy(ResourceArn=arn, Policy=other, ExpectedRevisionId=revision)["RevisionId"]
     assert int(newer) > int(revision)
-    assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == other
+    assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == minified(other)
     # a stale expectation is refused, and nothing changes
     assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=POLICY, ExpectedRevisionId=revision) == (
         "PolicyNotFoundException", "Resource-based policy not found for the provided ResourceArn: Requested "
@@ -225,6 +230,33 @@ def test_resource_policy_put_get_delete(ddb, hash_table):
         "PolicyNotFoundException"
     fresh = ddb.put_resource_policy(ResourceArn=arn, Policy=POLICY, ExpectedRevisionId="NO_POLICY")["RevisionId"]
     assert ddb.get_resource_policy(ResourceArn=arn)["RevisionId"] == fresh
+
+
+def test_resource_policy_is_kept_in_dynamodbs_canonical_form(ddb, hash_table):
+    """GetResourcePolicy answers the document as DynamoDB rewrites it: minified, members in IAM's
+    order, a lone statement as a list, one-element lists as strings, an account id as its root
+    ARN, the Effect's case fixed, and 2008-10-17 for a document that names no Version."""
+    arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
+    sent = json.dumps({"Statement": {"Resource": [arn], "Action": ["dynamodb:GetItem"], "Effect": "allow",
+                                     "Principal": {"AWS": ["000000000000", "arn:aws:iam::000000000000:root"]},
+                                     "Sid": "read"}}, indent=2)
+    revision = ddb.put_resource_policy(ResourceArn=arn, Policy=sent)["RevisionId"]
+    shown = ddb.get_resource_policy(ResourceArn=arn)["Policy"]
+    assert shown == ('{"Version":"2008-10-17","Statement":[{"Sid":"read","Effect":"Allow","Principal":{"AWS":'
+                     '"arn:aws:iam::000000000000:root"},"Action":"dynamodb:GetItem","Resource":"' + arn + '"}]}')
+    # the same policy written another way changes nothing; naming the default Version is a change
+    respelled = json.dumps({"Statement": [{"Sid": "read", "Effect": "Allow", "Resource": arn,
+                                           "Principal": {"AWS": "000000000000"}, "Action": "dynamodb:GetItem"}]})
+    assert ddb.put_resource_policy(ResourceArn=arn, Policy=respelled)["RevisionId"] == revision
+    assert ddb.put_resource_policy(ResourceArn=arn, Policy=shown)["RevisionId"] != revision
+    # an Allow to everyone, with no condition, is DynamoDB's guardrail's to refuse
+    for everyone in ("*", {"AWS": "*"}):
+        public = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": everyone, "Action": "dynamodb:GetItem", "Resource": arn}]})
+        assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=public) == (
+            "ValidationException", "Resource-based policy grants unbounded access in one or more elements. Please "
+                                   "revise the policy to ensure least-privilege form of access")
+    ddb.delete_resource_policy(ResourceArn=arn)
 
 
 def test_resource_policy_of_a_stream_is_its_own(ddb, table_name):
@@ -290,14 +322,14 @@ def test_concurrent_changes_are_not_lost(server, index_table):
     for thread in threads:
         thread.join()
     assert len(clients[0].list_contributor_insights(TableName=index_table)["ContributorInsightsSummaries"]) == 2
-    assert clients[0].get_resource_policy(ResourceArn=arn)["Policy"] != POLICY     # the policy stayed too
+    assert clients[0].get_resource_policy(ResourceArn=arn)["Policy"] != minified(POLICY)     # the policy stayed too
 
 
 def test_create_table_keeps_its_resource_policy(ddb, table_name):
     create_table(ddb, table_name, ResourcePolicy=POLICY)
     try:
         arn = ddb.describe_table(TableName=table_name)["Table"]["TableArn"]
-        assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == POLICY
+        assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == minified(POLICY)
     finally:
         ddb.delete_table(TableName=table_name)
     assert refused(create_table, client=ddb, name=table_name, ResourcePolicy="{not json") == (
