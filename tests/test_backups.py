@@ -420,6 +420,12 @@ def test_backup_errors(ddb, server, hash_table):
             client.create_backup(TableName="no_such_table", BackupName="b")
         assert _error(excinfo)[0] == "ValidationException"      # the name is too short first
         with pytest.raises(ClientError) as excinfo:
+            client.create_backup(TableName=hash_table, BackupName="")
+        assert _error(excinfo)[1] == (      # DynamoDB names a backup name's pattern before its length
+            "2 validation errors detected: Value '' at 'backupName' failed to satisfy constraint: Member must "
+            "satisfy regular expression pattern: [a-zA-Z0-9_.-]+; Value '' at 'backupName' failed to satisfy "
+            "constraint: Member must have length greater than or equal to 3")
+        with pytest.raises(ClientError) as excinfo:
             ddb.create_backup(TableName="no_such_table", BackupName="bkp")
         assert _error(excinfo) == ("TableNotFoundException", "Table not found: no_such_table")
         with pytest.raises(ClientError) as excinfo:

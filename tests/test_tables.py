@@ -79,6 +79,20 @@ def test_list_tables_paging(ddb):
             ddb.delete_table(TableName=name)
 
 
+def test_list_tables_member_rules_are_reported_together(server):
+    """A bad start name and a bad Limit in one message; the start's pattern is named before its length."""
+    loose = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                         aws_access_key_id="x", aws_secret_access_key="y",
+                         config=BotoConfig(parameter_validation=False, retries={"max_attempts": 1}))
+    rule = "failed to satisfy constraint: Member must"
+    with pytest.raises(ClientError) as e:
+        loose.list_tables(ExclusiveStartTableName="a;", Limit=500)
+    assert error_of(e) == ("ValidationException", "3 validation errors detected: "
+                           f"Value 'a;' at 'exclusiveStartTableName' {rule} satisfy regular expression pattern: "
+                           f"[a-zA-Z0-9_.-]+; Value 'a;' at 'exclusiveStartTableName' {rule} have length greater "
+                           f"than or equal to 3; Value '500' at 'limit' {rule} have value less than or equal to 100")
+
+
 @pytest.mark.parametrize("kwargs, code, fragment", [
     (dict(TableName="ab"), "ValidationException", "length greater than or equal to 3"),
     (dict(TableName="bad name!"), "ValidationException", "regular expression pattern"),

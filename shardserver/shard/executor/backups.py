@@ -173,7 +173,7 @@ def _check_not_restoring(schema: TableSchema) -> None:
 @operation("CreateBackup")
 async def create_backup(svc, request: dict) -> bytes:
     name = request.get("BackupName")
-    errors = table_name_errors(name, "backupName")
+    errors = table_name_errors(name, "backupName", pattern_first=True)
     if errors:
         raise constraint_error(errors)
     schema = _source_table(svc, request.get("TableName"))

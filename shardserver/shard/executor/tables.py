@@ -60,15 +60,19 @@ class Constraints:
         elif high is not None and len(value) > high:
             self._add(value, field, f"Member must have length less than or equal to {high}")
 
-    def name(self, value, field: str) -> None:
-        """A table or index name: 3 to 255 characters of [a-zA-Z0-9_.-]."""
+    def name(self, value, field: str, pattern_first: bool = False) -> None:
+        """A table or index name: 3 to 255 characters of [a-zA-Z0-9_.-].  DynamoDB names the
+        pattern before the length for some members (a backup's name, ListTables' start)."""
         if value is None:
             return
+        if pattern_first:
+            self.pattern(value, field, TABLE_NAME_RE, "[a-zA-Z0-9_.-]+")
         if len(value) < 3:
             self._add(value, field, "Member must have length greater than or equal to 3")
         if len(value) > 255:
             self._add(value, field, "Member must have length less than or equal to 255")
-        self.pattern(value, field, TABLE_NAME_RE, "[a-zA-Z0-9_.-]+")
+        if not pattern_first:
+            self.pattern(value, field, TABLE_NAME_RE, "[a-zA-Z0-9_.-]+")
 
     def pattern(self, value, field: str, regex: re.Pattern, shown: str) -> None:
         if value is not None and not regex.match(value):
@@ -91,11 +95,11 @@ class Constraints:
             raise constraint_error(self.problems)
 
 
-def table_name_errors(name, field: str = "tableName") -> list[str]:
+def table_name_errors(name, field: str = "tableName", pattern_first: bool = False) -> list[str]:
     """The constraint problems of a table (or index, or backup) name member."""
     constraints = Constraints()
     if isinstance(name, str):
-        constraints.name(name, field)
+        constraints.name(name, field, pattern_first)
     else:
         constraints.required(None, field)
     return constraints.problems
@@ -603,13 +607,14 @@ async def describe_table(svc, request: dict) -> bytes:
 @operation("ListTables")
 async def list_tables(svc, request: dict) -> bytes:
     limit = request.get("Limit", 100)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
-        raise constraint_error([f"Value '{limit}' at 'limit' failed to satisfy constraint: Member must have "
-                                "value " + ("less than or equal to 100" if isinstance(limit, int) and limit > 100
-                                            else "greater than or equal to 1")])
     start = request.get("ExclusiveStartTableName")
-    if start is not None:
-        check_table_name(start, "exclusiveStartTableName")
+    errors = table_name_errors(start, "exclusiveStartTableName", pattern_first=True) if start is not None else []
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+        errors.append(f"Value '{limit}' at 'limit' failed to satisfy constraint: Member must have value "
+                      + ("less than or equal to 100" if isinstance(limit, int) and limit > 100
+                         else "greater than or equal to 1"))
+    if errors:
+        raise constraint_error(errors)      # the start's and the limit's together, as DynamoDB reports them
     names = sorted(svc.catalog.tables)
     if start is not None:
         names = [n for n in names if n > start]
