@@ -560,6 +560,21 @@ def test_there_are_no_imports_and_none_can_be_made(ddb, loose, hash_table):
         "ResourceInUseException", f"Table already exists: {hash_table}")
     assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="XML",
                    TableCreationParameters=parameters)[0] == "ValidationException"
+    # CSV options: a one-character delimiter, and only for CSV input; DynamoDB's enum order for compression
+    source = {"S3BucketSource": {"S3Bucket": "my-bucket"}, "TableCreationParameters": parameters}
+    rule = "failed to satisfy constraint: Member must"
+    assert refused(loose.import_table, InputFormat="CSV", InputFormatOptions={"Csv": {"Delimiter": ";;"}},
+                   **source) == (
+        "ValidationException", f"2 validation errors detected: Value ';;' at 'inputFormatOptions.csv.delimiter' {rule} "
+                               f"satisfy regular expression pattern: [,;:|\\t ]; Value ';;' at "
+                               f"'inputFormatOptions.csv.delimiter' {rule} have length less than or equal to 1")
+    assert refused(ddb.import_table, InputFormat="DYNAMODB_JSON", InputFormatOptions={"Csv": {"Delimiter": ","}},
+                   **source) == (
+        "ValidationException", "Invalid Request: Unsupported InputFormatOptions for the given input format: "
+                               "DYNAMODB_JSON.")
+    assert refused(loose.import_table, InputFormat="CSV", InputCompressionType="BZIP2", **source) == (
+        "ValidationException", f"1 validation error detected: Value 'BZIP2' at 'inputCompressionType' {rule} "
+                               "satisfy enum value set: [ZSTD, NONE, GZIP]")
     # The new table is checked as CreateTable checks it, before the refusal for want of S3.
     provisioned = {**parameters, "BillingMode": "PROVISIONED"}
     assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="CSV",

@@ -26,7 +26,8 @@ EXPORT_FORMATS = ("DYNAMODB_JSON", "ION")
 EXPORT_TYPES = ("FULL_EXPORT", "INCREMENTAL_EXPORT")
 SSE_ALGORITHMS = ("AES256", "KMS")
 INPUT_FORMATS = ("DYNAMODB_JSON", "ION", "CSV")
-COMPRESSION_TYPES = ("GZIP", "ZSTD", "NONE")
+COMPRESSION_TYPES = ("ZSTD", "NONE", "GZIP")        # in the order DynamoDB's message lists them
+CSV_DELIMITER = re.compile(r"[,;:|\t ]\Z")
 _NO_S3 = "this server has no Amazon S3 to {} (it stores every table on its own disks)"
 
 
@@ -135,6 +136,10 @@ async def import_table(svc, request: dict) -> bytes:
     if constraints.required(request.get("InputFormat"), "inputFormat"):
         constraints.enum(request["InputFormat"], "inputFormat", INPUT_FORMATS)
     constraints.enum(request.get("InputCompressionType"), "inputCompressionType", COMPRESSION_TYPES)
+    options = request.get("InputFormatOptions") or {}
+    delimiter = (options.get("Csv") or {}).get("Delimiter")
+    constraints.pattern(delimiter, "inputFormatOptions.csv.delimiter", CSV_DELIMITER, r"[,;:|\t ]")
+    constraints.length(delimiter, "inputFormatOptions.csv.delimiter", 1, 1)
     if constraints.required(parameters, "tableCreationParameters"):
         name = parameters.get("TableName")
         if constraints.required(name, "tableCreationParameters.tableName"):
@@ -142,6 +147,9 @@ async def import_table(svc, request: dict) -> bytes:
         constraints.required(parameters.get("AttributeDefinitions"), "tableCreationParameters.attributeDefinitions")
         constraints.required(parameters.get("KeySchema"), "tableCreationParameters.keySchema")
     constraints.check()
+    if options.get("Csv") is not None and request["InputFormat"] != "CSV":
+        raise ValidationException("Invalid Request: Unsupported InputFormatOptions for the given input format: "
+                                  f"{request['InputFormat']}.")
     schema_from_create_request(parameters)      # the new table is checked as CreateTable checks it
     name = parameters["TableName"]
     if name in svc.catalog.tables:
