@@ -474,6 +474,19 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     with pytest.raises(ClientError) as e:
         ddb.update_table(TableName=table_name, TableClass="GLACIER")
     assert error_of(e)[0] == "ValidationException"
+    # The key the table has, named by its ARN, is refused; DynamoDB re-encrypts only for another name of it.
+    key_arn = table["SSEDescription"]["KMSMasterKeyArn"]
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, SSESpecification={"Enabled": True, "SSEType": "KMS",
+                                                                 "KMSMasterKeyId": key_arn})
+    assert error_of(e) == ("ValidationException", "One or more parameter values were invalid: Table is already "
+                           "encrypted with given KMSMasterKeyId. Use KMSMasterKeyId parameter if you want to change "
+                           "Master Key")
+    ddb.delete_table(TableName=table_name)
+    # STANDARD asked of a table that never had a class is DynamoDB's default again: no summary appears.
+    create_table(ddb, table_name)
+    ddb.update_table(TableName=table_name, TableClass="STANDARD")
+    assert "TableClassSummary" not in ddb.describe_table(TableName=table_name)["Table"]
     ddb.delete_table(TableName=table_name)
 
 

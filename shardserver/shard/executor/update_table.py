@@ -278,6 +278,15 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         # Asking for the AWS owned key a table already has.
         raise ValidationException("One or more parameter values were invalid: Table is already encrypted by "
                                   "default")
+    sse = request.get("SSESpecification") or {}
+    if schema.extra.get("SSEEnabled") and sse.get("KMSMasterKeyId") == schema.sse_description("ENABLED")[
+            "KMSMasterKeyArn"]:
+        # The key the table has, named by its ARN: DynamoDB refuses it (an alias or key id re-encrypts).
+        raise ValidationException("One or more parameter values were invalid: Table is already encrypted with given "
+                                  "KMSMasterKeyId. Use KMSMasterKeyId parameter if you want to change Master Key")
+    if settings.get("TableClass") == "STANDARD" and "TableClass" not in schema.extra:
+        # The class a table has by default: nothing to record, and no TableClassSummary appears.
+        del settings["TableClass"]
     settings.update(_merged_throughput_settings(schema.extra, settings))
     if "billing" in change:
         # Warm throughput follows capacity up, never down: the most units ever provisioned, and
