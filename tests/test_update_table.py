@@ -298,6 +298,15 @@ def test_billing_throughput_and_stream_changes(ddb, table):
     assert "StreamSpecification" not in ddb.describe_table(TableName=table)["Table"]
 
 
+def test_deletion_protection_and_on_demand_caps_change_at_once(ddb, table):
+    """DynamoDB answers these changes with the table ACTIVE (they are synchronous); the others say UPDATING."""
+    for change in ({"DeletionProtectionEnabled": True}, {"DeletionProtectionEnabled": False},
+                   {"OnDemandThroughput": {"MaxReadRequestUnits": 50}}):
+        assert ddb.update_table(TableName=table, **change)["TableDescription"]["TableStatus"] == "ACTIVE"
+    assert ddb.update_table(TableName=table, BillingMode="PAY_PER_REQUEST")["TableDescription"][
+        "TableStatus"] == "UPDATING"
+
+
 def test_changes_that_must_come_alone(ddb, table):
     """What DynamoDB will not change in one UpdateTable: each refused with its own words, nothing applied."""
     ddb.update_table(TableName=table, BillingMode="PROVISIONED",

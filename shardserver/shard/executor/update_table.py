@@ -463,7 +463,10 @@ async def update_table(svc, request: dict) -> bytes:
     change = build_change(schema, request)
     await svc.change_catalog(b"update", orjson.dumps(change))
     updated = svc.catalog.tables.get(schema.name) or schema
-    description = await describe(svc, updated, "UPDATING")
+    # Deletion protection and on-demand caps change at once in DynamoDB: its answer says ACTIVE.
+    asked = {m for m in CHANGE_MEMBERS if request.get(m) is not None and request[m] != {}}
+    synchronous = asked and asked <= {"DeletionProtectionEnabled", "OnDemandThroughput"}
+    description = await describe(svc, updated, "ACTIVE" if synchronous else "UPDATING")
     if schema.extra.get("SSEEnabled") and not updated.extra.get("SSEEnabled"):
         # Going back to the AWS owned key: DynamoDB answers with the KMS key still described, UPDATING.
         description["SSEDescription"] = schema.sse_description("UPDATING")
