@@ -18,6 +18,13 @@ def create_gsi_update(name, hash_key, range_key=None, types=None, projection=Non
                                                            projection=projection)}]}
 
 
+def _loose(server):
+    """A client that sends what boto3 would refuse to, for the server to judge."""
+    return boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="y",
+                        config=BotoConfig(parameter_validation=False, retries={"max_attempts": 1}))
+
+
 def wait_active(ddb, table, index, timeout=60.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -224,6 +231,12 @@ def test_update_table_errors(ddb, server, table):
     assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[])[0] == "ValidationException"
     assert error_of(ddb.update_table, TableName="missing_table", BillingMode="PAY_PER_REQUEST")[0] == (
         "ResourceNotFoundException")
+    # the units' member rules come before the table is looked for, write before read as DynamoDB lists them
+    rule = "failed to satisfy constraint: Member must have value greater than or equal to 1"
+    assert error_of(_loose(server).update_table, TableName="missing_table", ProvisionedThroughput={"ReadCapacityUnits": 0,
+                                                                      "WriteCapacityUnits": 0}) == (
+        "ValidationException", f"2 validation errors detected: Value '0' at 'provisionedThroughput.writeCapacityUnits' "
+                               f"{rule}; Value '0' at 'provisionedThroughput.readCapacityUnits' {rule}")
     code, message = error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[{}])
     assert code == "ValidationException" and "GlobalSecondaryIndexUpdate" in message
     two = {"AttributeDefinitions": defs(x="S"),

@@ -428,13 +428,20 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
 
 
 def check_index_updates_alone(request: dict) -> None:
-    """What DynamoDB finds wrong in the global index updates before it looks for the table or
-    weighs the changes against each other: an Update's units members, and a warm throughput
-    that names no unit."""
+    """What DynamoDB finds wrong in the units and the global index updates before it looks for
+    the table or weighs the changes against each other: the table's and an Update's units
+    members (write before read, as DynamoDB lists them), and a warm throughput that names no unit."""
+    constraints = Constraints()
+    throughput = request.get("ProvisionedThroughput")
+    if isinstance(throughput, dict):
+        for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+            field = f"provisionedThroughput.{member[0].lower()}{member[1:]}"
+            if constraints.required(throughput.get(member), field):
+                constraints.value(throughput[member], field, low=1)
     updates = request.get("GlobalSecondaryIndexUpdates")
     if not isinstance(updates, list):
+        constraints.check()
         return
-    constraints = Constraints()
     for i, update in enumerate(updates, 1):
         body = update.get("Update") if isinstance(update, dict) else None
         throughput = body.get("ProvisionedThroughput") if isinstance(body, dict) else None
