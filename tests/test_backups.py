@@ -518,9 +518,10 @@ def test_restore_overrides_are_checked_before_anything_is_restored(ddb, server, 
                   "OnDemandThroughputOverride": {"MaxWriteRequestUnits": 10}},
                  "Cannot override MaxWriteRequestUnits for OnDemandThroughput unless BillingModeOverride is "
                  "PAY_PER_REQUEST")):
-            with pytest.raises(ClientError) as excinfo:
-                client.restore_table_from_backup(TargetTableName="restore_refused", BackupArn=arn, **override)
-            assert _error(excinfo) == ("ValidationException", "Invalid Request: " + message), override
+            for target in ("restore_refused", hash_table):      # before the target is looked at
+                with pytest.raises(ClientError) as excinfo:
+                    client.restore_table_from_backup(TargetTableName=target, BackupArn=arn, **override)
+                assert _error(excinfo) == ("ValidationException", "Invalid Request: " + message), override
         assert "restore_refused" not in ddb.list_tables()["TableNames"]
         with pytest.raises(ClientError) as excinfo:
             client.describe_backup(BackupArn="")

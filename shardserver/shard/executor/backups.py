@@ -309,13 +309,13 @@ def _check_billing_overrides(request: dict, mode: str) -> None:
 
 def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, summary: dict) -> TableSchema:
     name = check_table_name(request.get("TargetTableName"), "targetTableName")
+    overridden = request.get("BillingModeOverride")
+    billing = {"BillingMode": overridden or source.billing_mode}
+    _check_billing_overrides(request, billing["BillingMode"])      # the request's shape before the target
     if name in svc.catalog.tables:
         raise TableAlreadyExistsException(f"Table already exists: {name}")
     if len(svc.catalog.tables) >= MAX_TABLES:
         raise LimitExceededException(f"Subscriber limit exceeded: Only {MAX_TABLES} tables are allowed")
-    overridden = request.get("BillingModeOverride")
-    billing = {"BillingMode": overridden or source.billing_mode}
-    _check_billing_overrides(request, billing["BillingMode"])
     if request.get("ProvisionedThroughputOverride") is not None:
         billing["ProvisionedThroughput"] = request["ProvisionedThroughputOverride"]
     elif billing["BillingMode"] == "PROVISIONED" and source.billing_mode == "PROVISIONED":
