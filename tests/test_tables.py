@@ -413,6 +413,10 @@ def test_tag_errors(ddb, server, range_table):
     big = [{"Key": f"k{i:02}".ljust(128, "x"), "Value": "v" * 256} for i in range(27)]
     assert refusal(ddb.tag_resource, ResourceArn=arn, Tags=big) == (
         "ValidationException", "Tag set size 10395 bytes is above max size limit of 10240 bytes")
+    with pytest.raises(ClientError) as e:       # CreateTable's Tags too, and no table is made
+        create_table(ddb, "tags_too_big", Tags=big)
+    assert error_of(e) == ("ValidationException", "Tag set size 10368 bytes is above max size limit of 10240 bytes")
+    assert "tags_too_big" not in ddb.list_tables()["TableNames"]
     # Fifty tags a table at most, counted with the ones it has; DynamoDB's words (and type) for more.
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])

@@ -392,7 +392,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
         stream_specification=stream,
         streams=[streams.new_stream(stream["StreamViewType"], int(created * 1000), [])]
         if stream and stream["StreamEnabled"] else [],
-        tags=checked_tags(request.get("Tags") or []),
+        tags=merged_tags([], checked_tags(request.get("Tags") or [])),     # the count and size limits too
         extra=extra,
     )
 
