@@ -595,6 +595,15 @@ def test_update_table_refuses_replicas(ddb, loose, hash_table):
     assert code == "ValidationException" and "cannot create a replica in region eu-west-1" in message
     assert refused(loose.update_table, TableName=hash_table, ReplicaUpdates=[]) == (
         "ValidationException", "There are no actions specified in the Replica Update Action of the request.")
+    # the actions' shapes in DynamoDB's words: a region to update or delete, one create or delete at a time
+    for updates, message in (
+            ([{"Update": {}}], "1 validation error detected: Value null at 'replicaUpdates.1.member.update.regionName' "
+                               "failed to satisfy constraint: Member must not be null"),
+            ([{"Create": {}}], "One or more parameter values were invalid"),
+            ([{"Create": {"RegionName": "eu-west-1"}}, {"Delete": {"RegionName": "eu-west-2"}}],
+             "Update table operation with more than one create or delete replica actions not allowed")):
+        assert refused(loose.update_table, TableName=hash_table, ReplicaUpdates=updates) == (
+            "ValidationException", message)
     assert refused(ddb.update_table, TableName="missing_table",
                    ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}]) == not_found("missing_table")
     after = ddb.describe_table(TableName=hash_table)["Table"]

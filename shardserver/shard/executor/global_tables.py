@@ -102,10 +102,22 @@ async def update_global_table(svc, request: dict) -> bytes:
 def refuse_replica_updates(updates: list) -> None:
     """UpdateTable's ReplicaUpdates (global tables version 2019.11.21): refused, since replicas
     live in other regions and this server is one region."""
+    constraints = Constraints()
+    for i, update in enumerate(updates, 1):
+        for kind in ("Update", "Delete"):
+            action = update.get(kind) if isinstance(update, dict) else None
+            if isinstance(action, dict):
+                constraints.required(action.get("RegionName"), f"replicaUpdates.{i}.member.{kind.lower()}.regionName")
+    constraints.check()
     actions = [(kind, action.get("RegionName")) for update in updates if isinstance(update, dict)
                for kind, action in update.items() if isinstance(action, dict)]
     if not actions:
         raise ValidationException("There are no actions specified in the Replica Update Action of the request.")
+    if any(kind == "Create" and region is None for kind, region in actions):
+        raise ValidationException("One or more parameter values were invalid")      # DynamoDB's bare prefix
+    if sum(1 for kind, _ in actions if kind in ("Create", "Delete")) > 1:
+        raise ValidationException("Update table operation with more than one create or delete replica actions not "
+                                  "allowed")
     kind, region = actions[0]
     raise ValidationException(f"One or more parameter values were invalid: replicas are not supported by this "
                               f"server, which is one region ({REGION}): cannot {kind.lower()} a replica in "
