@@ -254,7 +254,21 @@ def test_indexes_are_queryable_after_a_restore(ddb, table_name):
             ddb.restore_table_from_backup(TargetTableName=target + "3", BackupArn=arn, GlobalSecondaryIndexOverride=[
                 {"IndexName": "by_other", "Projection": {"ProjectionType": "ALL"},
                  "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}]}])
-        assert _error(excinfo)[0] == "ValidationException"
+        assert _error(excinfo) == ("ValidationException", "Invalid Request: Index by_other does not match a secondary "
+                                   "index that existed in the source table and cannot be created during the restore "
+                                   "operation")
+        by_g = {"IndexName": "by_g", "Projection": {"ProjectionType": "KEYS_ONLY"},
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}]}
+        for override, message in (
+                ({"BillingModeOverride": "PAY_PER_REQUEST", "GlobalSecondaryIndexOverride": [
+                    {**by_g, "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}]},
+                 "Cannot override ProvisionedThroughput if BillingMode is overridden to PAY_PER_REQUEST for index by_g"),
+                ({"BillingModeOverride": "PROVISIONED", "GlobalSecondaryIndexOverride": [by_g],
+                  "ProvisionedThroughputOverride": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}},
+                 "Must specify provisioned throughput for index by_g")):
+            with pytest.raises(ClientError) as excinfo:
+                ddb.restore_table_from_backup(TargetTableName=target + "3", BackupArn=arn, **override)
+            assert _error(excinfo) == ("ValidationException", "Invalid Request: " + message)
     finally:
         _cleanup(ddb, table_name, target, target + "2")
         ddb.delete_backup(BackupArn=arn)
@@ -278,6 +292,28 @@ def test_restore_after_the_source_table_was_deleted(ddb, table_name):
         assert _scan_all(ddb, table_name) == expected
     finally:
         _cleanup(ddb, table_name)
+        ddb.delete_backup(BackupArn=arn)
+
+
+def test_a_restore_keeps_encryption_and_caps_but_not_class_or_protection(ddb, table_name):
+    """What DynamoDB carries from a backup's table to the restored one: its KMS encryption and
+    on-demand caps; its table class, deletion protection and tags stay behind."""
+    create_table(ddb, table_name, TableClass="STANDARD_INFREQUENT_ACCESS", DeletionProtectionEnabled=True,
+                 SSESpecification={"Enabled": True, "SSEType": "KMS"},
+                 OnDemandThroughput={"MaxReadRequestUnits": 100, "MaxWriteRequestUnits": 50},
+                 Tags=[{"Key": "team", "Value": "a"}])
+    arn = _backup(ddb, table_name)["BackupArn"]
+    target = table_name + "_r"
+    try:
+        ddb.restore_table_from_backup(TargetTableName=target, BackupArn=arn)
+        restored = ddb.describe_table(TableName=target)["Table"]
+        assert restored["SSEDescription"]["SSEType"] == "KMS"
+        assert restored["OnDemandThroughput"] == {"MaxReadRequestUnits": 100, "MaxWriteRequestUnits": 50}
+        assert "TableClassSummary" not in restored and restored["DeletionProtectionEnabled"] is False
+        assert ddb.list_tags_of_resource(ResourceArn=restored["TableArn"])["Tags"] == []
+    finally:
+        ddb.update_table(TableName=table_name, DeletionProtectionEnabled=False)
+        _cleanup(ddb, table_name, target)
         ddb.delete_backup(BackupArn=arn)
 
 
@@ -384,6 +420,12 @@ def test_backup_errors(ddb, server, hash_table):
             client.create_backup(TableName="no_such_table", BackupName="b")
         assert _error(excinfo)[0] == "ValidationException"      # the name is too short first
         with pytest.raises(ClientError) as excinfo:
+            client.create_backup(TableName=hash_table, BackupName="")
+        assert _error(excinfo)[1] == (      # DynamoDB names a backup name's pattern before its length
+            "2 validation errors detected: Value '' at 'backupName' failed to satisfy constraint: Member must "
+            "satisfy regular expression pattern: [a-zA-Z0-9_.-]+; Value '' at 'backupName' failed to satisfy "
+            "constraint: Member must have length greater than or equal to 3")
+        with pytest.raises(ClientError) as excinfo:
             ddb.create_backup(TableName="no_such_table", BackupName="bkp")
         assert _error(excinfo) == ("TableNotFoundException", "Table not found: no_such_table")
         with pytest.raises(ClientError) as excinfo:
@@ -403,7 +445,7 @@ def test_backup_errors(ddb, server, hash_table):
                          lambda: ddb.restore_table_from_backup(TargetTableName="tgt", BackupArn=bad)):
                 with pytest.raises(ClientError) as excinfo:
                     call()
-                assert _error(excinfo)[0] == "ValidationException"
+                assert _error(excinfo) == ("ValidationException", "Invalid Backup ARN")
         with pytest.raises(ClientError) as excinfo:
             client.describe_backup(BackupArn="arn:short")
         code, message = _error(excinfo)
@@ -418,7 +460,8 @@ def test_backup_errors(ddb, server, hash_table):
         assert _error(excinfo)[0] == "ValidationException"
         with pytest.raises(ClientError) as excinfo:
             ddb.list_backups(TimeRangeLowerBound=2000, TimeRangeUpperBound=1000)
-        assert _error(excinfo)[0] == "ValidationException"
+        assert _error(excinfo) == ("ValidationException", "One or more parameter values were invalid: Time range "
+                                                          "lower bound must be less than or equal to upper bound")
         with pytest.raises(ClientError) as excinfo:
             ddb.restore_table_from_backup(TargetTableName="tgt_bad_billing", BackupArn=arn,
                                           BillingModeOverride="PROVISIONED")
@@ -426,6 +469,63 @@ def test_backup_errors(ddb, server, hash_table):
         with pytest.raises(ClientError) as excinfo:
             ddb.describe_table(TableName="tgt_bad_billing")
         assert _error(excinfo)[0] == "ResourceNotFoundException"
+    finally:
+        ddb.delete_backup(BackupArn=arn)
+
+
+def test_restore_overrides_are_checked_before_anything_is_restored(ddb, server, hash_table):
+    """Each override's member rules, in DynamoDB's words; a refused restore makes no table."""
+    client = _unvalidated(server)
+    arn = _backup(ddb, hash_table)["BackupArn"]
+    null = "failed to satisfy constraint: Member must not be null"
+    try:
+        for override, message in (
+                ({"TargetTableName": ""}, "TableName must be at least 3 characters long and at most 255 characters long"),
+                ({"BillingModeOverride": ""}, "1 validation error detected: Value '' at 'billingModeOverride' failed to "
+                                              "satisfy constraint: Member must satisfy enum value set: [PROVISIONED, "
+                                              "PAY_PER_REQUEST]"),
+                ({"ProvisionedThroughputOverride": {}},
+                 f"2 validation errors detected: Value null at 'provisionedThroughputOverride.writeCapacityUnits' {null}; "
+                 f"Value null at 'provisionedThroughputOverride.readCapacityUnits' {null}"),
+                ({"GlobalSecondaryIndexOverride": [{}]},
+                 f"3 validation errors detected: Value null at 'globalSecondaryIndexOverride.1.member.indexName' {null}; "
+                 f"Value null at 'globalSecondaryIndexOverride.1.member.keySchema' {null}; "
+                 f"Value null at 'globalSecondaryIndexOverride.1.member.projection' {null}"),
+                ({"LocalSecondaryIndexOverride": [{"IndexName": "x"}]},
+                 "3 validation errors detected: Value 'x' at 'localSecondaryIndexOverride.1.member.indexName' failed to "
+                 "satisfy constraint: Member must have length greater than or equal to 3; "
+                 f"Value null at 'localSecondaryIndexOverride.1.member.keySchema' {null}; "
+                 f"Value null at 'localSecondaryIndexOverride.1.member.projection' {null}"),
+                ({"SSESpecificationOverride": {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": ""}},
+                 "1 validation error detected: Value '' at 'sSESpecificationOverride.kMSMasterKeyId' failed to satisfy "
+                 "constraint: Member must have length greater than or equal to 1"),
+                ({"OnDemandThroughputOverride": {"MaxReadRequestUnits": 0}},
+                 "Invalid Request: Requested MaxReadRequestUnits for OnDemandThroughput is outside of valid range")):
+            request = {"TargetTableName": "restore_refused", "BackupArn": arn, **override}
+            with pytest.raises(ClientError) as excinfo:
+                client.restore_table_from_backup(**request)
+            assert _error(excinfo) == ("ValidationException", message), override
+        # Capacity overrides against the restored table's billing mode (the backup's table is on demand)
+        units = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+        for override, message in (
+                ({"BillingModeOverride": "PAY_PER_REQUEST", "ProvisionedThroughputOverride": units},
+                 "Cannot override ProvisionedThroughput if BillingMode is overridden to PAY_PER_REQUEST"),
+                ({"ProvisionedThroughputOverride": units},
+                 "Cannot override ProvisionedThroughput unless BillingMode is PROVISIONED"),
+                ({"BillingModeOverride": "PROVISIONED"},
+                 "Must override ProvisionedThroughput if BillingMode is overridden to PROVISIONED"),
+                ({"BillingModeOverride": "PROVISIONED", "ProvisionedThroughputOverride": units,
+                  "OnDemandThroughputOverride": {"MaxWriteRequestUnits": 10}},
+                 "Cannot override MaxWriteRequestUnits for OnDemandThroughput unless BillingModeOverride is "
+                 "PAY_PER_REQUEST")):
+            for target in ("restore_refused", hash_table):      # before the target is looked at
+                with pytest.raises(ClientError) as excinfo:
+                    client.restore_table_from_backup(TargetTableName=target, BackupArn=arn, **override)
+                assert _error(excinfo) == ("ValidationException", "Invalid Request: " + message), override
+        assert "restore_refused" not in ddb.list_tables()["TableNames"]
+        with pytest.raises(ClientError) as excinfo:
+            client.describe_backup(BackupArn="")
+        assert _error(excinfo) == ("ValidationException", "Invalid Backup ARN")
     finally:
         ddb.delete_backup(BackupArn=arn)
 
@@ -498,9 +598,32 @@ def test_restore_to_the_latest_restorable_time(ddb, hash_table):
             ddb.restore_table_to_point_in_time(SourceTableName="no_such_table", TargetTableName="tgt",
                                                UseLatestRestorableTime=True)
         assert _error(excinfo) == ("TableNotFoundException", "Table not found: no_such_table")
+        # A source and a time each named exactly once, in DynamoDB's words
+        source_arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
+        for request, expected in (
+                ({"SourceTableName": hash_table}, "Invalid Request: Either one of RestoreDateTime or "
+                                                  "UseLatestRestorableTime must be specified, but not both"),
+                ({"SourceTableName": hash_table, "UseLatestRestorableTime": True, "RestoreDateTime": latest},
+                 "Invalid Request: Both RestoreDateTime and UseLatestRestorableTime cannot be set for point-in-time "
+                 "restore request. Please specify either RestoreDateTime time or UseLatestRestorableTime"),
+                ({"SourceTableName": hash_table, "SourceTableArn": source_arn, "UseLatestRestorableTime": True},
+                 "Must provide exactly one of: sourceTableArn, sourceTableName"),
+                ({"UseLatestRestorableTime": True},
+                 "The parameter 'TableName' is required but was not present in the request"),
+                ({"SourceTableArn": "arn:nothing", "UseLatestRestorableTime": True},
+                 "One or more parameter values were invalid: sourceTableArn is not a valid ARN"),
+                ({"SourceTableArn": hash_table, "UseLatestRestorableTime": True},
+                 f"One or more parameter values were invalid: ARNs must start with 'arn:': {hash_table}"),
+                ({"SourceTableArn": source_arn.replace("000000000000", "123456789012"), "UseLatestRestorableTime": True},
+                 "This action is only supported by accounts that match the resource owner\u2019s account.")):
+            with pytest.raises(ClientError) as excinfo:
+                ddb.restore_table_to_point_in_time(TargetTableName="tgt", **request)
+            assert _error(excinfo) == ("ValidationException", expected), request
         with pytest.raises(ClientError) as excinfo:
-            ddb.restore_table_to_point_in_time(SourceTableName=hash_table, TargetTableName="tgt")
-        assert _error(excinfo)[0] == "ValidationException"
+            ddb.restore_table_to_point_in_time(SourceTableArn=source_arn + "_gone", TargetTableName="tgt",
+                                               UseLatestRestorableTime=True)
+        assert _error(excinfo) == ("TableNotFoundException", "Table not found")
+        assert "tgt" not in ddb.list_tables()["TableNames"]
         with pytest.raises(ClientError) as excinfo:
             ddb.describe_table(TableName=hash_table + "_p3")
         assert _error(excinfo)[0] == "ResourceNotFoundException"

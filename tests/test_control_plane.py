@@ -20,6 +20,11 @@ POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
      "Action": "dynamodb:GetItem", "Resource": "*"}]})
 
 
+def minified(policy: str) -> str:
+    """A policy as GetResourcePolicy answers it, for a document already in IAM's member order."""
+    return json.dumps(json.loads(policy), separators=(",", ":"))
+
+
 @pytest.fixture(scope="module")
 def loose(server):
     """A client that sends what boto3 would refuse to (lengths, ranges) for the server to judge."""
@@ -122,11 +127,17 @@ def test_contributor_insights_errors(ddb, loose, index_table):
     assert message == ("2 validation errors detected: Value 'ON' at 'contributorInsightsAction' failed to satisfy "
                        "constraint: Member must satisfy enum value set: [ENABLE, DISABLE]; Value 'ALL' at "
                        "'contributorInsightsMode' failed to satisfy constraint: Member must satisfy enum value set: "
-                       "[ACCESSED_AND_THROTTLED_KEYS, THROTTLED_KEYS]")
+                       "[THROTTLED_KEYS, ACCESSED_AND_THROTTLED_KEYS]")
     assert refused(loose.list_contributor_insights, MaxResults=101) == (
         "ValidationException", "1 validation error detected: Value '101' at 'maxResults' failed to satisfy "
                                "constraint: Member must have value less than or equal to 100")
     assert refused(ddb.list_contributor_insights, NextToken="garbage!")[0] == "ValidationException"
+    # An index name of the wrong length has Contributor Insights' own words.
+    for call in (loose.describe_contributor_insights,
+                 lambda **kw: loose.update_contributor_insights(ContributorInsightsAction="ENABLE", **kw)):
+        for name in ("", "x" * 256):
+            assert refused(call, TableName=index_table, IndexName=name) == (
+                "ValidationException", "IndexName must be at least 3 characters long and at most 255 characters long")
     assert refused(loose.describe_contributor_insights, TableName=index_table, IndexName="x")[0] == \
         "ValidationException"
     assert refused(ddb.describe_contributor_insights,
@@ -175,7 +186,7 @@ def test_contributor_insights_survive_a_restart(tmp_path):
         srv.start()
         ddb = srv.client()
         assert ddb.describe_contributor_insights(TableName="kept")["ContributorInsightsStatus"] == "ENABLED"
-        assert body(ddb.get_resource_policy(ResourceArn=arn)) == {"Policy": POLICY, "RevisionId": revision}
+        assert body(ddb.get_resource_policy(ResourceArn=arn)) == {"Policy": minified(POLICY), "RevisionId": revision}
     finally:
         srv.stop()
 
@@ -190,14 +201,14 @@ def test_resource_policy_put_get_delete(ddb, hash_table):
     revision = ddb.put_resource_policy(ResourceArn=arn, Policy=POLICY)["RevisionId"]
     assert revision.isdigit()
     got = ddb.get_resource_policy(ResourceArn=arn)
-    assert (got["Policy"], got["RevisionId"]) == (POLICY, revision)
+    assert (got["Policy"], got["RevisionId"]) == (minified(POLICY), revision)
     # the same document (spaced differently) again changes nothing, not even the revision
     assert ddb.put_resource_policy(ResourceArn=arn, Policy=json.dumps(json.loads(POLICY), indent=4))[
         "RevisionId"] == revision
     other = POLICY.replace("GetItem", "Query")
     newer = ddb.put_resource_policy(ResourceArn=arn, Policy=other, ExpectedRevisionId=revision)["RevisionId"]
     assert int(newer) > int(revision)
-    assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == other
+    assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == minified(other)
     # a stale expectation is refused, and nothing changes
     assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=POLICY, ExpectedRevisionId=revision) == (
         "PolicyNotFoundException", "Resource-based policy not found for the provided ResourceArn: Requested "
@@ -219,6 +230,33 @@ def test_resource_policy_put_get_delete(ddb, hash_table):
         "PolicyNotFoundException"
     fresh = ddb.put_resource_policy(ResourceArn=arn, Policy=POLICY, ExpectedRevisionId="NO_POLICY")["RevisionId"]
     assert ddb.get_resource_policy(ResourceArn=arn)["RevisionId"] == fresh
+
+
+def test_resource_policy_is_kept_in_dynamodbs_canonical_form(ddb, hash_table):
+    """GetResourcePolicy answers the document as DynamoDB rewrites it: minified, members in IAM's
+    order, a lone statement as a list, one-element lists as strings, an account id as its root
+    ARN, the Effect's case fixed, and 2008-10-17 for a document that names no Version."""
+    arn = ddb.describe_table(TableName=hash_table)["Table"]["TableArn"]
+    sent = json.dumps({"Statement": {"Resource": [arn], "Action": ["dynamodb:GetItem"], "Effect": "allow",
+                                     "Principal": {"AWS": ["000000000000", "arn:aws:iam::000000000000:root"]},
+                                     "Sid": "read"}}, indent=2)
+    revision = ddb.put_resource_policy(ResourceArn=arn, Policy=sent)["RevisionId"]
+    shown = ddb.get_resource_policy(ResourceArn=arn)["Policy"]
+    assert shown == ('{"Version":"2008-10-17","Statement":[{"Sid":"read","Effect":"Allow","Principal":{"AWS":'
+                     '"arn:aws:iam::000000000000:root"},"Action":"dynamodb:GetItem","Resource":"' + arn + '"}]}')
+    # the same policy written another way changes nothing; naming the default Version is a change
+    respelled = json.dumps({"Statement": [{"Sid": "read", "Effect": "Allow", "Resource": arn,
+                                           "Principal": {"AWS": "000000000000"}, "Action": "dynamodb:GetItem"}]})
+    assert ddb.put_resource_policy(ResourceArn=arn, Policy=respelled)["RevisionId"] == revision
+    assert ddb.put_resource_policy(ResourceArn=arn, Policy=shown)["RevisionId"] != revision
+    # an Allow to everyone, with no condition, is DynamoDB's guardrail's to refuse
+    for everyone in ("*", {"AWS": "*"}):
+        public = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": everyone, "Action": "dynamodb:GetItem", "Resource": arn}]})
+        assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=public) == (
+            "ValidationException", "Resource-based policy grants unbounded access in one or more elements. Please "
+                                   "revise the policy to ensure least-privilege form of access")
+    ddb.delete_resource_policy(ResourceArn=arn)
 
 
 def test_resource_policy_of_a_stream_is_its_own(ddb, table_name):
@@ -284,14 +322,14 @@ def test_concurrent_changes_are_not_lost(server, index_table):
     for thread in threads:
         thread.join()
     assert len(clients[0].list_contributor_insights(TableName=index_table)["ContributorInsightsSummaries"]) == 2
-    assert clients[0].get_resource_policy(ResourceArn=arn)["Policy"] != POLICY     # the policy stayed too
+    assert clients[0].get_resource_policy(ResourceArn=arn)["Policy"] != minified(POLICY)     # the policy stayed too
 
 
 def test_create_table_keeps_its_resource_policy(ddb, table_name):
     create_table(ddb, table_name, ResourcePolicy=POLICY)
     try:
         arn = ddb.describe_table(TableName=table_name)["Table"]["TableArn"]
-        assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == POLICY
+        assert ddb.get_resource_policy(ResourceArn=arn)["Policy"] == minified(POLICY)
     finally:
         ddb.delete_table(TableName=table_name)
     assert refused(create_table, client=ddb, name=table_name, ResourcePolicy="{not json") == (
@@ -306,6 +344,18 @@ def test_resource_policy_errors(ddb, loose, index_table):
     for policy, message in (
             ("{not json", "Invalid policy document: This policy contains invalid Json"),
             ("[1, 2]", "Invalid policy document: This policy contains invalid Json"),
+            ("", "Invalid policy document: This policy contains invalid Json"),
+            ("null", "Invalid policy document: This text appears not to be a policy"),
+            ("{}", "Invalid policy document: Syntax error at position (1,3)"),
+            (json.dumps({"Version": "2012-10-17", "Statement": []}),
+             "Invalid policy document: Could not parse the policy: Statement is empty!"),
+            (json.dumps({"Version": "2012-10-17", "Statement": [{}]}),
+             "Invalid policy document: Missing required field Effect"),
+            (json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:GetItem",
+                                                                 "Principal": "*"}]}),
+             "Invalid policy document: Missing required field Resource"),
+            (json.dumps({"Version": "2012-10-17", "Statement": [dict(json.loads(POLICY)["Statement"][0], Sid="a")] * 2}),
+             "Invalid policy document: The Statement Ids in the policy are not unique"),
             (json.dumps({"Statement": [], "Pad": " " * 20480}), "Maximum policy size of 20480 bytes exceeded")):
         assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=policy) == \
             ("ValidationException", invalid + message)
@@ -328,6 +378,12 @@ def test_resource_policy_errors(ddb, loose, index_table):
         assert refused(ddb.get_resource_policy, ResourceArn=resource) == expected
         assert refused(ddb.put_resource_policy, ResourceArn=resource, Policy=POLICY) == expected
         assert refused(ddb.delete_resource_policy, ResourceArn=resource) == expected
+    # CreateTable's ResourcePolicy is judged the same way, and no table is made.
+    assert refused(ddb.create_table, TableName="policy_refused", KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+                   AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}],
+                   BillingMode="PAY_PER_REQUEST", ResourcePolicy="{}") == \
+        ("ValidationException", invalid + "Invalid policy document: Syntax error at position (1,3)")
+    assert "policy_refused" not in ddb.list_tables()["TableNames"]
     assert refused(loose.put_resource_policy, ResourceArn=arn, Policy=POLICY, ExpectedRevisionId="x" * 256)[0] == \
         "ValidationException"
     assert refused(ddb.put_resource_policy, ResourceArn=arn, Policy=POLICY, ExpectedRevisionId="12345")[0] == \
@@ -385,6 +441,12 @@ def test_kinesis_destinations_are_absent_and_cannot_be_enabled(ddb, loose, hash_
         "ValidationException", "Table is not in a valid state to enable Kinesis Streaming Destination: Kinesis "
                                "streaming is not in ACTIVE state. Updates are only allowed in ACTIVE state. "
                                f"TableName: {hash_table}, kdsArn: {KINESIS_ARN}")
+    # An Update that asks for nothing is refused for that first.
+    for configuration in ({}, {"UpdateKinesisStreamingConfiguration": {}}):
+        assert refused(ddb.update_kinesis_streaming_destination, TableName=hash_table, StreamArn=KINESIS_ARN,
+                       **configuration) == (
+            "ValidationException", "Streaming destination cannot be updated with given parameters: "
+                                   "UpdateKinesisStreamingConfiguration cannot be null or contain only null values")
     assert ddb.describe_kinesis_streaming_destination(TableName=hash_table)["KinesisDataStreamDestinations"] == []
     # an unknown table is ResourceNotFoundException first
     for call in (ddb.enable_kinesis_streaming_destination, ddb.disable_kinesis_streaming_destination,
@@ -418,10 +480,17 @@ def test_there_are_no_global_tables(ddb, loose, hash_table):
     assert refused(ddb.update_global_table, GlobalTableName=hash_table,
                    ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}]) == legacy
     assert ddb.list_global_tables()["GlobalTables"] == []
-    assert refused(loose.describe_global_table, GlobalTableName="x")[0] == "ValidationException"
+    short = ("ValidationException", "TableName must be at least 3 characters long and at most 255 characters long")
+    for call in (loose.describe_global_table, loose.describe_global_table_settings):
+        for name in ("", "x"):
+            assert refused(call, GlobalTableName=name) == short
     assert refused(loose.list_global_tables, Limit=0)[0] == "ValidationException"
-    assert refused(loose.update_global_table, GlobalTableName=hash_table, ReplicaUpdates=[]) == \
-        ("ValidationException", "One or more parameter values were invalid")
+    for updates in ([], [{}]):
+        assert refused(loose.update_global_table, GlobalTableName=hash_table, ReplicaUpdates=updates) == \
+            ("ValidationException", "One or more parameter values were invalid")
+    assert refused(loose.update_global_table_settings, GlobalTableName=hash_table, ReplicaSettingsUpdate=[{}]) == (
+        "ValidationException", "1 validation error detected: Value null at 'replicaSettingsUpdate.1.member.regionName' "
+                               "failed to satisfy constraint: Member must not be null")
 
 
 def test_replica_auto_scaling_of_a_regional_table(ddb, hash_table):
@@ -446,6 +515,12 @@ def test_there_are_no_exports_and_none_can_be_made(ddb, loose, hash_table):
         "ExportNotFoundException", f"Export not found: Export not found: {export_arn}")
     assert refused(ddb.describe_export, ExportArn=arn + "/backup/01700000000000-0a1b2c3d") == \
         ("ValidationException", "Invalid Export ARN")
+    # An incremental export needs its start, and an empty TableArn has words of its own: both before the table.
+    assert refused(loose.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket",
+                   ExportType="INCREMENTAL_EXPORT", IncrementalExportSpecification={}) == (
+        "ValidationException", "Invalid Request: ExportFromTime must be provided in IncrementalExportSpecification")
+    assert refused(loose.export_table_to_point_in_time, TableArn="", S3Bucket="my-bucket") == (
+        "ValidationException", "Invalid TableArn: Invalid Table ARN")
     # An export reads the table's continuous backups: without them DynamoDB refuses it first.
     assert refused(ddb.export_table_to_point_in_time, TableArn=arn, S3Bucket="my-bucket") == (
         "PointInTimeRecoveryUnavailableException", f"Point in time recovery is not enabled for table '{hash_table}'")
@@ -485,6 +560,21 @@ def test_there_are_no_imports_and_none_can_be_made(ddb, loose, hash_table):
         "ResourceInUseException", f"Table already exists: {hash_table}")
     assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="XML",
                    TableCreationParameters=parameters)[0] == "ValidationException"
+    # CSV options: a one-character delimiter, and only for CSV input; DynamoDB's enum order for compression
+    source = {"S3BucketSource": {"S3Bucket": "my-bucket"}, "TableCreationParameters": parameters}
+    rule = "failed to satisfy constraint: Member must"
+    assert refused(loose.import_table, InputFormat="CSV", InputFormatOptions={"Csv": {"Delimiter": ";;"}},
+                   **source) == (
+        "ValidationException", f"2 validation errors detected: Value ';;' at 'inputFormatOptions.csv.delimiter' {rule} "
+                               f"satisfy regular expression pattern: [,;:|\\t ]; Value ';;' at "
+                               f"'inputFormatOptions.csv.delimiter' {rule} have length less than or equal to 1")
+    assert refused(ddb.import_table, InputFormat="DYNAMODB_JSON", InputFormatOptions={"Csv": {"Delimiter": ","}},
+                   **source) == (
+        "ValidationException", "Invalid Request: Unsupported InputFormatOptions for the given input format: "
+                               "DYNAMODB_JSON.")
+    assert refused(loose.import_table, InputFormat="CSV", InputCompressionType="BZIP2", **source) == (
+        "ValidationException", f"1 validation error detected: Value 'BZIP2' at 'inputCompressionType' {rule} "
+                               "satisfy enum value set: [ZSTD, NONE, GZIP]")
     # The new table is checked as CreateTable checks it, before the refusal for want of S3.
     provisioned = {**parameters, "BillingMode": "PROVISIONED"}
     assert refused(ddb.import_table, S3BucketSource={"S3Bucket": "my-bucket"}, InputFormat="CSV",
@@ -505,6 +595,15 @@ def test_update_table_refuses_replicas(ddb, loose, hash_table):
     assert code == "ValidationException" and "cannot create a replica in region eu-west-1" in message
     assert refused(loose.update_table, TableName=hash_table, ReplicaUpdates=[]) == (
         "ValidationException", "There are no actions specified in the Replica Update Action of the request.")
+    # the actions' shapes in DynamoDB's words: a region to update or delete, one create or delete at a time
+    for updates, message in (
+            ([{"Update": {}}], "1 validation error detected: Value null at 'replicaUpdates.1.member.update.regionName' "
+                               "failed to satisfy constraint: Member must not be null"),
+            ([{"Create": {}}], "One or more parameter values were invalid"),
+            ([{"Create": {"RegionName": "eu-west-1"}}, {"Delete": {"RegionName": "eu-west-2"}}],
+             "Update table operation with more than one create or delete replica actions not allowed")):
+        assert refused(loose.update_table, TableName=hash_table, ReplicaUpdates=updates) == (
+            "ValidationException", message)
     assert refused(ddb.update_table, TableName="missing_table",
                    ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}]) == not_found("missing_table")
     after = ddb.describe_table(TableName=hash_table)["Table"]

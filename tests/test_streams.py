@@ -119,7 +119,9 @@ def test_create_table_describes_its_stream(ddb, streams, table_name):
 def test_stream_specification_errors(ddb, hash_table, table_name):
     code, message = error_of(ddb.update_table, TableName=hash_table,
                              StreamSpecification={"StreamEnabled": True, "StreamViewType": "Fisk"})
-    assert code == "ValidationException" and "streamViewType" in message
+    assert (code, message) == ("ValidationException", "1 validation error detected: Value 'Fisk' at "
+                               "'streamSpecification.streamViewType' failed to satisfy constraint: Member must "
+                               "satisfy enum value set: [OLD_IMAGE, KEYS_ONLY, NEW_AND_OLD_IMAGES, NEW_IMAGE]")
     # UpdateTable's own wording (CreateTable's, below, differs)
     code, message = error_of(ddb.update_table, TableName=hash_table, StreamSpecification={"StreamEnabled": False})
     assert (code, message) == ("ValidationException", f"Table has no stream to disable: TableName: {hash_table}")

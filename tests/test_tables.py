@@ -79,6 +79,20 @@ def test_list_tables_paging(ddb):
             ddb.delete_table(TableName=name)
 
 
+def test_list_tables_member_rules_are_reported_together(server):
+    """A bad start name and a bad Limit in one message; the start's pattern is named before its length."""
+    loose = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                         aws_access_key_id="x", aws_secret_access_key="y",
+                         config=BotoConfig(parameter_validation=False, retries={"max_attempts": 1}))
+    rule = "failed to satisfy constraint: Member must"
+    with pytest.raises(ClientError) as e:
+        loose.list_tables(ExclusiveStartTableName="a;", Limit=500)
+    assert error_of(e) == ("ValidationException", "3 validation errors detected: "
+                           f"Value 'a;' at 'exclusiveStartTableName' {rule} satisfy regular expression pattern: "
+                           f"[a-zA-Z0-9_.-]+; Value 'a;' at 'exclusiveStartTableName' {rule} have length greater "
+                           f"than or equal to 3; Value '500' at 'limit' {rule} have value less than or equal to 100")
+
+
 @pytest.mark.parametrize("kwargs, code, fragment", [
     (dict(TableName="ab"), "ValidationException", "length greater than or equal to 3"),
     (dict(TableName="bad name!"), "ValidationException", "regular expression pattern"),
@@ -357,17 +371,35 @@ def test_tag_errors(ddb, server, range_table):
             ([good, {"Key": "k"}], "The Tag Value provided is invalid, Value: null"),
             ([good, {"Value": "v"}], "The Tag Key provided is invalid, Key: null"),
             ([good, {"Key": "aws:zzz", "Value": "v"}], "Tag Key cannot be prefixed with aws:, Key: aws:zzz"),
+            ([good, {"Key": "AWS:zzz", "Value": "v"}], "Tag Key cannot be prefixed with aws:, Key: AWS:zzz"),
             ([{"Key": "dup", "Value": "1"}, {"Key": "dup", "Value": "2"}],
              "Duplicate Tag Keys provided as input: Duplicate Tag Key found dup")):
         assert refusal(unchecked.tag_resource, ResourceArn=arn, Tags=tags) == ("ValidationException", message)
     assert refusal(ddb.untag_resource, ResourceArn=arn, TagKeys=["k" * 129]) == (
         "ValidationException", "The Tag Key provided is invalid, Key: " + "k" * 129)
+    # AWS's own keys cannot be removed either, though removing a key the table lacks is no error.
+    for key in ("aws:cloudformation:stack-name", "Aws:x"):
+        assert refusal(ddb.untag_resource, ResourceArn=arn, TagKeys=["absent", key]) == (
+            "ValidationException", f"Tag Key cannot be prefixed with aws:, Key: {key}")
+    ddb.untag_resource(ResourceArn=arn, TagKeys=["absent", "myaws:x"])
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == []
     # Letters and digits of any script, white space and + - = . _ : / @ are all allowed.
     ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}])
-    with pytest.raises(ClientError) as e:
-        ddb.tag_resource(ResourceArn="no_arn", Tags=[{"Key": "k", "Value": "v"}])
-    assert error_of(e)[0] == "ValidationException" and "ARNs must start with 'arn:'" in error_of(e)[1]
+    invalid = "One or more parameter values were invalid: "
+    for call in (lambda resource: ddb.tag_resource(ResourceArn=resource, Tags=[{"Key": "k", "Value": "v"}]),
+                 lambda resource: ddb.untag_resource(ResourceArn=resource, TagKeys=["k"]),
+                 lambda resource: ddb.list_tags_of_resource(ResourceArn=resource)):
+        # A table's name is no ARN; a backup's ARN is no taggable resource's; an ARN in capitals names none.
+        for resource, expected in (
+                (range_table, ("ValidationException", f"{invalid}ARNs must start with 'arn:': {range_table}")),
+                (f"{arn}/backup/01796223897587-3958a9c2",
+                 ("ValidationException", f"{invalid}Provided Arn is not a DynamoDB resource arn: "
+                                         f"{arn}/backup/01796223897587-3958a9c2")),
+                (arn.upper(), ("ResourceNotFoundException",
+                               f"Requested resource not found: ResourcArn: {arn.upper()} not found"))):
+            with pytest.raises(ClientError) as e:
+                call(resource)
+            assert error_of(e) == expected
     # An index's ARN is not a taggable resource.
     index_arn = arn + "/index/whatever"
     for call in (lambda: ddb.list_tags_of_resource(ResourceArn=index_arn),
@@ -377,6 +409,14 @@ def test_tag_errors(ddb, server, range_table):
         assert error_of(e) == ("ValidationException", f"Invalid TableArn: Invalid ResourceArn provided as input "
                                                       f"{index_arn}")
     assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [{"Key": "ключ 7", "Value": "a+b-c=d.e_f:g/h@i"}]
+    # 10,240 bytes of keys and values at most, counted with the ones it has (27 bytes of "ключ 7" here).
+    big = [{"Key": f"k{i:02}".ljust(128, "x"), "Value": "v" * 256} for i in range(27)]
+    assert refusal(ddb.tag_resource, ResourceArn=arn, Tags=big) == (
+        "ValidationException", "Tag set size 10395 bytes is above max size limit of 10240 bytes")
+    with pytest.raises(ClientError) as e:       # CreateTable's Tags too, and no table is made
+        create_table(ddb, "tags_too_big", Tags=big)
+    assert error_of(e) == ("ValidationException", "Tag set size 10368 bytes is above max size limit of 10240 bytes")
+    assert "tags_too_big" not in ddb.list_tables()["TableNames"]
     # Fifty tags a table at most, counted with the ones it has; DynamoDB's words (and type) for more.
     with pytest.raises(ClientError) as e:
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
@@ -438,6 +478,19 @@ def test_table_class_and_encryption_settings_are_described(ddb, table_name):
     with pytest.raises(ClientError) as e:
         ddb.update_table(TableName=table_name, TableClass="GLACIER")
     assert error_of(e)[0] == "ValidationException"
+    # The key the table has, named by its ARN, is refused; DynamoDB re-encrypts only for another name of it.
+    key_arn = table["SSEDescription"]["KMSMasterKeyArn"]
+    with pytest.raises(ClientError) as e:
+        ddb.update_table(TableName=table_name, SSESpecification={"Enabled": True, "SSEType": "KMS",
+                                                                 "KMSMasterKeyId": key_arn})
+    assert error_of(e) == ("ValidationException", "One or more parameter values were invalid: Table is already "
+                           "encrypted with given KMSMasterKeyId. Use KMSMasterKeyId parameter if you want to change "
+                           "Master Key")
+    ddb.delete_table(TableName=table_name)
+    # STANDARD asked of a table that never had a class is DynamoDB's default again: no summary appears.
+    create_table(ddb, table_name)
+    ddb.update_table(TableName=table_name, TableClass="STANDARD")
+    assert "TableClassSummary" not in ddb.describe_table(TableName=table_name)["Table"]
     ddb.delete_table(TableName=table_name)
 
 
@@ -455,8 +508,19 @@ def test_encryption_specification_rules(ddb, server, table_name):
         with pytest.raises(ClientError) as e:
             create_table(unchecked, table_name, SSESpecification=sse)
         assert error_of(e) == ("ValidationException", prefix + message)
+    # An empty key id is no key: the model's length rule refuses it, at CreateTable and UpdateTable.
+    empty_key = ("ValidationException", "1 validation error detected: Value '' at 'sSESpecification.kMSMasterKeyId' "
+                                        "failed to satisfy constraint: Member must have length greater than or equal to 1")
+    with pytest.raises(ClientError) as e:
+        create_table(unchecked, table_name, SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": ""})
+    assert error_of(e) == empty_key
     assert table_name not in ddb.list_tables()["TableNames"]
     create_table(ddb, table_name)
+    with pytest.raises(ClientError) as e:
+        unchecked.update_table(TableName=table_name, SSESpecification={"Enabled": True, "SSEType": "KMS",
+                                                                       "KMSMasterKeyId": ""})
+    assert error_of(e) == empty_key
+    assert "SSEDescription" not in ddb.describe_table(TableName=table_name)["Table"]
     # A table on the AWS owned key is refused that key again, however it is asked for.
     for sse in ({"Enabled": False}, {}):
         with pytest.raises(ClientError) as e:
@@ -551,14 +615,60 @@ def test_warm_throughput_is_kept_described_and_never_lowered(ddb, table_name):
         ddb.delete_table(TableName=table_name)
     with pytest.raises(ClientError) as e:
         create_table(ddb, table_name, WarmThroughput={"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 3999})
-    assert error_of(e)[0] == "ValidationException"
-    assert "WriteUnitsPerSecond" in error_of(e)[1] and "lower than" in error_of(e)[1]
+    assert error_of(e) == ("ValidationException", "One or more parameter values were invalid: Requested "
+                           "WriteUnitsPerSecond for WarmThroughput for table is lower than initial throughput for "
+                           "OnDemand. See: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/"
+                           "on-demand-capacity-mode.html#on-demand-capacity-mode-initial")
     plain = create_table(ddb, table_name + "_plain")
     try:
         created = ddb.describe_table(TableName=plain)["Table"]["WarmThroughput"]
         assert created == {"ReadUnitsPerSecond": 12000, "WriteUnitsPerSecond": 4000, "Status": "ACTIVE"}
     finally:
         ddb.delete_table(TableName=plain)
+
+
+def test_warm_throughput_of_a_provisioned_table_is_the_most_it_was_provisioned(ddb, table_name):
+    """DynamoDB's warm throughput of a provisioned table: its units, raised with them and never
+    lowered; on demand's 12,000/4,000 once it has been on demand (kept when it goes back)."""
+    def warm():
+        described = ddb.describe_table(TableName=table_name)["Table"]["WarmThroughput"]
+        return described["ReadUnitsPerSecond"], described["WriteUnitsPerSecond"]
+
+    def units(read, write):
+        return {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
+
+    def create_provisioned(read, write, **extra):
+        ddb.create_table(TableName=table_name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         ProvisionedThroughput=units(read, write), **extra)
+    prefix = "One or more parameter values were invalid: Requested "
+    with pytest.raises(ClientError) as e:
+        create_provisioned(10, 10, WarmThroughput={"ReadUnitsPerSecond": 5, "WriteUnitsPerSecond": 5})
+    assert error_of(e) == ("ValidationException", prefix + "ReadUnitsPerSecond for WarmThroughput for table is lower "
+                                                           "than ReadCapacityUnits of ProvisionedThroughput")
+    create_provisioned(2, 2)
+    try:
+        assert warm() == (2, 2)
+        ddb.update_table(TableName=table_name, ProvisionedThroughput=units(3, 3))
+        ddb.update_table(TableName=table_name, ProvisionedThroughput=units(1, 1))
+        assert warm() == (3, 3)
+        with pytest.raises(ClientError) as e:
+            ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": 1, "WriteUnitsPerSecond": 1})
+        assert error_of(e) == ("ValidationException", prefix + "ReadUnitsPerSecond for WarmThroughput for table is "
+                               "lower than current WarmThroughput, decreasing WarmThroughput is not supported")
+        ddb.update_table(TableName=table_name, WarmThroughput={"ReadUnitsPerSecond": 50, "WriteUnitsPerSecond": 50})
+        assert warm() == (50, 50)
+        ddb.update_table(TableName=table_name, BillingMode="PAY_PER_REQUEST")
+        assert warm() == (12000, 4000)
+        ddb.update_table(TableName=table_name, BillingMode="PROVISIONED", ProvisionedThroughput=units(5, 5))
+        assert warm() == (12000, 4000)
+    finally:
+        ddb.delete_table(TableName=table_name)
+    create_provisioned(10, 10, WarmThroughput={"ReadUnitsPerSecond": 100})
+    try:
+        assert warm() == (100, 10)
+    finally:
+        ddb.delete_table(TableName=table_name)
 
 
 def test_on_demand_caps_need_on_demand_billing_and_a_positive_value(ddb, table_name):

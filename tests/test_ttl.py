@@ -57,6 +57,28 @@ def test_enable_describe_disable(client):
     client.delete_table(TableName=table)
 
 
+def test_specification_rules_come_before_the_table(ttl_server):
+    """The model's rules for TimeToLiveSpecification, in DynamoDB's words, before the table is looked for."""
+    import boto3
+    from botocore.config import Config
+    loose = boto3.client("dynamodb", endpoint_url=ttl_server.endpoint, region_name="us-east-1",
+                         aws_access_key_id="x", aws_secret_access_key="y",
+                         config=Config(parameter_validation=False, retries={"max_attempts": 1}))
+    field = "timeToLiveSpecification"
+    rule = "failed to satisfy constraint: Member must"
+    for spec, message in (
+            ({"Enabled": True, "AttributeName": ""},
+             f"1 validation error detected: Value '' at '{field}.attributeName' {rule} have length greater than or "
+             "equal to 1"),
+            ({"Enabled": True, "AttributeName": "a" * 256},
+             f"1 validation error detected: Value '{'a' * 256}' at '{field}.attributeName' {rule} have length less "
+             "than or equal to 255"),
+            ({}, f"2 validation errors detected: Value null at '{field}.attributeName' {rule} not be null; "
+                 f"Value null at '{field}.enabled' {rule} not be null")):
+        assert _error(lambda: loose.update_time_to_live(TableName="no_such_table", TimeToLiveSpecification=spec)) == (
+            "ValidationException", message)
+
+
 def _wait(predicate, timeout=8.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,7 +3,9 @@
 import threading
 import time
 
+import boto3
 import pytest
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from test_indexes import S, N, canon, defs, error_of, full_query, full_scan, gsi, key_schema
@@ -14,6 +16,13 @@ def create_gsi_update(name, hash_key, range_key=None, types=None, projection=Non
     return {"AttributeDefinitions": defs(**types),
             "GlobalSecondaryIndexUpdates": [{"Create": gsi(name, hash_key, *([range_key] if range_key else []),
                                                            projection=projection)}]}
+
+
+def _loose(server):
+    """A client that sends what boto3 would refuse to, for the server to judge."""
+    return boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="y",
+                        config=BotoConfig(parameter_validation=False, retries={"max_attempts": 1}))
 
 
 def wait_active(ddb, table, index, timeout=60.0):
@@ -137,7 +146,7 @@ def test_throughput_changes_are_dated(ddb, table):
     assert (described["ReadCapacityUnits"], described["WriteCapacityUnits"]) == (5, 2)
 
 
-def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
+def test_global_index_warm_throughput_and_on_demand_caps(ddb, server, table_name):
     # A global index has its own WarmThroughput (DynamoDB's baseline until raised) and OnDemandThroughput,
     # given at CreateTable and changed by an UpdateTable Update without ProvisionedThroughput, as the
     # developer guide's update-table --warm-throughput example does.
@@ -173,6 +182,32 @@ def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
                 {"Update": {"IndexName": name, "WarmThroughput": {}}}]) == (
                 "ValidationException", "One or more parameter values were invalid: WarmThroughput must have at "
                 f"least one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: {name}")
+        # ... before the table is looked for, and before the rules of what may come together
+        empty_warm = ("ValidationException", "One or more parameter values were invalid: WarmThroughput must have at "
+                      "least one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: g_x")
+        assert error_of(ddb.update_table, TableName="no_such_table", GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {}}}]) == empty_warm
+        assert error_of(ddb.update_table, TableName=table_name, TableClass="STANDARD", GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "WarmThroughput": {}}}]) == empty_warm
+        # Units with their members missing: the model's rules, at the update's place in the list
+        null = "failed to satisfy constraint: Member must not be null"
+        place = "globalSecondaryIndexUpdates.1.member.update.provisionedThroughput"
+        unchecked = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
+                                 aws_access_key_id="x", aws_secret_access_key="y",
+                                 config=BotoConfig(parameter_validation=False, retries={"max_attempts": 1}))
+        assert error_of(unchecked.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
+            {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {}}}]) == (
+            "ValidationException", f"2 validation errors detected: Value null at '{place}.writeCapacityUnits' {null}; "
+                                   f"Value null at '{place}.readCapacityUnits' {null}")
+        assert error_of(unchecked.update_table, TableName=table_name, AttributeDefinitions=defs(z="S"),
+                        GlobalSecondaryIndexUpdates=[{"Create": gsi("", "z")}])[1].startswith(
+            "2 validation errors detected: Value '' at 'globalSecondaryIndexUpdates.1.member.create.indexName' "
+            "failed to satisfy constraint: Member must have length greater than or equal to 3")
+        # An index the table does not have, in DynamoDB's words for UpdateTable
+        for action in ({"Update": {"IndexName": "ghost", "OnDemandThroughput": {"MaxReadRequestUnits": 5}}},
+                       {"Delete": {"IndexName": "ghost"}}):
+            assert error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[action]) == (
+                "ResourceNotFoundException", f"Requested resource not found: Index ghost for table {table_name}")
         code, message = error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[
             {"Update": {"IndexName": "g_x", "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}])
         assert message == ("One or more parameter values were invalid: The only Updates for index: g_x when "
@@ -184,12 +219,25 @@ def test_global_index_warm_throughput_and_on_demand_caps(ddb, table_name):
 def test_update_table_errors(ddb, server, table):
     # LimitExceededException is retried by boto3 as throttling; ask once.
     once = server.client(retries=1)
+    # Live DynamoDB's list of what an UpdateTable may change, less a member the request has.
+    everything = ("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates, "
+                  "SSESpecification, ReplicaUpdates, MultiAccountReplicaReady, ReplicaTransitRoleArn, {}"
+                  "DeletionProtectionEnabled, OnDemandThroughput, WarmThroughput or TableClass is required")
     assert error_of(ddb.update_table, TableName=table) == (
-        "ValidationException", "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
-        "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
+        "ValidationException", everything.format("MultiRegionConsistency, "))
+    assert error_of(ddb.update_table, TableName=table, AttributeDefinitions=defs(p="S")) == (
+        "ValidationException", everything.format("MultiRegionConsistency, "))
+    assert error_of(ddb.update_table, TableName=table, MultiRegionConsistency="EVENTUAL") == (
+        "ValidationException", everything.format(""))
     assert error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[])[0] == "ValidationException"
     assert error_of(ddb.update_table, TableName="missing_table", BillingMode="PAY_PER_REQUEST")[0] == (
         "ResourceNotFoundException")
+    # the units' member rules come before the table is looked for, write before read as DynamoDB lists them
+    rule = "failed to satisfy constraint: Member must have value greater than or equal to 1"
+    assert error_of(_loose(server).update_table, TableName="missing_table", ProvisionedThroughput={"ReadCapacityUnits": 0,
+                                                                      "WriteCapacityUnits": 0}) == (
+        "ValidationException", f"2 validation errors detected: Value '0' at 'provisionedThroughput.writeCapacityUnits' "
+                               f"{rule}; Value '0' at 'provisionedThroughput.readCapacityUnits' {rule}")
     code, message = error_of(ddb.update_table, TableName=table, GlobalSecondaryIndexUpdates=[{}])
     assert code == "ValidationException" and "GlobalSecondaryIndexUpdate" in message
     two = {"AttributeDefinitions": defs(x="S"),
@@ -262,6 +310,15 @@ def test_billing_throughput_and_stream_changes(ddb, table):
         "StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
     ddb.update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
     assert "StreamSpecification" not in ddb.describe_table(TableName=table)["Table"]
+
+
+def test_deletion_protection_and_on_demand_caps_change_at_once(ddb, table):
+    """DynamoDB answers these changes with the table ACTIVE (they are synchronous); the others say UPDATING."""
+    for change in ({"DeletionProtectionEnabled": True}, {"DeletionProtectionEnabled": False},
+                   {"OnDemandThroughput": {"MaxReadRequestUnits": 50}}):
+        assert ddb.update_table(TableName=table, **change)["TableDescription"]["TableStatus"] == "ACTIVE"
+    assert ddb.update_table(TableName=table, BillingMode="PAY_PER_REQUEST")["TableDescription"][
+        "TableStatus"] == "UPDATING"
 
 
 def test_changes_that_must_come_alone(ddb, table):

@@ -130,7 +130,9 @@ class TableSchema:
             "TableStatus": status,
             "CreationDateTime": self.creation_time,
             "KeySchema": self.key_schema,
-            "AttributeDefinitions": self.attribute_definitions,
+            # DynamoDB answers the definitions sorted by name (Java's String order), not as sent.
+            "AttributeDefinitions": sorted(self.attribute_definitions,
+                                           key=lambda d: d["AttributeName"].encode("utf-16-be")),
             "ItemCount": item_count,
             "TableSizeBytes": size_bytes,
             "ProvisionedThroughput": self.throughput_description(),

@@ -157,6 +157,9 @@ def index_member_errors(index: dict, field: str, is_global: bool) -> list[str]:
     return constraints.problems
 
 
+MAX_NON_KEY_ATTRIBUTES = 20      # an INCLUDE projection's own list (the table's total: MAX_PROJECTED_ATTRIBUTES)
+
+
 def _projection_of(index: dict, field: str) -> dict:
     projection = index.get("Projection")
     if not isinstance(projection, dict):
@@ -181,6 +184,10 @@ def _projection_of(index: dict, field: str) -> dict:
         raise ValidationException(f"1 validation error detected: Value '{attributes}' at "
                                   f"'{field}.projection.nonKeyAttributes' failed to satisfy constraint: "
                                   "Member must satisfy constraint: [Member must be a string]")
+    if len(attributes) > MAX_NON_KEY_ATTRIBUTES:
+        raise constraint_error([f"Value '[{', '.join(attributes)}]' at '{field}.projection.nonKeyAttributes' failed "
+                                f"to satisfy constraint: Member must have length less than or equal to "
+                                f"{MAX_NON_KEY_ATTRIBUTES}"])
     seen = set()
     for attribute in attributes:
         if not 1 <= len(attribute) <= 255:
@@ -190,7 +197,8 @@ def _projection_of(index: dict, field: str) -> dict:
             raise ValidationException("One or more parameter values were invalid: Duplicate element "
                                       f"in NonKeyAttributes: {attribute}")
         seen.add(attribute)
-    return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(attributes)}
+    # Kept (and described) sorted by name, as DynamoDB keeps them.
+    return {"ProjectionType": "INCLUDE", "NonKeyAttributes": sorted(attributes, key=lambda a: a.encode("utf-16-be"))}
 
 
 def _throughput_of(index: dict, name: str, billing_mode: str, table_read: int, table_write: int,

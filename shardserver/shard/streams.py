@@ -521,7 +521,7 @@ def check_specification(value, creating: bool = False) -> dict:
     if view is not None and view not in VIEW_TYPES:
         raise constraint_error([f"Value '{view}' at 'streamSpecification.streamViewType' failed to satisfy "
                                 "constraint: Member must satisfy enum value set: "
-                                "[NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"])
+                                "[OLD_IMAGE, KEYS_ONLY, NEW_AND_OLD_IMAGES, NEW_IMAGE]"])     # DynamoDB's order
     if not value["StreamEnabled"]:
         if view is not None and creating:       # (sic: DynamoDB's wording)
             raise ValidationException("One or more parameter values were invalid: Table is being created with a "

@@ -28,10 +28,11 @@ from shardserver.errors import (BackupInUseException, BackupNotFoundException,
                                 TableAlreadyExistsException, TableInUseException, TableNotFoundException,
                                 ValidationException)
 from shardserver.shard import backups, indexes
-from shardserver.shard.catalog import TableSchema, new_table_id, now
+from shardserver.shard.catalog import ACCOUNT, TableSchema, new_table_id, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (MAX_TABLES, _parse_billing, check_table_name, constraint_error,
-                                               table_name_errors)
+from shardserver.shard.executor.control import split_arn
+from shardserver.shard.executor.tables import (MAX_TABLES, Constraints, _parse_billing, _sse_enabled,
+                                               check_table_name, constraint_error, table_name_errors)
 
 DEFAULT_RECOVERY_DAYS = 35
 MIN_ARN_LENGTH = 37
@@ -60,11 +61,15 @@ def _source_table(svc, name, field: str = "tableName") -> TableSchema:
 def _backup_id_of(arn, field: str = "backupArn") -> str:
     if not isinstance(arn, str):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
+    if arn == "" and field == "backupArn":
+        raise ValidationException("Invalid Backup ARN")      # DynamoDB's words, not the length rule's
     if len(arn) < MIN_ARN_LENGTH:
         raise constraint_error([f"Value '{arn}' at '{field}' failed to satisfy constraint: "
                                 f"Member must have length greater than or equal to {MIN_ARN_LENGTH}"])
     match = BACKUP_ARN_RE.match(arn)
     if match is None:
+        if field == "backupArn":
+            raise ValidationException("Invalid Backup ARN")
         raise ValidationException(f"Invalid BackupArn provided as input: {arn}")
     return match.group(2)
 
@@ -168,7 +173,7 @@ def _check_not_restoring(schema: TableSchema) -> None:
 @operation("CreateBackup")
 async def create_backup(svc, request: dict) -> bytes:
     name = request.get("BackupName")
-    errors = table_name_errors(name, "backupName")
+    errors = table_name_errors(name, "backupName", pattern_first=True)
     if errors:
         raise constraint_error(errors)
     schema = _source_table(svc, request.get("TableName"))
@@ -211,7 +216,8 @@ async def list_backups(svc, request: dict) -> bytes:
         check_table_name(table)
     lower, upper = request.get("TimeRangeLowerBound"), request.get("TimeRangeUpperBound")
     if lower is not None and upper is not None and lower > upper:
-        raise ValidationException("TimeRangeUpperBound must be greater than TimeRangeLowerBound")
+        raise ValidationException("One or more parameter values were invalid: Time range lower bound must be less "
+                                  "than or equal to upper bound")
     start = request.get("ExclusiveStartBackupArn")
     start_key = (_backup_id_of(start, "exclusiveStartBackupArn"), start) if start is not None else None
     chosen = []
@@ -248,8 +254,9 @@ def _overridden_indexes(source: TableSchema, request: dict, types: dict, mode: s
             definition = by_name.get(override.get("IndexName"))
             if definition is None or override.get("KeySchema") != definition["KeySchema"] or \
                     indexes._projection_of(override, field) != definition["Projection"]:
-                raise ValidationException(f"One or more parameter values were invalid: {field} index "
-                                          f"{override.get('IndexName')} does not match an index of the backup")
+                raise ValidationException(f"Invalid Request: Index {override.get('IndexName')} does not match a "
+                                          "secondary index that existed in the source table and cannot be created "
+                                          "during the restore operation")
             out.append((override, definition))
         return out
 
@@ -260,6 +267,14 @@ def _overridden_indexes(source: TableSchema, request: dict, types: dict, mode: s
         local_sources[restored["IndexId"]] = definition
     global_ = []
     for override, definition in kept("GlobalSecondaryIndexOverride", source.global_indexes):
+        if override is not definition:
+            name = override["IndexName"]
+            if mode == "PAY_PER_REQUEST" and override.get("ProvisionedThroughput") is not None:
+                raise ValidationException("Invalid Request: Cannot override ProvisionedThroughput if BillingMode is "
+                                          f"overridden to PAY_PER_REQUEST for index {name}")
+            if mode == "PROVISIONED" and override.get("ProvisionedThroughput") is None and \
+                    not (definition.get("ProvisionedThroughput") or {}).get("ReadCapacityUnits"):
+                raise ValidationException(f"Invalid Request: Must specify provisioned throughput for index {name}")
         if mode == "PAY_PER_REQUEST" and override is definition:
             override = {k: v for k, v in override.items() if k != "ProvisionedThroughput"}
         elif mode == "PROVISIONED" and (override is definition or "ProvisionedThroughput" not in override):
@@ -273,13 +288,34 @@ def _overridden_indexes(source: TableSchema, request: dict, types: dict, mode: s
     return local, global_, local_sources
 
 
+def _check_billing_overrides(request: dict, mode: str) -> None:
+    """A restore's capacity overrides against the billing mode the restored table will have."""
+    overridden = request.get("BillingModeOverride")
+    if request.get("ProvisionedThroughputOverride") is not None and mode == "PAY_PER_REQUEST":
+        if overridden == "PAY_PER_REQUEST":
+            raise ValidationException("Invalid Request: Cannot override ProvisionedThroughput if BillingMode is "
+                                      "overridden to PAY_PER_REQUEST")
+        raise ValidationException("Invalid Request: Cannot override ProvisionedThroughput unless BillingMode is "
+                                  "PROVISIONED")
+    if request.get("ProvisionedThroughputOverride") is None and overridden == "PROVISIONED":
+        raise ValidationException("Invalid Request: Must override ProvisionedThroughput if BillingMode is overridden "
+                                  "to PROVISIONED")
+    on_demand = request.get("OnDemandThroughputOverride") or {}
+    for unit in ("MaxReadRequestUnits", "MaxWriteRequestUnits"):
+        if on_demand.get(unit) is not None and mode == "PROVISIONED":
+            raise ValidationException(f"Invalid Request: Cannot override {unit} for OnDemandThroughput unless "
+                                      "BillingModeOverride is PAY_PER_REQUEST")
+
+
 def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, summary: dict) -> TableSchema:
     name = check_table_name(request.get("TargetTableName"), "targetTableName")
+    overridden = request.get("BillingModeOverride")
+    billing = {"BillingMode": overridden or source.billing_mode}
+    _check_billing_overrides(request, billing["BillingMode"])      # the request's shape before the target
     if name in svc.catalog.tables:
         raise TableAlreadyExistsException(f"Table already exists: {name}")
     if len(svc.catalog.tables) >= MAX_TABLES:
         raise LimitExceededException(f"Subscriber limit exceeded: Only {MAX_TABLES} tables are allowed")
-    billing = {"BillingMode": request.get("BillingModeOverride", source.billing_mode)}
     if request.get("ProvisionedThroughputOverride") is not None:
         billing["ProvisionedThroughput"] = request["ProvisionedThroughputOverride"]
     elif billing["BillingMode"] == "PROVISIONED" and source.billing_mode == "PROVISIONED":
@@ -292,14 +328,16 @@ def _restored_schema(svc, source: TableSchema, request: dict, backup_id: str, su
     for index in local + global_:
         used.update(e["AttributeName"] for e in index["KeySchema"])
     table_id = new_table_id()
-    extra = {k: source.extra[k] for k in ("TableClass", "SSEEnabled", "OnDemandThroughput") if k in source.extra}
+    # What DynamoDB restores of the table's settings: its encryption and on-demand caps (its class,
+    # deletion protection, stream, TTL, tags and policy stay behind).
+    extra = {k: source.extra[k] for k in ("SSEEnabled", "OnDemandThroughput") if k in source.extra}
     on_demand = request.get("OnDemandThroughputOverride")
     if on_demand is not None:
         extra["OnDemandThroughput"] = {k: on_demand[k] for k in ("MaxReadRequestUnits", "MaxWriteRequestUnits")
                                        if isinstance(on_demand.get(k), int)}
     sse = request.get("SSESpecificationOverride")
     if sse is not None:
-        extra["SSEEnabled"] = bool(sse.get("Enabled", False))
+        extra["SSEEnabled"] = _sse_enabled(sse, "sSESpecificationOverride")
     restored_ids = {table_id: source.table_id}
     for definition in local:
         restored_ids[indexes.index_storage_id(table_id, definition, False)] = indexes.index_storage_id(
@@ -327,11 +365,44 @@ async def _restore(svc, schema: TableSchema, record: dict) -> bytes:
     return orjson.dumps({"TableDescription": description})
 
 
+def _check_restore_members(request: dict) -> None:
+    """RestoreTableFromBackup's member constraints, reported together before the backup is
+    looked for, in DynamoDB's order; a target name of the wrong length has its own words."""
+    target = request.get("TargetTableName")
+    if isinstance(target, str) and not 3 <= len(target) <= 255:
+        raise ValidationException("TableName must be at least 3 characters long and at most 255 characters long")
+    constraints = Constraints()
+    constraints.problems = table_name_errors(target, "targetTableName")
+    constraints.enum(request.get("BillingModeOverride"), "billingModeOverride", ("PROVISIONED", "PAY_PER_REQUEST"))
+    throughput = request.get("ProvisionedThroughputOverride")
+    if throughput is not None:
+        for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+            field = f"provisionedThroughputOverride.{member[0].lower()}{member[1:]}"
+            if constraints.required(throughput.get(member), field):
+                constraints.value(throughput[member], field, low=1)
+    for member in ("GlobalSecondaryIndexOverride", "LocalSecondaryIndexOverride"):
+        for i, index in enumerate(request.get(member) or (), 1):
+            field = f"{member[0].lower()}{member[1:]}.{i}.member"
+            if constraints.required(index.get("IndexName"), f"{field}.indexName"):
+                constraints.name(index["IndexName"], f"{field}.indexName")
+            constraints.required(index.get("KeySchema"), f"{field}.keySchema")
+            constraints.required(index.get("Projection"), f"{field}.projection")
+    sse = request.get("SSESpecificationOverride")
+    if sse is not None:
+        constraints.length(sse.get("KMSMasterKeyId"), "sSESpecificationOverride.kMSMasterKeyId", low=1)
+    constraints.check()
+    on_demand = request.get("OnDemandThroughputOverride") or {}
+    for unit in ("MaxReadRequestUnits", "MaxWriteRequestUnits"):
+        if on_demand.get(unit) is not None and on_demand[unit] < 1 and on_demand[unit] != -1:
+            raise ValidationException(f"Invalid Request: Requested {unit} for OnDemandThroughput is outside of "
+                                      "valid range")
+    if sse is not None:
+        _sse_enabled(sse, "sSESpecificationOverride")
+
+
 @operation("RestoreTableFromBackup")
 async def restore_table_from_backup(svc, request: dict) -> bytes:
-    errors = table_name_errors(request.get("TargetTableName"), "targetTableName")
-    if errors:
-        raise constraint_error(errors)
+    _check_restore_members(request)
     record = _backup(svc, request.get("BackupArn"))
     if record["status"] != "AVAILABLE":
         raise BackupInUseException(f"Backup is being created: {record['arn']}")
@@ -414,24 +485,41 @@ async def update_continuous_backups(svc, request: dict) -> bytes:
 
 @operation("RestoreTableToPointInTime")
 async def restore_table_to_point_in_time(svc, request: dict) -> bytes:
+    # The request's shape first (times, sources, names), then the source's recovery, its time, the target.
     errors = table_name_errors(request.get("TargetTableName"), "targetTableName")
     if errors:
         raise constraint_error(errors)
-    arn, name = request.get("SourceTableArn"), request.get("SourceTableName")
-    if arn is None and name is None:
-        raise ValidationException("Either SourceTableArn or SourceTableName must be specified")
-    source = _source_table(svc, arn if arn is not None else name,
-                           "sourceTableArn" if arn is not None else "sourceTableName")
-    if arn is not None and name is not None and name != source.name:
-        raise ValidationException("SourceTableArn and SourceTableName name different tables")
-    setting = require_pitr(source)
-    _check_not_restoring(source)
     use_latest = request.get("UseLatestRestorableTime", False)
     when = request.get("RestoreDateTime")
     if use_latest and when is not None:
-        raise ValidationException("Only one of RestoreDateTime or UseLatestRestorableTime can be specified")
+        raise ValidationException("Invalid Request: Both RestoreDateTime and UseLatestRestorableTime cannot be set for "
+                                  "point-in-time restore request. Please specify either RestoreDateTime time or "
+                                  "UseLatestRestorableTime")
     if not use_latest and when is None:
-        raise ValidationException("Either RestoreDateTime or UseLatestRestorableTime must be specified")
+        raise ValidationException("Invalid Request: Either one of RestoreDateTime or UseLatestRestorableTime must be "
+                                  "specified, but not both")
+    arn, name = request.get("SourceTableArn"), request.get("SourceTableName")
+    if arn is None and name is None:
+        raise ValidationException("The parameter 'TableName' is required but was not present in the request")
+    if arn is not None and name is not None:
+        raise ValidationException("Must provide exactly one of: sourceTableArn, sourceTableName")
+    if arn is not None:
+        if not arn.startswith("arn:"):
+            raise ValidationException(f"One or more parameter values were invalid: ARNs must start with 'arn:': {arn}")
+        parts = split_arn(arn)
+        if parts is None:
+            raise ValidationException("One or more parameter values were invalid: sourceTableArn is not a valid ARN")
+        if parts[3] != ACCOUNT:
+            raise ValidationException("This action is only supported by accounts that match the resource "
+                                      "owner\u2019s account.")
+        try:
+            source = _source_table(svc, arn, "sourceTableArn")
+        except TableNotFoundException:
+            raise TableNotFoundException("Table not found") from None     # DynamoDB names no table here
+    else:
+        source = _source_table(svc, name, "sourceTableName")
+    setting = require_pitr(source)
+    _check_not_restoring(source)
     unchanged_before = None
     if when is not None:
         # Whole seconds, as the SDKs send them: restoring to second T keeps every write made

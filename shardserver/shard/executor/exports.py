@@ -26,7 +26,8 @@ EXPORT_FORMATS = ("DYNAMODB_JSON", "ION")
 EXPORT_TYPES = ("FULL_EXPORT", "INCREMENTAL_EXPORT")
 SSE_ALGORITHMS = ("AES256", "KMS")
 INPUT_FORMATS = ("DYNAMODB_JSON", "ION", "CSV")
-COMPRESSION_TYPES = ("GZIP", "ZSTD", "NONE")
+COMPRESSION_TYPES = ("ZSTD", "NONE", "GZIP")        # in the order DynamoDB's message lists them
+CSV_DELIMITER = re.compile(r"[,;:|\t ]\Z")
 _NO_S3 = "this server has no Amazon S3 to {} (it stores every table on its own disks)"
 
 
@@ -95,6 +96,8 @@ async def describe_export(svc, request: dict) -> bytes:
 
 @operation("ExportTableToPointInTime")
 async def export_table_to_point_in_time(svc, request: dict) -> bytes:
+    if request.get("TableArn") == "":
+        raise ValidationException("Invalid TableArn: Invalid Table ARN")     # not the length rule's words
     constraints = Constraints()
     if constraints.required(request.get("TableArn"), "tableArn"):
         constraints.length(request["TableArn"], "tableArn", 1, 1024)
@@ -104,6 +107,9 @@ async def export_table_to_point_in_time(svc, request: dict) -> bytes:
     constraints.enum(request.get("ExportFormat"), "exportFormat", EXPORT_FORMATS)
     constraints.enum(request.get("ExportType"), "exportType", EXPORT_TYPES)
     constraints.check()
+    incremental = request.get("IncrementalExportSpecification")
+    if request.get("ExportType") == "INCREMENTAL_EXPORT" and (incremental or {}).get("ExportFromTime") is None:
+        raise ValidationException("Invalid Request: ExportFromTime must be provided in IncrementalExportSpecification")
     schema = _table_arn(svc, request["TableArn"])
     require_pitr(schema)        # an export reads the table's continuous backups
     raise ValidationException(f"Invalid Request: table {schema.name} cannot be exported: "
@@ -130,6 +136,10 @@ async def import_table(svc, request: dict) -> bytes:
     if constraints.required(request.get("InputFormat"), "inputFormat"):
         constraints.enum(request["InputFormat"], "inputFormat", INPUT_FORMATS)
     constraints.enum(request.get("InputCompressionType"), "inputCompressionType", COMPRESSION_TYPES)
+    options = request.get("InputFormatOptions") or {}
+    delimiter = (options.get("Csv") or {}).get("Delimiter")
+    constraints.pattern(delimiter, "inputFormatOptions.csv.delimiter", CSV_DELIMITER, r"[,;:|\t ]")
+    constraints.length(delimiter, "inputFormatOptions.csv.delimiter", 1, 1)
     if constraints.required(parameters, "tableCreationParameters"):
         name = parameters.get("TableName")
         if constraints.required(name, "tableCreationParameters.tableName"):
@@ -137,6 +147,9 @@ async def import_table(svc, request: dict) -> bytes:
         constraints.required(parameters.get("AttributeDefinitions"), "tableCreationParameters.attributeDefinitions")
         constraints.required(parameters.get("KeySchema"), "tableCreationParameters.keySchema")
     constraints.check()
+    if options.get("Csv") is not None and request["InputFormat"] != "CSV":
+        raise ValidationException("Invalid Request: Unsupported InputFormatOptions for the given input format: "
+                                  f"{request['InputFormat']}.")
     schema_from_create_request(parameters)      # the new table is checked as CreateTable checks it
     name = parameters["TableName"]
     if name in svc.catalog.tables:

@@ -30,6 +30,9 @@ def _not_global(name: str) -> str:
 
 def _global_table_name(request: dict) -> str:
     name = request.get("GlobalTableName")
+    if isinstance(name, str) and not 3 <= len(name) <= 255:
+        # The legacy global table operations' own words, not the length rule's.
+        raise ValidationException("TableName must be at least 3 characters long and at most 255 characters long")
     constraints = Constraints()
     constraints.required(name, "globalTableName")
     constraints.name(name, "globalTableName")
@@ -64,6 +67,8 @@ async def update_global_table_settings(svc, request: dict) -> bytes:
                      ("PROVISIONED", "PAY_PER_REQUEST"))
     constraints.value(request.get("GlobalTableProvisionedWriteCapacityUnits"),
                       "globalTableProvisionedWriteCapacityUnits", 1)
+    for i, update in enumerate(request.get("ReplicaSettingsUpdate") or (), 1):
+        constraints.required(update.get("RegionName"), f"replicaSettingsUpdate.{i}.member.regionName")
     constraints.check()
     raise GlobalTableNotFoundException(_not_global(name))
 
@@ -85,7 +90,9 @@ async def update_global_table(svc, request: dict) -> bytes:
     if updates is None:
         raise constraint_error(["Value null at 'replicaUpdates' failed to satisfy constraint: "
                                 "Member must not be null"])
-    if not updates:
+    if not updates or any(not (isinstance(update, dict) and (update.get("Create") or update.get("Delete")))
+                          for update in updates):
+        # No action in an update, or none at all: DynamoDB's bare prefix, with no detail.
         raise ValidationException("One or more parameter values were invalid")
     if any(isinstance(update, dict) and update.get("Create") is not None for update in updates):
         raise ValidationException(LEGACY_REFUSED)
@@ -95,10 +102,22 @@ async def update_global_table(svc, request: dict) -> bytes:
 def refuse_replica_updates(updates: list) -> None:
     """UpdateTable's ReplicaUpdates (global tables version 2019.11.21): refused, since replicas
     live in other regions and this server is one region."""
+    constraints = Constraints()
+    for i, update in enumerate(updates, 1):
+        for kind in ("Update", "Delete"):
+            action = update.get(kind) if isinstance(update, dict) else None
+            if isinstance(action, dict):
+                constraints.required(action.get("RegionName"), f"replicaUpdates.{i}.member.{kind.lower()}.regionName")
+    constraints.check()
     actions = [(kind, action.get("RegionName")) for update in updates if isinstance(update, dict)
                for kind, action in update.items() if isinstance(action, dict)]
     if not actions:
         raise ValidationException("There are no actions specified in the Replica Update Action of the request.")
+    if any(kind == "Create" and region is None for kind, region in actions):
+        raise ValidationException("One or more parameter values were invalid")      # DynamoDB's bare prefix
+    if sum(1 for kind, _ in actions if kind in ("Create", "Delete")) > 1:
+        raise ValidationException("Update table operation with more than one create or delete replica actions not "
+                                  "allowed")
     kind, region = actions[0]
     raise ValidationException(f"One or more parameter values were invalid: replicas are not supported by this "
                               f"server, which is one region ({REGION}): cannot {kind.lower()} a replica in "

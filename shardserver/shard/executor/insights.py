@@ -24,7 +24,7 @@ from shardserver.shard.executor.tables import Constraints
 
 KEY = "ContributorInsights"
 ACTIONS = ("ENABLE", "DISABLE")
-MODES = ("ACCESSED_AND_THROTTLED_KEYS", "THROTTLED_KEYS")
+MODES = ("THROTTLED_KEYS", "ACCESSED_AND_THROTTLED_KEYS")        # in the order DynamoDB's messages list them
 DEFAULT_MODE = "ACCESSED_AND_THROTTLED_KEYS"
 MAX_RESULTS = 100
 
@@ -74,7 +74,11 @@ def _described(schema, index_name: str) -> dict:
 
 
 def _check_index_name(constraints: Constraints, request: dict) -> None:
-    constraints.name(request.get("IndexName"), "indexName")
+    name = request.get("IndexName")
+    if isinstance(name, str) and not 3 <= len(name) <= 255:
+        # Contributor Insights' own words, not the length rule's.
+        raise ValidationException("IndexName must be at least 3 characters long and at most 255 characters long")
+    constraints.name(name, "indexName")
 
 
 @operation("DescribeContributorInsights")

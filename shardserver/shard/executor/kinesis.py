@@ -56,5 +56,8 @@ async def disable_kinesis_streaming_destination(svc, request: dict) -> bytes:
 @operation("UpdateKinesisStreamingDestination")
 async def update_kinesis_streaming_destination(svc, request: dict) -> bytes:
     schema = _destination_request(svc, request, "UpdateKinesisStreamingConfiguration")
+    if not any(v is not None for v in (request.get("UpdateKinesisStreamingConfiguration") or {}).values()):
+        raise ValidationException("Streaming destination cannot be updated with given parameters: "
+                                  "UpdateKinesisStreamingConfiguration cannot be null or contain only null values")
     raise ValidationException(f"{_NOT_VALID}Kinesis streaming is not in ACTIVE state. Updates are only allowed "
                               f"in ACTIVE state. TableName: {schema.name}, kdsArn: {request['StreamArn']}")

@@ -4,7 +4,7 @@
 A table and each of its streams has its own policy slot, kept in the table's catalog entry
 (``extra["ResourcePolicies"]``: "" for the table, "stream/<label>" for a stream) with the
 RevisionId DynamoDB would give it, the epoch milliseconds of the change.  Policies are
-stored and returned, never enforced: like provisioned throughput, they change no request's
+stored in DynamoDB's canonical form and returned so, never enforced: like provisioned throughput, they change no request's
 outcome here.  A policy goes with its table when the table is deleted.
 """
 
@@ -26,17 +26,134 @@ NO_POLICY = "NO_POLICY"         # ExpectedRevisionId of a Put that must not repl
 _INVALID = "One or more parameter values were invalid: "
 
 
-def checked_policy(policy: str) -> str:
-    """A policy document, refused unless it is a JSON object within DynamoDB's size limit."""
+def checked_policy(policy: str) -> dict:
+    """A policy document, refused unless it is a JSON object within DynamoDB's size limit whose
+    statements each say their Effect, in the words of DynamoDB's policy parser; the document
+    answered is DynamoDB's canonical form of it (see ``canonical_document``)."""
     if len(policy.encode()) > MAX_POLICY_BYTES:
         raise ValidationException(f"{_INVALID}Maximum policy size of {MAX_POLICY_BYTES} bytes exceeded")
+    invalid = f"{_INVALID}Invalid policy document: "
     try:
         document = orjson.loads(policy)
     except orjson.JSONDecodeError:
-        document = None
+        raise ValidationException(invalid + "This policy contains invalid Json") from None
+    if document is None:
+        raise ValidationException(invalid + "This text appears not to be a policy")
     if not isinstance(document, dict):
-        raise ValidationException(f"{_INVALID}Invalid policy document: This policy contains invalid Json")
-    return policy
+        raise ValidationException(invalid + "This policy contains invalid Json")
+    if not document:
+        # The parser wants a member name where the object closes: the position after "}".
+        lines = policy.rstrip().split("\n")
+        raise ValidationException(invalid + f"Syntax error at position ({len(lines)},{len(lines[-1]) + 1})")
+    statements = document.get("Statement")
+    if isinstance(statements, dict):
+        statements = [statements]
+    if isinstance(statements, list):
+        if not statements:
+            raise ValidationException(invalid + "Could not parse the policy: Statement is empty!")
+        sids = set()
+        for statement in statements:
+            if not isinstance(statement, dict):
+                continue
+            if "Effect" not in statement:
+                raise ValidationException(invalid + "Missing required field Effect")
+            if "Resource" not in statement and "NotResource" not in statement:
+                raise ValidationException(invalid + "Missing required field Resource")
+            if statement.get("Sid") is not None:
+                if statement["Sid"] in sids:
+                    raise ValidationException(invalid + "The Statement Ids in the policy are not unique")
+                sids.add(statement["Sid"])
+    document = canonical_document(document)
+    for statement in document.get("Statement") or ():
+        if isinstance(statement, dict) and statement.get("Effect") == "Allow" and "Condition" not in statement \
+                and _grants_everyone(statement.get("Principal")):
+            # DynamoDB's guardrail against public tables, not IAM syntax.
+            raise ValidationException("Resource-based policy grants unbounded access in one or more elements. "
+                                      "Please revise the policy to ensure least-privilege form of access")
+    return document
+
+
+_TOP_ORDER = ("Version", "Id", "Statement")
+_STATEMENT_ORDER = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource",
+                    "Condition")
+_DEFAULT_VERSION = "2008-10-17"       # IAM's, for a document that names none
+
+
+def _ordered(members: dict, order: tuple) -> dict:
+    out = {k: members[k] for k in order if k in members}
+    out.update((k, v) for k, v in members.items() if k not in out)
+    return out
+
+
+def _one_or_many(value):
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def _principal(principal):
+    """An account id becomes its root ARN, the same principal named twice is named once."""
+    if not isinstance(principal, dict):
+        return principal
+    out = {}
+    for kind, names in principal.items():
+        if kind == "AWS":
+            listed = names if isinstance(names, list) else [names]
+            expanded = [f"arn:aws:iam::{n}:root" if isinstance(n, str) and len(n) == 12 and n.isdigit() else n
+                        for n in listed]
+            unique = [n for i, n in enumerate(expanded) if n not in expanded[:i]]
+            names = unique if isinstance(names, list) and len(unique) > 1 else unique[0] if unique else names
+        out[kind] = _one_or_many(names)
+    return out
+
+
+def _grants_everyone(principal) -> bool:
+    if principal == "*":
+        return True
+    if isinstance(principal, dict):
+        names = principal.get("AWS")
+        return names == "*" or (isinstance(names, list) and "*" in names)
+    return False
+
+
+def canonical_document(document: dict) -> dict:
+    """A policy as DynamoDB keeps and answers it: members in IAM's order (Version, Statement;
+    Sid, Effect, Principal, Action, Resource, Condition), a lone Statement object as a list,
+    one-element Action and Resource lists as strings, an Effect's case fixed, account ids in
+    principals as root ARNs.  Two documents with one canonical form are the same policy."""
+    document = _ordered(document, _TOP_ORDER)
+    statements = document.get("Statement")
+    if isinstance(statements, dict):
+        statements = [statements]
+    if isinstance(statements, list):
+        canonical = []
+        for statement in statements:
+            if isinstance(statement, dict):
+                statement = dict(statement)
+                effect = statement.get("Effect")
+                if isinstance(effect, str) and effect.lower() in ("allow", "deny"):
+                    statement["Effect"] = effect.capitalize()
+                for member in ("Principal", "NotPrincipal"):
+                    if member in statement:
+                        statement[member] = _principal(statement[member])
+                for member in ("Action", "NotAction", "Resource", "NotResource"):
+                    if member in statement:
+                        statement[member] = _one_or_many(statement[member])
+                statement = _ordered(statement, _STATEMENT_ORDER)
+            canonical.append(statement)
+        document["Statement"] = canonical
+    return document
+
+
+def stored_policy(document: dict, revision: str) -> dict:
+    """A policy slot: the canonical document as GetResourcePolicy answers it (with IAM's default
+    Version filled in), and the document as sent, which is what a later Put is compared with:
+    DynamoDB takes a document without a Version and one naming 2008-10-17 for different ones."""
+    shown = document if "Version" in document else {"Version": _DEFAULT_VERSION, **document}
+    return {"Policy": orjson.dumps(shown).decode(), "Sent": orjson.dumps(document).decode(), "RevisionId": revision}
+
+
+def _sent_of(slot: dict) -> str:
+    # Slots stored before "Sent" was kept: their Policy is the document as sent.
+    return slot.get("Sent") or orjson.dumps(canonical_document(orjson.loads(slot["Policy"]))).decode()
 
 
 def new_revision(previous: str | None = None) -> str:
@@ -48,7 +165,7 @@ def new_revision(previous: str | None = None) -> str:
 
 def initial_policies(policy: str) -> dict:
     """The policy slots of a table created with a ResourcePolicy."""
-    return {"": {"Policy": checked_policy(policy), "RevisionId": new_revision()}}
+    return {"": stored_policy(checked_policy(policy), new_revision())}
 
 
 def _target(svc, arn) -> tuple:
@@ -117,20 +234,20 @@ async def put_resource_policy(svc, request: dict) -> bytes:
     constraints.length(expected, "expectedRevisionId", 1, 255)
     constraints.check()
     schema, slot = _target(svc, request["ResourceArn"])
-    checked_policy(policy)
-    document = orjson.loads(policy)
+    document = checked_policy(policy)
+    sent = orjson.dumps(document).decode()
     answer = {}
 
     def compute(policies):
         policies = dict(policies or {})
         current = policies.get(slot)
         _check_expected(schema, expected, current)
-        if current is not None and orjson.loads(current["Policy"]) == document:
-            # The same document again: DynamoDB keeps it and its RevisionId.
+        if current is not None and _sent_of(current) == sent:
+            # The same policy again (however spaced or ordered): DynamoDB keeps it and its RevisionId.
             answer["revision"] = current["RevisionId"]
             return policies
         answer["revision"] = new_revision(current["RevisionId"] if current else None)
-        policies[slot] = {"Policy": policy, "RevisionId": answer["revision"]}
+        policies[slot] = stored_policy(document, answer["revision"])
         return policies
 
     await change_table_extra(svc, schema, KEY, compute)

@@ -60,15 +60,19 @@ class Constraints:
         elif high is not None and len(value) > high:
             self._add(value, field, f"Member must have length less than or equal to {high}")
 
-    def name(self, value, field: str) -> None:
-        """A table or index name: 3 to 255 characters of [a-zA-Z0-9_.-]."""
+    def name(self, value, field: str, pattern_first: bool = False) -> None:
+        """A table or index name: 3 to 255 characters of [a-zA-Z0-9_.-].  DynamoDB names the
+        pattern before the length for some members (a backup's name, ListTables' start)."""
         if value is None:
             return
+        if pattern_first:
+            self.pattern(value, field, TABLE_NAME_RE, "[a-zA-Z0-9_.-]+")
         if len(value) < 3:
             self._add(value, field, "Member must have length greater than or equal to 3")
         if len(value) > 255:
             self._add(value, field, "Member must have length less than or equal to 255")
-        self.pattern(value, field, TABLE_NAME_RE, "[a-zA-Z0-9_.-]+")
+        if not pattern_first:
+            self.pattern(value, field, TABLE_NAME_RE, "[a-zA-Z0-9_.-]+")
 
     def pattern(self, value, field: str, regex: re.Pattern, shown: str) -> None:
         if value is not None and not regex.match(value):
@@ -91,11 +95,11 @@ class Constraints:
             raise constraint_error(self.problems)
 
 
-def table_name_errors(name, field: str = "tableName") -> list[str]:
+def table_name_errors(name, field: str = "tableName", pattern_first: bool = False) -> list[str]:
     """The constraint problems of a table (or index, or backup) name member."""
     constraints = Constraints()
     if isinstance(name, str):
-        constraints.name(name, field)
+        constraints.name(name, field, pattern_first)
     else:
         constraints.required(None, field)
     return constraints.problems
@@ -372,6 +376,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
     for index in request.get("GlobalSecondaryIndexes") or ():
         check_on_demand(index.get("OnDemandThroughput"), mode, f"index : {index['IndexName']}", creating=True)
     extra = table_settings(request)
+    extra["WarmThroughput"] = initial_warm_throughput(extra.get("WarmThroughput"), mode, read, write)
     if request.get("ResourcePolicy") is not None:
         from shardserver.shard.executor import resource_policies
         extra[resource_policies.KEY] = resource_policies.initial_policies(request["ResourcePolicy"])
@@ -387,7 +392,7 @@ def schema_from_create_request(request: dict) -> TableSchema:
         stream_specification=stream,
         streams=[streams.new_stream(stream["StreamViewType"], int(created * 1000), [])]
         if stream and stream["StreamEnabled"] else [],
-        tags=checked_tags(request.get("Tags") or []),
+        tags=merged_tags([], checked_tags(request.get("Tags") or [])),     # the count and size limits too
         extra=extra,
     )
 
@@ -418,17 +423,32 @@ def table_settings(request: dict) -> dict:
                                        if isinstance(on_demand.get(k), int)}
     warm = request.get("WarmThroughput")
     if isinstance(warm, dict):
-        extra["WarmThroughput"] = {}
-        for unit, minimum in WARM_THROUGHPUT_BASELINE.items():
-            value = warm.get(unit)
-            if value is None:
-                continue
-            if value < minimum:
-                raise ValidationException(
-                    f"One or more parameter values were invalid: Requested WarmThroughput {unit} {value} is "
-                    f"lower than the minimum of {minimum}")
-            extra["WarmThroughput"][unit] = value
+        extra["WarmThroughput"] = {unit: warm[unit] for unit in WARM_THROUGHPUT_BASELINE if warm.get(unit) is not None}
     return extra
+
+
+ON_DEMAND_INITIAL = ("https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/on-demand-capacity-mode.html"
+                     "#on-demand-capacity-mode-initial")
+
+
+def initial_warm_throughput(asked: dict | None, mode: str, read: int, write: int) -> dict:
+    """A new table's WarmThroughput: on demand, DynamoDB's initial throughput (12,000 reads and
+    4,000 writes a second) or more; provisioned, its units or more (what it was asked for, or
+    else its units: DynamoDB's warm throughput of a provisioned table is the most it has been
+    provisioned)."""
+    floor = dict(WARM_THROUGHPUT_BASELINE) if mode == "PAY_PER_REQUEST" else {
+        "ReadUnitsPerSecond": read, "WriteUnitsPerSecond": write}
+    warm = {**floor, **(asked or {})}
+    prefix = "One or more parameter values were invalid: Requested "
+    for unit, capacity in (("ReadUnitsPerSecond", "ReadCapacityUnits"), ("WriteUnitsPerSecond", "WriteCapacityUnits")):
+        if warm[unit] >= floor[unit]:
+            continue
+        if mode == "PAY_PER_REQUEST":
+            raise ValidationException(f"{prefix}{unit} for WarmThroughput for table is lower than initial throughput "
+                                      f"for OnDemand. See: {ON_DEMAND_INITIAL}")
+        raise ValidationException(f"{prefix}{unit} for WarmThroughput for table is lower than {capacity} of "
+                                  "ProvisionedThroughput")
+    return warm
 
 
 
@@ -456,9 +476,12 @@ def check_on_demand(value, mode: str, owner: str, creating: bool = False) -> Non
                                       "valid range")
 
 
-def _sse_enabled(sse: dict) -> bool:
+def _sse_enabled(sse: dict, field: str = "sSESpecification") -> bool:
     """Whether an SSESpecification asks for a KMS key (True) or the AWS owned key, after DynamoDB's rules."""
     enabled, sse_type, key = sse.get("Enabled"), sse.get("SSEType"), sse.get("KMSMasterKeyId")
+    if key == "":
+        raise constraint_error([f"Value '' at '{field}.kMSMasterKeyId' failed to satisfy constraint: "
+                                "Member must have length greater than or equal to 1"])
     prefix = "One or more parameter values were invalid: "
     if enabled is False and sse_type is not None:
         raise ValidationException(prefix + "SSEType can not be specified if Enabled is false")
@@ -484,6 +507,11 @@ def _tag_key_problem(key) -> str | None:
     return None
 
 
+def _reserved_tag_key(key: str) -> bool:
+    """AWS's own tag keys, which no one may set or remove: aws: in any case (AWS:, Aws:)."""
+    return key[:4].lower() == "aws:"
+
+
 def checked_tags(tags: list) -> list:
     """A Tags list (member types already checked) after DynamoDB's rules for it, all or nothing."""
     seen = set()
@@ -492,7 +520,7 @@ def checked_tags(tags: list) -> list:
         problem = _tag_key_problem(key)
         if problem:
             raise ValidationException(problem)
-        if key.startswith("aws:"):
+        if _reserved_tag_key(key):
             raise ValidationException(f"Tag Key cannot be prefixed with aws:, Key: {key}")
         if value is None or len(value) > 256 or not all(_tag_character(c) for c in value):
             shown = "null" if value is None else value
@@ -505,12 +533,18 @@ def checked_tags(tags: list) -> list:
     return [{"Key": t["Key"], "Value": t["Value"]} for t in tags]
 
 
+MAX_TAG_SET_BYTES = 10240      # a table's keys and values together, after the change
+
+
 def merged_tags(tags: list, added: list) -> list:
     """A table's tags with ``added`` (checked) set on them: a key it has takes the new value."""
     merged = {t["Key"]: t["Value"] for t in tags}
     merged.update((t["Key"], t["Value"]) for t in added)
     if len(merged) > 50:
         raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in merged.items())
+    if size > MAX_TAG_SET_BYTES:
+        raise ValidationException(f"Tag set size {size} bytes is above max size limit of {MAX_TAG_SET_BYTES} bytes")
     return [{"Key": k, "Value": v} for k, v in merged.items()]
 
 
@@ -582,13 +616,14 @@ async def describe_table(svc, request: dict) -> bytes:
 @operation("ListTables")
 async def list_tables(svc, request: dict) -> bytes:
     limit = request.get("Limit", 100)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
-        raise constraint_error([f"Value '{limit}' at 'limit' failed to satisfy constraint: Member must have "
-                                "value " + ("less than or equal to 100" if isinstance(limit, int) and limit > 100
-                                            else "greater than or equal to 1")])
     start = request.get("ExclusiveStartTableName")
-    if start is not None:
-        check_table_name(start, "exclusiveStartTableName")
+    errors = table_name_errors(start, "exclusiveStartTableName", pattern_first=True) if start is not None else []
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+        errors.append(f"Value '{limit}' at 'limit' failed to satisfy constraint: Member must have value "
+                      + ("less than or equal to 100" if isinstance(limit, int) and limit > 100
+                         else "greater than or equal to 1"))
+    if errors:
+        raise constraint_error(errors)      # the start's and the limit's together, as DynamoDB reports them
     names = sorted(svc.catalog.tables)
     if start is not None:
         names = [n for n in names if n > start]
@@ -613,10 +648,13 @@ async def describe_limits(svc, request: dict) -> bytes:
 def _schema_by_arn(svc, arn) -> TableSchema:
     if arn is None:
         raise constraint_error(["Value null at 'resourceArn' failed to satisfy constraint: Member must not be null"])
-    if not isinstance(arn, str) or not arn.startswith("arn:"):
-        raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}: "
-                                  "ARNs must start with 'arn:'")
+    if not isinstance(arn, str) or arn[:4].lower() != "arn:":
+        # An ARN in capitals is some other resource's: not found, below.
+        raise ValidationException(f"One or more parameter values were invalid: ARNs must start with 'arn:': {arn}")
     resource = arn.partition(":table/")[2]
+    if resource.partition("/")[2].startswith("backup/"):
+        raise ValidationException(f"One or more parameter values were invalid: Provided Arn is not a DynamoDB "
+                                  f"resource arn: {arn}")
     if "/" in resource:
         # An index's ARN (table/<name>/index/<index>) is not taggable: DynamoDB takes only a table's.
         raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")
@@ -663,6 +701,8 @@ async def untag_resource(svc, request: dict) -> bytes:
         problem = _tag_key_problem(key)
         if problem:
             raise ValidationException(problem)
+        if _reserved_tag_key(key):
+            raise ValidationException(f"Tag Key cannot be prefixed with aws:, Key: {key}")
     if len(keys) > 50:
         raise ValidationException("Number of Tags exceed the current limit for the provided ResourceArn")
     await svc.change_catalog(b"tags", orjson.dumps({"name": schema.name, "remove": keys}))

@@ -23,7 +23,7 @@ import orjson
 from shardserver.errors import ResourceNotFoundException, ValidationException
 from shardserver.shard import transactions
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import constraint_error, existing_table
+from shardserver.shard.executor.tables import check_table_name, constraint_error, existing_table
 
 log = logging.getLogger("shardserver.ttl")
 
@@ -42,7 +42,7 @@ async def describe_time_to_live(svc, request: dict) -> bytes:
 
 @operation("UpdateTimeToLive")
 async def update_time_to_live(svc, request: dict) -> bytes:
-    schema = existing_table(svc, request)
+    check_table_name(request.get("TableName"))
     spec = request.get("TimeToLiveSpecification")
     if not isinstance(spec, dict):
         raise constraint_error(["Value null at 'timeToLiveSpecification' failed to satisfy constraint: "
@@ -54,12 +54,14 @@ async def update_time_to_live(svc, request: dict) -> bytes:
                       "Member must not be null")
     elif not 1 <= len(name) <= 255:
         errors.append(f"Value '{name}' at 'timeToLiveSpecification.attributeName' failed to satisfy constraint: "
-                      "Member must have length less than or equal to 255 and greater than or equal to 1")
+                      + ("Member must have length greater than or equal to 1" if not name else
+                         "Member must have length less than or equal to 255"))
     if not isinstance(enabled, bool):
         errors.append("Value null at 'timeToLiveSpecification.enabled' failed to satisfy constraint: "
                       "Member must not be null")
     if errors:
-        raise constraint_error(errors)
+        raise constraint_error(errors)      # before the table is looked for, as DynamoDB's model validation is
+    schema = existing_table(svc, request)
     current = schema.ttl_attribute
     if current and current != name:
         raise ValidationException(f"TimeToLive is active on a different AttributeName: "

@@ -21,8 +21,9 @@ from shardserver.errors import LimitExceededException, ResourceNotFoundException
 from shardserver.shard import indexes, streams
 from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (check_on_demand, constraint_error, describe, existing_table,
-                                               parse_attribute_definitions, table_not_found, table_settings)
+from shardserver.shard.executor.tables import (Constraints, check_on_demand, check_table_name, constraint_error,
+                                               describe, existing_table, parse_attribute_definitions,
+                                               table_not_found, table_settings)
 
 MAX_CAPACITY = 1_000_000_000_000
 ONE_ONLINE_INDEX = "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table"
@@ -91,7 +92,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                                 "Member must not be null"])
     names: set[str] = set()
     actions = []
-    for update in updates:
+    for position, update in enumerate(updates, 1):
         present = [a for a in UPDATE_ACTIONS if isinstance(update, dict) and update.get(a) is not None]
         if not present:
             raise ValidationException("One or more parameter values were invalid: One of "
@@ -104,23 +105,23 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
         action = present[0]
         body = update[action]
         if not isinstance(body, dict):
-            raise constraint_error([f"Value null at 'globalSecondaryIndexUpdates.member.{action.lower()}' failed "
-                                    "to satisfy constraint: Member must not be null"])
+            raise constraint_error([f"Value null at 'globalSecondaryIndexUpdates.{position}.member."
+                                    f"{action.lower()}' failed to satisfy constraint: Member must not be null"])
         name = body.get("IndexName")
         if isinstance(name, str):
             if name in names:
                 raise ValidationException("One or more parameter values were invalid: Only one global secondary "
                                           f"index update per index is allowed simultaneously. Index: {name}")
             names.add(name)
-        actions.append((action, body))
-    if sum(1 for action, _ in actions if action in ("Create", "Delete")) > 1:
+        actions.append((action, body, position))
+    if sum(1 for action, _, _ in actions if action in ("Create", "Delete")) > 1:
         raise LimitExceededException(ONE_ONLINE_INDEX)
     types = _attribute_types(request)
     gsi_names = {i["IndexName"] for i in schema.global_indexes}
     lsi_names = {i["IndexName"] for i in schema.local_indexes}
     throughput_updates, setting_updates = {}, {}
-    for action, body in actions:
-        field = f"globalSecondaryIndexUpdates.member.{action.lower()}"
+    for action, body, position in actions:
+        field = f"globalSecondaryIndexUpdates.{position}.member.{action.lower()}"
         if action == "Create":
             if isinstance(body.get("IndexName"), str):
                 if request.get("AttributeDefinitions") is None:
@@ -147,8 +148,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
         if name in lsi_names:
             raise ValidationException(f"Cannot {action.lower()} an index that is not a GlobalSecondaryIndex: {name}")
         if name not in gsi_names:
-            raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
-                                            f"on table: {schema.name}")
+            raise ResourceNotFoundException(f"Requested resource not found: Index {name} for table {schema.name}")
         if action == "Delete":
             change["delete_gsi"] = name
             continue
@@ -209,6 +209,13 @@ def _merged_throughput_settings(definition: dict, settings: dict, owner: str = "
     return merged
 
 
+# What DynamoDB names as the changes an UpdateTable may ask for (some are not in the public API model).
+CHANGE_MEMBERS = ("ProvisionedThroughput", "BillingMode", "UpdateStreamEnabled", "GlobalSecondaryIndexUpdates",
+                  "SSESpecification", "ReplicaUpdates", "MultiAccountReplicaReady", "ReplicaTransitRoleArn",
+                  "MultiRegionConsistency", "DeletionProtectionEnabled", "OnDemandThroughput", "WarmThroughput",
+                  "TableClass")
+
+
 def build_change(schema: TableSchema, request: dict) -> dict:
     """The validated change an UpdateTable request asks for."""
     updates = request.get("GlobalSecondaryIndexUpdates")
@@ -220,8 +227,9 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         # An empty WarmThroughput or OnDemandThroughput beside another change is no change at all.
         asked = [f for f in asked if f not in ("OnDemandThroughput", "WarmThroughput") or request[f] != {}]
     if not asked and not updates:
-        raise ValidationException("At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
-                                  "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required")
+        # DynamoDB's list leaves out a member the request has (MultiRegionConsistency, not a change here).
+        members = [m for m in CHANGE_MEMBERS if m not in request]
+        raise ValidationException(f"At least one of {', '.join(members[:-1])} or {members[-1]} is required")
     if request.get("ReplicaUpdates") is not None:
         from shardserver.shard.executor.global_tables import refuse_replica_updates
         refuse_replica_updates(request["ReplicaUpdates"])
@@ -271,7 +279,25 @@ def build_change(schema: TableSchema, request: dict) -> dict:
         # Asking for the AWS owned key a table already has.
         raise ValidationException("One or more parameter values were invalid: Table is already encrypted by "
                                   "default")
+    sse = request.get("SSESpecification") or {}
+    if schema.extra.get("SSEEnabled") and sse.get("KMSMasterKeyId") == schema.sse_description("ENABLED")[
+            "KMSMasterKeyArn"]:
+        # The key the table has, named by its ARN: DynamoDB refuses it (an alias or key id re-encrypts).
+        raise ValidationException("One or more parameter values were invalid: Table is already encrypted with given "
+                                  "KMSMasterKeyId. Use KMSMasterKeyId parameter if you want to change Master Key")
+    if settings.get("TableClass") == "STANDARD" and "TableClass" not in schema.extra:
+        # The class a table has by default: nothing to record, and no TableClassSummary appears.
+        del settings["TableClass"]
     settings.update(_merged_throughput_settings(schema.extra, settings))
+    if "billing" in change:
+        # Warm throughput follows capacity up, never down: the most units ever provisioned, and
+        # on demand's initial throughput once the table has been on demand.
+        floor = WARM_THROUGHPUT_BASELINE if billing == "PAY_PER_REQUEST" else {
+            "ReadUnitsPerSecond": read, "WriteUnitsPerSecond": write}
+        warm = settings.get("WarmThroughput") or {**WARM_THROUGHPUT_BASELINE, **schema.extra.get("WarmThroughput", {})}
+        raised = {unit: max(value, floor[unit]) for unit, value in warm.items()}
+        if raised != schema.warm_throughput or "WarmThroughput" in settings:
+            settings["WarmThroughput"] = raised
     if "billing" in change and billing == "PROVISIONED":
         settings.update(_throughput_dates(schema, schema.extra, read, write, schema.read_capacity,
                                           schema.write_capacity))
@@ -386,8 +412,7 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
     if "delete_gsi" in change:
         name = change["delete_gsi"]
         if not any(d["IndexName"] == name for d in data["global_indexes"]):
-            raise ResourceNotFoundException(f"Requested resource not found: Index: {name} not found "
-                                            f"on table: {schema.name}")
+            raise ResourceNotFoundException(f"Requested resource not found: Index {name} for table {schema.name}")
         data["global_indexes"] = [d for d in data["global_indexes"] if d["IndexName"] != name]
     types = {d["AttributeName"]: d["AttributeType"] for d in data["attribute_definitions"]}
     if "create_gsi" in change:
@@ -403,13 +428,53 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
     tables[schema.name] = updated
 
 
+def check_index_updates_alone(request: dict) -> None:
+    """What DynamoDB finds wrong in the units and the global index updates before it looks for
+    the table or weighs the changes against each other: the table's and an Update's units
+    members (write before read, as DynamoDB lists them), and a warm throughput that names no unit."""
+    constraints = Constraints()
+    throughput = request.get("ProvisionedThroughput")
+    if isinstance(throughput, dict):
+        for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+            field = f"provisionedThroughput.{member[0].lower()}{member[1:]}"
+            if constraints.required(throughput.get(member), field):
+                constraints.value(throughput[member], field, low=1)
+    updates = request.get("GlobalSecondaryIndexUpdates")
+    if not isinstance(updates, list):
+        constraints.check()
+        return
+    for i, update in enumerate(updates, 1):
+        body = update.get("Update") if isinstance(update, dict) else None
+        throughput = body.get("ProvisionedThroughput") if isinstance(body, dict) else None
+        if isinstance(throughput, dict):
+            for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+                field = (f"globalSecondaryIndexUpdates.{i}.member.update.provisionedThroughput."
+                         f"{member[0].lower()}{member[1:]}")
+                if constraints.required(throughput.get(member), field):
+                    constraints.value(throughput[member], field, low=1)
+    constraints.check()
+    for update in updates:
+        body = update.get("Update") if isinstance(update, dict) else None
+        warm = body.get("WarmThroughput") if isinstance(body, dict) else None
+        if isinstance(warm, dict) and isinstance(body.get("IndexName"), str) and not any(
+                warm.get(unit) is not None for unit in WARM_THROUGHPUT_BASELINE):
+            raise ValidationException("One or more parameter values were invalid: WarmThroughput must have at least "
+                                      f"one of ReadUnitsPerSecond or WriteUnitsPerSecond specified for index: "
+                                      f"{body['IndexName']}")
+
+
 @operation("UpdateTable")
 async def update_table(svc, request: dict) -> bytes:
+    check_table_name(request.get("TableName"))
+    check_index_updates_alone(request)
     schema = existing_table(svc, request)
     change = build_change(schema, request)
     await svc.change_catalog(b"update", orjson.dumps(change))
     updated = svc.catalog.tables.get(schema.name) or schema
-    description = await describe(svc, updated, "UPDATING")
+    # Deletion protection and on-demand caps change at once in DynamoDB: its answer says ACTIVE.
+    asked = {m for m in CHANGE_MEMBERS if request.get(m) is not None and request[m] != {}}
+    synchronous = asked and asked <= {"DeletionProtectionEnabled", "OnDemandThroughput"}
+    description = await describe(svc, updated, "ACTIVE" if synchronous else "UPDATING")
     if schema.extra.get("SSEEnabled") and not updated.extra.get("SSEEnabled"):
         # Going back to the AWS owned key: DynamoDB answers with the KMS key still described, UPDATING.
         description["SSEDescription"] = schema.sse_description("UPDATING")
