@@ -22,6 +22,21 @@ def shm_segments() -> set[str]:
         return set()
 
 
+def missing_keys(ddb, table: str, keys: list[str]) -> list[str]:
+    """The partition keys of ``keys`` that ``table`` does not hold (BatchGetItem, unprocessed retried)."""
+    missing = []
+    for start in range(0, len(keys), 100):
+        chunk = [{"pk": {"S": k}} for k in keys[start:start + 100]]
+        request = {table: {"Keys": chunk}}
+        found = set()
+        while request:
+            reply = ddb.batch_get_item(RequestItems=request)
+            found |= {item["pk"]["S"] for item in reply["Responses"].get(table, [])}
+            request = reply.get("UnprocessedKeys")
+        missing += [k["pk"]["S"] for k in chunk if k["pk"]["S"] not in found]
+    return missing
+
+
 def test_shards_pinned_to_distinct_cpus(server):
     pids = server.shard_pids()
     assert len(pids) == 2
@@ -167,18 +182,7 @@ def test_sigterm_under_load_answers_no_500_and_keeps_every_acknowledged_write(tm
     assert 500 not in statuses and "internal error" not in log, log
     srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
     try:
-        ddb = srv.client()
-        missing = []
-        for start in range(0, len(acknowledged), 100):
-            keys = [{"pk": {"S": k}} for k in acknowledged[start:start + 100]]
-            request = {"drain": {"Keys": keys}}
-            found = set()
-            while request:
-                reply = ddb.batch_get_item(RequestItems=request)
-                found |= {item["pk"]["S"] for item in reply["Responses"].get("drain", [])}
-                request = reply.get("UnprocessedKeys")
-            missing += [k["pk"]["S"] for k in keys if k["pk"]["S"] not in found]
-        assert missing == []
+        assert missing_keys(srv.client(), "drain", acknowledged) == []
     finally:
         assert srv.stop() == 0
 
@@ -254,18 +258,7 @@ def test_periodic_mode_kill9_loses_no_acknowledged_write(tmp_path):
     assert len(acknowledged) > 200
     srv = ServerProcess(tmp_path / "data", smp=2, port=srv.port).start()
     try:
-        ddb = srv.client()
-        missing = []
-        for start in range(0, len(acknowledged), 100):
-            keys = [{"pk": {"S": k}} for k in acknowledged[start:start + 100]]
-            request = {"crashp": {"Keys": keys}}
-            found = set()
-            while request:
-                reply = ddb.batch_get_item(RequestItems=request)
-                found |= {item["pk"]["S"] for item in reply["Responses"].get("crashp", [])}
-                request = reply.get("UnprocessedKeys")
-            missing += [k["pk"]["S"] for k in keys if k["pk"]["S"] not in found]
-        assert missing == []
+        assert missing_keys(srv.client(), "crashp", acknowledged) == []
     finally:
         assert srv.stop() == 0
 

@@ -32,7 +32,8 @@ from shardserver.shard.catalog import ACCOUNT, TableSchema, new_table_id, now
 from shardserver.shard.executor import operation
 from shardserver.shard.executor.control import split_arn
 from shardserver.shard.executor.tables import (MAX_TABLES, Constraints, _parse_billing, _sse_enabled,
-                                               check_table_name, constraint_error, table_name_errors)
+                                               check_table_name, constraint_error, table_name_errors,
+                                               throughput_constraints)
 
 DEFAULT_RECOVERY_DAYS = 35
 MIN_ARN_LENGTH = 37
@@ -374,12 +375,8 @@ def _check_restore_members(request: dict) -> None:
     constraints = Constraints()
     constraints.problems = table_name_errors(target, "targetTableName")
     constraints.enum(request.get("BillingModeOverride"), "billingModeOverride", ("PROVISIONED", "PAY_PER_REQUEST"))
-    throughput = request.get("ProvisionedThroughputOverride")
-    if throughput is not None:
-        for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
-            field = f"provisionedThroughputOverride.{member[0].lower()}{member[1:]}"
-            if constraints.required(throughput.get(member), field):
-                constraints.value(throughput[member], field, low=1)
+    throughput_constraints(constraints, request.get("ProvisionedThroughputOverride"),
+                           "provisionedThroughputOverride", ("WriteCapacityUnits", "ReadCapacityUnits"))
     for member in ("GlobalSecondaryIndexOverride", "LocalSecondaryIndexOverride"):
         for i, index in enumerate(request.get(member) or (), 1):
             field = f"{member[0].lower()}{member[1:]}.{i}.member"

@@ -112,6 +112,17 @@ def check_table_name(name, field: str = "tableName") -> str:
     return name
 
 
+def throughput_constraints(constraints: Constraints, throughput, field: str, members: tuple[str, str]) -> None:
+    """A ProvisionedThroughput's member rules (each unit required and at least 1), in ``members``'
+    order, the order DynamoDB reports them in for that request."""
+    if throughput is None:
+        return
+    for member in members:
+        path = f"{field}.{member[0].lower()}{member[1:]}"
+        if constraints.required(throughput.get(member), path):
+            constraints.value(throughput[member], path, low=1)
+
+
 def table_of(svc, request: dict):
     """The schema of the request's TableName, or ResourceNotFoundException."""
     name = request.get("TableName")
@@ -281,11 +292,7 @@ def _check_create_members(request: dict) -> None:
             if constraints.required(definition.get("AttributeType"), f"{field}.attributeType"):
                 constraints.enum(definition["AttributeType"], f"{field}.attributeType", ("B", "N", "S"))
     throughput = request.get("ProvisionedThroughput")
-    if throughput is not None:
-        for member in ("ReadCapacityUnits", "WriteCapacityUnits"):
-            field = f"provisionedThroughput.{member[0].lower()}{member[1:]}"
-            if constraints.required(throughput.get(member), field):
-                constraints.value(throughput[member], field, low=1)
+    throughput_constraints(constraints, throughput, "provisionedThroughput", ("ReadCapacityUnits", "WriteCapacityUnits"))
     keys = request.get("KeySchema")
     if constraints.required(keys, "keySchema"):
         if not keys:
