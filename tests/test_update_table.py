@@ -406,6 +406,22 @@ def test_a_new_index_of_a_provisioned_table_needs_units_in_update_tables_words(d
         ddb.delete_table(TableName=table_name)
 
 
+def test_a_new_indexs_units_members_are_judged_before_the_billing_mode(ddb, server, table):
+    # DynamoDB checks a Create's units as it checks an Update's, before it weighs them against
+    # the table's mode: a half-filled or zero throughput is refused as such even by an on-demand
+    # table (ScyllaDB's alternator test, checked against DynamoDB, says so).
+    where = "globalSecondaryIndexUpdates.1.member.create.provisionedThroughput."
+    for units, problem in (({"ReadCapacityUnits": 4}, "Value null at '" + where + "writeCapacityUnits' failed "
+                            "to satisfy constraint: Member must not be null"),
+                           ({"ReadCapacityUnits": 0, "WriteCapacityUnits": 5}, "Value '0' at '" + where +
+                            "readCapacityUnits' failed to satisfy constraint: Member must have value greater than "
+                            "or equal to 1")):
+        update = create_gsi_update("gunits", "x")
+        update["GlobalSecondaryIndexUpdates"][0]["Create"]["ProvisionedThroughput"] = units
+        assert error_of(_loose(server).update_table, TableName=table, **update) == (
+            "ValidationException", "1 validation error detected: " + problem)
+
+
 def test_a_local_index_is_not_updated_or_deleted(ddb, table_name):
     ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST", KeySchema=key_schema("p", "s"),
                      AttributeDefinitions=defs(p="S", s="S", x="S"),

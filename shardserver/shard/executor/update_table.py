@@ -430,8 +430,8 @@ def apply_catalog_change(tables: dict, change: dict) -> None:
 
 def check_index_updates_alone(request: dict) -> None:
     """What DynamoDB finds wrong in the units and the global index updates before it looks for
-    the table or weighs the changes against each other: the table's and an Update's units
-    members (write before read, as DynamoDB lists them), and a warm throughput that names no unit."""
+    the table or weighs the changes against each other: the table's, an Update's and a Create's
+    units members (write before read, as DynamoDB lists them), and a warm throughput that names no unit."""
     constraints = Constraints()
     throughput = request.get("ProvisionedThroughput")
     if isinstance(throughput, dict):
@@ -444,14 +444,17 @@ def check_index_updates_alone(request: dict) -> None:
         constraints.check()
         return
     for i, update in enumerate(updates, 1):
-        body = update.get("Update") if isinstance(update, dict) else None
-        throughput = body.get("ProvisionedThroughput") if isinstance(body, dict) else None
-        if isinstance(throughput, dict):
-            for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
-                field = (f"globalSecondaryIndexUpdates.{i}.member.update.provisionedThroughput."
-                         f"{member[0].lower()}{member[1:]}")
-                if constraints.required(throughput.get(member), field):
-                    constraints.value(throughput[member], field, low=1)
+        # A Create's units are judged here too: before the table's billing mode is known, so a
+        # PAY_PER_REQUEST table hears about a half-filled throughput before that it takes none.
+        for action in ("Update", "Create"):
+            body = update.get(action) if isinstance(update, dict) else None
+            throughput = body.get("ProvisionedThroughput") if isinstance(body, dict) else None
+            if isinstance(throughput, dict):
+                for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+                    field = (f"globalSecondaryIndexUpdates.{i}.member.{action.lower()}.provisionedThroughput."
+                             f"{member[0].lower()}{member[1:]}")
+                    if constraints.required(throughput.get(member), field):
+                        constraints.value(throughput[member], field, low=1)
     constraints.check()
     for update in updates:
         body = update.get("Update") if isinstance(update, dict) else None
