@@ -400,8 +400,8 @@ def test_a_new_index_of_a_provisioned_table_needs_units_in_update_tables_words(d
                      ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1})
     try:
         assert error_of(ddb.update_table, TableName=table_name, **create_gsi_update("gprov", "x")) == (
-            "ValidationException", "One or more parameter values were invalid: ProvisionedThroughput must be "
-            "specified for index: gprov")
+            "ValidationException", "One or more parameter values were invalid: Both ReadCapacityUnits and "
+            "WriteCapacityUnits must be specified for index: gprov")
     finally:
         ddb.delete_table(TableName=table_name)
 

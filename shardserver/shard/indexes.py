@@ -210,9 +210,12 @@ def _throughput_of(index: dict, name: str, billing_mode: str, table_read: int, t
                                       f"not be specified for index: {name} when BillingMode is PAY_PER_REQUEST")
         return {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
     if throughput is None:
-        # CreateTable's and UpdateTable's words differ (both as live DynamoDB answers them).
-        raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput "
-                                  f"{'must be specified' if by_update else 'is not specified'} for index: {name}")
+        # CreateTable's and UpdateTable's Create's words differ, both as DynamoDB answers them.
+        if by_update:
+            raise ValidationException("One or more parameter values were invalid: Both ReadCapacityUnits and "
+                                      f"WriteCapacityUnits must be specified for index: {name}")
+        raise ValidationException("One or more parameter values were invalid: ProvisionedThroughput is not "
+                                  f"specified for index: {name}")
     read, write = throughput.get("ReadCapacityUnits"), throughput.get("WriteCapacityUnits")
     for value, field in ((read, "readCapacityUnits"), (write, "writeCapacityUnits")):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
