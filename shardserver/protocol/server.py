@@ -61,8 +61,7 @@ class ApiFrontend:
         self.health = f"healthy: {config.alternator_address}:{config.alternator_port}".encode()
         self._ids = itertools.count(1)
         self._id_prefix = f"{service.shard_id:02X}{id(self) & 0xFFFF:04X}".encode()
-        self.open_connections = 0
-        self.connections: set[ApiProtocol] = set()
+        self.connections: set[ApiProtocol] = set()    # open client connections
         self.in_flight = 0                      # requests started and not yet answered
         self.stopping = False                   # shutdown: no connection is kept alive any more
         self._loop = None
@@ -241,14 +240,12 @@ class ApiProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        self.front.open_connections += 1
         self.front.connections.add(self)
         stats = self.front.service.stats
         if stats is not None:
             stats.connection_opened()
 
     def connection_lost(self, exc):
-        self.front.open_connections -= 1
         self.front.connections.discard(self)
         stats = self.front.service.stats
         if stats is not None:

@@ -143,7 +143,7 @@ class Shard:
             server.close()
         front.stop_serving()
         deadline = time.monotonic() + DRAIN_SECONDS
-        while (front.open_connections or front.in_flight) and time.monotonic() < deadline:
+        while (front.connections or front.in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         service.refusing_forwarded = True
         while service.forwarded_running and time.monotonic() < deadline:

@@ -48,8 +48,8 @@ class BlockBuilder:
         self.first_key: bytes | None = None
 
     def add(self, key: bytes, value) -> int:
-        """value: bytes, or an int deletion time for a tombstone.  Returns the
-        block's estimated_size() with the entry (a flush calls this per entry)."""
+        """value: bytes, or an int deletion time for a tombstone.  Returns the size the
+        block would have if finished now: entries, prefix and offset arrays, count."""
         if type(value) is int:
             body = _TOMB.pack(value)
             flags = FLAG_TOMBSTONE
@@ -73,9 +73,6 @@ class BlockBuilder:
     @property
     def empty(self) -> bool:
         return not self.offsets
-
-    def estimated_size(self) -> int:
-        return self.size + 12 * len(self.offsets) + 4
 
     def finish(self) -> bytes:
         n = len(self.offsets)
