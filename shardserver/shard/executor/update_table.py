@@ -153,10 +153,10 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
             change["delete_gsi"] = name
             continue
         # An Update changes the index's provisioned units, its on-demand caps or its warm throughput.
+        index = next(i for i in schema.global_indexes if i["IndexName"] == name)
         settings = indexes.gsi_settings(body)
         if settings:
-            current = next(i for i in schema.global_indexes if i["IndexName"] == name)
-            settings = _merged_throughput_settings(current, settings, f"index {name}")
+            settings = _merged_throughput_settings(index, settings, f"index {name}")
             setting_updates[name] = settings
         if body.get("ProvisionedThroughput") is not None or not settings:
             if billing_mode == "PAY_PER_REQUEST":
@@ -164,8 +164,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                                           f"{name} when TableThroughputMode is PAY_PER_REQUEST can be to "
                                           "OnDemandThroughput, WarmThroughput")
             r, w = _throughput(body.get("ProvisionedThroughput"), f"{field}.provisionedThroughput")
-            current = next(i for i in schema.global_indexes if i["IndexName"] == name).get(
-                "ProvisionedThroughput") or {}
+            current = index.get("ProvisionedThroughput") or {}
             now_read, now_write = current.get("ReadCapacityUnits", 0), current.get("WriteCapacityUnits", 0)
             if schema.billing_mode == "PROVISIONED" and (r, w) == (now_read, now_write):
                 raise ValidationException(
@@ -175,7 +174,6 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                     f"{now_write}. Requested WriteCapacityUnits: {w}. Refer to the Amazon DynamoDB Developer Guide "
                     "for current limits and how to request higher limits.")
             throughput_updates[name] = {"ReadCapacityUnits": r, "WriteCapacityUnits": w}
-            index = next(i for i in schema.global_indexes if i["IndexName"] == name)
             dates = _throughput_dates(schema, index, r, w, now_read, now_write)
             if dates:
                 change.setdefault("gsi_throughput_dates", {})[name] = dates
