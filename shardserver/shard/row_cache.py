@@ -8,8 +8,10 @@ for a key known to be absent (Scylla's row cache is the model: hot reads never
 reach an SSTable).  Every entry is charged its key and value lengths plus the
 CPython objects around them, so the cache stays inside its byte budget
 whatever the item size (an item count alone let 100,000 rows of 400 KB pin
-40 GB).  The storage layer keeps it coherent: a write updates an entry that
-is present, a read that went to the SSTables inserts one.
+40 GB).  The storage layer keeps it coherent: it never holds a key that a
+memtable holds (a write drops the key's entry, and the memtable answers from
+then on), a read that went to the SSTables inserts one, and so does a flush
+for the rows it moved out of a memtable.
 
 Neither does I/O nor decides what is current: they only remember.
 """
@@ -80,15 +82,11 @@ class RowCache(_ByteBoundedLRU):
         """The cached value (bytes or None), or ABSENT; no LRU or hit accounting."""
         return self._entries.get(ck, ABSENT)
 
-    def update_if_present(self, ck, value) -> None:
-        """A write to a cached key: keep the entry true (bytes, or None once deleted)."""
-        rows = self._entries
-        old = rows.get(ck, ABSENT)
-        if old is ABSENT:
-            return
-        rows[ck] = value
-        self.size += self.charge(ck, value) - self.charge(ck, old)
-        self._evict()
+    def discard(self, ck) -> None:
+        """A write to the key: the memtable holds it now, the entry would only go stale."""
+        old = self._entries.pop(ck, ABSENT)
+        if old is not ABSENT:
+            self.size -= self.charge(ck, old)
 
     def put(self, ck, value) -> None:
         charge = self.charge(ck, value)
