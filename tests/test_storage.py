@@ -190,8 +190,8 @@ def test_a_write_to_a_cached_row_is_what_reads_see_before_and_after_flushes(tmp_
             else:
                 s.put("t", k, b"v2" + k)
         expected = [None if n % 3 == 0 else b"v2" + k for n, k in enumerate(keys)]
-        inc = s._tables["t"].incarnation
-        assert not any((inc, k) in s._row_cache for k in keys)
+        prefix = s._tables["t"].cache_prefix
+        assert not any(prefix + k in s._row_cache for k in keys)
         assert [await s.get("t", k) for k in keys] == expected
         await s.flush()
         assert [await s.get("t", k) for k in keys] == expected

@@ -58,6 +58,7 @@ FIRST_USER_KIND = 16
 FLUSH_RETRY_SECONDS = 1
 
 _INC_TID = struct.Struct("<QH")      # table incarnation, table id length
+_INCARNATION = struct.Struct("<Q")
 _KEYLEN = struct.Struct("<I")
 
 MANIFEST = "MANIFEST"
@@ -151,6 +152,7 @@ class _Table:
         self.path = path
         self.incarnation = incarnation
         self.log_head = _encode_head(incarnation, table_id)   # what each of its log records starts with
+        self.cache_prefix = _INCARNATION.pack(incarnation)    # ... and each of its cache keys
         self.active = Memtable()
         self.frozen: list[Memtable] = []          # oldest first, being flushed
         self._sstables: list[SSTableReader] = []
@@ -497,10 +499,10 @@ class ShardStorage:
                 t.live_bytes -= old_len
             m.bytes_delta += len(value)
             t.live_bytes += len(value)
-        self._row_cache.discard((t.incarnation, key))
+        self._row_cache.discard(t.cache_prefix + key)
         t.writes += 1
         if self._partitions.size:
-            self._partitions.invalidate((t.incarnation, bloom_key(key)))
+            self._partitions.invalidate(t.cache_prefix + bloom_key(key))
         if not self._replaying and (self._memtable_bytes > self.flush_threshold
                                     or self.commitlog.disk_bytes() > self.commitlog_limit):
             self._maybe_flush()
@@ -520,7 +522,7 @@ class ShardStorage:
                     break
         if v is not MISSING:
             return -1 if type(v) is int else len(v)
-        v = self._row_cache.peek((t.incarnation, key))
+        v = self._row_cache.peek(t.cache_prefix + key)
         if v is not ABSENT:
             return -1 if v is None else len(v)
         probes = t.bloom_probes()
@@ -563,7 +565,7 @@ class ShardStorage:
                 if v is not MISSING:
                     return None if type(v) is int else v
         row_cache = self._row_cache
-        ck = (t.incarnation, key)
+        ck = t.cache_prefix + key
         if row_cache.enabled:
             v = row_cache.get(ck)
             if v is not ABSENT:
@@ -604,7 +606,7 @@ class ShardStorage:
                 v = m.data.get(key, MISSING)
                 if v is not MISSING:
                     return None if type(v) is int else v
-            ck = (t.incarnation, key)
+            ck = t.cache_prefix + key
             v = self._row_cache.peek(ck)
             if v is not ABSENT:
                 return v
@@ -663,7 +665,7 @@ class ShardStorage:
         partitions = self._partitions
         if partition is None or not partitions.enabled:
             return await self._scan(t, start, end, start_exclusive, reverse, limit, max_bytes, partition)
-        ck = (t.incarnation, partition)
+        ck = t.cache_prefix + partition
         cached = partitions.get(ck)
         if cached is not None:
             return cached.read(start, start_exclusive, end, reverse, limit, max_bytes)
@@ -946,7 +948,7 @@ class ShardStorage:
             return
         loop = self._loop or asyncio.get_running_loop()
         last_yield = loop.time()
-        inc = t.incarnation
+        prefix = t.cache_prefix
         newer = [n.data for n in t.memtables_newest_first()]
         i = 0
         for key, value in m.data.items():
@@ -959,7 +961,7 @@ class ShardStorage:
                 newer = [n.data for n in t.memtables_newest_first()]   # may have changed
             if any([key in data for data in newer]):
                 continue
-            if not cache.fill((inc, key), None if type(value) is int else value):
+            if not cache.fill(prefix + key, None if type(value) is int else value):
                 return
 
     def _trim_heap(self) -> None:
