@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from shardserver.shard import values
-from shardserver.shard.row_cache import ABSENT, CachedPartition, PartitionCache, RowCache
+from shardserver.shard.row_cache import ABSENT, ENTRY_OVERHEAD, CachedPartition, PartitionCache, RowCache
 from shardserver.sstable import reader as sst_reader
 from test_storage import opened, run, small_opts
 
@@ -67,24 +67,35 @@ def test_partition_cache_is_bounded_and_refuses_huge_partitions():
 
 def test_row_cache_fill_never_evicts():
     cache = RowCache(10_000)
-    cache.put(("t", b"hot"), b"h" * 100)
+    cache.put(b"t" + b"hot", b"h" * 100)
     filled = 0
-    while cache.fill(("t", b"k%d" % filled), b"x" * 100):
+    while cache.fill(b"t" + b"k%d" % filled, b"x" * 100):
         filled += 1
     assert 20 < filled < 40 and cache.evictions == 0
-    assert cache.peek(("t", b"hot")) == b"h" * 100
+    assert cache.peek(b"t" + b"hot") == b"h" * 100
     assert cache.size <= 10_000
 
 
 def test_row_cache_is_bounded_by_bytes_not_by_rows():
     cache = RowCache(4 << 20)
     for i in range(12_000):                     # ~300 bytes each: 3.6 MB of small rows
-        cache.put(("t", b"k%06d" % i), b"v" * 30)
+        cache.put(b"t" + b"k%06d" % i, b"v" * 30)
     assert len(cache) == 12_000 and cache.evictions == 0
     for i in range(12_000, 20_000):
-        cache.put(("t", b"k%06d" % i), b"v" * 30)
+        cache.put(b"t" + b"k%06d" % i, b"v" * 30)
     assert cache.size <= 4 << 20 and cache.evictions > 0
-    assert cache.peek(("t", b"k019999")) == b"v" * 30 and cache.peek(("t", b"k000000")) is ABSENT
+    assert cache.peek(b"t" + b"k019999") == b"v" * 30 and cache.peek(b"t" + b"k000000") is ABSENT
+
+
+def test_row_cache_hits_keep_rows_once_evictions_near():
+    """Past 3/4 of its bytes a hit refreshes the row: the next eviction takes the
+    least recently used row, not the hit one."""
+    cache = RowCache(10 * (ENTRY_OVERHEAD + 2 + 100))
+    for i in range(10):
+        cache.put(b"k%d" % i, b"x" * 100)
+    assert cache.get(b"k0") == b"x" * 100
+    cache.put(b"kA", b"x" * 100)
+    assert b"k0" in cache and b"k1" not in cache and cache.evictions == 1
 
 
 def pk_of(i: int) -> dict:

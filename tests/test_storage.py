@@ -173,6 +173,33 @@ def test_get_sees_write_landing_during_disk_read(tmp_path, monkeypatch):
     run(go())
 
 
+def test_a_write_to_a_cached_row_is_what_reads_see_before_and_after_flushes(tmp_path):
+    """A write drops the row cache's entry: the memtable answers, then the flush's refill."""
+    async def go():
+        s = await opened(tmp_path, small_opts())
+        s.create_table("t")
+        keys = [b"k%03d" % i for i in range(200)]
+        for k in keys:
+            s.put("t", k, b"v1" + k)
+        await s.flush()
+        s._row_cache.clear()
+        assert [await s.get("t", k) for k in keys] == [b"v1" + k for k in keys]   # cached now
+        for n, k in enumerate(keys):
+            if n % 3 == 0:
+                s.delete("t", k)
+            else:
+                s.put("t", k, b"v2" + k)
+        expected = [None if n % 3 == 0 else b"v2" + k for n, k in enumerate(keys)]
+        prefix = s._tables["t"].cache_prefix
+        assert not any(prefix + k in s._row_cache for k in keys)
+        assert [await s.get("t", k) for k in keys] == expected
+        await s.flush()
+        assert [await s.get("t", k) for k in keys] == expected
+        assert s.stats()["row_cache_hits_total"] >= 200
+        await s.close()
+    run(go())
+
+
 def test_stats_exact_with_blind_writes_across_restart(tmp_path):
     opts = small_opts(memtable_flush_threshold_bytes=30_000)
 

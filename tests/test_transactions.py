@@ -571,6 +571,37 @@ def test_a_token_retry_after_a_whole_server_crash_between_decision_and_done_appl
         srv.stop()
 
 
+def test_a_token_outlives_the_commit_log_segment_it_was_first_logged_in(tmp_path):
+    """A token's outcome is kept for 10 minutes, though the segment it was logged in is
+    deleted once its memtables are flushed: the sweep logs it again into the active segment,
+    so a retry after a crash still finds it instead of applying the request a second time."""
+    extra = ["--commitlog-segment-size-in-mb", "1", "--memtable-flush-threshold-in-mb", "1"]
+    srv = ServerProcess(tmp_path / "data", smp=1, extra=extra).start()
+    try:
+        ddb = make_client(srv.endpoint, retries=1)
+        table = create_table(ddb, "tokseg")
+        ddb.put_item(TableName=table, Item={"pk": {"S": "c"}, "v": {"N": "0"}})
+        request = {"TransactItems": [increment(table, "c")], "ClientRequestToken": "tok-segment"}
+        ddb.transact_write_items(**request)
+        log_dir = os.path.join(srv.data_dir, "shard-0", "commitlog")
+        first = sorted(os.listdir(log_dir))[0]
+        filler = "x" * 100_000
+        deadline = time.monotonic() + 60
+        while first in os.listdir(log_dir):      # until the token's first segment is gone
+            assert time.monotonic() < deadline, os.listdir(log_dir)
+            for i in range(10):
+                ddb.put_item(TableName=table, Item={"pk": {"S": f"f{i}"}, "s": {"S": filler}})
+            time.sleep(0.1)
+        time.sleep(1.0)          # a sweep has run since
+        srv.kill()
+        srv = ServerProcess(srv.data_dir, smp=1, extra=extra).start()
+        ddb = make_client(srv.endpoint, retries=10)
+        ddb.transact_write_items(**request)
+        assert value(ddb, table, "c") == 1
+    finally:
+        srv.stop()
+
+
 def test_transactional_writes_are_charged_for_their_indexes(ddb, table_name):
     ddb.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
                      KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],

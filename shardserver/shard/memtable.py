@@ -1,8 +1,10 @@
 """The memtable: one table's recent writes on one shard, sorted by key, in memory.
 
-Owns a sortedcontainers.SortedDict from the order-preserving key bytes to
-either the value bytes or a tombstone (an int: the deletion time in whole
-seconds since the epoch), plus the bookkeeping the storage layer needs: an
+Owns a dict from the order-preserving key bytes to either the value bytes or
+a tombstone (an int: the deletion time in whole seconds since the epoch), the
+keys in order (a sortedcontainers.SortedList, brought up to date only when a
+range read or a flush asks for the order), plus the bookkeeping the storage
+layer needs: an
 estimate of the memory used, the commit-log segments holding its records,
 and the change it made to the table's live item count and bytes.
 
@@ -13,9 +15,9 @@ from __future__ import annotations
 
 from itertools import islice
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedList
 
-# Rough per-entry cost of a SortedDict entry plus two bytes objects in CPython:
+# Rough per-entry cost of a dict entry, a SortedList slot and two bytes objects in CPython:
 # what counts towards the flush threshold beyond the raw key and value lengths.
 ENTRY_OVERHEAD = 112
 
@@ -28,10 +30,15 @@ def is_tombstone(value) -> bool:
 
 class Memtable:
     __slots__ = ("data", "memory_bytes", "segments", "count_delta", "bytes_delta",
-                 "frozen", "flush_position", "generation")
+                 "frozen", "flush_position", "generation", "_ordered", "_unordered")
 
     def __init__(self, generation: int = 0):
-        self.data = SortedDict()
+        # Point reads and writes touch only the dict; a new key is only noted, and
+        # put in order when the order is asked for: a write-only stretch pays one
+        # sort of its new keys instead of an insertion into a sorted list per write.
+        self.data: dict = {}
+        self._ordered = SortedList()
+        self._unordered: list[bytes] = []
         self.memory_bytes = 0
         self.segments: set[int] = set()
         self.count_delta = 0          # live items added minus removed, relative to older data
@@ -53,6 +60,7 @@ class Memtable:
             raise RuntimeError("write to a frozen memtable")
         old = self.data.get(key, MISSING)
         if old is MISSING:
+            self._unordered.append(key)
             self.memory_bytes += len(key) + ENTRY_OVERHEAD
         elif not is_tombstone(old):
             self.memory_bytes -= len(old)
@@ -70,9 +78,17 @@ class Memtable:
         last key they saw, so writes landing meanwhile never break iteration.
         """
         data = self.data
-        keys = list(islice(data.irange(low, high, (low_inclusive, high_inclusive), reverse), n))
+        keys = list(islice(self.ordered_keys().irange(low, high, (low_inclusive, high_inclusive), reverse), n))
         return [(k, data[k]) for k in keys]
+
+    def ordered_keys(self) -> SortedList:
+        """Every key ascending (tombstones' too)."""
+        if self._unordered:
+            self._ordered.update(self._unordered)
+            self._unordered = []
+        return self._ordered
 
     def items(self):
         """All (key, value-or-tombstone) pairs ascending; only for a frozen memtable."""
-        return self.data.items()
+        data = self.data
+        return ((k, data[k]) for k in self.ordered_keys())

@@ -3,13 +3,15 @@
 The row cache (RowCache) holds recent point-read results; the partition
 cache (PartitionCache, below) whole partitions for Query.
 
-Owns an LRU from (table incarnation, key) to the row's value bytes, or None
-for a key known to be absent (Scylla's row cache is the model: hot reads never
+Owns an LRU from a cache key (the table's incarnation, 8 bytes, then the
+row's key) to the row's value bytes, or None for a key known to be absent (Scylla's row cache is the model: hot reads never
 reach an SSTable).  Every entry is charged its key and value lengths plus the
 CPython objects around them, so the cache stays inside its byte budget
 whatever the item size (an item count alone let 100,000 rows of 400 KB pin
-40 GB).  The storage layer keeps it coherent: a write updates an entry that
-is present, a read that went to the SSTables inserts one.
+40 GB).  The storage layer keeps it coherent: it never holds a key that a
+memtable holds (a write drops the key's entry, and the memtable answers from
+then on), a read that went to the SSTables inserts one, and so does a flush
+for the rows it moved out of a memtable.
 
 Neither does I/O nor decides what is current: they only remember.
 """
@@ -19,8 +21,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 
-# OrderedDict entry and node, the (incarnation, key) tuple, two bytes headers and
-# pymalloc's rounding: 477 bytes per row of a 20-byte key and a 200-byte value, measured
+# OrderedDict entry and node, two bytes headers and pymalloc's rounding (measured
+# as 477 bytes per row of a 20-byte key and a 200-byte value with a tuple key)
 ENTRY_OVERHEAD = 256
 
 ABSENT = object()   # get()'s answer for a key the cache knows nothing about
@@ -29,10 +31,12 @@ ABSENT = object()   # get()'s answer for a key the cache knows nothing about
 class _ByteBoundedLRU:
     """What both caches share: an LRU OrderedDict, its byte total and the counters."""
 
-    __slots__ = ("capacity_bytes", "size", "_entries", "hits", "misses", "evictions", "enabled")
+    __slots__ = ("capacity_bytes", "refresh_above", "size", "_entries", "hits", "misses", "evictions",
+                 "enabled")
 
     def __init__(self, capacity_bytes: int, enabled: bool):
         self.capacity_bytes = max(0, capacity_bytes)
+        self.refresh_above = self.capacity_bytes * 3 // 4
         # a cache of size 0 (..._in_mb: 0) holds nothing: readers skip it
         self.enabled = enabled and bool(self.capacity_bytes)
         self.size = 0
@@ -48,14 +52,17 @@ class _ByteBoundedLRU:
         return ck in self._entries
 
     def get(self, ck):
-        """The entry (a hit refreshes it and counts), or the class's MISSING."""
+        """The entry (a hit counts, and refreshes it once the cache is 3/4 full), or the class's MISSING."""
         entries = self._entries
         missing = self.MISSING
         value = entries.get(ck, missing)
         if value is missing:
             self.misses += 1
             return missing
-        entries.move_to_end(ck)
+        if self.size > self.refresh_above:
+            # The order only matters once evictions near; below that a hit skips
+            # the relinking, which costs as much as the lookup itself.
+            entries.move_to_end(ck)
         self.hits += 1
         return value
 
@@ -65,7 +72,7 @@ class _ByteBoundedLRU:
 
 
 class RowCache(_ByteBoundedLRU):
-    """(incarnation, key) -> value bytes, or None for a key known to be absent."""
+    """Cache key (incarnation + key) -> value bytes, or None for a key known to be absent."""
 
     MISSING = ABSENT
 
@@ -74,21 +81,17 @@ class RowCache(_ByteBoundedLRU):
 
     @staticmethod
     def charge(ck, value) -> int:
-        return ENTRY_OVERHEAD + len(ck[1]) + (len(value) if value is not None else 0)
+        return ENTRY_OVERHEAD + len(ck) + (len(value) if value is not None else 0)
 
     def peek(self, ck):
         """The cached value (bytes or None), or ABSENT; no LRU or hit accounting."""
         return self._entries.get(ck, ABSENT)
 
-    def update_if_present(self, ck, value) -> None:
-        """A write to a cached key: keep the entry true (bytes, or None once deleted)."""
-        rows = self._entries
-        old = rows.get(ck, ABSENT)
-        if old is ABSENT:
-            return
-        rows[ck] = value
-        self.size += self.charge(ck, value) - self.charge(ck, old)
-        self._evict()
+    def discard(self, ck) -> None:
+        """A write to the key: the memtable holds it now, the entry would only go stale."""
+        old = self._entries.pop(ck, ABSENT)
+        if old is not ABSENT:
+            self.size -= self.charge(ck, old)
 
     def put(self, ck, value) -> None:
         charge = self.charge(ck, value)
@@ -183,7 +186,7 @@ class CachedPartition:
 
 
 class PartitionCache(_ByteBoundedLRU):
-    """LRU from (table incarnation, partition prefix) to a CachedPartition, bounded
+    """LRU from a cache key (table incarnation + partition prefix) to a CachedPartition, bounded
     in bytes: one-partition range reads (Query) served without merging memtables
     and SSTable blocks, as Scylla's row cache holds whole partitions.
 

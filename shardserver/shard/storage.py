@@ -58,6 +58,7 @@ FIRST_USER_KIND = 16
 FLUSH_RETRY_SECONDS = 1
 
 _INC_TID = struct.Struct("<QH")      # table incarnation, table id length
+_INCARNATION = struct.Struct("<Q")
 _KEYLEN = struct.Struct("<I")
 
 MANIFEST = "MANIFEST"
@@ -150,6 +151,8 @@ class _Table:
         self.table_id = table_id
         self.path = path
         self.incarnation = incarnation
+        self.log_head = _encode_head(incarnation, table_id)   # what each of its log records starts with
+        self.cache_prefix = _INCARNATION.pack(incarnation)    # ... and each of its cache keys
         self.active = Memtable()
         self.frozen: list[Memtable] = []          # oldest first, being flushed
         self._sstables: list[SSTableReader] = []
@@ -460,15 +463,13 @@ class ShardStorage:
         # for larger ones, which a memtable would hold until its flush.
         value = bytes(memoryview(value))
         old_len = self._current_len(t, key)
-        head = _encode_head(t.incarnation, table_id)
-        seg, _ = self.commitlog.append(KIND_PUT, b"".join((head, _KEYLEN.pack(len(key)), key, value)))
+        seg, _ = self.commitlog.append(KIND_PUT, b"".join((t.log_head, _KEYLEN.pack(len(key)), key, value)))
         self._apply(t, key, value, seg, old_len)
 
     def delete(self, table_id: str, key: bytes) -> None:
         t = self._table(table_id)
         old_len = self._current_len(t, key)
-        head = _encode_head(t.incarnation, table_id)
-        seg, _ = self.commitlog.append(KIND_DELETE, head + key)
+        seg, _ = self.commitlog.append(KIND_DELETE, t.log_head + key)
         self._apply(t, key, int(time.time()), seg, old_len)
 
     def append_record(self, kind: int, payload: bytes) -> tuple[int, int]:
@@ -489,7 +490,6 @@ class ShardStorage:
                 m.bytes_delta -= old_len
                 t.live_items -= 1
                 t.live_bytes -= old_len
-            new = None
         else:
             if old_len < 0:
                 m.count_delta += 1
@@ -499,11 +499,10 @@ class ShardStorage:
                 t.live_bytes -= old_len
             m.bytes_delta += len(value)
             t.live_bytes += len(value)
-            new = value
-        self._row_cache.update_if_present((t.incarnation, key), new)
+        self._row_cache.discard(t.cache_prefix + key)
         t.writes += 1
         if self._partitions.size:
-            self._partitions.invalidate((t.incarnation, bloom_key(key)))
+            self._partitions.invalidate(t.cache_prefix + bloom_key(key))
         if not self._replaying and (self._memtable_bytes > self.flush_threshold
                                     or self.commitlog.disk_bytes() > self.commitlog_limit):
             self._maybe_flush()
@@ -515,24 +514,28 @@ class ShardStorage:
         cached the key); otherwise bloom filters, and for a blind write whose
         key may be on disk a blocking page-cache read: table stats stay exact.
         """
-        for m in t.memtables_newest_first():
-            v = m.data.get(key, MISSING)
-            if v is not MISSING:
-                return -1 if type(v) is int else len(v)
-        v = self._row_cache.peek((t.incarnation, key))
+        v = t.active.data.get(key, MISSING)
+        if v is MISSING and t.frozen:
+            for m in reversed(t.frozen):
+                v = m.data.get(key, MISSING)
+                if v is not MISSING:
+                    break
+        if v is not MISSING:
+            return -1 if type(v) is int else len(v)
+        v = self._row_cache.peek(t.cache_prefix + key)
         if v is not ABSENT:
             return -1 if v is None else len(v)
-        if not t.sstables:
+        probes = t.bloom_probes()
+        if not probes:
             return -1
         h1, h2 = partition_hashes(key)
         mask = 0
         mask_probes = 0
-        for r in tuple(t.sstables):
-            bloom = r.bloom
-            if bloom.nprobes != mask_probes:
-                mask_probes = bloom.nprobes
-                mask = probe_mask(h2, mask_probes)
-            if bloom.words[h1 % bloom.nwords] & mask != mask:
+        for words, nwords, nprobes, r in probes:
+            if nprobes != mask_probes:
+                mask_probes = nprobes
+                mask = probe_mask(h2, nprobes)
+            if words[h1 % nwords] & mask != mask:
                 continue
             self.blind_write_reads_total += 1
             v = r.get_blocking(key)
@@ -562,7 +565,7 @@ class ShardStorage:
                 if v is not MISSING:
                     return None if type(v) is int else v
         row_cache = self._row_cache
-        ck = (t.incarnation, key)
+        ck = t.cache_prefix + key
         if row_cache.enabled:
             v = row_cache.get(ck)
             if v is not ABSENT:
@@ -603,7 +606,7 @@ class ShardStorage:
                 v = m.data.get(key, MISSING)
                 if v is not MISSING:
                     return None if type(v) is int else v
-            ck = (t.incarnation, key)
+            ck = t.cache_prefix + key
             v = self._row_cache.peek(ck)
             if v is not ABSENT:
                 return v
@@ -662,7 +665,7 @@ class ShardStorage:
         partitions = self._partitions
         if partition is None or not partitions.enabled:
             return await self._scan(t, start, end, start_exclusive, reverse, limit, max_bytes, partition)
-        ck = (t.incarnation, partition)
+        ck = t.cache_prefix + partition
         cached = partitions.get(ck)
         if cached is not None:
             return cached.read(start, start_exclusive, end, reverse, limit, max_bytes)
@@ -873,7 +876,7 @@ class ShardStorage:
             last_yield = loop.time()
             try:
                 i = 0
-                for key, value in m.data.items():
+                for key, value in m.items():
                     writer.add(key, value)
                     i += 1
                     if i & 63 == 0:
@@ -938,14 +941,14 @@ class ShardStorage:
         Scylla moves a flushed memtable into its cache: what was just written is
         read next from memory, not from the new SSTable.  Never evicts, so a full
         cache keeps its hot rows.  A row that a newer memtable holds is skipped;
-        each row is checked and inserted in one step, and any later write keeps
-        the entry current (update_if_present)."""
+        each row is checked and inserted in one step, and a later write drops
+        the entry again (the memtable then holds the row)."""
         cache = self._row_cache
         if not cache.enabled or self._closing:
             return
         loop = self._loop or asyncio.get_running_loop()
         last_yield = loop.time()
-        inc = t.incarnation
+        prefix = t.cache_prefix
         newer = [n.data for n in t.memtables_newest_first()]
         i = 0
         for key, value in m.data.items():
@@ -958,7 +961,7 @@ class ShardStorage:
                 newer = [n.data for n in t.memtables_newest_first()]   # may have changed
             if any([key in data for data in newer]):
                 continue
-            if not cache.fill((inc, key), None if type(value) is int else value):
+            if not cache.fill(prefix + key, None if type(value) is int else value):
                 return
 
     def _trim_heap(self) -> None:

@@ -126,6 +126,14 @@ def check_write(svc, table_id: str, key: bytes) -> None:
             table.single_write(entry, (table_id, key))
 
 
+def _token_record(token: str, entry: list) -> bytes:
+    """A KIND_TOKEN record of a token's entry: its outcome ("d"), or its claim ("p")."""
+    digest, state, expires, tx, coordinator = entry[:5]
+    if state == "done":
+        return orjson.dumps({"t": token, "h": digest, "e": expires})
+    return orjson.dumps({"t": token, "h": digest, "e": expires, "s": "p", "x": tx, "c": coordinator})
+
+
 def _decision_record(decision: Decision) -> bytes:
     record = {"tx": decision.tx, "p": sorted(decision.participants)}
     if decision.token is not None:
@@ -141,8 +149,9 @@ class TransactionTable:
         self.intents: dict[str, Intent] = {}
         self.decisions: dict[str, Decision] = {}
         self.preparing: set[str] = set()          # coordinated here, not decided yet
-        # token -> [digest, state, expires (wall clock), transaction id, coordinator shard]
-        # (the last two for an entry in progress, so a later claim can ask what became of it)
+        # token -> [digest, state, expires (wall clock), transaction id, coordinator shard,
+        # segment] (id and coordinator for an entry in progress, so a later claim can ask what
+        # became of it; segment: where it was last logged, None if it was not)
         self.tokens: dict[str, list] = {}
         self.read_holds: dict[str, tuple] = {}    # TransactGetItems token -> (since, [(lock key, ReadLock, index)])
         self.svc = None
@@ -452,12 +461,11 @@ class TransactionTable:
             entry = None
         if entry is None:
             expires = now + TOKEN_LIFETIME
-            self.tokens[token] = [digest, "progress", expires, tx, coordinator]
+            entry = self.tokens[token] = [digest, "progress", expires, tx, coordinator, None]
             if tx is not None:
                 # Logged, so that after a restart a retry asks tx's coordinator whether
                 # it committed instead of running the request a second time.
-                self._log(KIND_TOKEN, orjson.dumps({"t": token, "h": digest, "e": expires, "s": "p",
-                                                    "x": tx, "c": coordinator}))
+                entry[5] = self._log(KIND_TOKEN, _token_record(token, entry))
             return "new"
         if entry[0] != digest:
             return "mismatch"
@@ -501,8 +509,8 @@ class TransactionTable:
                 self._log(KIND_TOKEN, orjson.dumps({"t": token, "s": "f"}))
             return
         expires = time.time() + TOKEN_LIFETIME
-        self.tokens[token] = [digest, "done", expires, None, None]
-        self._log(KIND_TOKEN, orjson.dumps({"t": token, "h": digest, "e": expires}))
+        entry = self.tokens[token] = [digest, "done", expires, None, None, None]
+        entry[5] = self._log(KIND_TOKEN, _token_record(token, entry))
 
     # ------------------------------------------------------------ replay
 
@@ -538,8 +546,9 @@ class TransactionTable:
             if state == "f":
                 self.tokens.pop(record["t"], None)
             elif record["e"] > time.time():
-                self.tokens[record["t"]] = ([record["h"], "done", record["e"], None, None] if state == "d" else
-                                            [record["h"], "progress", record["e"], record["x"], record["c"]])
+                # segment 0: older than any active segment, so the first sweep logs it again
+                self.tokens[record["t"]] = ([record["h"], "done", record["e"], None, None, 0] if state == "d" else
+                                            [record["h"], "progress", record["e"], record["x"], record["c"], 0])
 
     # ------------------------------------------------------------ background: resolve, re-log, expire
 
@@ -579,6 +588,11 @@ class TransactionTable:
         wall = time.time()
         for token in [t for t, e in self.tokens.items() if e[2] < wall]:
             del self.tokens[token]
+        for token, entry in self.tokens.items():
+            # a logged claim or outcome (entry[5] is its segment) outlives its segment as the
+            # intents and decisions do: a retry after a restart must still find it
+            if entry[5] is not None and entry[5] < active:
+                entry[5] = self._log(KIND_TOKEN, _token_record(token, entry))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
