@@ -340,7 +340,8 @@ class Fabric:
         self._on_frame = [partial(self._dispatch, p) for p in range(nshards)]
         self._tasks: set = set()
         self._next_id = 1
-        self._tick_handle = None
+        self._tick_handle = None        # the next tick, scheduled with call_soon
+        self._watchdog = None           # the slow re-check timer, once set until it fires
         self._started = False
         self._stopped = False
         self._sent = [0] * nshards
@@ -378,6 +379,9 @@ class Fabric:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for p in self._peers:
             self._fail_peer(p, "fabric stopped")
         tasks = list(self._tasks)
@@ -509,12 +513,10 @@ class Fabric:
             self._kick()
 
     def _kick(self) -> None:
-        """Run a tick soon: new frames to flush (a pending watchdog timer is too late)."""
+        """Run a tick soon: new frames to flush (the watchdog timer is too late)."""
         if self._in_tick:
             return
-        if self._tick_handle is None or self._watchdog_armed:
-            if self._tick_handle is not None:
-                self._tick_handle.cancel()
+        if self._tick_handle is None:
             self._watchdog_armed = False
             self._tick_handle = self._loop.call_soon(self._tick)
 
@@ -568,11 +570,19 @@ class Fabric:
                 # Outstanding work (a backlog waiting for ring space, requests
                 # waiting for replies) is re-checked on a slow timer as well as
                 # by doorbells, so a wake-up lost anywhere costs milliseconds
-                # instead of a hang; recoveries are counted in stats().
-                self._tick_handle = self._loop.call_later(WATCHDOG_SECONDS, self._tick)
+                # instead of a hang; recoveries are counted in stats().  The
+                # timer stays set until it fires, not re-made for every sleep:
+                # firing early for a later sleep costs one tick.
                 self._watchdog_armed = True
+                if self._watchdog is None:
+                    self._watchdog = self._loop.call_later(WATCHDOG_SECONDS, self._on_watchdog)
                 return
         self._watchdog_armed = False
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self._watchdog_armed and self._tick_handle is None:
+            self._tick()
 
     def _drain_incoming(self) -> bool:
         drained = None
