@@ -443,7 +443,8 @@ class Fabric:
         tx.put(KIND_REQUEST, rid, verb, payload)
         self._sent[shard] += 1
         self._dirty.add(shard)
-        self._kick()
+        if self._tick_handle is None and not self._in_tick:    # else a tick will flush it
+            self._kick()
         return fut
 
     async def broadcast(self, verb: bytes, payload: bytes) -> list[bytes]:
@@ -714,7 +715,8 @@ class Fabric:
         # out only after before_publish (the commit log's barrier) has run.
         self._replies.append((src, state, rid, reply, exc))
         self._dirty.add(src)
-        self._kick()
+        if self._tick_handle is None and not self._in_tick:    # else a tick will flush it
+            self._kick()
 
     def _put_replies(self, acknowledged: bool) -> None:
         """Put the held replies on their rings; as errors when ``acknowledged`` is False."""
