@@ -314,6 +314,7 @@ class Fabric:
         self._rings_seg = AttachedSegment(segments.rings_name)
         self._ctl = self._ctl_seg.buf.cast("Q")
         self._sleep_idx = layout.sleeping(shard_id)
+        self._sleeping_idx = [layout.sleeping(p) for p in range(nshards)]
         self._peers = [p for p in range(nshards) if p != shard_id]
         self._tx: list[RingWriter | None] = [None] * nshards
         self._rx: list[RingReader | None] = [None] * nshards
@@ -558,12 +559,13 @@ class Fabric:
         # comes back within microseconds, and a doorbell wake-up costs tens.
         # Without an idle-poll window, a tick that drained goes straight to
         # arming sleep, whose re-check catches frames that arrived meanwhile.
-        now = time.perf_counter()
-        if drained:
-            self._last_busy = now
-        if retry or (drained and self._idle_poll_s > 0):
-            self._tick_handle = self._loop.call_soon(self._tick)
-        elif now - self._last_busy < self._idle_poll_s:
+        poll = False
+        if self._idle_poll_s:   # with no window (the server's default), no clock either
+            now = time.perf_counter()
+            if drained:
+                self._last_busy = now
+            poll = drained or now - self._last_busy < self._idle_poll_s
+        if retry or poll:
             self._tick_handle = self._loop.call_soon(self._tick)
         else:
             self._arm_sleep()
@@ -635,14 +637,15 @@ class Fabric:
             if self._space_waiters[p] and tx.backlog_bytes < self._ring_bytes:
                 self._wake_space_waiters(p)
         if published is not None:
-            # A reply is likely soon: count sending as traffic for idle polling.
-            self._last_busy = time.perf_counter()
+            if self._idle_poll_s:
+                # A reply is likely soon: count sending as traffic for idle polling.
+                self._last_busy = time.perf_counter()
             self._batches_flushed += len(published)
             full_fence()  # store-tail then read-sleeping, against the receiver's reverse
             ctl = self._ctl
-            layout = self._layout
+            sleeping = self._sleeping_idx
             for p in published:
-                if ctl[layout.sleeping(p)]:
+                if ctl[sleeping[p]]:
                     doorbell.ring(self._fds[p])
                     self._doorbells_rung += 1
         return retry
