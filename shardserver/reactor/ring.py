@@ -231,7 +231,8 @@ class RingWriter:
                     # go straight into the ring, with no bytes of their own.
                     data = ring.data
                     FRAME_HEADER.pack_into(data, off, plen, kind, vlen, 0, request_id)
-                    data[off + FRAME_HEADER_BYTES:off + hlen] = verb
+                    if vlen:    # replies have none
+                        data[off + FRAME_HEADER_BYTES:off + hlen] = verb
                     data[off + hlen:off + need] = payload
                 else:
                     ring.write_at(tail, FRAME_HEADER.pack(plen, kind, vlen, 0, request_id) + verb)

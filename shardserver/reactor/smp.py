@@ -314,6 +314,7 @@ class Fabric:
         self._rings_seg = AttachedSegment(segments.rings_name)
         self._ctl = self._ctl_seg.buf.cast("Q")
         self._sleep_idx = layout.sleeping(shard_id)
+        self._sleeping_idx = [layout.sleeping(p) for p in range(nshards)]
         self._peers = [p for p in range(nshards) if p != shard_id]
         self._tx: list[RingWriter | None] = [None] * nshards
         self._rx: list[RingReader | None] = [None] * nshards
@@ -340,7 +341,8 @@ class Fabric:
         self._on_frame = [partial(self._dispatch, p) for p in range(nshards)]
         self._tasks: set = set()
         self._next_id = 1
-        self._tick_handle = None
+        self._tick_handle = None        # the next tick, scheduled with call_soon
+        self._watchdog = None           # the slow re-check timer, once set until it fires
         self._started = False
         self._stopped = False
         self._sent = [0] * nshards
@@ -378,6 +380,9 @@ class Fabric:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for p in self._peers:
             self._fail_peer(p, "fabric stopped")
         tasks = list(self._tasks)
@@ -439,7 +444,8 @@ class Fabric:
         tx.put(KIND_REQUEST, rid, verb, payload)
         self._sent[shard] += 1
         self._dirty.add(shard)
-        self._kick()
+        if self._tick_handle is None and not self._in_tick:    # else a tick will flush it
+            self._kick()
         return fut
 
     async def broadcast(self, verb: bytes, payload: bytes) -> list[bytes]:
@@ -509,12 +515,10 @@ class Fabric:
             self._kick()
 
     def _kick(self) -> None:
-        """Run a tick soon: new frames to flush (a pending watchdog timer is too late)."""
+        """Run a tick soon: new frames to flush (the watchdog timer is too late)."""
         if self._in_tick:
             return
-        if self._tick_handle is None or self._watchdog_armed:
-            if self._tick_handle is not None:
-                self._tick_handle.cancel()
+        if self._tick_handle is None:
             self._watchdog_armed = False
             self._tick_handle = self._loop.call_soon(self._tick)
 
@@ -555,12 +559,13 @@ class Fabric:
         # comes back within microseconds, and a doorbell wake-up costs tens.
         # Without an idle-poll window, a tick that drained goes straight to
         # arming sleep, whose re-check catches frames that arrived meanwhile.
-        now = time.perf_counter()
-        if drained:
-            self._last_busy = now
-        if retry or (drained and self._idle_poll_s > 0):
-            self._tick_handle = self._loop.call_soon(self._tick)
-        elif now - self._last_busy < self._idle_poll_s:
+        poll = False
+        if self._idle_poll_s:   # with no window (the server's default), no clock either
+            now = time.perf_counter()
+            if drained:
+                self._last_busy = now
+            poll = drained or now - self._last_busy < self._idle_poll_s
+        if retry or poll:
             self._tick_handle = self._loop.call_soon(self._tick)
         else:
             self._arm_sleep()
@@ -568,11 +573,19 @@ class Fabric:
                 # Outstanding work (a backlog waiting for ring space, requests
                 # waiting for replies) is re-checked on a slow timer as well as
                 # by doorbells, so a wake-up lost anywhere costs milliseconds
-                # instead of a hang; recoveries are counted in stats().
-                self._tick_handle = self._loop.call_later(WATCHDOG_SECONDS, self._tick)
+                # instead of a hang; recoveries are counted in stats().  The
+                # timer stays set until it fires, not re-made for every sleep:
+                # firing early for a later sleep costs one tick.
                 self._watchdog_armed = True
+                if self._watchdog is None:
+                    self._watchdog = self._loop.call_later(WATCHDOG_SECONDS, self._on_watchdog)
                 return
         self._watchdog_armed = False
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self._watchdog_armed and self._tick_handle is None:
+            self._tick()
 
     def _drain_incoming(self) -> bool:
         drained = None
@@ -624,14 +637,15 @@ class Fabric:
             if self._space_waiters[p] and tx.backlog_bytes < self._ring_bytes:
                 self._wake_space_waiters(p)
         if published is not None:
-            # A reply is likely soon: count sending as traffic for idle polling.
-            self._last_busy = time.perf_counter()
+            if self._idle_poll_s:
+                # A reply is likely soon: count sending as traffic for idle polling.
+                self._last_busy = time.perf_counter()
             self._batches_flushed += len(published)
             full_fence()  # store-tail then read-sleeping, against the receiver's reverse
             ctl = self._ctl
-            layout = self._layout
+            sleeping = self._sleeping_idx
             for p in published:
-                if ctl[layout.sleeping(p)]:
+                if ctl[sleeping[p]]:
                     doorbell.ring(self._fds[p])
                     self._doorbells_rung += 1
         return retry
@@ -704,7 +718,8 @@ class Fabric:
         # out only after before_publish (the commit log's barrier) has run.
         self._replies.append((src, state, rid, reply, exc))
         self._dirty.add(src)
-        self._kick()
+        if self._tick_handle is None and not self._in_tick:    # else a tick will flush it
+            self._kick()
 
     def _put_replies(self, acknowledged: bool) -> None:
         """Put the held replies on their rings; as errors when ``acknowledged`` is False."""
