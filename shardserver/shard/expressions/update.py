@@ -76,11 +76,20 @@ def _bind_value(node, ctx, in_list_append: bool = False):
     # Arguments are resolved before the function's own checks, as DynamoDB
     # reports an undefined :value before a misplaced one.
     if node.name == "if_not_exists":
-        fallback, _ = _bind_value(node.args[1], ctx, in_list_append)
+        fallback, default = _bind_value(node.args[1], ctx, in_list_append)
         if node.args[0].__class__ is not ast.Path:
             _bind_value(node.args[0], ctx, in_list_append)
             raise invalid(KIND, "Operator or function requires a document path; operator or function: if_not_exists")
-        get = path_getter(ctx.resolve_path(node.args[0].elements, KIND))
+        path = ctx.resolve_path(node.args[0].elements, KIND)
+        if default is not None and len(path) == 1:
+            # The counter idiom, if_not_exists(a, :zero): one call, no getters.
+            name = path[0]
+
+            def if_not_exists(item):
+                value = item.get(name)
+                return value if value is not None else default
+            return if_not_exists, None
+        get = path_getter(path)
 
         def if_not_exists(item):
             value = get(item)
@@ -107,6 +116,16 @@ def _bind_arith(node: ast.Arith, ctx):
         if literal is not None and kind_of(literal) != "N":
             raise operand_type_error(KIND, node.op, literal)
     subtract = node.op == "-"
+    if c2 is not None:
+        # a + :literal (the counter idiom): the literal's number is known now.
+        y = c2["N"]
+
+        def arith_literal(item):
+            x = left(item).get("N")
+            if x is None:
+                raise ValidationException(WRONG_DATA_TYPE)
+            return {"N": add_numbers(x, y, subtract)}
+        return arith_literal
 
     def arith(item):
         a, b = left(item), right(item)
@@ -279,14 +298,15 @@ def _check_size(new: dict, touched: set, old_size_bound: int | None) -> None:
 def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound: int | None = None) -> dict:
     check_key_updates(bound, key_names)
     old = item if item is not None else {}
-    values = [fn(old) for _, fn in bound.sets]
     new = dict(old)
     nested = []
-    for (path, _), value in zip(bound.sets, values):
+    # Right-hand sides read the old item, never the new one, so each value
+    # can be stored as soon as it is computed.
+    for path, fn in bound.sets:
         if len(path) == 1:
-            new[path[0]] = value
+            new[path[0]] = fn(old)
         else:
-            nested.append(("SET", path, value))
+            nested.append(("SET", path, fn(old)))
     for path in bound.removes:
         if len(path) == 1:
             new.pop(path[0], None)
