@@ -156,6 +156,21 @@ def test_result_over_400kb_rejected(ddb, doc):
     assert "big2" not in item and item["big1"] == big
 
 
+def test_400kb_limit_counts_dynamodb_size_not_json(ddb, hash_table):
+    # A quote is one byte of DynamoDB size and two of JSON: this item's JSON is
+    # over 400 KB while its size is not, so only the exact count decides.
+    key = {"pk": S("quotes")}
+    quoted = S('"' * 300_000)
+    update(ddb, hash_table, "SET q = :v", {":v": quoted}, key=key)
+    update(ddb, hash_table, "SET #c = if_not_exists(#c, :zero) + :one", {":zero": N(0), ":one": N(1)},
+           names={"#c": "cnt"}, key=key)
+    assert get(ddb, hash_table, key) == {"pk": S("quotes"), "q": quoted, "cnt": N(1)}
+    with pytest.raises(ClientError) as e:
+        update(ddb, hash_table, "SET r = :v", {":v": S('"' * 110_000)}, key=key)
+    assert error_of(e) == ("ValidationException", "Item size to update has exceeded the maximum allowed size")
+    assert get(ddb, hash_table, key) == {"pk": S("quotes"), "q": quoted, "cnt": N(1)}
+
+
 # Every rejected request: DynamoDB's type and message, and the item untouched.
 LONG_SET = "SET " + ", ".join(f"attr{i} = :v" for i in range(400))
 BAD = [

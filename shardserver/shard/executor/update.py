@@ -27,21 +27,23 @@ async def update_item(svc, request: dict) -> bytes:
     metrics = capacity.wants_collection_metrics(request, schema)
     prepared = svc.prepare_expressions(request, schema, "UpdateItem")
     table_id = schema.table_id
-    key_names = set(schema.key_names)
+    key_names = schema.key_names
 
     stored = await svc.storage.get(table_id, key)
     # From here to storage.put nothing awaits: no other write to this item can slip in.
     old = orjson.loads(stored) if stored is not None else None
     prepared.check_condition(old)
-    base = old if old is not None else {name: key_av[name] for name in schema.key_names}
+    base = old if old is not None else {name: key_av[name] for name in key_names}
+    encoded = None
     if prepared.update is not None and old is None and prepared.only_removes():
         # Nothing to remove from an absent item, so DynamoDB does not look at
         # the paths: REMOVE x.y succeeds (key attributes were refused in prepare).
         new, touched = base, set()
     elif prepared.update is not None:
-        # The stored JSON is longer than the item's DynamoDB size: a cheap bound for the 400 KB check.
-        new, touched = ex.apply_update(prepared.update, base, None, key_names,
-                                       len(stored) if stored is not None else None)
+        # The new item's JSON, made for storage anyway, bounds its size for the 400 KB check.
+        new, touched = ex.apply_update(prepared.update, base, None, key_names, check_size=False)
+        encoded = orjson.dumps(new)
+        ex.check_updated_size(new, len(encoded))
     elif prepared.legacy_updates is not None:
         new, touched = ex.apply_attribute_updates(prepared.legacy_updates, base, key_names)
     else:
@@ -49,10 +51,10 @@ async def update_item(svc, request: dict) -> bytes:
     if old is None and prepared.only_removes():
         new = None          # nothing to remove from an absent item: it stays absent
     else:
-        # apply_update / apply_attribute_updates already enforced the 400 KB limit on the result.
+        # The 400 KB limit on the result is already enforced (check_updated_size, apply_attribute_updates).
         svc.check_index_keys(schema, new, by_update=True)
         check_write(svc, table_id, key)
-        svc.storage.put(table_id, key, orjson.dumps(new))
+        svc.storage.put(table_id, key, encoded if encoded is not None else orjson.dumps(new))
         svc.after_write(schema, key, old, new)
         await svc.storage.sync()
 

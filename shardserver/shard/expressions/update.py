@@ -295,7 +295,8 @@ def _check_size(new: dict, touched: set, old_size_bound: int | None) -> None:
         raise ValidationException(ITEM_TOO_LARGE)
 
 
-def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound: int | None = None) -> dict:
+def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound: int | None = None,
+               check_size: bool = True) -> dict:
     check_key_updates(bound, key_names)
     old = item if item is not None else {}
     new = dict(old)
@@ -330,20 +331,31 @@ def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound:
             nested.append(("DELETE", path, av))
     if nested:
         _apply_nested(new, nested, item is None)
-    _check_size(new, bound.touched, old_size_bound)
+    if check_size:
+        _check_size(new, bound.touched, old_size_bound)
     return new
 
 
-def apply_update(upd, item: dict | None, ctx, key_names, old_size_bound: int | None = None) -> tuple[dict, set]:
+def apply_update(upd, item: dict | None, ctx, key_names, old_size_bound: int | None = None,
+                 check_size: bool = True) -> tuple[dict, set]:
     """(new item, top-level attribute names the update touched).
 
     upd is a parsed UpdateExpr (bound against ctx once per request) or a
     BoundUpdate.  item None means the item does not exist (upsert).
     old_size_bound, when given, is an upper bound of the old item's size
     (its stored JSON length is one); it lets the 400 KB check skip the
-    attributes the update did not touch."""
+    attributes the update did not touch.  check_size=False leaves the 400 KB
+    check to the caller, which must then call check_updated_size."""
     bound = upd if upd.__class__ is BoundUpdate else ctx.bound(upd, bind_update)
-    return run_update(bound, item, key_names, old_size_bound), bound.touched
+    return run_update(bound, item, key_names, old_size_bound, check_size), bound.touched
+
+
+def check_updated_size(new: dict, json_length: int) -> None:
+    """The 400 KB limit on an updated item whose JSON encoding is json_length
+    bytes: that length is never less than the item's DynamoDB size, so only a
+    long encoding needs the exact count (for a caller that encodes the item anyway)."""
+    if json_length > MAX_ITEM_SIZE and item_size(new) > MAX_ITEM_SIZE:
+        raise ValidationException(ITEM_TOO_LARGE)
 
 
 def updated_values(old: dict | None, new: dict, upd, ctx, which: str) -> dict:
