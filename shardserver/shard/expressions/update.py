@@ -35,7 +35,7 @@ _TYPE_WORDS = {"S": "STRING", "N": "NUMBER", "B": "BINARY", "BOOL": "BOOLEAN", "
 
 
 class BoundUpdate:
-    __slots__ = ("sets", "removes", "adds", "deletes", "paths", "touched", "_tree")
+    __slots__ = ("sets", "removes", "adds", "deletes", "paths", "touched", "top_level_sets", "_tree")
 
     def __init__(self, sets, removes, adds, deletes):
         self.sets = sets            # [(path, value_fn)]
@@ -44,6 +44,9 @@ class BoundUpdate:
         self.deletes = deletes      # [(path, av)]
         self.paths = [p for p, _ in sets] + list(removes) + [p for p, _ in adds] + [p for p, _ in deletes]
         self.touched = {p[0] for p in self.paths}
+        # [(name, value_fn)] when the update only SETs top-level attributes (counters, flags), else None.
+        self.top_level_sets = None if removes or adds or deletes or any(len(p) > 1 for p, _ in sets) \
+            else [(p[0], fn) for p, fn in sets]
         self._tree = None
 
     @property
@@ -300,6 +303,12 @@ def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound:
     check_key_updates(bound, key_names)
     old = item if item is not None else {}
     new = dict(old)
+    if bound.top_level_sets is not None:
+        for name, fn in bound.top_level_sets:
+            new[name] = fn(old)
+        if check_size:
+            _check_size(new, bound.touched, old_size_bound)
+        return new
     nested = []
     # Right-hand sides read the old item, never the new one, so each value
     # can be stored as soon as it is computed.
