@@ -14,6 +14,7 @@ from shardserver.shard import expressions as ex
 from shardserver.shard.executor import capacity, operation
 from shardserver.shard.executor.items import addressed_item, response, return_values, route_to_item
 from shardserver.shard.transactions import check_write
+from shardserver.shard.values import MAX_ITEM_SIZE
 
 ALL_RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
 
@@ -29,8 +30,21 @@ async def update_item(svc, request: dict) -> bytes:
     table_id = schema.table_id
     key_names = schema.key_names
 
+    # A counter update nobody needs the old or new item of (no condition, no
+    # ReturnValues, no capacity, no index or stream) may be applied to the stored JSON.
+    counter = prepared.update.counter if prepared.update is not None else None
+    if counter is not None and (prepared.condition is not None or rv != "NONE" or mode != "NONE" or metrics):
+        counter = None
+
     stored = await svc.storage.get(table_id, key)
     # From here to storage.put nothing awaits: no other write to this item can slip in.
+    if counter is not None and stored is not None and not svc.needs_old_image(schema):
+        encoded = _add_to_stored_counter(stored, counter)
+        if encoded is not None:
+            check_write(svc, table_id, key)
+            svc.storage.put(table_id, key, encoded)
+            await svc.storage.sync()
+            return b"{}"
     old = orjson.loads(stored) if stored is not None else None
     prepared.check_condition(old)
     base = old if old is not None else {name: key_av[name] for name in key_names}
@@ -74,6 +88,32 @@ async def update_item(svc, request: dict) -> bytes:
     if metrics:
         fields["ItemCollectionMetrics"] = await capacity.collection_metrics(svc, schema, key_av[schema.hash_key])
     return response(fields)
+
+
+def _add_to_stored_counter(stored: bytes, counter: tuple) -> bytes | None:
+    """The stored item JSON with a counter update (expressions' BoundUpdate.counter) applied,
+    or None to decode the item and apply the update instead.
+
+    Only the common case is taken: the counter is the item's last attribute, a small
+    integer, as it is once a counter has been added to an item.  Storage keeps items
+    as orjson's compact JSON of the item, where a quote that is not escaped always
+    delimits a string; with a plain name (no character of it can follow a closing
+    quote), a text ending in ,"name":{"N":"<integer>"}} therefore ends with the
+    top-level attribute "name", and the answer is the bytes orjson.dumps of the
+    updated item would give (an attribute keeps its place when it is set).
+    """
+    name, delta = counter
+    marker = b',"' + name.encode() + b'":{"N":"'
+    at = stored.rfind(marker)
+    if at < 0 or not stored.endswith(b'"}}'):
+        return None
+    start = at + len(marker)
+    number = stored[start:-3]
+    if len(number) >= 18 or not (number.isdigit() or number[:1] == b"-" and number[1:].isdigit()):
+        return None
+    encoded = b"".join((stored[:start], str(int(number) + delta).encode(), b'"}}'))
+    # JSON is never shorter than the DynamoDB size: under the limit here, under it there.
+    return encoded if len(encoded) <= MAX_ITEM_SIZE else None
 
 
 def _updated(prepared, old: dict | None, new: dict, touched: set, which: str) -> dict:

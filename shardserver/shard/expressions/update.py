@@ -12,9 +12,12 @@ only the top-level attributes a nested path writes into.
 
 from __future__ import annotations
 
+import re
+
 from shardserver.errors import ValidationException
 from shardserver.shard.expressions import ast
-from shardserver.shard.expressions.compare import SET_TYPES, add_numbers, kind_of, set_difference, set_union
+from shardserver.shard.expressions.compare import (
+    SET_TYPES, add_numbers, is_small_integer, kind_of, set_difference, set_union)
 from shardserver.shard.expressions.conditions import check_function, operand_type_error, path_getter
 from shardserver.shard.expressions.parser import invalid
 from shardserver.shard.expressions.paths import check_paths
@@ -35,7 +38,7 @@ _TYPE_WORDS = {"S": "STRING", "N": "NUMBER", "B": "BINARY", "BOOL": "BOOLEAN", "
 
 
 class BoundUpdate:
-    __slots__ = ("sets", "removes", "adds", "deletes", "paths", "touched", "top_level_sets", "_tree")
+    __slots__ = ("sets", "removes", "adds", "deletes", "paths", "touched", "top_level_sets", "counter", "_tree")
 
     def __init__(self, sets, removes, adds, deletes):
         self.sets = sets            # [(path, value_fn)]
@@ -47,6 +50,7 @@ class BoundUpdate:
         # [(name, value_fn)] when the update only SETs top-level attributes (counters, flags), else None.
         self.top_level_sets = None if removes or adds or deletes or any(len(p) > 1 for p, _ in sets) \
             else [(p[0], fn) for p, fn in sets]
+        self.counter = None         # (name, delta): see _counter_of
         self._tree = None
 
     @property
@@ -166,7 +170,38 @@ def bind_update(upd: ast.UpdateExpr, ctx) -> BoundUpdate:
         deletes.append((resolved, av))
     bound = BoundUpdate(sets, removes, adds, deletes)
     check_paths(bound.paths, KIND)
+    bound.counter = _counter_of(upd, bound, ctx)
     return bound
+
+
+# Attribute names JSON writes as themselves between quotes, none of whose
+# characters may follow a string's closing quote.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+
+
+def _counter_of(upd: ast.UpdateExpr, bound: BoundUpdate, ctx):
+    """(name, delta) when the update is the counter idiom alone, ``SET a = a + :n`` or
+    ``SET a = if_not_exists(a, :v) + :n`` (or -) on a top-level attribute with :n a
+    small integer and a plain name (_PLAIN_NAME): on an item whose ``a`` is a small
+    integer, the update sets it to a + delta and does nothing else, so a caller may
+    apply it to the item's JSON without decoding it."""
+    if len(upd.sets) != 1 or bound.top_level_sets is None:
+        return None
+    (name, _), = bound.top_level_sets
+    if not _PLAIN_NAME.match(name):
+        return None
+    value = upd.sets[0][1]
+    if value.__class__ is not ast.Arith or value.right.__class__ is not ast.ValueRef:
+        return None
+    read = value.left
+    if read.__class__ is ast.Call and read.name == "if_not_exists":
+        read = read.args[0]         # binding checked it is (path, operand)
+    if read.__class__ is not ast.Path or ctx.resolve_path(read.elements, KIND) != (name,):
+        return None
+    number = ctx.values[value.right.name]["N"]      # binding checked it is a number
+    if len(number) >= 18 or not is_small_integer(number):
+        return None
+    return name, -int(number) if value.op == "-" else int(number)
 
 
 # ------------------------------------------------------------ application
