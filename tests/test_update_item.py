@@ -265,22 +265,25 @@ def test_repeated_request_uses_parse_cache(ddb, doc):
 COUNTER = "SET #c = if_not_exists(#c, :zero) + :one"
 
 
+@pytest.mark.parametrize("adds", [False, True])
 @pytest.mark.parametrize("name,start,step", [
     ("cnt", None, 1), ("cnt", N(-2), 1), ("cnt", N(7), -3), ("cnt", N("9" * 17), 1), ("cnt", N("1.5"), 1),
     ("c nt", N(4), 1), ("a.b-c_9", N(4), 1),
 ])
-def test_counter_updates(ddb, hash_table, name, start, step):
-    # The counter idiom is applied to the stored JSON when the counter is the item's last
+def test_counter_updates(ddb, hash_table, name, start, step, adds):
+    # The counter idioms are applied to the stored JSON when the counter is the item's last
     # attribute: every item must end as the general path leaves it, attribute order included.
-    fast, general = {"pk": S(f"counter-{name}-{start}")}, {"pk": S(f"counter-general-{name}-{start}")}
+    fast, general = ({"pk": S(f"counter-{way}-{adds}-{name}-{start}")} for way in ("fast", "general"))
     items = {"pk": None, "s": S('x,"cnt":{"N":"5"}}'), "m": {"M": {"cnt": N(5)}}}
     for key in (fast, general):
         item = dict(items, pk=key["pk"])
         if start is not None:
             item[name] = start
         ddb.put_item(TableName=hash_table, Item=item)
-    values = {":zero": N(0), ":one": N(abs(step))}
-    text = COUNTER.replace("+", "+" if step > 0 else "-")
+    if adds:
+        values, text = {":one": N(step)}, "ADD #c :one"
+    else:
+        values, text = {":zero": N(0), ":one": N(abs(step))}, COUNTER.replace("+", "+" if step > 0 else "-")
     for _ in range(3):
         update(ddb, hash_table, text, values, {"#c": name}, key=fast)
         update(ddb, hash_table, text, values, {"#c": name}, key=general, ReturnValues="ALL_NEW")
@@ -321,9 +324,11 @@ def test_counter_update_checks_what_it_skips(ddb, hash_table):
                ConditionExpression="#c = :zero")
     assert error_of(e)[0] == "ConditionalCheckFailedException"
     ddb.put_item(TableName=hash_table, Item={"pk": S("counter-checks"), "cnt": S("41")})
-    with pytest.raises(ClientError) as e:
-        update(ddb, hash_table, COUNTER, {":zero": N(0), ":one": N(1)}, {"#c": "cnt"}, key=key)
-    assert error_of(e) == ("ValidationException", "An operand in the update expression has an incorrect data type")
+    for text, values in ((COUNTER, {":zero": N(0), ":one": N(1)}), ("ADD #c :one", {":one": N(1)})):
+        with pytest.raises(ClientError) as e:
+            update(ddb, hash_table, text, values, {"#c": "cnt"}, key=key)
+        assert error_of(e) == ("ValidationException",
+                               "An operand in the update expression has an incorrect data type")
     assert get(ddb, hash_table, key)["cnt"] == S("41")
 
 

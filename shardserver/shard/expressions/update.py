@@ -180,11 +180,18 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
 
 
 def _counter_of(upd: ast.UpdateExpr, bound: BoundUpdate, ctx):
-    """(name, delta) when the update is the counter idiom alone, ``SET a = a + :n`` or
-    ``SET a = if_not_exists(a, :v) + :n`` (or -) on a top-level attribute with :n a
-    small integer and a plain name (_PLAIN_NAME): on an item whose ``a`` is a small
-    integer, the update sets it to a + delta and does nothing else, so a caller may
-    apply it to the item's JSON without decoding it."""
+    """(name, delta) when the update is a counter idiom alone, ``ADD a :n``,
+    ``SET a = a + :n`` or ``SET a = if_not_exists(a, :v) + :n`` (or -) on a top-level
+    attribute with :n a small integer and a plain name (_PLAIN_NAME): on an item whose
+    ``a`` is a small integer, the update sets it to a + delta and does nothing else, so
+    a caller may apply it to the item's JSON without decoding it."""
+    if len(bound.adds) == 1 and not (bound.sets or bound.removes or bound.deletes):
+        (path, av), = bound.adds
+        number = av.get("N")
+        if len(path) == 1 and _PLAIN_NAME.match(path[0]) and number is not None and len(number) < 18 \
+                and is_small_integer(number):
+            return path[0], int(number)
+        return None
     if len(upd.sets) != 1 or bound.top_level_sets is None:
         return None
     (name, _), = bound.top_level_sets
