@@ -100,6 +100,26 @@ def test_key_condition_errors(text, values, message):
     assert info.value.message == message
 
 
+def test_partition_only_key_condition():
+    # One partition is checked by a shortcut; every way to fail it keeps the general path's error.
+    mismatch = "One or more parameter values were invalid: Condition parameter type does not match schema type"
+    empty = ("One or more parameter values are not valid. The AttributeValue for a key attribute cannot "
+             "contain an empty string value. Key: p")
+    assert kc("p = :p", {":p": {"S": "k"}}) == ({"S": "k"}, None, [])
+    assert kc("p = :p", {":p": {"N": "1"}}, types={"p": "N"}) == ({"N": "1"}, None, [])
+    for types, value, message in (({"p": "S"}, {"N": "1"}, mismatch), ({"p": "S"}, {"S": ""}, empty),
+                                  ({"p": "S"}, {"BOOL": True}, mismatch), ({"c": "N"}, {"BOOL": True}, mismatch),
+                                  ({"p": "B"}, {"S": "k"}, mismatch)):
+        with pytest.raises(ValidationException) as info:
+            kc("p = :p", {":p": value}, types=types)
+        assert info.value.message == message, (types, value)
+    assert kc("p = :p", {":p": {"S": "k"}}, types={"c": "N"}) == ({"S": "k"}, None, [])   # p's type unknown
+    with pytest.raises(ValidationException) as info:
+        key_conditions_parts({"p": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": ""}]}}, "p", None,
+                             {"p": "S"})
+    assert info.value.message == empty
+
+
 def test_legacy_key_conditions():
     p = {"S": "k"}
     assert key_conditions_parts({"p": {"ComparisonOperator": "EQ", "AttributeValueList": [p]},

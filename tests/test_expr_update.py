@@ -186,6 +186,26 @@ def test_if_not_exists_and_list_append():
     assert update("SET b = if_not_exists(b, :v) + :v", item, {":v": N(3)})[0]["b"] == N(6)
 
 
+def test_counter_idiom():
+    # if_not_exists(path, :literal) and path +/- :literal have their own closures: every case of the general ones.
+    text = "SET c = if_not_exists(c, :zero) + :one, d = if_not_exists(m.d, :zero) - :one, e = c - :one"
+    values = {":zero": N(0), ":one": N(1)}
+    new, _ = update(text, {"c": N(41), "m": M(d=N("-2.5"))}, values)
+    assert (new["c"], new["d"], new["e"]) == (N(42), N("-3.5"), N(40))
+    new, _ = update(text, {"c": N(-1), "m": M()}, values)
+    assert (new["c"], new["d"], new["e"]) == (N(0), N(-1), N(-2))
+    assert update("SET c = if_not_exists(c, :s)", {}, {":s": S("x")})[0] == {"c": S("x")}
+    assert error("SET c = if_not_exists(c, :zero) + :one", {"c": S("41")}, values) == (
+        "An operand in the update expression has an incorrect data type")
+    assert error("SET c = if_not_exists(c, :s) + :one", {}, {":s": S("x"), ":one": N(1)}) == (
+        "An operand in the update expression has an incorrect data type")
+    assert error("SET e = c - :one", {}, {":one": N(1)}) == (
+        "The provided expression refers to an attribute that does not exist in the item")
+    for digits in (17, 18, 37):     # small integers add as ints, longer ones as decimals
+        assert update("SET c = c + :one", {"c": N("9" * digits)}, {":one": N(1)})[0]["c"] == N("1" + "0" * digits)
+    assert "Number overflow" in error("SET c = c + :half", {"c": N("1" * 38)}, {":half": N("0.5")})
+
+
 def test_add_and_delete():
     item = {"n": N(3), "s": {"SS": ["dog", "cat"]}, "ns": {"NS": ["1", "2"]}, "str": S("x"),
             "m": M(deep={"SS": ["a"]})}

@@ -224,6 +224,10 @@ def test_lsi_follows_updates_and_deletes(ddb, lsi_table):
     ddb.update_item(TableName=name, Key=key, UpdateExpression="REMOVE n")
     assert q() == []
     ddb.put_item(TableName=name, Item={**key, "n": N(1)})
+    # A counter on the index key, stored last: the index must follow it too.
+    ddb.update_item(TableName=name, Key=key, UpdateExpression="SET n = n + :one",
+                    ExpressionAttributeValues={":one": N(1)})
+    assert q() == [{**key, "n": N(2)}]
     ddb.delete_item(TableName=name, Key=key)
     assert q() == []
 

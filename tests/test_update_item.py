@@ -4,10 +4,12 @@ bad expressions (DynamoDB's messages, item unchanged) and concurrent ADDs."""
 
 import threading
 
+import orjson
 import pytest
 from botocore.exceptions import ClientError
 
 from conftest import create_table
+from shardserver.shard.executor.update import _add_to_stored_counter
 
 N = lambda v: {"N": str(v)}  # noqa: E731
 S = lambda v: {"S": v}  # noqa: E731
@@ -156,6 +158,21 @@ def test_result_over_400kb_rejected(ddb, doc):
     assert "big2" not in item and item["big1"] == big
 
 
+def test_400kb_limit_counts_dynamodb_size_not_json(ddb, hash_table):
+    # A quote is one byte of DynamoDB size and two of JSON: this item's JSON is
+    # over 400 KB while its size is not, so only the exact count decides.
+    key = {"pk": S("quotes")}
+    quoted = S('"' * 300_000)
+    update(ddb, hash_table, "SET q = :v", {":v": quoted}, key=key)
+    update(ddb, hash_table, "SET #c = if_not_exists(#c, :zero) + :one", {":zero": N(0), ":one": N(1)},
+           names={"#c": "cnt"}, key=key)
+    assert get(ddb, hash_table, key) == {"pk": S("quotes"), "q": quoted, "cnt": N(1)}
+    with pytest.raises(ClientError) as e:
+        update(ddb, hash_table, "SET r = :v", {":v": S('"' * 110_000)}, key=key)
+    assert error_of(e) == ("ValidationException", "Item size to update has exceeded the maximum allowed size")
+    assert get(ddb, hash_table, key) == {"pk": S("quotes"), "q": quoted, "cnt": N(1)}
+
+
 # Every rejected request: DynamoDB's type and message, and the item untouched.
 LONG_SET = "SET " + ", ".join(f"attr{i} = :v" for i in range(400))
 BAD = [
@@ -243,6 +260,76 @@ def test_repeated_request_uses_parse_cache(ddb, doc):
     for expected in range(6, 16):
         out = update(ddb, doc, "SET n = n + :one", {":one": N(1)}, ReturnValues="UPDATED_NEW")
         assert out["Attributes"] == {"n": N(expected)}
+
+
+COUNTER = "SET #c = if_not_exists(#c, :zero) + :one"
+
+
+@pytest.mark.parametrize("adds", [False, True])
+@pytest.mark.parametrize("name,start,step", [
+    ("cnt", None, 1), ("cnt", N(-2), 1), ("cnt", N(7), -3), ("cnt", N("9" * 17), 1), ("cnt", N("1.5"), 1),
+    ("c nt", N(4), 1), ("a.b-c_9", N(4), 1),
+])
+def test_counter_updates(ddb, hash_table, name, start, step, adds):
+    # The counter idioms are applied to the stored JSON when the counter is the item's last
+    # attribute: every item must end as the general path leaves it, attribute order included.
+    fast, general = ({"pk": S(f"counter-{way}-{adds}-{name}-{start}")} for way in ("fast", "general"))
+    items = {"pk": None, "s": S('x,"cnt":{"N":"5"}}'), "m": {"M": {"cnt": N(5)}}}
+    for key in (fast, general):
+        item = dict(items, pk=key["pk"])
+        if start is not None:
+            item[name] = start
+        ddb.put_item(TableName=hash_table, Item=item)
+    if adds:
+        values, text = {":one": N(step)}, "ADD #c :one"
+    else:
+        values, text = {":zero": N(0), ":one": N(abs(step))}, COUNTER.replace("+", "+" if step > 0 else "-")
+    for _ in range(3):
+        update(ddb, hash_table, text, values, {"#c": name}, key=fast)
+        update(ddb, hash_table, text, values, {"#c": name}, key=general, ReturnValues="ALL_NEW")
+    got, want = get(ddb, hash_table, fast), get(ddb, hash_table, general)
+    assert list(got) == list(want) and {**got, "pk": None} == {**want, "pk": None}
+    first = 0 if start is None else int(start["N"]) if start["N"].lstrip("-").isdigit() else None
+    if first is not None:
+        assert got[name] == N(first + 3 * step)
+    assert got["m"] == {"M": {"cnt": N(5)}} and got["s"] == items["s"]
+
+
+def test_counter_on_stored_json_takes_only_the_last_top_level_integer():
+    def spliced(item, delta=1):
+        return _add_to_stored_counter(orjson.dumps(item), ("cnt", delta))
+    assert spliced({"pk": S("k"), "cnt": N(41)}) == orjson.dumps({"pk": S("k"), "cnt": N(42)})
+    assert spliced({"pk": S("k"), "x": S("y"), "cnt": N(-1)}, -2) == \
+        orjson.dumps({"pk": S("k"), "x": S("y"), "cnt": N(-3)})
+    for item in ({"pk": S("k"), "cnt": N(1), "z": S("after")},          # not the last attribute
+                 {"pk": S("k"), "m": {"M": {"cnt": N(1)}}},             # nested, not top-level
+                 {"pk": S("k"), "s": S('x,"cnt":{"N":"5"}}')},          # inside a string
+                 {"pk": S("k"), "xcnt": N(1)}, {"pk": S("k"), "cnt": N("1.5")}, {"pk": S("k"), "cnt": S("1")},
+                 {"pk": S("k"), "cnt": N("1" * 18)}, {"pk": S("k"), "cnt": N("1E+5")},
+                 {"pk": S("k"), "big": S("x" * 409_580), "cnt": N(9)}):  # 400 KB of JSON reached
+        assert spliced(item) is None, item
+
+
+def test_counter_update_checks_what_it_skips(ddb, hash_table):
+    key = {"pk": S("counter-checks")}
+    ddb.put_item(TableName=hash_table, Item={"pk": S("counter-checks"), "cnt": N(1)})
+    update(ddb, hash_table, COUNTER, {":zero": N(0), ":one": N(1)}, {"#c": "cnt"}, key=key)
+    update(ddb, hash_table, "SET #c = #c + :one", {":one": N(1)}, {"#c": "cnt"}, key=key)
+    assert get(ddb, hash_table, key)["cnt"] == N(3)
+    out = update(ddb, hash_table, COUNTER, {":zero": N(0), ":one": N(1)}, {"#c": "cnt"}, key=key,
+                 ReturnValues="UPDATED_NEW")
+    assert out["Attributes"] == {"cnt": N(4)}
+    with pytest.raises(ClientError) as e:
+        update(ddb, hash_table, COUNTER, {":zero": N(0), ":one": N(1)}, {"#c": "cnt"}, key=key,
+               ConditionExpression="#c = :zero")
+    assert error_of(e)[0] == "ConditionalCheckFailedException"
+    ddb.put_item(TableName=hash_table, Item={"pk": S("counter-checks"), "cnt": S("41")})
+    for text, values in ((COUNTER, {":zero": N(0), ":one": N(1)}), ("ADD #c :one", {":one": N(1)})):
+        with pytest.raises(ClientError) as e:
+            update(ddb, hash_table, text, values, {"#c": "cnt"}, key=key)
+        assert error_of(e) == ("ValidationException",
+                               "An operand in the update expression has an incorrect data type")
+    assert get(ddb, hash_table, key)["cnt"] == S("41")
 
 
 def test_concurrent_add_is_exact(server, hash_table):

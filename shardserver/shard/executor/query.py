@@ -30,8 +30,8 @@ from shardserver.shard.keys import KEY_MISMATCH, key_attributes, key_of_request
 MAX_TOTAL_SEGMENTS = 1_000_000
 SCAN_PAGE = b"scan-page"   # fabric verb: one shard's part of a Scan page
 
-# route() prepares the expressions and hashes the partition key to find the owner;
-# a local execute() reuses both (prepared, token).
+# route() looks the table up, prepares the expressions and hashes the partition key
+# to find the owner; a local execute() reuses all three (schema, prepared, partition prefix).
 _PREPARED = "\0prepared"
 
 INVALID_START_KEY = "The provided starting key is invalid: "
@@ -166,8 +166,9 @@ def shape_page(pairs: list[tuple[bytes, bytes]], filter_fn, projection_fn, count
 def _items_response(items: list[bytes], tail: dict, count_only: bool) -> bytes:
     if count_only:
         return orjson.dumps(tail)
-    # Splice the stored item JSON into the response without decoding it.
-    return b'{"Items":[' + b",".join(items) + b"]," + orjson.dumps(tail)[1:]
+    # Splice the stored item JSON into the response without decoding it, in
+    # one join: chained + would copy the page once per piece.
+    return b"".join((b'{"Items":[', b",".join(items), b"],", orjson.dumps(tail)[1:]))
 
 
 # ------------------------------------------------------------------ Query
@@ -175,16 +176,19 @@ def _items_response(items: list[bytes], tail: dict, count_only: bool) -> bytes:
 def route_query(svc, request: dict) -> int:
     schema = table_of(svc, request)
     prepared = svc.prepare_expressions(request, schema, "Query")
-    pk, _, _ = prepared.key_condition
-    owner, token = routing.shard_of_key(pk, svc.nshards)
-    request[_PREPARED] = (prepared, token)
-    return owner
+    prefix, token = values.storage_key_and_token(prepared.key_condition[0])
+    request[_PREPARED] = (schema, prepared, prefix)
+    return routing.shard_of_token(token, svc.nshards)
 
 
 @operation("Query", route=route_query)
 async def query(svc, request: dict) -> bytes:
-    schema = table_of(svc, request)
-    prepared, token = request.pop(_PREPARED, None) or (svc.prepare_expressions(request, schema, "Query"), None)
+    routed = request.pop(_PREPARED, None)
+    if routed is not None:
+        schema, prepared, prefix = routed
+    else:
+        schema = table_of(svc, request)
+        prepared, prefix = svc.prepare_expressions(request, schema, "Query"), None
     limit = limit_of(request, "Query")
     select = select_of(request, "Query")
     mode = capacity.requested_mode(request)
@@ -196,7 +200,8 @@ async def query(svc, request: dict) -> bytes:
     if request.get("IndexName") is not None:
         return await svc.query_index(request, schema, prepared)
     pk, range_op, operands = prepared.key_condition
-    prefix = values.partition_prefix(pk, token)
+    if prefix is None:
+        prefix = values.partition_prefix(pk)
     start, end = partition_range(pk, range_op, operands, prefix)
     start_exclusive = False
     exclusive = request.get("ExclusiveStartKey")

@@ -37,6 +37,7 @@ Public API
     evaluate_condition(cond, item | None, ctx=None) -> bool
     apply_update(upd, item | None, ctx, key_names) -> (new_item, touched_top_level_names)
     check_key_updates(bound_update, key_names) -> None   (the key-attribute check alone, before any read)
+    check_updated_size(new_item, json_length) -> None   (the 400 KB check, for apply_update(check_size=False))
     updated_values(old, new, upd, ctx, "UPDATED_OLD" | "UPDATED_NEW") -> dict
     project(item, paths, ctx=None) -> dict
     expected_to_condition(expected, conditional_operator=None) -> BoundCondition
@@ -62,7 +63,7 @@ from shardserver.shard.expressions.projection import BoundProjection, bind_proje
 from shardserver.shard.expressions.reserved import RESERVED_WORDS, is_reserved
 from shardserver.shard.expressions.tokenizer import placeholders
 from shardserver.shard.expressions.update import (
-    BoundUpdate, apply_update, bind_update, check_key_updates, updated_values)
+    BoundUpdate, apply_update, bind_update, check_key_updates, check_updated_size, updated_values)
 
 
 class ExpressionContext(_BaseContext):
@@ -87,7 +88,8 @@ class ExpressionContext(_BaseContext):
 __all__ = [
     "BoundCondition", "BoundProjection", "BoundUpdate", "Condition", "ExpressionContext", "Path",
     "ProjectionExpr", "RESERVED_WORDS", "UpdateExpr", "apply_attribute_updates", "apply_update",
-    "attributes_to_get_projection", "cache_info", "check_key_updates", "check_legacy_mix", "evaluate_condition",
+    "attributes_to_get_projection", "cache_info", "check_key_updates", "check_legacy_mix", "check_updated_size",
+    "evaluate_condition",
     "check_key_condition_parts", "expected_to_condition", "filter_from_legacy", "is_reserved", "key_condition_parts",
     "key_conditions_parts", "parse_condition", "parse_key_condition", "parse_projection", "parse_update",
     "placeholders", "project", "updated_values",

@@ -65,9 +65,11 @@ def add_numbers(a: str, b: str, subtract: bool = False) -> str:
     ADD compute it: exact, or rejected.  A result that needs more than 38
     significant digits is not rounded; DynamoDB reports it (oddly) with its
     overflow message, e.g. 1e50 + 1."""
-    if len(a) < 18 and len(b) < 18 and _is_small_integer(a) and _is_small_integer(b):
+    if (len(a) < 18 and len(b) < 18 and (a.isdigit() and a.isascii() or is_small_integer(a))
+            and (b.isdigit() and b.isascii() or is_small_integer(b))):
         # Counters: integers well inside 38 digits add exactly as ints, and
-        # str(int) is already the normalized form.
+        # str(int) is already the normalized form.  The inline test takes the
+        # common non-negative operands without a call.
         return str(int(a) - int(b) if subtract else int(a) + int(b))
     x, y = Decimal(a), Decimal(b)
     result = _EXACT.subtract(x, y) if subtract else _EXACT.add(x, y)
@@ -82,7 +84,7 @@ def add_numbers(a: str, b: str, subtract: bool = False) -> str:
     return normalize_number(str(result))
 
 
-def _is_small_integer(text: str) -> bool:
+def is_small_integer(text: str) -> bool:
     digits = text[1:] if text[:1] == "-" else text
     return digits.isascii() and digits.isdigit()
 

@@ -149,7 +149,19 @@ def check_multi_parts(parts: dict, hash_names: tuple, range_names: tuple, key_ty
     return hash_values, fixed, op, operands
 
 
+_KEY_KINDS = frozenset(("S", "N", "B"))
+
+
 def check_parts(parts: dict, hash_name: str, range_name: str | None, key_types: dict | None):
+    if len(parts) == 1 and hash_name.__class__ is str:
+        # The common Query, one partition: a non-empty value of the key's type
+        # passes every check below; anything else takes them for their error.
+        op, operands = parts.get(hash_name, (None, None))
+        if op == "=":
+            hash_value = operands[0]
+            (kind, value), = hash_value.items()
+            if kind in _KEY_KINDS and value != "" and (not key_types or key_types.get(hash_name, kind) == kind):
+                return hash_value, None, []
     if isinstance(hash_name, tuple):
         return check_multi_parts(parts, hash_name, range_name, key_types)
     if hash_name not in parts:

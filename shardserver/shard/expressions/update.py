@@ -12,9 +12,12 @@ only the top-level attributes a nested path writes into.
 
 from __future__ import annotations
 
+import re
+
 from shardserver.errors import ValidationException
 from shardserver.shard.expressions import ast
-from shardserver.shard.expressions.compare import SET_TYPES, add_numbers, kind_of, set_difference, set_union
+from shardserver.shard.expressions.compare import (
+    SET_TYPES, add_numbers, is_small_integer, kind_of, set_difference, set_union)
 from shardserver.shard.expressions.conditions import check_function, operand_type_error, path_getter
 from shardserver.shard.expressions.parser import invalid
 from shardserver.shard.expressions.paths import check_paths
@@ -35,7 +38,7 @@ _TYPE_WORDS = {"S": "STRING", "N": "NUMBER", "B": "BINARY", "BOOL": "BOOLEAN", "
 
 
 class BoundUpdate:
-    __slots__ = ("sets", "removes", "adds", "deletes", "paths", "touched", "_tree")
+    __slots__ = ("sets", "removes", "adds", "deletes", "paths", "touched", "top_level_sets", "counter", "_tree")
 
     def __init__(self, sets, removes, adds, deletes):
         self.sets = sets            # [(path, value_fn)]
@@ -44,6 +47,10 @@ class BoundUpdate:
         self.deletes = deletes      # [(path, av)]
         self.paths = [p for p, _ in sets] + list(removes) + [p for p, _ in adds] + [p for p, _ in deletes]
         self.touched = {p[0] for p in self.paths}
+        # [(name, value_fn)] when the update only SETs top-level attributes (counters, flags), else None.
+        self.top_level_sets = None if removes or adds or deletes or any(len(p) > 1 for p, _ in sets) \
+            else [(p[0], fn) for p, fn in sets]
+        self.counter = None         # (name, delta): see _counter_of
         self._tree = None
 
     @property
@@ -76,11 +83,20 @@ def _bind_value(node, ctx, in_list_append: bool = False):
     # Arguments are resolved before the function's own checks, as DynamoDB
     # reports an undefined :value before a misplaced one.
     if node.name == "if_not_exists":
-        fallback, _ = _bind_value(node.args[1], ctx, in_list_append)
+        fallback, default = _bind_value(node.args[1], ctx, in_list_append)
         if node.args[0].__class__ is not ast.Path:
             _bind_value(node.args[0], ctx, in_list_append)
             raise invalid(KIND, "Operator or function requires a document path; operator or function: if_not_exists")
-        get = path_getter(ctx.resolve_path(node.args[0].elements, KIND))
+        path = ctx.resolve_path(node.args[0].elements, KIND)
+        if default is not None and len(path) == 1:
+            # The counter idiom, if_not_exists(a, :zero): one call, no getters.
+            name = path[0]
+
+            def if_not_exists(item):
+                value = item.get(name)
+                return value if value is not None else default
+            return if_not_exists, None
+        get = path_getter(path)
 
         def if_not_exists(item):
             value = get(item)
@@ -107,6 +123,16 @@ def _bind_arith(node: ast.Arith, ctx):
         if literal is not None and kind_of(literal) != "N":
             raise operand_type_error(KIND, node.op, literal)
     subtract = node.op == "-"
+    if c2 is not None:
+        # a + :literal (the counter idiom): the literal's number is known now.
+        y = c2["N"]
+
+        def arith_literal(item):
+            x = left(item).get("N")
+            if x is None:
+                raise ValidationException(WRONG_DATA_TYPE)
+            return {"N": add_numbers(x, y, subtract)}
+        return arith_literal
 
     def arith(item):
         a, b = left(item), right(item)
@@ -144,7 +170,45 @@ def bind_update(upd: ast.UpdateExpr, ctx) -> BoundUpdate:
         deletes.append((resolved, av))
     bound = BoundUpdate(sets, removes, adds, deletes)
     check_paths(bound.paths, KIND)
+    bound.counter = _counter_of(upd, bound, ctx)
     return bound
+
+
+# Attribute names JSON writes as themselves between quotes, none of whose
+# characters may follow a string's closing quote.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+
+
+def _counter_of(upd: ast.UpdateExpr, bound: BoundUpdate, ctx):
+    """(name, delta) when the update is a counter idiom alone, ``ADD a :n``,
+    ``SET a = a + :n`` or ``SET a = if_not_exists(a, :v) + :n`` (or -) on a top-level
+    attribute with :n a small integer and a plain name (_PLAIN_NAME): on an item whose
+    ``a`` is a small integer, the update sets it to a + delta and does nothing else, so
+    a caller may apply it to the item's JSON without decoding it."""
+    if len(bound.adds) == 1 and not (bound.sets or bound.removes or bound.deletes):
+        (path, av), = bound.adds
+        number = av.get("N")
+        if len(path) == 1 and _PLAIN_NAME.match(path[0]) and number is not None and len(number) < 18 \
+                and is_small_integer(number):
+            return path[0], int(number)
+        return None
+    if len(upd.sets) != 1 or bound.top_level_sets is None:
+        return None
+    (name, _), = bound.top_level_sets
+    if not _PLAIN_NAME.match(name):
+        return None
+    value = upd.sets[0][1]
+    if value.__class__ is not ast.Arith or value.right.__class__ is not ast.ValueRef:
+        return None
+    read = value.left
+    if read.__class__ is ast.Call and read.name == "if_not_exists":
+        read = read.args[0]         # binding checked it is (path, operand)
+    if read.__class__ is not ast.Path or ctx.resolve_path(read.elements, KIND) != (name,):
+        return None
+    number = ctx.values[value.right.name]["N"]      # binding checked it is a number
+    if len(number) >= 18 or not is_small_integer(number):
+        return None
+    return name, -int(number) if value.op == "-" else int(number)
 
 
 # ------------------------------------------------------------ application
@@ -276,17 +340,25 @@ def _check_size(new: dict, touched: set, old_size_bound: int | None) -> None:
         raise ValidationException(ITEM_TOO_LARGE)
 
 
-def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound: int | None = None) -> dict:
+def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound: int | None = None,
+               check_size: bool = True) -> dict:
     check_key_updates(bound, key_names)
     old = item if item is not None else {}
-    values = [fn(old) for _, fn in bound.sets]
     new = dict(old)
+    if bound.top_level_sets is not None:
+        for name, fn in bound.top_level_sets:
+            new[name] = fn(old)
+        if check_size:
+            _check_size(new, bound.touched, old_size_bound)
+        return new
     nested = []
-    for (path, _), value in zip(bound.sets, values):
+    # Right-hand sides read the old item, never the new one, so each value
+    # can be stored as soon as it is computed.
+    for path, fn in bound.sets:
         if len(path) == 1:
-            new[path[0]] = value
+            new[path[0]] = fn(old)
         else:
-            nested.append(("SET", path, value))
+            nested.append(("SET", path, fn(old)))
     for path in bound.removes:
         if len(path) == 1:
             new.pop(path[0], None)
@@ -310,20 +382,31 @@ def run_update(bound: BoundUpdate, item: dict | None, key_names, old_size_bound:
             nested.append(("DELETE", path, av))
     if nested:
         _apply_nested(new, nested, item is None)
-    _check_size(new, bound.touched, old_size_bound)
+    if check_size:
+        _check_size(new, bound.touched, old_size_bound)
     return new
 
 
-def apply_update(upd, item: dict | None, ctx, key_names, old_size_bound: int | None = None) -> tuple[dict, set]:
+def apply_update(upd, item: dict | None, ctx, key_names, old_size_bound: int | None = None,
+                 check_size: bool = True) -> tuple[dict, set]:
     """(new item, top-level attribute names the update touched).
 
     upd is a parsed UpdateExpr (bound against ctx once per request) or a
     BoundUpdate.  item None means the item does not exist (upsert).
     old_size_bound, when given, is an upper bound of the old item's size
     (its stored JSON length is one); it lets the 400 KB check skip the
-    attributes the update did not touch."""
+    attributes the update did not touch.  check_size=False leaves the 400 KB
+    check to the caller, which must then call check_updated_size."""
     bound = upd if upd.__class__ is BoundUpdate else ctx.bound(upd, bind_update)
-    return run_update(bound, item, key_names, old_size_bound), bound.touched
+    return run_update(bound, item, key_names, old_size_bound, check_size), bound.touched
+
+
+def check_updated_size(new: dict, json_length: int) -> None:
+    """The 400 KB limit on an updated item whose JSON encoding is json_length
+    bytes: that length is never less than the item's DynamoDB size, so only a
+    long encoding needs the exact count (for a caller that encodes the item anyway)."""
+    if json_length > MAX_ITEM_SIZE and item_size(new) > MAX_ITEM_SIZE:
+        raise ValidationException(ITEM_TOO_LARGE)
 
 
 def updated_values(old: dict | None, new: dict, upd, ctx, which: str) -> dict:
