@@ -135,7 +135,9 @@ class ApiFrontend:
             request.keep_alive = False      # the last answer of this connection: the shard is stopping
         content_encoding = None
         accept = fields.get(b"accept-encoding")
-        if accept and self.codec is not None and len(payload) >= self.config.response_compression_threshold:
+        # "identity" (what Python's http.client, under boto3, sends) chooses no coding
+        if (accept and accept != b"identity" and self.codec is not None
+                and len(payload) >= self.config.response_compression_threshold):
             payload, content_encoding = self.codec.encode_response(
                 payload, accept.decode("latin-1"), self.config.response_compression_threshold)
             content_encoding = content_encoding.encode() if content_encoding else None
