@@ -90,12 +90,18 @@ def _add_header(by_name: dict, key: bytes, value: bytes) -> None:
 
 
 class RequestParser:
-    """Feeds bytes to httptools and collects complete requests."""
+    """Feeds bytes to httptools and collects complete requests.
+
+    ``keep_raw_headers=False`` leaves ``Request.raw_headers`` empty: the list
+    of pairs is only needed to verify a signature, and costs a tuple and an
+    append per header.
+    """
 
     __slots__ = ("_parser", "_url", "_body", "_raw", "_by_name", "_header_bytes", "_done",
-                 "expect_continue")
+                 "_keep_raw", "expect_continue")
 
-    def __init__(self):
+    def __init__(self, keep_raw_headers: bool = True):
+        self._keep_raw = keep_raw_headers
         self._parser = httptools.HttpRequestParser(self)
         self._done: list[Request] = []
         # Set when a request's headers asked "Expect: 100-continue" and its body has
@@ -106,7 +112,7 @@ class RequestParser:
     def _reset(self):
         self._url = b""
         self._body = None
-        self._raw = []
+        self._raw = [] if self._keep_raw else None
         self._by_name = {}
         self._header_bytes = 0
 
@@ -135,7 +141,9 @@ class RequestParser:
             raise HttpError(414, "URL too long")
 
     def on_header(self, name: bytes, value: bytes):
-        self._raw.append((name, value))
+        raw = self._raw
+        if raw is not None:
+            raw.append((name, value))
         by_name = self._by_name
         key = name.lower()
         if key in by_name:

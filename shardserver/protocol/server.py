@@ -234,7 +234,8 @@ class ApiProtocol(asyncio.Protocol):
     def __init__(self, front: ApiFrontend):
         self.front = front
         self.transport = None
-        self.parser = RequestParser()
+        # the raw header pairs only for a signature to verify
+        self.parser = RequestParser(keep_raw_headers=front.authenticator is not None)
         self.queue: deque[Request] = deque()
         self.busy = False
         self.paused = False
