@@ -147,6 +147,7 @@ class ApiFrontend:
                               content_encoding=content_encoding, extra_headers=cors)
 
     def _not_post(self, request: Request, request_id: bytes, cors: bytes) -> bytes:
+        """GET and HEAD (health, local nodes), OPTIONS (CORS preflight), or 405."""
         method = request.method
         if method == b"GET":
             return self._get(request, request_id, cors)

@@ -214,11 +214,12 @@ def _parse_authorization(auth: str, hdrs: dict[str, list[str]]) -> tuple[str, li
     if problems:
         raise InvalidSignatureException(" ".join(problems) + f" Authorization={_echo(auth)}")
     signed_headers = params["SignedHeaders"].split(";")
-    lowered = {h.strip().lower() for h in signed_headers}
-    if "host" not in lowered and ":authority" not in lowered:
-        raise InvalidSignatureException(
-            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
-        )
+    if "host" not in signed_headers:    # as every SDK writes it, else normalise the names
+        lowered = {h.strip().lower() for h in signed_headers}
+        if "host" not in lowered and ":authority" not in lowered:
+            raise InvalidSignatureException(
+                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+            )
     return params["Credential"], signed_headers, params["Signature"]
 
 
