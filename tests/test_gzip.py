@@ -158,6 +158,9 @@ def test_compressed_responses_raw(server, hash_table):
         # DynamoDB's x-amz-crc32 covers the bytes as sent: the compressed ones.
         assert headers["x-amz-crc32"] == str(zlib.crc32(raw))
         assert orjson.loads(decode(raw)) == orjson.loads(plain)
+    for accept in ("identity", "IDENTITY", "identity, gzip;q=0", "br"):     # a big answer, sent plain
+        status, headers, raw = post(server, "GetItem", request, {"Accept-Encoding": accept})
+        assert status == 200 and "content-encoding" not in headers and raw == plain, accept
     # Small answers are not worth compressing; identity is always acceptable.
     for accept in ("gzip", "identity", "br"):
         status, headers, raw = post(server, "ListTables", b"{}", {"Accept-Encoding": accept})

@@ -58,6 +58,13 @@ def nested(depth: int):
     ("BatchWriteItem", {"RequestItems": {"t": {"PutRequest": {}}}},
      "Start of structure or map found where not expected."),
     ("UntagResource", {"TagKeys": [{"a": 1}]}, "Start of structure or map found where not expected."),
+    # the one-look members: a map of strings, a map of AttributeValues
+    ("Query", {"ExpressionAttributeNames": {"#a": "a", "#b": 5}}, "TruncatingBigNumber can not be converted to an String"),
+    ("Query", {"ExpressionAttributeNames": {"#a": "a", "#b": None}}, "Unexpected null value in a map"),
+    ("Query", {"ExpressionAttributeNames": ["#a"]}, "Start of list found where not expected"),
+    ("PutItem", {"Item": "x"}, "Expected map or null"),
+    ("PutItem", {"Item": [{"a": {"S": "x"}}]}, "Start of list found where not expected"),
+    ("UpdateItem", {"ExpressionAttributeValues": 5}, "Expected map or null"),
 ])
 def test_wrong_member_types_are_serialization_errors(op, request_, message):
     with pytest.raises(SerializationException) as raised:
@@ -67,6 +74,7 @@ def test_wrong_member_types_are_serialization_errors(op, request_, message):
 
 def test_nulls_and_unknown_members_are_dropped_and_spellings_read():
     request = {"TableName": "t", "Limit": 2.7, "ConsistentRead": "true", "ExclusiveStartKey": None,
+               "ExpressionAttributeValues": None, "IndexName": None,
                "\u0000prepared": 5, "Deep": nested(300),
                "QueryFilter": {"a": {"ComparisonOperator": "EQ", "Junk": nested(300)}}}
     shapes.check("Query", request)

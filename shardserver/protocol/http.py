@@ -45,12 +45,13 @@ class Request:
     """One complete HTTP request.
 
     Header names and values stay bytes as they arrived (``raw_headers``,
-    what SigV4 signs); ``header(b"name")`` looks one up by its lower-cased
-    name (the parser fills that map as headers arrive), and ``headers`` is a
-    decoded dict built only when asked for.
+    what SigV4 signs); ``fields`` maps each lower-cased name to its value
+    (repeated headers comma-joined; the parser fills it as headers arrive),
+    ``header(b"name")`` looks one up, and ``headers`` is a decoded dict
+    built only when asked for.
     """
 
-    __slots__ = ("method", "path", "raw_headers", "body", "keep_alive", "_by_name", "_decoded")
+    __slots__ = ("method", "path", "raw_headers", "body", "keep_alive", "fields", "_decoded")
 
     def __init__(self, method: bytes = b"", path: bytes = b"", raw_headers: list | None = None,
                  body: bytes = b"", keep_alive: bool = True, by_name: dict | None = None):
@@ -59,29 +60,27 @@ class Request:
         self.raw_headers = raw_headers if raw_headers is not None else []
         self.body = body
         self.keep_alive = keep_alive
-        self._by_name = by_name
+        if by_name is None:
+            by_name = {}
+            for key, value in self.raw_headers:
+                _add_header(by_name, key.lower(), value)
+        self.fields = by_name
         self._decoded = None
 
     def header(self, name: bytes) -> bytes | None:
         """The value of header ``name`` (lower-case bytes); repeated headers are comma-joined."""
-        by_name = self._by_name
-        if by_name is None:
-            by_name = self._by_name = {}
-            for key, value in self.raw_headers:
-                _add_header(by_name, key.lower(), value)
-        return by_name.get(name)
+        return self.fields.get(name)
 
     def text_header(self, name: bytes) -> str | None:
         """``header`` decoded as Latin-1, or None."""
-        value = self.header(name)
+        value = self.fields.get(name)
         return value.decode("latin-1") if value is not None else None
 
     @property
     def headers(self) -> dict:
         """Lower-cased name -> value, decoded as Latin-1 (HTTP's byte-transparent reading)."""
         if self._decoded is None:
-            self.header(b"")
-            self._decoded = {k.decode("latin-1"): v.decode("latin-1") for k, v in self._by_name.items()}
+            self._decoded = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.fields.items()}
         return self._decoded
 
 
@@ -91,12 +90,18 @@ def _add_header(by_name: dict, key: bytes, value: bytes) -> None:
 
 
 class RequestParser:
-    """Feeds bytes to httptools and collects complete requests."""
+    """Feeds bytes to httptools and collects complete requests.
+
+    ``keep_raw_headers=False`` leaves ``Request.raw_headers`` empty: the list
+    of pairs is only needed to verify a signature, and costs a tuple and an
+    append per header.
+    """
 
     __slots__ = ("_parser", "_url", "_body", "_raw", "_by_name", "_header_bytes", "_done",
-                 "expect_continue")
+                 "_keep_raw", "expect_continue")
 
-    def __init__(self):
+    def __init__(self, keep_raw_headers: bool = True):
+        self._keep_raw = keep_raw_headers
         self._parser = httptools.HttpRequestParser(self)
         self._done: list[Request] = []
         # Set when a request's headers asked "Expect: 100-continue" and its body has
@@ -107,7 +112,7 @@ class RequestParser:
     def _reset(self):
         self._url = b""
         self._body = None
-        self._raw = []
+        self._raw = [] if self._keep_raw else None
         self._by_name = {}
         self._header_bytes = 0
 
@@ -136,7 +141,9 @@ class RequestParser:
             raise HttpError(414, "URL too long")
 
     def on_header(self, name: bytes, value: bytes):
-        self._raw.append((name, value))
+        raw = self._raw
+        if raw is not None:
+            raw.append((name, value))
         by_name = self._by_name
         key = name.lower()
         if key in by_name:
@@ -188,18 +195,37 @@ JSON_TYPE = b"application/x-amz-json-1.0"
 _OK_JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: " + JSON_TYPE + b"\r\nContent-Length: "
 # DynamoDB sends these two on every response, success or error.
 _SERVER = b"\r\nServer: Server"
+_REQUEST_ID = b"\r\nx-amzn-RequestId: "
 _date_second = -1
 _date_header = b""
+_ok_middle = b""        # what ok_response puts between Content-Length and the request id
 
 
 def _date() -> bytes:
     """The Date header (RFC 7231 IMF-fixdate), formatted once a second."""
-    global _date_second, _date_header
     second = int(time.time())
     if second != _date_second:
-        _date_second = second
-        _date_header = b"\r\nDate: " + formatdate(second, usegmt=True).encode()
+        _new_second(second)
     return _date_header
+
+
+def _new_second(second: int) -> None:
+    global _date_second, _date_header, _ok_middle
+    _date_second = second
+    _date_header = b"\r\nDate: " + formatdate(second, usegmt=True).encode()
+    _ok_middle = _date_header + _SERVER + _REQUEST_ID
+
+
+_OK_TAIL = b"%d%b%b\r\nx-amz-crc32: %d\r\n\r\n"
+
+
+def ok_response(body: bytes, request_id: bytes) -> bytes:
+    """``build_response(200, body, request_id=request_id)``, byte for byte: the answer to
+    nearly every request, made from one per-second header block in one step."""
+    second = int(time.time())
+    if second != _date_second:
+        _new_second(second)
+    return _OK_JSON_HEAD + _OK_TAIL % (len(body), _ok_middle, request_id, crc32_of(body)) + body
 
 
 def build_response(status: int, body: bytes, *, content_type: bytes = JSON_TYPE,
@@ -217,7 +243,7 @@ def build_response(status: int, body: bytes, *, content_type: bytes = JSON_TYPE,
                 b"\r\nContent-Type: ", content_type, b"\r\nContent-Length: ", b"%d" % len(body)]
     head += (_date(), _SERVER)
     if request_id:
-        head += (b"\r\nx-amzn-RequestId: ", request_id)
+        head += (_REQUEST_ID, request_id)
     if crc32:
         head += (b"\r\nx-amz-crc32: ", b"%d" % crc32_of(body))
     if content_encoding:

@@ -20,7 +20,7 @@ import orjson
 from shardserver.errors import (DynamoDBError, InternalServerError, SerializationException,
                                 UnknownOperationException)
 from shardserver.protocol import api20111205, wire
-from shardserver.protocol.http import CONTINUE, HttpError, Request, RequestParser, build_response
+from shardserver.protocol.http import CONTINUE, HttpError, Request, RequestParser, build_response, ok_response
 
 log = logging.getLogger("shardserver.http")
 
@@ -102,36 +102,23 @@ class ApiFrontend:
         for protocol in list(self.connections):
             protocol.close_when_idle()
 
-    def next_request_id(self) -> bytes:
-        return self._id_prefix + b"%016X" % next(self._ids)
-
     async def respond(self, request: Request) -> bytes:
         method = request.method
-        request_id = self.next_request_id()
-        header = request.header
-        cors = b"" if header(b"origin") is None else _CORS_ALLOWED
-        if method == b"GET":
-            return self._get(request, request_id, cors)
-        if method == b"HEAD":
-            # Same head as GET, no body: a body here would be read as the
-            # start of the next response on a keep-alive connection.
-            response, body_length = self._get(request, request_id, cors, head=True)
-            return response[:len(response) - body_length]
-        if method == b"OPTIONS":
-            return self._preflight(request, request_id, cors)
+        request_id = self._id_prefix + b"%016X" % next(self._ids)     # unique per shard and front
+        fields = request.fields
+        cors = b"" if b"origin" not in fields else _CORS_ALLOWED
         if method != b"POST":
-            return build_response(405, b"", content_type=b"text/plain", keep_alive=request.keep_alive,
-                                  extra_headers=cors)
+            return self._not_post(request, request_id, cors)
         try:
             if self.authenticator is not None:
                 self.authenticator(request)
             body = request.body
-            encoding = header(b"content-encoding")
+            encoding = fields.get(b"content-encoding")
             if encoding and encoding.lower() != b"identity":
                 if self.codec is None:
                     raise SerializationException(f"Unsupported Content-Encoding: {encoding.decode('latin-1')}")
                 body = self.codec.decode_body(encoding.decode("latin-1"), body)
-            target = header(b"x-amz-target")
+            target = fields.get(b"x-amz-target")
             op = _OPERATIONS[target] if target is not None else None
             if op is None:
                 op = wire.operation_of(target.decode("latin-1") if target is not None else None)
@@ -147,13 +134,32 @@ class ApiFrontend:
         if self.stopping:
             request.keep_alive = False      # the last answer of this connection: the shard is stopping
         content_encoding = None
-        accept = header(b"accept-encoding")
-        if accept and self.codec is not None and len(payload) >= self.config.response_compression_threshold:
+        accept = fields.get(b"accept-encoding")
+        # "identity" (what Python's http.client, under boto3, sends) chooses no coding
+        if (accept and accept != b"identity" and self.codec is not None
+                and len(payload) >= self.config.response_compression_threshold):
             payload, content_encoding = self.codec.encode_response(
                 payload, accept.decode("latin-1"), self.config.response_compression_threshold)
             content_encoding = content_encoding.encode() if content_encoding else None
+        elif status == 200 and request.keep_alive and not cors:
+            return ok_response(payload, request_id)
         return build_response(status, payload, request_id=request_id, keep_alive=request.keep_alive,
                               content_encoding=content_encoding, extra_headers=cors)
+
+    def _not_post(self, request: Request, request_id: bytes, cors: bytes) -> bytes:
+        """GET and HEAD (health, local nodes), OPTIONS (CORS preflight), or 405."""
+        method = request.method
+        if method == b"GET":
+            return self._get(request, request_id, cors)
+        if method == b"HEAD":
+            # Same head as GET, no body: a body here would be read as the
+            # start of the next response on a keep-alive connection.
+            response, body_length = self._get(request, request_id, cors, head=True)
+            return response[:len(response) - body_length]
+        if method == b"OPTIONS":
+            return self._preflight(request, request_id, cors)
+        return build_response(405, b"", content_type=b"text/plain", keep_alive=request.keep_alive,
+                              extra_headers=cors)
 
     async def _handle_20111205(self, op: str, body: bytes) -> tuple[int, bytes]:
         """A request of the 2011-12-05 API, run as the current operation it stands for."""
@@ -229,7 +235,8 @@ class ApiProtocol(asyncio.Protocol):
     def __init__(self, front: ApiFrontend):
         self.front = front
         self.transport = None
-        self.parser = RequestParser()
+        # the raw header pairs only for a signature to verify
+        self.parser = RequestParser(keep_raw_headers=front.authenticator is not None)
         self.queue: deque[Request] = deque()
         self.busy = False
         self.paused = False

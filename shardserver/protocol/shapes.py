@@ -30,7 +30,7 @@ _BOOLEAN_WORDS = {"TRUE": True, "YES": True, "1": True, "FALSE": False, "NO": Fa
 
 def check(op: str, request: dict) -> None:
     """Raise SerializationException unless every known member has its model type."""
-    members = _STRUCTURES.get(OPERATIONS.get(op))
+    members = _OPERATION_MEMBERS.get(op)
     if members is not None:
         _check_structure(request, members)
 
@@ -39,8 +39,14 @@ def _check_structure(value: dict, members: dict) -> None:
     dropped = None
     for name, member in value.items():
         spec = members.get(name)
-        if spec is _string and type(member) is str:
-            continue        # most members: one look
+        # most members, one look each: a string, or a map whose AttributeValues
+        # shardserver.shard.values checks (Key, Item, ExpressionAttributeValues)
+        if spec is _string:
+            if type(member) is str:
+                continue
+        elif spec is _values_map:
+            if type(member) is dict:
+                continue
         if spec is None or member is None:
             # absent, or unknown: never seen by a handler, never re-encoded
             if dropped is None:
@@ -153,6 +159,12 @@ def _map_of(member):
             if type(value) is list:
                 raise SerializationException("Start of list found where not expected")
             raise SerializationException("Expected map or null")
+        if member is _string:
+            for element in value.values():
+                if type(element) is not str:
+                    break
+            else:
+                return value    # ExpressionAttributeNames: all strings, no call per entry
         if member is not _any:
             _check_elements(value, value.items(), member, "value in a map")
         return value
@@ -175,9 +187,14 @@ _SCALARS = {"s": _string, "b": _boolean, "i": _number("Integer", True, 32), "l":
 _STRUCTURES: dict[str, dict] = {name: {} for name in SHAPES}
 
 
+_values_map = _map_of(_any)     # one function for every map of AttributeValues: _check_structure knows it
+
+
 def _compile(spec):
     if isinstance(spec, tuple):
         kind, member = spec
+        if spec == ("M", "v"):
+            return _values_map
         return (_list_of if kind == "L" else _map_of)(_compile(member))
     if spec in _SCALARS:
         return _SCALARS[spec]
@@ -186,3 +203,4 @@ def _compile(spec):
 
 for _name, _members in SHAPES.items():
     _STRUCTURES[_name].update({member: _compile(spec) for member, spec in _members.items()})
+_OPERATION_MEMBERS = {op: _STRUCTURES[shape] for op, shape in OPERATIONS.items()}

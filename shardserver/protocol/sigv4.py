@@ -20,8 +20,9 @@ before any Content-Encoding is undone, because that is what the client signed.
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import email.utils
+import functools
 import hashlib
 import hmac
 import time
@@ -117,9 +118,9 @@ def verify(
     credential, signed_headers, signature = _parse_authorization(auth, hdrs)
     # The clock before the credential and signature, as AWS: a stale request
     # says "Signature expired" even when its scope or signature is bad too.
-    amz_date = _request_date(hdrs, auth)
-    _check_skew(amz_date, now, max_skew_s)
-    if len(signature) != 64 or any(c not in "0123456789abcdefABCDEF" for c in signature):
+    amz_date, stamp = _request_date(hdrs, auth)
+    _check_skew(amz_date, stamp, now, max_skew_s)
+    if len(signature) != 64 or signature.strip("0123456789abcdefABCDEF"):
         # A signature that cannot be a hex SHA-256 HMAC simply does not match.
         raise InvalidSignatureException(MSG_BAD_SIGNATURE)
 
@@ -159,7 +160,12 @@ def _collect_headers(headers) -> dict[str, list[str]]:
             name = name.decode("latin-1")
         if isinstance(value, bytes):
             value = value.decode("latin-1")
-        out.setdefault(name.strip().lower(), []).append(str(value))
+        key = name.strip().lower()
+        values = out.get(key)
+        if values is None:
+            out[key] = [str(value)]
+        else:
+            values.append(str(value))
     return out
 
 
@@ -208,11 +214,12 @@ def _parse_authorization(auth: str, hdrs: dict[str, list[str]]) -> tuple[str, li
     if problems:
         raise InvalidSignatureException(" ".join(problems) + f" Authorization={_echo(auth)}")
     signed_headers = params["SignedHeaders"].split(";")
-    lowered = {h.strip().lower() for h in signed_headers}
-    if "host" not in lowered and ":authority" not in lowered:
-        raise InvalidSignatureException(
-            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
-        )
+    if "host" not in signed_headers:    # as every SDK writes it, else normalise the names
+        lowered = {h.strip().lower() for h in signed_headers}
+        if "host" not in lowered and ":authority" not in lowered:
+            raise InvalidSignatureException(
+                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+            )
     return params["Credential"], signed_headers, params["Signature"]
 
 
@@ -236,20 +243,21 @@ def _parse_credential(credential: str) -> tuple[str, str, str, str]:
     return key_id, date, region, service
 
 
-def _request_date(hdrs: dict[str, list[str]], auth: str) -> str:
-    """The request time in ISO-8601 basic format (YYYYMMDDTHHMMSSZ).
+def _request_date(hdrs: dict[str, list[str]], auth: str) -> tuple[str, int | None]:
+    """The request time in ISO-8601 basic format (YYYYMMDDTHHMMSSZ), and as _parse_basic reads it.
 
     X-Amz-Date wins over Date, as in AWS; a Date header (RFC 7231 format) is
     converted so that it can take part in the string to sign.
     """
     if "x-amz-date" in hdrs:
         value = hdrs["x-amz-date"][-1].strip()
-        if _parse_basic(value) is None:
+        stamp = _parse_basic(value)
+        if stamp is None:
             raise InvalidSignatureException(
                 f"Date must be in ISO-8601 'basic format'. Got '{_echo(value)}'. "
                 "See http://en.wikipedia.org/wiki/ISO_8601"
             )
-        return value
+        return value, stamp
     value = hdrs["date"][-1].strip()
     try:
         parsed = email.utils.parsedate_tz(value)
@@ -262,50 +270,63 @@ def _request_date(hdrs: dict[str, list[str]], auth: str) -> str:
         )
     try:
         stamp = email.utils.mktime_tz(parsed)
-        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(stamp))
+        value = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(stamp))
     except (OverflowError, ValueError, OSError):
         raise InvalidSignatureException(
             f"Date must be in ISO-8601 'basic format'. Got '{_echo(value)}'. "
             "See http://en.wikipedia.org/wiki/ISO_8601"
         ) from None
+    return value, _parse_basic(value)
 
 
+_EPOCH_DAY = datetime.date(1970, 1, 1).toordinal()
+
+
+@functools.lru_cache(maxsize=256)    # a pure function; an SDK's requests of one second share their stamp
 def _parse_basic(value: str) -> int | None:
-    """Seconds since the epoch of a YYYYMMDDTHHMMSSZ stamp, None if malformed."""
+    """Seconds since the epoch of a YYYYMMDDTHHMMSSZ stamp, None if malformed.
+
+    Accepts what ``time.strptime(value, "%Y%m%dT%H%M%SZ")`` accepts in these
+    16 characters (a real calendar date, hours to 23, minutes to 59, seconds
+    to 61 for its leap seconds), at a fifth of its cost.
+    """
     if len(value) != 16 or value[8] != "T" or value[15] != "Z":
         return None
     digits = value[:8] + value[9:15]
     if not digits.isascii() or not digits.isdigit():
         return None
+    hour, minute, second = int(value[9:11]), int(value[11:13]), int(value[13:15])
+    if hour > 23 or minute > 59 or second > 61:
+        return None
     try:
-        tm = time.strptime(value, "%Y%m%dT%H%M%SZ")
+        day = datetime.date(int(value[:4]), int(value[4:6]), int(value[6:8])).toordinal()
     except ValueError:
         return None
-    return calendar.timegm(tm)
+    return (day - _EPOCH_DAY) * 86400 + hour * 3600 + minute * 60 + second
 
 
 def _format_basic(seconds: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(seconds))
 
 
-def _check_skew(amz_date: str, now: float | None, max_skew_s: int) -> None:
-    stamp = _parse_basic(amz_date)
+def _check_skew(amz_date: str, stamp: int | None, now: float | None, max_skew_s: int) -> None:
+    """``stamp`` is ``amz_date`` read by _parse_basic."""
     if now is None:
         now = time.time()
-    if max_skew_s % 60 == 0:
-        window = f"{max_skew_s // 60} min."
-    else:
-        window = f"{max_skew_s} sec."
     if stamp < now - max_skew_s:
         raise InvalidSignatureException(
             f"Signature expired: {amz_date} is now earlier than "
-            f"{_format_basic(now - max_skew_s)} ({_format_basic(now)} - {window})"
+            f"{_format_basic(now - max_skew_s)} ({_format_basic(now)} - {_window(max_skew_s)})"
         )
     if stamp > now + max_skew_s:
         raise InvalidSignatureException(
             f"Signature not yet current: {amz_date} is still later than "
-            f"{_format_basic(now + max_skew_s)} ({_format_basic(now)} + {window})"
+            f"{_format_basic(now + max_skew_s)} ({_format_basic(now)} + {_window(max_skew_s)})"
         )
+
+
+def _window(max_skew_s: int) -> str:
+    return f"{max_skew_s // 60} min." if max_skew_s % 60 == 0 else f"{max_skew_s} sec."
 
 
 def _canonical_uri(path: str) -> str:
@@ -315,8 +336,8 @@ def _canonical_uri(path: str) -> str:
     (already percent-encoded) is encoded once more, which is what SigV4
     specifies and what every SDK signs.
     """
-    if not path:
-        return "/"
+    if not path or path == "/":
+        return "/"      # what every DynamoDB request has, and what the steps below make of it
     segments = [s for s in path.split("/") if s and s != "."]
     out: list[str] = []
     for s in segments:
@@ -358,7 +379,10 @@ def _canonical_request(
     lines = [method.upper(), _canonical_uri(path), _canonical_query(query)]
     for name in signed_headers:
         values = hdrs.get(name.lower(), ())
-        lines.append(name + ":" + ",".join(" ".join(v.split()) for v in values))
+        if len(values) == 1:    # the usual case, without a generator
+            lines.append(name + ":" + " ".join(values[0].split()))
+        else:
+            lines.append(name + ":" + ",".join(" ".join(v.split()) for v in values))
     lines.append("")
     lines.append(";".join(signed_headers))
     # Always the hash of the bytes we received: taking X-Amz-Content-SHA256 on

@@ -18,10 +18,10 @@ block the loop.
 
 from __future__ import annotations
 
-import bisect
 import math
 import os
 import time
+from bisect import bisect_left
 
 # Seconds.  DynamoDB-style operations on one event loop run from tens of
 # microseconds (a cached GetItem) to seconds (a 1 MB scan page under load).
@@ -43,15 +43,18 @@ except ImportError:  # pragma: no cover - psutil is in pyproject
 
 
 class _OpStats:
-    """One operation's count, latency sum and (non-cumulative) bucket counts."""
+    """One operation's latency sum and (non-cumulative) bucket counts; its count is their sum."""
 
-    __slots__ = ("count", "total", "buckets")
+    __slots__ = ("total", "buckets")
 
     def __init__(self):
-        self.count = 0
         self.total = 0.0
         # One slot per bound plus the +Inf overflow slot.
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
 
 
 class ShardStats:
@@ -76,9 +79,8 @@ class ShardStats:
         s = self.ops.get(op)
         if s is None:
             s = self.ops[op] = _OpStats()
-        s.count += 1
         s.total += seconds
-        s.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        s.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def error(self, op: str, type_name: str) -> None:
         """Count one error answer of DynamoDB type `type_name` (short name)."""
