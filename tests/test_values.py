@@ -23,6 +23,15 @@ def test_number_order_encoding_matches_numeric_order():
     assert [Decimal(n) for n in by_bytes] == [Decimal(n) for n in by_value]
 
 
+def test_integer_sort_encoding_is_the_general_one():
+    # A plain integer takes a shortcut; the same number written with a fraction takes the general path.
+    rng = random.Random(3)
+    integers = ["0", "00", "7", "10", "120", "000120", "1" + "0" * 60, "9" * 38]
+    integers += [str(rng.randrange(10 ** rng.randrange(1, 40))) + "0" * rng.randrange(4) for _ in range(300)]
+    for text in integers:
+        assert values.encode_number_ordered(text) == values.encode_number_ordered(text + ".0"), text
+
+
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
     lambda d: d == 0 or -130 <= d.adjusted() <= 125))
 def test_normalize_keeps_value(d):
