@@ -334,7 +334,8 @@ TOKEN_BIAS = 1 << 63
 
 def token_of(pk: dict) -> int:
     """Signed 64-bit token: first half of MurmurHash3 x64_128 of the key's bytes."""
-    return mmh3.hash64(key_component_bytes(pk), signed=True)[0]
+    value = pk.get("S")
+    return mmh3.hash64(value.encode() if value.__class__ is str else key_component_bytes(pk), signed=True)[0]
 
 
 def token_prefix(token: int) -> bytes:
@@ -394,9 +395,12 @@ def sort_components(avs: list[dict]) -> bytes:
 
 def partition_prefix(pk: dict, token: int | None = None) -> bytes:
     """Storage-key prefix shared by every item of one partition."""
+    # Every Query's: the string key's bytes, its token and its escape without a call each.
+    value = pk.get("S")
+    raw = value.encode() if value.__class__ is str else key_component_bytes(pk)
     if token is None:
-        token = token_of(pk)
-    return token_prefix(token) + escape_component(key_component_bytes(pk))
+        token = mmh3.hash64(raw, signed=True)[0]
+    return _TOKEN.pack(token + TOKEN_BIAS) + raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
 
 
 def partition_end(prefix: bytes) -> bytes:
