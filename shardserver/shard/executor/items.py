@@ -29,19 +29,18 @@ ROUTED = "\0item"   # request key under which routing leaves (schema, storage ke
 def _address(svc, request: dict, op: str) -> tuple:
     """(schema, storage key, owner shard) of the one item a request names."""
     from_item = op == "PutItem"
-    member = "Item" if from_item else "Key"
-    if request.get(member) is None:
+    named = request.get("Item" if from_item else "Key")
+    if named is None:
         # Request validation, before the table is looked up.
-        raise ValidationException(f"1 validation error detected: Value null at '{member.lower()}' failed "
+        member = "item" if from_item else "key"
+        raise ValidationException(f"1 validation error detected: Value null at '{member}' failed "
                                   "to satisfy constraint: Member must not be null")
     check_before_table(request, op)
     schema = table_of(svc, request)
-    if from_item:
-        pk, sk = key_of_item(schema, request["Item"])
-    else:
-        pk, sk = key_of_request(schema, request["Key"])
+    pk, sk = key_of_item(schema, named) if from_item else key_of_request(schema, named)
     key, token = values.storage_key_and_token(pk, sk)
-    return schema, key, shard_of_token(token, svc.nshards)
+    nshards = svc.nshards
+    return schema, key, shard_of_token(token, nshards) if nshards > 1 else 0    # one shard owns every token
 
 
 def addressed_item(svc, request: dict, op: str) -> tuple:
