@@ -84,6 +84,10 @@ def response(fields: dict) -> bytes:
 @operation("GetItem", route=route_to_item("GetItem"))
 async def get_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request, "GetItem")
+    if len(request) == 2:
+        # Only TableName and Key: no projection, no capacity, an eventually consistent read.
+        stored = await svc.storage.get(schema.table_id, key)
+        return b"".join((b'{"Item":', stored, b"}")) if stored is not None else b"{}"
     projection = svc.prepare_expressions(request, schema, "GetItem").projection
     mode = capacity.requested_mode(request)
     consistent = request.get("ConsistentRead", False)
@@ -99,7 +103,7 @@ async def get_item(svc, request: dict) -> bytes:
         return response({"ConsumedCapacity": used} if used else {})
     if projection is None and used is None:
         # Splice the stored JSON into the response: no decode, no re-encode.
-        return b'{"Item":' + stored + b"}"
+        return b"".join((b'{"Item":', stored, b"}"))
     item = orjson.loads(stored)
     if projection is not None:
         item = projection(item)
