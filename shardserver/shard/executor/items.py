@@ -125,10 +125,14 @@ async def put_item(svc, request: dict) -> bytes:
         # An item's DynamoDB size never exceeds its JSON length: only a long
         # encoding needs the exact count.
         values.check_item_size(item)
-    rv = return_values(request, ("NONE", "ALL_OLD"))
-    mode = capacity.requested_mode(request)
-    metrics = capacity.wants_collection_metrics(request, schema)
-    condition = svc.prepare_expressions(request, schema, "PutItem").condition
+    if len(request) == 2:
+        # Only TableName and Item: every option takes its default, and none of their checks can fail.
+        rv, mode, metrics, condition = "NONE", "NONE", False, None
+    else:
+        rv = return_values(request, ("NONE", "ALL_OLD"))
+        mode = capacity.requested_mode(request)
+        metrics = capacity.wants_collection_metrics(request, schema)
+        condition = svc.prepare_expressions(request, schema, "PutItem").condition
     svc.check_index_keys(schema, item)
     table_id = schema.table_id
     old = None
