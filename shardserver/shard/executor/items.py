@@ -160,17 +160,25 @@ async def put_item(svc, request: dict) -> bytes:
 @operation("DeleteItem", route=route_to_item("DeleteItem"))
 async def delete_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request, "DeleteItem")
-    rv = return_values(request, ("NONE", "ALL_OLD"))
-    mode = capacity.requested_mode(request)
-    metrics = capacity.wants_collection_metrics(request, schema)
-    condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
+    if len(request) == 2:
+        # Only TableName and Key: every option takes its default, and none of their checks can fail.
+        rv, mode, metrics, condition = "NONE", "NONE", False, None
+    else:
+        rv = return_values(request, ("NONE", "ALL_OLD"))
+        mode = capacity.requested_mode(request)
+        metrics = capacity.wants_collection_metrics(request, schema)
+        condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
     table_id = schema.table_id
     stored = await svc.storage.get(table_id, key)
-    old = orjson.loads(stored) if stored is not None else None
+    old = None
+    if stored is not None and (rv == "ALL_OLD" or condition is not None or svc.needs_old_image(schema)
+                               or mode != "NONE"):
+        # Decoded only for what looks at it, as PutItem reads it only then.
+        old = orjson.loads(stored)
     if condition is not None:
         condition(old)
     check_write(svc, table_id, key)
-    if old is not None:
+    if stored is not None:
         svc.storage.delete(table_id, key)
         svc.after_write(schema, key, old, None)
         await svc.storage.sync()
