@@ -243,8 +243,8 @@ def validate_item(item) -> None:
             raise _invalid("An AttributeName cannot be empty")
         if len(name) > _NAME_CHARS_ALWAYS_SHORT:     # check_attribute_name_length, inlined: once per attribute
             check_attribute_name_length(name)
-        # Most attributes are plain strings: {"S": str} needs no further check.
-        if type(av) is dict and len(av) == 1 and type(av.get("S")) is str:
+        # Most attributes are plain strings: {"S": str} needs no further check (__class__: no call of type).
+        if av.__class__ is dict and len(av) == 1 and av.get("S").__class__ is str:
             continue
         validate_value(av)
 
