@@ -105,7 +105,7 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
         text = _expression_text(request, op)
         if text is None:            # not JSON-shaped: let validation report it
             return _prepare(request, schema, op, check_unused)
-    key = (text, schema.key_names)
+    key = (text, schema.hash_key, schema.range_key)    # the key schema, without key_names' property call
     prepared = _cache.get(key)
     if prepared is not None:
         _cache.move_to_end(key)
