@@ -97,17 +97,15 @@ async def get_item(svc, request: dict) -> bytes:
     stored = await svc.storage.get(schema.table_id, key)
     used = None
     if mode != "NONE":
-        size = values.item_size(orjson.loads(stored)) if stored else 0
-        used = capacity.consumed(mode, schema.name, capacity.read_units(size, consistent))
+        used = capacity.consumed(mode, schema.name, capacity.stored_read_units(stored, consistent))
     if stored is None:
         return response({"ConsumedCapacity": used} if used else {})
-    if projection is None and used is None:
+    if projection is None:
         # Splice the stored JSON into the response: no decode, no re-encode.
-        return b"".join((b'{"Item":', stored, b"}"))
-    item = orjson.loads(stored)
-    if projection is not None:
-        item = projection(item)
-    fields = {"Item": item}
+        if used is None:
+            return b"".join((b'{"Item":', stored, b"}"))
+        return b"".join((b'{"Item":', stored, b',"ConsumedCapacity":', orjson.dumps(used), b"}"))
+    fields = {"Item": projection(orjson.loads(stored))}
     if used:
         fields["ConsumedCapacity"] = used
     return orjson.dumps(fields)
