@@ -172,15 +172,20 @@ def validate_value(av, depth: int = 0) -> None:
         if depth >= MAX_NESTING_DEPTH:
             raise ValidationException(NESTING_TOO_DEEP)
         for name, sub in value.items():
-            check_attribute_name_length(name)
-            validate_value(sub, depth + 1)
+            if len(name) > _NAME_CHARS_ALWAYS_SHORT:     # check_attribute_name_length, inlined
+                check_attribute_name_length(name)
+            # A plain string, {"S": str}, needs no further check.
+            if sub.__class__ is not dict or len(sub) != 1 or sub.get("S").__class__ is not str:
+                validate_value(sub, depth + 1)
     elif kind == "L":
         if not isinstance(value, list):
             raise ValidationException("Invalid attribute value type: L must be a list")
         if depth >= MAX_NESTING_DEPTH:
             raise ValidationException(NESTING_TOO_DEEP)
         for sub in value:
-            validate_value(sub, depth + 1)
+            # A plain string, {"S": str}, needs no further check.
+            if sub.__class__ is not dict or len(sub) != 1 or sub.get("S").__class__ is not str:
+                validate_value(sub, depth + 1)
     elif kind in _SET_NAMES:
         if not isinstance(value, list):
             raise ValidationException(f"Invalid attribute value type: {kind} must be a list")
