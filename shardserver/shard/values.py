@@ -264,7 +264,7 @@ def _number_size(text: str) -> int:
 def value_size(av: dict) -> int:
     (kind, value), = av.items()
     if kind == "S":
-        return len(value.encode())
+        return len(value) if value.isascii() else len(value.encode())     # as in item_size
     if kind == "N":
         return _number_size(value)
     if kind == "B":
@@ -297,7 +297,16 @@ def item_size(item: dict) -> int:
     each element's own 5 or more, commas, and a quoted key and colon in M.
     An item then adds a quoted name and a colon per attribute.
     """
-    return sum(len(name.encode()) + value_size(av) for name, av in item.items())
+    size = 0
+    for name, av in item.items():
+        # An ASCII string's length is its UTF-8 size, without encoding it (isascii is a flag test).
+        size += len(name) if name.isascii() else len(name.encode())
+        value = av.get("S")
+        if value.__class__ is str:
+            size += len(value) if value.isascii() else len(value.encode())
+        else:
+            size += value_size(av)
+    return size
 
 
 def check_item_size(item: dict) -> int:
