@@ -51,6 +51,17 @@ def test_tokens_spread_round_robin():
     assert owners == [0, 1, 0, 1, 0, 1, 0, 1]
 
 
+def test_owner_is_scyllas_formula():
+    # Scylla's sharder: bias the token to unsigned, drop the 12 high bits, scale into [0, N).
+    rng = random.Random(11)
+    tokens = [-2**63, -2**63 + 1, -1, 0, 1, 2**52 - 1, 2**52, 2**63 - 1]
+    tokens += [rng.randrange(-2**63, 2**63) for _ in range(3000)]
+    for nshards in (1, 2, 3, 7, 8, 64, 255):
+        for token in tokens:
+            expected = ((((token + 2**63) << 12) % 2**64) * nshards) >> 64
+            assert routing.shard_of_token(token, nshards) == expected, (token, nshards)
+
+
 def test_every_key_has_one_owner_and_all_shards_used():
     for n in (1, 2, 3, 8, 64):
         owners = {routing.shard_of_key({"S": f"k{i}"}, n)[0] for i in range(2000)}
