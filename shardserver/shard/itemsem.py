@@ -173,7 +173,9 @@ def _bind_query_shape(shape, values: dict) -> Prepared | None:
     hash_name, range_name, key_types, hash_ref, range_op, range_refs, projection = shape
     try:
         for av in values.values():
-            validate_value(av)
+            # A plain string, {"S": str}, needs no further check (as in values.validate_item).
+            if av.__class__ is not dict or len(av) != 1 or av.get("S").__class__ is not str:
+                validate_value(av)
         pk = values[hash_ref]
         (kind, value), = pk.items()
         if range_op is None and kind == key_types.get(hash_name) and kind in _KEY_KINDS and value != "":
