@@ -248,9 +248,15 @@ def validate_item(item) -> None:
             raise _invalid("An AttributeName cannot be empty")
         if len(name) > _NAME_CHARS_ALWAYS_SHORT:     # check_attribute_name_length, inlined: once per attribute
             check_attribute_name_length(name)
-        # Most attributes are plain strings: {"S": str} needs no further check (__class__: no call of type).
-        if av.__class__ is dict and len(av) == 1 and av.get("S").__class__ is str:
-            continue
+        if av.__class__ is dict and len(av) == 1:
+            # Most attributes are plain strings, {"S": str}, which need no further check
+            # (__class__: no call of type), and numbers, which need only normalizing.
+            if av.get("S").__class__ is str:
+                continue
+            number = av.get("N")
+            if number.__class__ is str:
+                av["N"] = normalize_number(number)
+                continue
         validate_value(av)
 
 
