@@ -32,6 +32,33 @@ def test_integer_sort_encoding_is_the_general_one():
         assert values.encode_number_ordered(text) == values.encode_number_ordered(text + ".0"), text
 
 
+def test_plain_decimal_normalization_is_the_general_one():
+    # Short plain decimals take a shortcut; the general path is digits, exponent, magnitude, then _plain.
+    def general(text):
+        try:
+            sign, digits, exponent = values._digits_exponent(text)
+            values._check_magnitude(digits, exponent)
+            return values._plain(sign, digits, exponent)
+        except ValidationException as error:
+            return error.message
+
+    def normalized(text):
+        try:
+            return values.normalize_number(text)
+        except ValidationException as error:
+            return error.message
+
+    rng = random.Random(9)
+    texts = ["0.0", "-0.0", "00.00", ".5", "-.5", "5.", "-5.", ".", "-.", "-", "+1.5", "1.5.3", "--1.5", "1_0.5",
+             "129.950", "0.050", "100.0", "-1.50", "0." + "0" * 37 + "1", "1" * 19 + "." + "1" * 19, "9" * 38 + "."]
+    for _ in range(3000):
+        whole = "".join(rng.choice("0000123456789") for _ in range(rng.randrange(0, 22)))
+        fraction = "".join(rng.choice("0000123456789") for _ in range(rng.randrange(0, 22)))
+        texts.append(rng.choice(["", "", "-", "+"]) + whole + rng.choice([".", ".", ""]) + fraction)
+    for text in texts:
+        assert normalized(text) == general(text), text
+
+
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
     lambda d: d == 0 or -130 <= d.adjusted() <= 125))
 def test_normalize_keeps_value(d):

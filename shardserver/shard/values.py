@@ -97,6 +97,17 @@ def normalize_number(text: str) -> str:
     if type(text) is str and text.isdigit() and len(text) <= 38 and text.isascii():
         # The common case, a plain non-negative integer: only leading zeros to drop.
         return text.lstrip("0") or "0"
+    if type(text) is str and len(text) <= 39 and text.isascii():
+        # The next most common, a plain decimal ("-12.50"): too short for too many digits or a
+        # magnitude out of range, so only zeros to drop, as _plain would.
+        body = text[1:] if text.startswith("-") else text
+        whole, point, fraction = body.partition(".")
+        if point and (whole + fraction).isdigit():
+            whole, fraction = whole.lstrip("0"), fraction.rstrip("0")
+            if not (whole or fraction):
+                return "0"
+            plain = (whole or "0") + "." + fraction if fraction else whole
+            return "-" + plain if body is not text else plain
     sign, digits, exponent = _digits_exponent(text)
     _check_magnitude(digits, exponent)
     return _plain(sign, digits, exponent)
