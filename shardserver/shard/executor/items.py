@@ -84,8 +84,9 @@ def response(fields: dict) -> bytes:
 @operation("GetItem", route=route_to_item("GetItem"))
 async def get_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request, "GetItem")
-    if len(request) == 2:
-        # Only TableName and Key: no projection, no capacity, an eventually consistent read.
+    if len(request) == 2 or (len(request) == 3 and request.get("ConsistentRead").__class__ is bool):
+        # Only TableName and Key (and ConsistentRead, which only capacity would show): no projection,
+        # no capacity, nothing to check.
         stored = await svc.storage.get(schema.table_id, key)
         return b"".join((b'{"Item":', stored, b"}")) if stored is not None else b"{}"
     projection = svc.prepare_expressions(request, schema, "GetItem").projection
