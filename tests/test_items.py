@@ -239,6 +239,20 @@ def test_consumed_capacity(ddb, hash_table):
     assert resp["ConsumedCapacity"]["CapacityUnits"] == 1.0
 
 
+def test_read_units_near_four_kilobytes(ddb, hash_table):
+    # Read units count the item's DynamoDB size, which its JSON (a free upper bound) may exceed.
+    cases = [({"v": {"S": "x" * (4096 - 5)}}, 1.0),                          # size 4096 exactly
+             ({"v": {"S": "x" * (4096 - 4)}}, 2.0),                          # size 4097
+             ({f"a{i}": {"N": "1"} for i in range(400)}, 1.0)]               # JSON 6.6 KB, size 2.6 KB
+    for n, (attributes, units) in enumerate(cases):
+        item = {"pk": {"S": f"r{n}"}, **attributes}
+        ddb.put_item(TableName=hash_table, Item=item)
+        resp = ddb.get_item(TableName=hash_table, Key={"pk": {"S": f"r{n}"}}, ConsistentRead=True,
+                            ReturnConsumedCapacity="TOTAL")
+        assert resp["Item"] == item
+        assert resp["ConsumedCapacity"] == {"TableName": hash_table, "CapacityUnits": units}
+
+
 KEY_X = {"pk": {"S": "x"}}
 
 

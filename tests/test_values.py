@@ -23,6 +23,42 @@ def test_number_order_encoding_matches_numeric_order():
     assert [Decimal(n) for n in by_bytes] == [Decimal(n) for n in by_value]
 
 
+def test_integer_sort_encoding_is_the_general_one():
+    # A plain integer takes a shortcut; the same number written with a fraction takes the general path.
+    rng = random.Random(3)
+    integers = ["0", "00", "7", "10", "120", "000120", "1" + "0" * 60, "9" * 38]
+    integers += [str(rng.randrange(10 ** rng.randrange(1, 40))) + "0" * rng.randrange(4) for _ in range(300)]
+    for text in integers:
+        assert values.encode_number_ordered(text) == values.encode_number_ordered(text + ".0"), text
+
+
+def test_plain_decimal_normalization_is_the_general_one():
+    # Short plain decimals take a shortcut; the general path is digits, exponent, magnitude, then _plain.
+    def general(text):
+        try:
+            sign, digits, exponent = values._digits_exponent(text)
+            values._check_magnitude(digits, exponent)
+            return values._plain(sign, digits, exponent)
+        except ValidationException as error:
+            return error.message
+
+    def normalized(text):
+        try:
+            return values.normalize_number(text)
+        except ValidationException as error:
+            return error.message
+
+    rng = random.Random(9)
+    texts = ["0.0", "-0.0", "00.00", ".5", "-.5", "5.", "-5.", ".", "-.", "-", "+1.5", "1.5.3", "--1.5", "1_0.5",
+             "129.950", "0.050", "100.0", "-1.50", "0." + "0" * 37 + "1", "1" * 19 + "." + "1" * 19, "9" * 38 + "."]
+    for _ in range(3000):
+        whole = "".join(rng.choice("0000123456789") for _ in range(rng.randrange(0, 22)))
+        fraction = "".join(rng.choice("0000123456789") for _ in range(rng.randrange(0, 22)))
+        texts.append(rng.choice(["", "", "-", "+"]) + whole + rng.choice([".", ".", ""]) + fraction)
+    for text in texts:
+        assert normalized(text) == general(text), text
+
+
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
     lambda d: d == 0 or -130 <= d.adjusted() <= 125))
 def test_normalize_keeps_value(d):
@@ -40,6 +76,17 @@ def test_tokens_spread_round_robin():
     step = 1 << (64 - routing.IGNORE_MSB - 1)
     owners = [routing.shard_of_token(-2**63 + i * step, 2) for i in range(8)]
     assert owners == [0, 1, 0, 1, 0, 1, 0, 1]
+
+
+def test_owner_is_scyllas_formula():
+    # Scylla's sharder: bias the token to unsigned, drop the 12 high bits, scale into [0, N).
+    rng = random.Random(11)
+    tokens = [-2**63, -2**63 + 1, -1, 0, 1, 2**52 - 1, 2**52, 2**63 - 1]
+    tokens += [rng.randrange(-2**63, 2**63) for _ in range(3000)]
+    for nshards in (1, 2, 3, 7, 8, 64, 255):
+        for token in tokens:
+            expected = ((((token + 2**63) << 12) % 2**64) * nshards) >> 64
+            assert routing.shard_of_token(token, nshards) == expected, (token, nshards)
 
 
 def test_every_key_has_one_owner_and_all_shards_used():

@@ -105,7 +105,7 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
         text = _expression_text(request, op)
         if text is None:            # not JSON-shaped: let validation report it
             return _prepare(request, schema, op, check_unused)
-    key = (text, schema.key_names)
+    key = (text, schema.hash_key, schema.range_key)    # the key schema, without key_names' property call
     prepared = _cache.get(key)
     if prepared is not None:
         _cache.move_to_end(key)
@@ -129,13 +129,14 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
 # and no filter (a bound filter holds the values).
 _QUERY_CACHEABLE = frozenset(("KeyConditionExpression", "ExpressionAttributeNames",
                               "ExpressionAttributeValues", "ProjectionExpression"))
+_QUERY_UNCACHEABLE = _EXPRESSION_PARAMETERS - _QUERY_CACHEABLE
 _query_cache: OrderedDict = OrderedDict()
 
 
 def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     values = request.get("ExpressionAttributeValues")
     if (not check_unused or request.get("IndexName") is not None or type(values) is not dict
-            or not _QUERY_CACHEABLE.issuperset(_EXPRESSION_PARAMETERS.intersection(request))):
+            or not _QUERY_UNCACHEABLE.isdisjoint(request)):
         return _prepare(request, schema, "Query", check_unused)
     try:
         key = orjson.dumps((schema.table_id, request.get("KeyConditionExpression"),
@@ -162,6 +163,7 @@ def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     return prepared
 
 
+_KEY_KINDS = frozenset(("S", "N", "B"))
 _OPERATOR_TEXT = {"EQ": "=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "BETWEEN": "BETWEEN",
                   "BEGINS_WITH": "begins_with"}
 
@@ -169,13 +171,22 @@ _OPERATOR_TEXT = {"EQ": "=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "BETW
 def _bind_query_shape(shape, values: dict) -> Prepared | None:
     """The Prepared of a Query whose shape was cached, or None if any value check fails."""
     hash_name, range_name, key_types, hash_ref, range_op, range_refs, projection = shape
-    parts = {hash_name: ("=", [values[hash_ref]])}
-    if range_op is not None:
-        parts[range_name] = (range_op, [values[r] for r in range_refs])
     try:
         for av in values.values():
-            validate_value(av)
-        pk, op, operands = ex.check_key_condition_parts(parts, hash_name, range_name, key_types)
+            # A plain string, {"S": str}, needs no further check (as in values.validate_item).
+            if av.__class__ is not dict or len(av) != 1 or av.get("S").__class__ is not str:
+                validate_value(av)
+        pk = values[hash_ref]
+        (kind, value), = pk.items()
+        if range_op is None and kind == key_types.get(hash_name) and kind in _KEY_KINDS and value != "":
+            # The partition key alone, of its type and not empty: all check_key_condition_parts
+            # would check, without building its parts.
+            op, operands = None, ()
+        else:
+            parts = {hash_name: ("=", [pk])}
+            if range_op is not None:
+                parts[range_name] = (range_op, [values[r] for r in range_refs])
+            pk, op, operands = ex.check_key_condition_parts(parts, hash_name, range_name, key_types)
     except ValidationException:
         return None
     prepared = Prepared()

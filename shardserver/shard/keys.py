@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from shardserver.errors import ValidationException
 from shardserver.shard.values import (MAX_HASH_KEY_BYTES, MAX_RANGE_KEY_BYTES, key_component_bytes,
-                                      validate_value)
+                                      normalize_number, validate_value)
 
 KEY_MISMATCH = "The provided key element does not match the schema"
+
+# A UTF-8 character is at most 4 bytes: a string key value of at most this many characters is never too large.
+_HASH_KEY_CHARS_ALWAYS_SHORT = MAX_HASH_KEY_BYTES // 4
 
 
 class EmptyKeyValue(ValidationException):
@@ -34,6 +37,12 @@ def _check_key_value(name: str, av: dict, expected_type: str, *, is_range: bool,
         # The common case, a non-empty string of a legal size, in one look.
         if type(value) is str and 0 < len(value) and len(value) * 4 <= (
                 MAX_RANGE_KEY_BYTES if is_range else MAX_HASH_KEY_BYTES):
+            return
+    elif expected_type == "N":
+        value = av.get("N")
+        if type(value) is str:
+            # All validate_value does to a number, and all a number key needs (no size limit).
+            av["N"] = normalize_number(value)
             return
     (kind, value), = av.items()
     if kind != expected_type:
@@ -64,7 +73,10 @@ def key_of_request(schema, key) -> tuple[dict, dict | None]:
     pk = key.get(schema.hash_key)
     if pk is None:
         raise ValidationException(KEY_MISMATCH)
-    _check_key_value(schema.hash_key, pk, schema.hash_type, is_range=False, in_item=False)
+    # _check_key_value's common case, a non-empty string of a legal size, without its call.
+    value = pk.get("S") if pk.__class__ is dict and len(pk) == 1 else None
+    if value.__class__ is not str or not 0 < len(value) <= _HASH_KEY_CHARS_ALWAYS_SHORT or schema.hash_type != "S":
+        _check_key_value(schema.hash_key, pk, schema.hash_type, is_range=False, in_item=False)
     sk = None
     if schema.range_key:
         sk = key.get(schema.range_key)
@@ -86,7 +98,10 @@ def key_of_item(schema, item, type_detail: bool = True) -> tuple[dict, dict | No
         raise ValidationException(
             f"One or more parameter values were invalid: Missing the key {schema.hash_key} in the item"
             if type_detail else KEY_MISMATCH)
-    _check_key_value(schema.hash_key, pk, schema.hash_type, is_range=False, in_item=type_detail)
+    # _check_key_value's common case, a non-empty string of a legal size, without its call.
+    value = pk.get("S") if pk.__class__ is dict and len(pk) == 1 else None
+    if value.__class__ is not str or not 0 < len(value) <= _HASH_KEY_CHARS_ALWAYS_SHORT or schema.hash_type != "S":
+        _check_key_value(schema.hash_key, pk, schema.hash_type, is_range=False, in_item=type_detail)
     sk = None
     if schema.range_key:
         sk = item.get(schema.range_key)

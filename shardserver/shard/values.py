@@ -97,6 +97,17 @@ def normalize_number(text: str) -> str:
     if type(text) is str and text.isdigit() and len(text) <= 38 and text.isascii():
         # The common case, a plain non-negative integer: only leading zeros to drop.
         return text.lstrip("0") or "0"
+    if type(text) is str and len(text) <= 39 and text.isascii():
+        # The next most common, a plain decimal ("-12.50"): too short for too many digits or a
+        # magnitude out of range, so only zeros to drop, as _plain would.
+        body = text[1:] if text.startswith("-") else text
+        whole, point, fraction = body.partition(".")
+        if point and (whole + fraction).isdigit():
+            whole, fraction = whole.lstrip("0"), fraction.rstrip("0")
+            if not (whole or fraction):
+                return "0"
+            plain = (whole or "0") + "." + fraction if fraction else whole
+            return "-" + plain if body is not text else plain
     sign, digits, exponent = _digits_exponent(text)
     _check_magnitude(digits, exponent)
     return _plain(sign, digits, exponent)
@@ -172,15 +183,20 @@ def validate_value(av, depth: int = 0) -> None:
         if depth >= MAX_NESTING_DEPTH:
             raise ValidationException(NESTING_TOO_DEEP)
         for name, sub in value.items():
-            check_attribute_name_length(name)
-            validate_value(sub, depth + 1)
+            if len(name) > _NAME_CHARS_ALWAYS_SHORT:     # check_attribute_name_length, inlined
+                check_attribute_name_length(name)
+            # A plain string, {"S": str}, needs no further check.
+            if sub.__class__ is not dict or len(sub) != 1 or sub.get("S").__class__ is not str:
+                validate_value(sub, depth + 1)
     elif kind == "L":
         if not isinstance(value, list):
             raise ValidationException("Invalid attribute value type: L must be a list")
         if depth >= MAX_NESTING_DEPTH:
             raise ValidationException(NESTING_TOO_DEEP)
         for sub in value:
-            validate_value(sub, depth + 1)
+            # A plain string, {"S": str}, needs no further check.
+            if sub.__class__ is not dict or len(sub) != 1 or sub.get("S").__class__ is not str:
+                validate_value(sub, depth + 1)
     elif kind in _SET_NAMES:
         if not isinstance(value, list):
             raise ValidationException(f"Invalid attribute value type: {kind} must be a list")
@@ -243,9 +259,15 @@ def validate_item(item) -> None:
             raise _invalid("An AttributeName cannot be empty")
         if len(name) > _NAME_CHARS_ALWAYS_SHORT:     # check_attribute_name_length, inlined: once per attribute
             check_attribute_name_length(name)
-        # Most attributes are plain strings: {"S": str} needs no further check.
-        if type(av) is dict and len(av) == 1 and type(av.get("S")) is str:
-            continue
+        if av.__class__ is dict and len(av) == 1:
+            # Most attributes are plain strings, {"S": str}, which need no further check
+            # (__class__: no call of type), and numbers, which need only normalizing.
+            if av.get("S").__class__ is str:
+                continue
+            number = av.get("N")
+            if number.__class__ is str:
+                av["N"] = normalize_number(number)
+                continue
         validate_value(av)
 
 
@@ -259,7 +281,7 @@ def _number_size(text: str) -> int:
 def value_size(av: dict) -> int:
     (kind, value), = av.items()
     if kind == "S":
-        return len(value.encode())
+        return len(value) if value.isascii() else len(value.encode())     # as in item_size
     if kind == "N":
         return _number_size(value)
     if kind == "B":
@@ -292,7 +314,16 @@ def item_size(item: dict) -> int:
     each element's own 5 or more, commas, and a quoted key and colon in M.
     An item then adds a quoted name and a colon per attribute.
     """
-    return sum(len(name.encode()) + value_size(av) for name, av in item.items())
+    size = 0
+    for name, av in item.items():
+        # An ASCII string's length is its UTF-8 size, without encoding it (isascii is a flag test).
+        size += len(name) if name.isascii() else len(name.encode())
+        value = av.get("S")
+        if value.__class__ is str:
+            size += len(value) if value.isascii() else len(value.encode())
+        else:
+            size += value_size(av)
+    return size
 
 
 def check_item_size(item: dict) -> int:
@@ -334,7 +365,8 @@ TOKEN_BIAS = 1 << 63
 
 def token_of(pk: dict) -> int:
     """Signed 64-bit token: first half of MurmurHash3 x64_128 of the key's bytes."""
-    return mmh3.hash64(key_component_bytes(pk), signed=True)[0]
+    value = pk.get("S")
+    return mmh3.hash64(value.encode() if value.__class__ is str else key_component_bytes(pk), signed=True)[0]
 
 
 def token_prefix(token: int) -> bytes:
@@ -350,6 +382,14 @@ def escape_component(raw: bytes) -> bytes:
 
 def encode_number_ordered(text: str) -> bytes:
     """Bytes whose bytewise order is the numeric order of the numbers."""
+    if type(text) is str and text.isdigit() and text.isascii():
+        # The common sort key, a non-negative integer: what _digits_exponent would find, without
+        # its regular expression and Decimal.
+        significant = text.lstrip("0")
+        if not significant:
+            return b"\x80"
+        digits = significant.rstrip("0")
+        return b"\x81" + (len(significant) + 199).to_bytes(2, "big") + digits.encode()
     sign, digits, exponent = _digits_exponent(text)
     if not digits:
         return b"\x80"
@@ -386,9 +426,12 @@ def sort_components(avs: list[dict]) -> bytes:
 
 def partition_prefix(pk: dict, token: int | None = None) -> bytes:
     """Storage-key prefix shared by every item of one partition."""
+    # Every Query's: the string key's bytes, its token and its escape without a call each.
+    value = pk.get("S")
+    raw = value.encode() if value.__class__ is str else key_component_bytes(pk)
     if token is None:
-        token = token_of(pk)
-    return token_prefix(token) + escape_component(key_component_bytes(pk))
+        token = mmh3.hash64(raw, signed=True)[0]
+    return _TOKEN.pack(token + TOKEN_BIAS) + raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
 
 
 def partition_end(prefix: bytes) -> bytes:
@@ -404,10 +447,14 @@ def encode_key(pk: dict, sk: dict | None = None, token: int | None = None) -> by
 
 
 def storage_key_and_token(pk: dict, sk: dict | None = None) -> tuple[bytes, int]:
-    """(encode_key(pk, sk), token_of(pk)), the partition key's bytes made once."""
-    raw = key_component_bytes(pk)
+    """(encode_key(pk, sk), token_of(pk)), the partition key's bytes made once.
+
+    On every single-item request's path: key_component_bytes and
+    escape_component are written out here, a call each less."""
+    value = pk.get("S")
+    raw = value.encode() if value.__class__ is str else key_component_bytes(pk)
     token = mmh3.hash64(raw, signed=True)[0]
-    key = _TOKEN.pack(token + TOKEN_BIAS) + escape_component(raw)
+    key = _TOKEN.pack(token + TOKEN_BIAS) + raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
     return (key if sk is None else key + encode_sort_component(sk)), token
 
 

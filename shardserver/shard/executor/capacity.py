@@ -31,9 +31,23 @@ def write_units(size: int) -> float:
     return float(max(1, math.ceil(size / 1024)))
 
 
+READ_UNIT_BYTES = 4096
+
+
 def read_units(size: int, consistent: bool) -> float:
-    units = max(1, math.ceil(size / 4096))
+    units = max(1, math.ceil(size / READ_UNIT_BYTES))
     return float(units) if consistent else units / 2
+
+
+def stored_read_units(stored: bytes | None, consistent: bool) -> float:
+    """read_units of one stored item (None: absent).
+
+    An item's size never exceeds the length of its stored JSON (values.item_size), so an
+    item whose JSON fits in one 4 KB read unit costs one without being decoded."""
+    size = 0
+    if stored is not None and len(stored) > READ_UNIT_BYTES:
+        size = item_size(orjson.loads(stored))
+    return read_units(size, consistent)
 
 
 def consumed(mode: str, table: str, units: float, *, read: bool | None = None,

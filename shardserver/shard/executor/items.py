@@ -29,19 +29,18 @@ ROUTED = "\0item"   # request key under which routing leaves (schema, storage ke
 def _address(svc, request: dict, op: str) -> tuple:
     """(schema, storage key, owner shard) of the one item a request names."""
     from_item = op == "PutItem"
-    member = "Item" if from_item else "Key"
-    if request.get(member) is None:
+    named = request.get("Item" if from_item else "Key")
+    if named is None:
         # Request validation, before the table is looked up.
-        raise ValidationException(f"1 validation error detected: Value null at '{member.lower()}' failed "
+        member = "item" if from_item else "key"
+        raise ValidationException(f"1 validation error detected: Value null at '{member}' failed "
                                   "to satisfy constraint: Member must not be null")
     check_before_table(request, op)
     schema = table_of(svc, request)
-    if from_item:
-        pk, sk = key_of_item(schema, request["Item"])
-    else:
-        pk, sk = key_of_request(schema, request["Key"])
+    pk, sk = key_of_item(schema, named) if from_item else key_of_request(schema, named)
     key, token = values.storage_key_and_token(pk, sk)
-    return schema, key, shard_of_token(token, svc.nshards)
+    nshards = svc.nshards
+    return schema, key, shard_of_token(token, nshards) if nshards > 1 else 0    # one shard owns every token
 
 
 def addressed_item(svc, request: dict, op: str) -> tuple:
@@ -85,6 +84,11 @@ def response(fields: dict) -> bytes:
 @operation("GetItem", route=route_to_item("GetItem"))
 async def get_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request, "GetItem")
+    if len(request) == 2 or (len(request) == 3 and request.get("ConsistentRead").__class__ is bool):
+        # Only TableName and Key (and ConsistentRead, which only capacity would show): no projection,
+        # no capacity, nothing to check.
+        stored = await svc.storage.get(schema.table_id, key)
+        return b"".join((b'{"Item":', stored, b"}")) if stored is not None else b"{}"
     projection = svc.prepare_expressions(request, schema, "GetItem").projection
     mode = capacity.requested_mode(request)
     consistent = request.get("ConsistentRead", False)
@@ -94,17 +98,15 @@ async def get_item(svc, request: dict) -> bytes:
     stored = await svc.storage.get(schema.table_id, key)
     used = None
     if mode != "NONE":
-        size = values.item_size(orjson.loads(stored)) if stored else 0
-        used = capacity.consumed(mode, schema.name, capacity.read_units(size, consistent))
+        used = capacity.consumed(mode, schema.name, capacity.stored_read_units(stored, consistent))
     if stored is None:
         return response({"ConsumedCapacity": used} if used else {})
-    if projection is None and used is None:
+    if projection is None:
         # Splice the stored JSON into the response: no decode, no re-encode.
-        return b'{"Item":' + stored + b"}"
-    item = orjson.loads(stored)
-    if projection is not None:
-        item = projection(item)
-    fields = {"Item": item}
+        if used is None:
+            return b"".join((b'{"Item":', stored, b"}"))
+        return b"".join((b'{"Item":', stored, b',"ConsumedCapacity":', orjson.dumps(used), b"}"))
+    fields = {"Item": projection(orjson.loads(stored))}
     if used:
         fields["ConsumedCapacity"] = used
     return orjson.dumps(fields)
@@ -122,10 +124,14 @@ async def put_item(svc, request: dict) -> bytes:
         # An item's DynamoDB size never exceeds its JSON length: only a long
         # encoding needs the exact count.
         values.check_item_size(item)
-    rv = return_values(request, ("NONE", "ALL_OLD"))
-    mode = capacity.requested_mode(request)
-    metrics = capacity.wants_collection_metrics(request, schema)
-    condition = svc.prepare_expressions(request, schema, "PutItem").condition
+    if len(request) == 2:
+        # Only TableName and Item: every option takes its default, and none of their checks can fail.
+        rv, mode, metrics, condition = "NONE", "NONE", False, None
+    else:
+        rv = return_values(request, ("NONE", "ALL_OLD"))
+        mode = capacity.requested_mode(request)
+        metrics = capacity.wants_collection_metrics(request, schema)
+        condition = svc.prepare_expressions(request, schema, "PutItem").condition
     svc.check_index_keys(schema, item)
     table_id = schema.table_id
     old = None
@@ -153,17 +159,25 @@ async def put_item(svc, request: dict) -> bytes:
 @operation("DeleteItem", route=route_to_item("DeleteItem"))
 async def delete_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request, "DeleteItem")
-    rv = return_values(request, ("NONE", "ALL_OLD"))
-    mode = capacity.requested_mode(request)
-    metrics = capacity.wants_collection_metrics(request, schema)
-    condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
+    if len(request) == 2:
+        # Only TableName and Key: every option takes its default, and none of their checks can fail.
+        rv, mode, metrics, condition = "NONE", "NONE", False, None
+    else:
+        rv = return_values(request, ("NONE", "ALL_OLD"))
+        mode = capacity.requested_mode(request)
+        metrics = capacity.wants_collection_metrics(request, schema)
+        condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
     table_id = schema.table_id
     stored = await svc.storage.get(table_id, key)
-    old = orjson.loads(stored) if stored is not None else None
+    old = None
+    if stored is not None and (rv == "ALL_OLD" or condition is not None or svc.needs_old_image(schema)
+                               or mode != "NONE"):
+        # Decoded only for what looks at it, as PutItem reads it only then.
+        old = orjson.loads(stored)
     if condition is not None:
         condition(old)
     check_write(svc, table_id, key)
-    if old is not None:
+    if stored is not None:
         svc.storage.delete(table_id, key)
         svc.after_write(schema, key, old, None)
         await svc.storage.sync()
