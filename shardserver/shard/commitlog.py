@@ -370,6 +370,12 @@ class CommitLog:
         self._error = exc
 
     # ------------------------------------------------------------------ syncing
+    def sync_is_noop(self) -> bool:
+        """True when sync() would return at once doing nothing: no log, or periodic mode
+        whose records reach the page cache at the acknowledgement barrier (or already did)."""
+        return not self.enabled or (self._error is None and self.sync_mode == "periodic" and (
+            self.acks_wait_for_writes or self.written_total >= self.appended_total))
+
     async def sync(self) -> None:
         """batch: wait for an fdatasync covering every record appended so far (shared with
         concurrent callers). periodic: make sure those records reached the page cache."""

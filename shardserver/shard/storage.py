@@ -274,6 +274,7 @@ class ShardStorage:
         self._memtable_bytes = 0
         self._open = False
         self._loop = None
+        self._synced = None
         self._closing = False
         self._flush_task: asyncio.Task | None = None
         self._compaction_task: asyncio.Task | None = None
@@ -307,6 +308,8 @@ class ShardStorage:
         # asyncio.get_running_loop() makes a getpid() syscall each call (its fork
         # check): the hot paths use this instead.
         self._loop = asyncio.get_running_loop()
+        self._synced = self._loop.create_future()     # sync()'s answer when there is nothing to wait for
+        self._synced.set_result(None)
         if not self.options.durable_writes:
             self.log.warning("storage: durable_writes is false: no commit log. Acknowledged "
                              "writes are NOT crash-safe: a crash loses every write not yet "
@@ -755,10 +758,18 @@ class ShardStorage:
                 r.release()
 
     # ================================================================== durability
-    async def sync(self) -> None:
-        """batch: wait for the fdatasync covering every write applied so far (group commit).
-        periodic: the writes reach the page cache (survive a process crash) and return.
-        Also the place where writers wait when memtables outgrow twice the threshold."""
+    def sync(self):
+        """Awaitable. batch: wait for the fdatasync covering every write applied so far
+        (group commit). periodic: the writes reach the page cache (survive a process crash)
+        and return. Also the place where writers wait when memtables outgrow twice the
+        threshold. With nothing to wait for (periodic mode, memtables under that), a future
+        already done: every write awaits this, and a coroutine that does nothing costs more."""
+        if (self.commitlog.sync_is_noop() and self._memtable_bytes <= 2 * self.flush_threshold
+                and self._synced is not None):
+            return self._synced
+        return self._sync()
+
+    async def _sync(self) -> None:
         await self.commitlog.sync()
         while (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
                and not self._flush_task.done()):
