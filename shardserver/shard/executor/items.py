@@ -114,6 +114,21 @@ async def get_item(svc, request: dict) -> bytes:
 
 # ------------------------------------------------------------------ PutItem
 
+_DEFAULT_WRITE_OPTIONS = ("NONE", "NONE", False, None)
+
+
+def _write_options(svc, request: dict, schema, op: str) -> tuple:
+    """PutItem's or DeleteItem's (ReturnValues, ReturnConsumedCapacity mode, collection
+    metrics wanted, condition)."""
+    if len(request) == 2:
+        # Only TableName and the Item or Key: every option takes its default, and none of
+        # their checks can fail.
+        return _DEFAULT_WRITE_OPTIONS
+    return (return_values(request, ("NONE", "ALL_OLD")), capacity.requested_mode(request),
+            capacity.wants_collection_metrics(request, schema),
+            svc.prepare_expressions(request, schema, op).condition)
+
+
 @operation("PutItem", route=route_to_item("PutItem"))
 async def put_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request, "PutItem")
@@ -124,14 +139,7 @@ async def put_item(svc, request: dict) -> bytes:
         # An item's DynamoDB size never exceeds its JSON length: only a long
         # encoding needs the exact count.
         values.check_item_size(item)
-    if len(request) == 2:
-        # Only TableName and Item: every option takes its default, and none of their checks can fail.
-        rv, mode, metrics, condition = "NONE", "NONE", False, None
-    else:
-        rv = return_values(request, ("NONE", "ALL_OLD"))
-        mode = capacity.requested_mode(request)
-        metrics = capacity.wants_collection_metrics(request, schema)
-        condition = svc.prepare_expressions(request, schema, "PutItem").condition
+    rv, mode, metrics, condition = _write_options(svc, request, schema, "PutItem")
     svc.check_index_keys(schema, item)
     table_id = schema.table_id
     old = None
@@ -159,14 +167,7 @@ async def put_item(svc, request: dict) -> bytes:
 @operation("DeleteItem", route=route_to_item("DeleteItem"))
 async def delete_item(svc, request: dict) -> bytes:
     schema, key = addressed_item(svc, request, "DeleteItem")
-    if len(request) == 2:
-        # Only TableName and Key: every option takes its default, and none of their checks can fail.
-        rv, mode, metrics, condition = "NONE", "NONE", False, None
-    else:
-        rv = return_values(request, ("NONE", "ALL_OLD"))
-        mode = capacity.requested_mode(request)
-        metrics = capacity.wants_collection_metrics(request, schema)
-        condition = svc.prepare_expressions(request, schema, "DeleteItem").condition
+    rv, mode, metrics, condition = _write_options(svc, request, schema, "DeleteItem")
     table_id = schema.table_id
     stored = await svc.storage.get(table_id, key)
     old = None
