@@ -83,14 +83,18 @@ _NOTHING = Prepared()
 
 # Bound-request cache for the single-item operations: an application sends
 # the same expressions with the same placeholders again and again (counters,
-# conditional puts), so the whole validated, bound Prepared is kept, keyed by
-# the exact text of every expression parameter and the key schema.  Only
-# successful, small requests are cached; a Prepared is never mutated after
-# prepare() returns it, so sharing it between requests is safe.
+# conditional puts).  One cache, keyed by the operation and the exact text of
+# every expression parameter (see _expression_text), serves both steps: an
+# entry means check_request_expressions passed for that text, and maps each
+# key schema (hash key, range key) the text was prepared for to its whole
+# validated, bound Prepared.  Only successful, small requests are cached; a
+# Prepared is never mutated after prepare() returns it, so sharing it between
+# requests is safe.
 _CACHED_OPERATIONS = frozenset(("GetItem", "PutItem", "DeleteItem", "UpdateItem"))
 _CACHE_SIZE = 512
 _CACHE_MAX_KEY_BYTES = 2048
-_cache: OrderedDict = OrderedDict()
+_KEY_SCHEMAS_PER_ENTRY = 8      # tables sharing one expression text, kept per entry
+_checked: OrderedDict = OrderedDict()
 
 
 def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepared:
@@ -98,23 +102,26 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
         return _prepare_query(request, schema, check_unused)
     if _EXPRESSION_PARAMETERS.isdisjoint(request):
         return _NOTHING
-    text = request.pop(_CHECKED_TEXT, None)
+    entry = request.pop(_CHECKED_TEXT, None)
     if op not in _CACHED_OPERATIONS or not check_unused:
         return _prepare(request, schema, op, check_unused)
-    if text is None:
+    if entry is None:
         text = _expression_text(request, op)
         if text is None:            # not JSON-shaped: let validation report it
             return _prepare(request, schema, op, check_unused)
-    key = (text, schema.hash_key, schema.range_key)    # the key schema, without key_names' property call
-    prepared = _cache.get(key)
-    if prepared is not None:
-        _cache.move_to_end(key)
-        return prepared
-    prepared = _prepare(request, schema, op, check_unused)
-    if len(text) <= _CACHE_MAX_KEY_BYTES:
-        _cache[key] = prepared
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        entry = _checked.get(text)
+        if entry is None:
+            prepared = _prepare(request, schema, op, check_unused)
+            _remember(text)[(schema.hash_key, schema.range_key)] = prepared
+            return prepared
+        _checked.move_to_end(text)
+    key_schema = (schema.hash_key, schema.range_key)    # without key_names' property call
+    prepared = entry.get(key_schema)
+    if prepared is None:
+        prepared = _prepare(request, schema, op, check_unused)
+        if len(entry) >= _KEY_SCHEMAS_PER_ENTRY:
+            entry.clear()
+        entry[key_schema] = prepared
     return prepared
 
 
@@ -242,23 +249,34 @@ def check_request_expressions(request: dict, op: str, check_unused: bool = True)
     return ctx
 
 
-# Expression parameters (exact text) that passed check_before_table: the same
-# ones come again and again, as for the bound-request cache below.
-_checked: OrderedDict = OrderedDict()
-
-
-# Request key under which check_before_table leaves the request's expression text,
-# so that prepare() on the same shard keys its cache with it instead of encoding it again.
+# Request key under which check_before_table leaves the request's entry of _checked,
+# so that prepare() on the same shard finds it without encoding the expressions again.
 _CHECKED_TEXT = "\0expressions"
 
 
 def _expression_text(request: dict, op: str) -> bytes | None:
     """The operation and its expression parameters present, in the request's order (another
     order is just another cache entry), as bytes; None if they are not JSON-shaped."""
+    # One flat list (operation, then name, value, name, value...): no tuple per parameter.
+    present = [op]
+    for parameter, value in request.items():
+        if parameter in _EXPRESSION_PARAMETERS:
+            present.append(parameter)
+            present.append(value)
     try:
-        return orjson.dumps((op, [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
+        return orjson.dumps(present)
     except TypeError:
         return None
+
+
+def _remember(text: bytes) -> dict:
+    """A new entry of _checked for text (one not kept if text is too long to cache)."""
+    entry = {}
+    if len(text) <= _CACHE_MAX_KEY_BYTES:
+        _checked[text] = entry
+        if len(_checked) > _CACHE_SIZE:
+            _checked.popitem(last=False)
+    return entry
 
 
 def check_before_table(request: dict, op: str) -> None:
@@ -266,16 +284,17 @@ def check_before_table(request: dict, op: str) -> None:
     if _EXPRESSION_PARAMETERS.isdisjoint(request):
         return
     text = _expression_text(request, op)
-    if text in _checked:
+    if text is None:
+        check_request_expressions(request, op)
+        return
+    entry = _checked.get(text)
+    if entry is not None:
         _checked.move_to_end(text)
     else:
         check_request_expressions(request, op)
-        if text is not None and len(text) <= _CACHE_MAX_KEY_BYTES:
-            _checked[text] = None
-            if len(_checked) > _CACHE_SIZE:
-                _checked.popitem(last=False)
-    if text is not None and op in _CACHED_OPERATIONS:
-        request[_CHECKED_TEXT] = text
+        entry = _remember(text)
+    if op in _CACHED_OPERATIONS:
+        request[_CHECKED_TEXT] = entry
 
 
 def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:

@@ -1,0 +1,78 @@
+"""The prepared-expression caches of shardserver.shard.itemsem: a hit answers as the full path does."""
+
+import pytest
+
+from shardserver.errors import ValidationException
+from shardserver.shard import itemsem
+from shardserver.shard.catalog import TableSchema
+
+
+def _table(table_id: str, hash_key: str, range_key: str | None = None, hash_type: str = "S") -> TableSchema:
+    definitions = [{"AttributeName": hash_key, "AttributeType": hash_type}]
+    if range_key:
+        definitions.append({"AttributeName": range_key, "AttributeType": "N"})
+    return TableSchema("t", table_id, hash_key, hash_type, range_key, "N" if range_key else None, definitions, 0.0)
+
+
+def _update(name: str) -> dict:
+    return {"TableName": "t", "Key": {}, "UpdateExpression": "SET #k = :v",
+            "ExpressionAttributeNames": {"#k": name}, "ExpressionAttributeValues": {":v": {"S": "x"}}}
+
+
+def _prepare(request: dict, schema, op: str):
+    itemsem.check_before_table(request, op)
+    return itemsem.prepare(request, schema, op)
+
+
+def test_one_expression_on_tables_of_other_key_names():
+    # The same text is checked once, but bound per key schema: "id" is a key on one table only.
+    by_id, by_pk = _table("a", "id"), _table("b", "pk")
+    for _ in range(3):
+        assert _prepare(_update("id"), by_pk, "UpdateItem").update is not None
+        with pytest.raises(ValidationException, match="Cannot update attribute id"):
+            _prepare(_update("id"), by_id, "UpdateItem")
+        assert itemsem.prepare(_update("id"), by_pk, "UpdateItem").update is not None
+
+
+def test_recreated_table_with_other_key_names():
+    assert _prepare(_update("pk"), _table("old", "id"), "UpdateItem").update is not None
+    with pytest.raises(ValidationException, match="Cannot update attribute pk"):
+        _prepare(_update("pk"), _table("new", "pk"), "UpdateItem")
+
+
+def test_checked_text_still_checks_unused_values():
+    request = _update("a")
+    request["ExpressionAttributeValues"][":w"] = {"S": "y"}
+    for _ in range(2):
+        with pytest.raises(ValidationException, match="unused in expressions: keys: {:w}"):
+            _prepare(dict(request), _table("a", "id"), "UpdateItem")
+
+
+def _query(value, table_key: str = "pk") -> dict:
+    return {"TableName": "t", "KeyConditionExpression": "#p = :p", "ExpressionAttributeNames": {"#p": table_key},
+            "ExpressionAttributeValues": {":p": value}}
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"S": ""}, "empty string value"),
+    ({"N": "1"}, "Condition parameter type does not match schema type"),
+    ({"S": "a", "N": "1"}, "Supplied AttributeValue has more than one datatypes set"),
+    ({}, "Supplied AttributeValue is empty"),
+    ("a", None),
+])
+def test_query_hit_checks_its_value_as_a_miss_does(value, message):
+    schema = _table("q", "pk", "sk")
+    for _ in range(2):
+        assert _prepare(_query({"S": "p1"}), schema, "Query").key_condition == ({"S": "p1"}, None, [])
+        with pytest.raises(ValidationException, match=message) as hit:
+            itemsem.prepare(_query(value), schema, "Query")
+        itemsem._query_cache.clear()
+        with pytest.raises(ValidationException) as miss:
+            itemsem.prepare(_query(value), schema, "Query")
+        assert hit.value.message == miss.value.message
+
+
+def test_query_of_a_recreated_table_with_a_number_key():
+    assert itemsem.prepare(_query({"S": "p1"}), _table("q1", "pk"), "Query").key_condition[0] == {"S": "p1"}
+    with pytest.raises(ValidationException, match="type does not match schema type"):
+        itemsem.prepare(_query({"S": "p1"}), _table("q2", "pk", hash_type="N"), "Query")
