@@ -163,7 +163,8 @@ def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     refs = [by_identity.get(id(av)) for av in (pk, *operands)]
     if None not in refs and len(key) <= _CACHE_MAX_KEY_BYTES:
         key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
-        _query_cache[key] = (schema.hash_key, schema.range_key, key_types, refs[0],
+        _query_cache[key] = (range_op is None and key_types.get(schema.hash_key) == "S",
+                             schema.hash_key, schema.range_key, key_types, refs[0],
                              _OPERATOR_TEXT[range_op] if range_op else None, refs[1:], prepared.projection)
         if len(_query_cache) > _CACHE_SIZE:
             _query_cache.popitem(last=False)
@@ -177,7 +178,19 @@ _OPERATOR_TEXT = {"EQ": "=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "BETW
 
 def _bind_query_shape(shape, values: dict) -> Prepared | None:
     """The Prepared of a Query whose shape was cached, or None if any value check fails."""
-    hash_name, range_name, key_types, hash_ref, range_op, range_refs, projection = shape
+    string_pk_only, hash_name, range_name, key_types, hash_ref, range_op, range_refs, projection = shape
+    if string_pk_only:
+        # The commonest Query: a string partition key alone, so its placeholder is the only
+        # value (every value is used, by the key condition alone).  A non-empty {"S": str}
+        # passes every check below; anything else takes them.
+        pk = values[hash_ref]
+        if pk.__class__ is dict and len(pk) == 1:
+            value = pk.get("S")
+            if value.__class__ is str and value:
+                prepared = Prepared()
+                prepared.key_condition = (pk, None, [])
+                prepared.projection = projection
+                return prepared
     try:
         for av in values.values():
             # A plain string, {"S": str}, needs no further check (as in values.validate_item).
