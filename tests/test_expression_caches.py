@@ -3,6 +3,7 @@
 import pytest
 
 from shardserver.errors import ValidationException
+from shardserver.shard import expressions as ex
 from shardserver.shard import itemsem
 from shardserver.shard.catalog import TableSchema
 
@@ -76,3 +77,14 @@ def test_query_of_a_recreated_table_with_a_number_key():
     assert itemsem.prepare(_query({"S": "p1"}), _table("q1", "pk"), "Query").key_condition[0] == {"S": "p1"}
     with pytest.raises(ValidationException, match="type does not match schema type"):
         itemsem.prepare(_query({"S": "p1"}), _table("q2", "pk", hash_type="N"), "Query")
+
+
+def test_values_checked_before_the_table_are_the_ones_bound():
+    schema = _table("a", "id")
+    for text in ("x", "y", "x"):
+        request = _update("a")
+        request["ExpressionAttributeValues"] = {":v": {"S": text}}
+        update = _prepare(request, schema, "UpdateItem").update
+        item, _ = ex.apply_update(update, {"id": {"S": "k"}}, None, {"id"})
+        assert item["a"] == {"S": text}
+        assert "\0context" not in request

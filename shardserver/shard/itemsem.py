@@ -118,7 +118,7 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
     key_schema = (schema.hash_key, schema.range_key)    # without key_names' property call
     prepared = entry.get(key_schema)
     if prepared is None:
-        prepared = _prepare(request, schema, op, check_unused)
+        prepared = _prepare(request, schema, op, check_unused, request.pop(_CHECKED_CONTEXT, None))
         if len(entry) >= _KEY_SCHEMAS_PER_ENTRY:
             entry.clear()
         entry[key_schema] = prepared
@@ -262,9 +262,12 @@ def check_request_expressions(request: dict, op: str, check_unused: bool = True)
     return ctx
 
 
-# Request key under which check_before_table leaves the request's entry of _checked,
-# so that prepare() on the same shard finds it without encoding the expressions again.
+# Request keys under which check_before_table leaves the request's entry of _checked,
+# so that prepare() on the same shard finds it without encoding the expressions again,
+# and, when it has just checked them, their ExpressionContext, so that they are not
+# checked twice.
 _CHECKED_TEXT = "\0expressions"
+_CHECKED_CONTEXT = "\0context"
 
 
 def _expression_text(request: dict, op: str) -> bytes | None:
@@ -304,14 +307,19 @@ def check_before_table(request: dict, op: str) -> None:
     if entry is not None:
         _checked.move_to_end(text)
     else:
-        check_request_expressions(request, op)
+        ctx = check_request_expressions(request, op)
         entry = _remember(text)
+        if op in _CACHED_OPERATIONS:
+            request[_CHECKED_CONTEXT] = ctx
     if op in _CACHED_OPERATIONS:
         request[_CHECKED_TEXT] = entry
 
 
-def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
-    ctx = check_request_expressions(request, op, check_unused)
+def _prepare(request: dict, schema, op: str, check_unused: bool,
+             ctx: ex.ExpressionContext | None = None) -> Prepared:
+    """The request's Prepared; ctx, if given, is what check_request_expressions returned for it."""
+    if ctx is None:
+        ctx = check_request_expressions(request, op, check_unused)
     prepared = Prepared()
     key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
 
