@@ -88,3 +88,39 @@ def test_values_checked_before_the_table_are_the_ones_bound():
         item, _ = ex.apply_update(update, {"id": {"S": "k"}}, None, {"id"})
         assert item["a"] == {"S": text}
         assert "\0context" not in request
+
+
+@pytest.mark.parametrize("value", [{"S": "a", "N": "1"}, {"N": "x"}, {"BOOL": 1}, {}, "a", None, {"S": ""}])
+def test_a_known_structure_checks_its_new_values_as_the_full_check_does(value):
+    def failure(request, op):
+        with pytest.raises(ValidationException) as raised:
+            itemsem.check_before_table(request, op)
+        return raised.value.message
+
+    request = _update("a")
+    itemsem.check_before_table(dict(request), "UpdateItem")        # the structure, known
+    request["ExpressionAttributeValues"] = {":v": value}
+    if value == {"S": ""}:
+        itemsem.check_before_table(dict(request), "UpdateItem")    # a valid value, in a SET
+        return
+    hit = failure(dict(request), "UpdateItem")
+    itemsem._structures.clear()
+    itemsem._checked.clear()
+    assert failure(dict(request), "UpdateItem") == hit
+
+
+
+def test_a_filter_of_a_known_structure_tests_its_own_values():
+    schema = _table("s", "id")
+    for text in ("x", "y"):
+        scan = {"TableName": "t", "FilterExpression": "#a = :v", "ExpressionAttributeNames": {"#a": "a"},
+                "ExpressionAttributeValues": {":v": {"S": text}}}
+        test = itemsem.prepare(scan, schema, "Scan").filter
+        assert test({"a": {"S": text}}) and not test({"a": {"S": "z"}})
+    scan["ExpressionAttributeValues"] = {":v": {"N": "x"}}
+    with pytest.raises(ValidationException) as hit:
+        itemsem.prepare(dict(scan), schema, "Scan")
+    itemsem._structures.clear()
+    with pytest.raises(ValidationException) as miss:
+        itemsem.prepare(dict(scan), schema, "Scan")
+    assert hit.value.message == miss.value.message

@@ -295,6 +295,41 @@ def _remember(text: bytes) -> dict:
     return entry
 
 
+# Expression structures that passed check_request_expressions: the operation and
+# every expression parameter, but of ExpressionAttributeValues only its
+# placeholders.  Requests that differ only in their values (SET #name = :name,
+# a filter on a changing value) have one structure, and of a known structure
+# only the values are left to check, by ExpressionContext as check_request_expressions
+# does: everything it checks before them passed, and everything after them
+# depends on the texts and the placeholders alone.
+_structures: OrderedDict = OrderedDict()
+
+
+def _checked_context(request: dict, op: str) -> ex.ExpressionContext:
+    """check_request_expressions(request, op), remembered by the request's structure."""
+    values = request.get("ExpressionAttributeValues")
+    structure = None
+    if values.__class__ is dict:
+        present = [op]
+        for parameter, value in request.items():
+            if parameter in _EXPRESSION_PARAMETERS:
+                present.append(parameter)
+                present.append(list(value) if parameter == "ExpressionAttributeValues" else value)
+        try:
+            structure = orjson.dumps(present)
+        except TypeError:
+            pass
+    if structure in _structures:
+        _structures.move_to_end(structure)
+        return ex.ExpressionContext(request.get("ExpressionAttributeNames"), values)
+    ctx = check_request_expressions(request, op)
+    if structure is not None and len(structure) <= _CACHE_MAX_KEY_BYTES:
+        _structures[structure] = None
+        if len(_structures) > _CACHE_SIZE:
+            _structures.popitem(last=False)
+    return ctx
+
+
 def check_before_table(request: dict, op: str) -> None:
     """check_request_expressions, for a request that has expression parameters."""
     if _EXPRESSION_PARAMETERS.isdisjoint(request):
@@ -307,7 +342,7 @@ def check_before_table(request: dict, op: str) -> None:
     if entry is not None:
         _checked.move_to_end(text)
     else:
-        ctx = check_request_expressions(request, op)
+        ctx = _checked_context(request, op)
         entry = _remember(text)
         if op in _CACHED_OPERATIONS:
             request[_CHECKED_CONTEXT] = ctx
@@ -319,7 +354,7 @@ def _prepare(request: dict, schema, op: str, check_unused: bool,
              ctx: ex.ExpressionContext | None = None) -> Prepared:
     """The request's Prepared; ctx, if given, is what check_request_expressions returned for it."""
     if ctx is None:
-        ctx = check_request_expressions(request, op, check_unused)
+        ctx = _checked_context(request, op) if check_unused else check_request_expressions(request, op, False)
     prepared = Prepared()
     key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
 
