@@ -124,3 +124,10 @@ def test_a_filter_of_a_known_structure_tests_its_own_values():
     with pytest.raises(ValidationException) as miss:
         itemsem.prepare(dict(scan), schema, "Scan")
     assert hit.value.message == miss.value.message
+
+
+def test_names_are_checked_unless_this_very_structure_passed():
+    itemsem.check_before_table(_update("a"), "UpdateItem")
+    for name, message in (("", "Empty attribute name for key #k"), ("a" * 65536, "Attribute name")):
+        with pytest.raises(ValidationException, match=message):
+            itemsem.check_before_table(_update(name), "UpdateItem")

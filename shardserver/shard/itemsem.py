@@ -321,7 +321,7 @@ def _checked_context(request: dict, op: str) -> ex.ExpressionContext:
             pass
     if structure in _structures:
         _structures.move_to_end(structure)
-        return ex.ExpressionContext(request.get("ExpressionAttributeNames"), values)
+        return ex.ExpressionContext(request.get("ExpressionAttributeNames"), values, names_checked=True)
     ctx = check_request_expressions(request, op)
     if structure is not None and len(structure) <= _CACHE_MAX_KEY_BYTES:
         _structures[structure] = None
