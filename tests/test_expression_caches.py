@@ -131,3 +131,13 @@ def test_names_are_checked_unless_this_very_structure_passed():
     for name, message in (("", "Empty attribute name for key #k"), ("a" * 65536, "Attribute name")):
         with pytest.raises(ValidationException, match=message):
             itemsem.check_before_table(_update(name), "UpdateItem")
+
+
+def test_a_batch_get_projection_from_the_cache():
+    schema = _table("g", "pk")
+    for _ in range(2):
+        spec = {"Keys": [{"pk": {"S": "k"}}], "ProjectionExpression": "#a, b", "ExpressionAttributeNames": {"#a": "a"}}
+        _prepare(spec, schema, "BatchGetItem")      # the same spec, prepared twice
+        projection = _prepare(spec, schema, "BatchGetItem").projection
+        assert projection({"pk": {"S": "k"}, "a": {"N": "1"}, "c": {"S": "x"}}) == {"a": {"N": "1"}}
+        assert list(spec) == ["Keys", "ProjectionExpression", "ExpressionAttributeNames"]

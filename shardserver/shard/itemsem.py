@@ -81,16 +81,16 @@ _EXPRESSION_PARAMETERS = frozenset((
     "ReturnValuesOnConditionCheckFailure"))
 _NOTHING = Prepared()
 
-# Bound-request cache for the single-item operations: an application sends
-# the same expressions with the same placeholders again and again (counters,
-# conditional puts).  One cache, keyed by the operation and the exact text of
+# Bound-request cache for the single-item operations (and BatchGetItem's
+# per-table projection): an application sends the same expressions with the
+# same placeholders again and again (counters, conditional puts, projections).  One cache, keyed by the operation and the exact text of
 # every expression parameter (see _expression_text), serves both steps: an
 # entry means check_request_expressions passed for that text, and maps each
 # key schema (hash key, range key) the text was prepared for to its whole
 # validated, bound Prepared.  Only successful, small requests are cached; a
 # Prepared is never mutated after prepare() returns it, so sharing it between
 # requests is safe.
-_CACHED_OPERATIONS = frozenset(("GetItem", "PutItem", "DeleteItem", "UpdateItem"))
+_CACHED_OPERATIONS = frozenset(("GetItem", "BatchGetItem", "PutItem", "DeleteItem", "UpdateItem"))
 _CACHE_SIZE = 512
 _CACHE_MAX_KEY_BYTES = 2048
 _KEY_SCHEMAS_PER_ENTRY = 8      # tables sharing one expression text, kept per entry
