@@ -141,3 +141,32 @@ def test_a_batch_get_projection_from_the_cache():
         projection = _prepare(spec, schema, "BatchGetItem").projection
         assert projection({"pk": {"S": "k"}, "a": {"N": "1"}, "c": {"S": "x"}}) == {"a": {"N": "1"}}
         assert list(spec) == ["Keys", "ProjectionExpression", "ExpressionAttributeNames"]
+
+
+def _indexed(attribute: str, kind: str = "S") -> TableSchema:
+    schema = _table("i", "pk", "sk")
+    schema.attribute_definitions.append({"AttributeName": attribute, "AttributeType": kind})
+    schema.global_indexes = [{"IndexName": "by", "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
+                              "Projection": {"ProjectionType": "ALL"}}]
+    return schema
+
+
+def _index_query(value: dict) -> dict:
+    return {"TableName": "t", "IndexName": "by", "KeyConditionExpression": "#e = :e",
+            "ExpressionAttributeNames": {"#e": "email"}, "ExpressionAttributeValues": {":e": value}}
+
+
+def test_an_index_query_from_the_cache_and_a_recreated_index():
+    for _ in range(2):
+        for value in ({"S": "a@x"}, {"S": "b@x"}):
+            assert itemsem.prepare(_index_query(value), _indexed("email"), "Query").key_condition == (value, None, [])
+    # The same index name, one table id: another key attribute, then another key type.
+    for schema in (_indexed("name"), _indexed("email", "N")):
+        with pytest.raises(ValidationException) as hit:
+            itemsem.prepare(_index_query({"S": "a@x"}), schema, "Query")
+        itemsem._query_cache.clear()
+        with pytest.raises(ValidationException) as miss:
+            itemsem.prepare(_index_query({"S": "a@x"}), schema, "Query")
+        assert hit.value.message == miss.value.message
+    with pytest.raises(ValidationException, match="does not have the specified index"):
+        itemsem.prepare(_index_query({"S": "a@x"}), _table("i", "pk", "sk"), "Query")

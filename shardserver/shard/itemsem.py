@@ -132,8 +132,10 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
 # depends on the values (validate_value, the schema type check, begins_with
 # on N, BETWEEN order) through the same functions the full path uses, and any
 # failure falls back to the full path so the error is exactly its error.
-# Base tables only (an index's key schema can change under one table id),
-# and no filter (a bound filter holds the values).
+# No filter (a bound filter holds the values).  On an index the key holds the
+# index's key names and the table's attribute definitions too: deleting and
+# creating an index of the same name changes them under one table id.  Not on
+# an index of a multi-attribute key.
 _QUERY_CACHEABLE = frozenset(("KeyConditionExpression", "ExpressionAttributeNames",
                               "ExpressionAttributeValues", "ProjectionExpression"))
 _QUERY_UNCACHEABLE = _EXPRESSION_PARAMETERS - _QUERY_CACHEABLE
@@ -142,13 +144,24 @@ _query_cache: OrderedDict = OrderedDict()
 
 def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     values = request.get("ExpressionAttributeValues")
-    if (not check_unused or request.get("IndexName") is not None or type(values) is not dict
-            or not _QUERY_UNCACHEABLE.isdisjoint(request)):
+    if not check_unused or type(values) is not dict or not _QUERY_UNCACHEABLE.isdisjoint(request):
         return _prepare(request, schema, "Query", check_unused)
+    index = request.get("IndexName")
+    if index is None:
+        hash_name, range_name, index_key = schema.hash_key, schema.range_key, None
+    else:
+        try:
+            hashes, ranges = schema.index_key_names(index)
+        except ValidationException:         # raised by the full path, in its order
+            return _prepare(request, schema, "Query", check_unused)
+        if len(hashes) > 1 or len(ranges) > 1:
+            return _prepare(request, schema, "Query", check_unused)
+        hash_name, range_name = hashes[0], ranges[0] if ranges else None
+        index_key = (index, hash_name, range_name, schema.attribute_definitions)
     try:
         key = orjson.dumps((schema.table_id, request.get("KeyConditionExpression"),
                             request.get("ExpressionAttributeNames"), request.get("ProjectionExpression"),
-                            list(values)))
+                            list(values), index_key))
     except TypeError:
         return _prepare(request, schema, "Query", check_unused)
     shape = _query_cache.get(key)
@@ -163,8 +176,8 @@ def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     refs = [by_identity.get(id(av)) for av in (pk, *operands)]
     if None not in refs and len(key) <= _CACHE_MAX_KEY_BYTES:
         key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
-        _query_cache[key] = (range_op is None and key_types.get(schema.hash_key) == "S",
-                             schema.hash_key, schema.range_key, key_types, refs[0],
+        _query_cache[key] = (range_op is None and key_types.get(hash_name) == "S",
+                             hash_name, range_name, key_types, refs[0],
                              _OPERATOR_TEXT[range_op] if range_op else None, refs[1:], prepared.projection)
         if len(_query_cache) > _CACHE_SIZE:
             _query_cache.popitem(last=False)
