@@ -83,13 +83,14 @@ _NOTHING = Prepared()
 
 # Bound-request cache for the single-item operations (and BatchGetItem's
 # per-table projection): an application sends the same expressions with the
-# same placeholders again and again (counters, conditional puts, projections).  One cache, keyed by the operation and the exact text of
-# every expression parameter (see _expression_text), serves both steps: an
-# entry means check_request_expressions passed for that text, and maps each
-# key schema (hash key, range key) the text was prepared for to its whole
-# validated, bound Prepared.  Only successful, small requests are cached; a
-# Prepared is never mutated after prepare() returns it, so sharing it between
-# requests is safe.
+# same placeholders again and again (counters, conditional puts, projections).
+# One cache, keyed by the operation and the exact text of every expression
+# parameter (see _expression_text), serves both steps: an entry means
+# check_request_expressions passed for that text, and maps each key schema
+# (hash key, range key) the text was prepared for to its whole validated,
+# bound Prepared.  Only successful, small requests are cached; a Prepared is
+# never mutated after prepare() returns it, so sharing it between requests is
+# safe.
 _CACHED_OPERATIONS = frozenset(("GetItem", "BatchGetItem", "PutItem", "DeleteItem", "UpdateItem"))
 _CACHE_SIZE = 512
 _CACHE_MAX_KEY_BYTES = 2048
@@ -312,9 +313,9 @@ def _remember(text: bytes) -> dict:
 # every expression parameter, but of ExpressionAttributeValues only its
 # placeholders.  Requests that differ only in their values (SET #name = :name,
 # a filter on a changing value) have one structure, and of a known structure
-# only the values are left to check, by ExpressionContext as check_request_expressions
-# does: everything it checks before them passed, and everything after them
-# depends on the texts and the placeholders alone.
+# only the values are left to check, by ExpressionContext as
+# check_request_expressions does: everything it checks before them passed, and
+# everything after them depends on the texts and the placeholders alone.
 _structures: OrderedDict = OrderedDict()
 
 
