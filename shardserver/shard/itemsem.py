@@ -81,16 +81,21 @@ _EXPRESSION_PARAMETERS = frozenset((
     "ReturnValuesOnConditionCheckFailure"))
 _NOTHING = Prepared()
 
-# Bound-request cache for the single-item operations: an application sends
-# the same expressions with the same placeholders again and again (counters,
-# conditional puts), so the whole validated, bound Prepared is kept, keyed by
-# the exact text of every expression parameter and the key schema.  Only
-# successful, small requests are cached; a Prepared is never mutated after
-# prepare() returns it, so sharing it between requests is safe.
-_CACHED_OPERATIONS = frozenset(("GetItem", "PutItem", "DeleteItem", "UpdateItem"))
+# Bound-request cache for the single-item operations (and BatchGetItem's
+# per-table projection): an application sends the same expressions with the
+# same placeholders again and again (counters, conditional puts, projections).
+# One cache, keyed by the operation and the exact text of every expression
+# parameter (see _expression_text), serves both steps: an entry means
+# check_request_expressions passed for that text, and maps each key schema
+# (hash key, range key) the text was prepared for to its whole validated,
+# bound Prepared.  Only successful, small requests are cached; a Prepared is
+# never mutated after prepare() returns it, so sharing it between requests is
+# safe.
+_CACHED_OPERATIONS = frozenset(("GetItem", "BatchGetItem", "PutItem", "DeleteItem", "UpdateItem"))
 _CACHE_SIZE = 512
 _CACHE_MAX_KEY_BYTES = 2048
-_cache: OrderedDict = OrderedDict()
+_KEY_SCHEMAS_PER_ENTRY = 8      # tables sharing one expression text, kept per entry
+_checked: OrderedDict = OrderedDict()
 
 
 def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepared:
@@ -98,23 +103,26 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
         return _prepare_query(request, schema, check_unused)
     if _EXPRESSION_PARAMETERS.isdisjoint(request):
         return _NOTHING
-    text = request.pop(_CHECKED_TEXT, None)
+    entry = request.pop(_CHECKED_TEXT, None)
     if op not in _CACHED_OPERATIONS or not check_unused:
         return _prepare(request, schema, op, check_unused)
-    if text is None:
+    if entry is None:
         text = _expression_text(request, op)
         if text is None:            # not JSON-shaped: let validation report it
             return _prepare(request, schema, op, check_unused)
-    key = (text, schema.hash_key, schema.range_key)    # the key schema, without key_names' property call
-    prepared = _cache.get(key)
-    if prepared is not None:
-        _cache.move_to_end(key)
-        return prepared
-    prepared = _prepare(request, schema, op, check_unused)
-    if len(text) <= _CACHE_MAX_KEY_BYTES:
-        _cache[key] = prepared
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        entry = _checked.get(text)
+        if entry is None:
+            prepared = _prepare(request, schema, op, check_unused)
+            _remember(text)[(schema.hash_key, schema.range_key)] = prepared
+            return prepared
+        _checked.move_to_end(text)
+    key_schema = (schema.hash_key, schema.range_key)    # without key_names' property call
+    prepared = entry.get(key_schema)
+    if prepared is None:
+        prepared = _prepare(request, schema, op, check_unused, request.pop(_CHECKED_CONTEXT, None))
+        if len(entry) >= _KEY_SCHEMAS_PER_ENTRY:
+            entry.clear()
+        entry[key_schema] = prepared
     return prepared
 
 
@@ -125,8 +133,10 @@ def prepare(request: dict, schema, op: str, check_unused: bool = True) -> Prepar
 # depends on the values (validate_value, the schema type check, begins_with
 # on N, BETWEEN order) through the same functions the full path uses, and any
 # failure falls back to the full path so the error is exactly its error.
-# Base tables only (an index's key schema can change under one table id),
-# and no filter (a bound filter holds the values).
+# No filter (a bound filter holds the values).  On an index the key holds the
+# index's key names and the table's attribute definitions too: deleting and
+# creating an index of the same name changes them under one table id.  Not on
+# an index of a multi-attribute key.
 _QUERY_CACHEABLE = frozenset(("KeyConditionExpression", "ExpressionAttributeNames",
                               "ExpressionAttributeValues", "ProjectionExpression"))
 _QUERY_UNCACHEABLE = _EXPRESSION_PARAMETERS - _QUERY_CACHEABLE
@@ -135,13 +145,24 @@ _query_cache: OrderedDict = OrderedDict()
 
 def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     values = request.get("ExpressionAttributeValues")
-    if (not check_unused or request.get("IndexName") is not None or type(values) is not dict
-            or not _QUERY_UNCACHEABLE.isdisjoint(request)):
+    if not check_unused or type(values) is not dict or not _QUERY_UNCACHEABLE.isdisjoint(request):
         return _prepare(request, schema, "Query", check_unused)
+    index = request.get("IndexName")
+    if index is None:
+        hash_name, range_name, index_key = schema.hash_key, schema.range_key, None
+    else:
+        try:
+            hashes, ranges = schema.index_key_names(index)
+        except ValidationException:         # raised by the full path, in its order
+            return _prepare(request, schema, "Query", check_unused)
+        if len(hashes) > 1 or len(ranges) > 1:
+            return _prepare(request, schema, "Query", check_unused)
+        hash_name, range_name = hashes[0], ranges[0] if ranges else None
+        index_key = (index, hash_name, range_name, schema.attribute_definitions)
     try:
         key = orjson.dumps((schema.table_id, request.get("KeyConditionExpression"),
                             request.get("ExpressionAttributeNames"), request.get("ProjectionExpression"),
-                            list(values)))
+                            list(values), index_key))
     except TypeError:
         return _prepare(request, schema, "Query", check_unused)
     shape = _query_cache.get(key)
@@ -156,7 +177,8 @@ def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     refs = [by_identity.get(id(av)) for av in (pk, *operands)]
     if None not in refs and len(key) <= _CACHE_MAX_KEY_BYTES:
         key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
-        _query_cache[key] = (schema.hash_key, schema.range_key, key_types, refs[0],
+        _query_cache[key] = (range_op is None and key_types.get(hash_name) == "S",
+                             hash_name, range_name, key_types, refs[0],
                              _OPERATOR_TEXT[range_op] if range_op else None, refs[1:], prepared.projection)
         if len(_query_cache) > _CACHE_SIZE:
             _query_cache.popitem(last=False)
@@ -170,7 +192,19 @@ _OPERATOR_TEXT = {"EQ": "=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "BETW
 
 def _bind_query_shape(shape, values: dict) -> Prepared | None:
     """The Prepared of a Query whose shape was cached, or None if any value check fails."""
-    hash_name, range_name, key_types, hash_ref, range_op, range_refs, projection = shape
+    string_pk_only, hash_name, range_name, key_types, hash_ref, range_op, range_refs, projection = shape
+    if string_pk_only:
+        # The commonest Query: a string partition key alone, so its placeholder is the only
+        # value (every value is used, by the key condition alone).  A non-empty {"S": str}
+        # passes every check below; anything else takes them.
+        pk = values[hash_ref]
+        if pk.__class__ is dict and len(pk) == 1:
+            value = pk.get("S")
+            if value.__class__ is str and value:
+                prepared = Prepared()
+                prepared.key_condition = (pk, None, [])
+                prepared.projection = projection
+                return prepared
     try:
         for av in values.values():
             # A plain string, {"S": str}, needs no further check (as in values.validate_item).
@@ -242,23 +276,72 @@ def check_request_expressions(request: dict, op: str, check_unused: bool = True)
     return ctx
 
 
-# Expression parameters (exact text) that passed check_before_table: the same
-# ones come again and again, as for the bound-request cache below.
-_checked: OrderedDict = OrderedDict()
-
-
-# Request key under which check_before_table leaves the request's expression text,
-# so that prepare() on the same shard keys its cache with it instead of encoding it again.
+# Request keys under which check_before_table leaves the request's entry of _checked,
+# so that prepare() on the same shard finds it without encoding the expressions again,
+# and, when it has just checked them, their ExpressionContext, so that they are not
+# checked twice.
 _CHECKED_TEXT = "\0expressions"
+_CHECKED_CONTEXT = "\0context"
 
 
 def _expression_text(request: dict, op: str) -> bytes | None:
     """The operation and its expression parameters present, in the request's order (another
     order is just another cache entry), as bytes; None if they are not JSON-shaped."""
+    # One flat list (operation, then name, value, name, value...): no tuple per parameter.
+    present = [op]
+    for parameter, value in request.items():
+        if parameter in _EXPRESSION_PARAMETERS:
+            present.append(parameter)
+            present.append(value)
     try:
-        return orjson.dumps((op, [(p, v) for p, v in request.items() if p in _EXPRESSION_PARAMETERS]))
+        return orjson.dumps(present)
     except TypeError:
         return None
+
+
+def _remember(text: bytes) -> dict:
+    """A new entry of _checked for text (one not kept if text is too long to cache)."""
+    entry = {}
+    if len(text) <= _CACHE_MAX_KEY_BYTES:
+        _checked[text] = entry
+        if len(_checked) > _CACHE_SIZE:
+            _checked.popitem(last=False)
+    return entry
+
+
+# Expression structures that passed check_request_expressions: the operation and
+# every expression parameter, but of ExpressionAttributeValues only its
+# placeholders.  Requests that differ only in their values (SET #name = :name,
+# a filter on a changing value) have one structure, and of a known structure
+# only the values are left to check, by ExpressionContext as
+# check_request_expressions does: everything it checks before them passed, and
+# everything after them depends on the texts and the placeholders alone.
+_structures: OrderedDict = OrderedDict()
+
+
+def _checked_context(request: dict, op: str) -> ex.ExpressionContext:
+    """check_request_expressions(request, op), remembered by the request's structure."""
+    values = request.get("ExpressionAttributeValues")
+    structure = None
+    if values.__class__ is dict:
+        present = [op]
+        for parameter, value in request.items():
+            if parameter in _EXPRESSION_PARAMETERS:
+                present.append(parameter)
+                present.append(list(value) if parameter == "ExpressionAttributeValues" else value)
+        try:
+            structure = orjson.dumps(present)
+        except TypeError:
+            pass
+    if structure in _structures:
+        _structures.move_to_end(structure)
+        return ex.ExpressionContext(request.get("ExpressionAttributeNames"), values, names_checked=True)
+    ctx = check_request_expressions(request, op)
+    if structure is not None and len(structure) <= _CACHE_MAX_KEY_BYTES:
+        _structures[structure] = None
+        if len(_structures) > _CACHE_SIZE:
+            _structures.popitem(last=False)
+    return ctx
 
 
 def check_before_table(request: dict, op: str) -> None:
@@ -266,20 +349,26 @@ def check_before_table(request: dict, op: str) -> None:
     if _EXPRESSION_PARAMETERS.isdisjoint(request):
         return
     text = _expression_text(request, op)
-    if text in _checked:
+    if text is None:
+        check_request_expressions(request, op)
+        return
+    entry = _checked.get(text)
+    if entry is not None:
         _checked.move_to_end(text)
     else:
-        check_request_expressions(request, op)
-        if text is not None and len(text) <= _CACHE_MAX_KEY_BYTES:
-            _checked[text] = None
-            if len(_checked) > _CACHE_SIZE:
-                _checked.popitem(last=False)
-    if text is not None and op in _CACHED_OPERATIONS:
-        request[_CHECKED_TEXT] = text
+        ctx = _checked_context(request, op)
+        entry = _remember(text)
+        if op in _CACHED_OPERATIONS:
+            request[_CHECKED_CONTEXT] = ctx
+    if op in _CACHED_OPERATIONS:
+        request[_CHECKED_TEXT] = entry
 
 
-def _prepare(request: dict, schema, op: str, check_unused: bool) -> Prepared:
-    ctx = check_request_expressions(request, op, check_unused)
+def _prepare(request: dict, schema, op: str, check_unused: bool,
+             ctx: ex.ExpressionContext | None = None) -> Prepared:
+    """The request's Prepared; ctx, if given, is what check_request_expressions returned for it."""
+    if ctx is None:
+        ctx = _checked_context(request, op) if check_unused else check_request_expressions(request, op, False)
     prepared = Prepared()
     key_types = {d["AttributeName"]: d["AttributeType"] for d in schema.attribute_definitions}
 

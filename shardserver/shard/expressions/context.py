@@ -24,8 +24,9 @@ class ExpressionContext:
 
     __slots__ = ("names", "values", "used_names", "used_values", "_bound")
 
-    def __init__(self, names: dict | None = None, values: dict | None = None):
-        if names is not None:
+    def __init__(self, names: dict | None = None, values: dict | None = None, names_checked: bool = False):
+        # names_checked: these very names passed this check before (a cache vouches for them).
+        if names is not None and not names_checked:
             if not isinstance(names, dict):
                 raise ValidationException("ExpressionAttributeNames must be a map")
             if not names:
