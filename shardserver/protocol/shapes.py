@@ -14,7 +14,8 @@ dropped, so no handler or re-encoding ever meets one).  It floors floats
 given for integers, clamps integers to their 32 or 64 bits, and reads
 DynamoDB's boolean spellings ("true", "yes", "1"...).  AttributeValues are
 left to ``shardserver.shard.values``, whose ValidationExceptions carry
-DynamoDB's wording for them.
+DynamoDB's wording for them.  It answers whether the request was left
+exactly as parsed, so a shard given the same body need not check it again.
 """
 
 from __future__ import annotations
@@ -27,15 +28,26 @@ from shardserver.protocol.shapes_model import OPERATIONS, SHAPES
 _NUMBER = "class com.amazon.coral.value.json.numbers.TruncatingBigNumber"
 _BOOLEAN_WORDS = {"TRUE": True, "YES": True, "1": True, "FALSE": False, "NO": False, "0": False}
 
+# Changes made to requests so far, counted where they are made: check compares
+# it before and after, with no flag to carry up through the nested checks.
+_edits = 0
 
-def check(op: str, request: dict) -> None:
-    """Raise SerializationException unless every known member has its model type."""
+
+def check(op: str, request: dict) -> bool:
+    """Raise SerializationException unless every known member has its model type.
+
+    True if the request was left exactly as parsed: nothing dropped or fixed.
+    """
     members = _OPERATION_MEMBERS.get(op)
-    if members is not None:
-        _check_structure(request, members)
+    if members is None:
+        return True
+    edits = _edits
+    _check_structure(request, members)
+    return edits == _edits
 
 
 def _check_structure(value: dict, members: dict) -> None:
+    global _edits
     dropped = None
     for name, member in value.items():
         spec = members.get(name)
@@ -57,7 +69,9 @@ def _check_structure(value: dict, members: dict) -> None:
         fixed = spec(member)
         if fixed is not member:
             value[name] = fixed
+            _edits += 1
     if dropped is not None:
+        _edits += 1
         for name in dropped:
             del value[name]
 
@@ -133,12 +147,14 @@ def _any(value):
 
 
 def _check_elements(container, places, member, what: str) -> None:
+    global _edits
     for place, element in places:
         if element is None:
             raise SerializationException(f"Unexpected null {what}")
         fixed = member(element)
         if fixed is not element:
             container[place] = fixed    # replaces a present entry: iteration goes on safely
+            _edits += 1
 
 
 def _list_of(member):
