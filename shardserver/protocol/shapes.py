@@ -51,13 +51,24 @@ def _check_structure(value: dict, members: dict) -> None:
     dropped = None
     for name, member in value.items():
         spec = members.get(name)
-        # most members, one look each: a string, or a map whose AttributeValues
-        # shardserver.shard.values checks (Key, Item, ExpressionAttributeValues)
+        # most members, one look each: a string, a map whose AttributeValues
+        # shardserver.shard.values checks (Key, Item, ExpressionAttributeValues),
+        # a map of strings, a boolean
         if spec is _string:
             if type(member) is str:
                 continue
         elif spec is _values_map:
             if type(member) is dict:
+                continue
+        elif spec is _strings_map:
+            if type(member) is dict:
+                for element in member.values():
+                    if type(element) is not str:
+                        break
+                else:
+                    continue    # ExpressionAttributeNames: all strings, no call
+        elif spec is _boolean:
+            if type(member) is bool:
                 continue
         if spec is None or member is None:
             # absent, or unknown: never seen by a handler, never re-encoded
@@ -204,6 +215,7 @@ _STRUCTURES: dict[str, dict] = {name: {} for name in SHAPES}
 
 
 _values_map = _map_of(_any)     # one function for every map of AttributeValues: _check_structure knows it
+_strings_map = _map_of(_string)     # ... and for every map of strings
 
 
 def _compile(spec):
@@ -211,6 +223,8 @@ def _compile(spec):
         kind, member = spec
         if spec == ("M", "v"):
             return _values_map
+        if spec == ("M", "s"):
+            return _strings_map
         return (_list_of if kind == "L" else _map_of)(_compile(member))
     if spec in _SCALARS:
         return _SCALARS[spec]
