@@ -135,10 +135,15 @@ class ShardService:
             request = wire.parse_body(body)
             as_checked = shapes.check(op, request)     # True: the body is the request as checked
             arns = names_for_arns(op, request)
-            if arns:
-                body = orjson.dumps(request)    # the owner, if another shard, reads names too
-                as_checked = True
             if operation.route is not None:
+                if arns:
+                    try:
+                        body = orjson.dumps(request)    # the owner, if another shard, reads names too
+                        as_checked = True
+                    except orjson.JSONEncodeError:
+                        # Values nested deeper than orjson writes (and DynamoDB accepts): the raw
+                        # body, for the owner to check, rename and refuse as this shard would.
+                        as_checked = False
                 owner = operation.route(self, request)
                 if owner != self.shard_id:
                     if self.stats is not None:
@@ -182,6 +187,7 @@ class ShardService:
             request = wire.parse_body(body)
             if not as_checked:
                 shapes.check(op, request)     # the raw body again: its nulls and unknown members
+                names_for_arns(op, request)   # ... and its table ARNs
             if key_length:
                 schema = self.catalog.tables.get(request.get("TableName"))
                 # Trust the acceptor's key checks only for the table it checked against.
