@@ -97,6 +97,38 @@ def test_attribute_values_are_left_to_their_own_validation():
     assert request["Item"] == {"a": {"S": 5}, "b": "not even a map"}
 
 
+@pytest.mark.parametrize("op, request_", [
+    ("GetItem", {"TableName": "t", "Key": {"pk": {"S": "k"}}}),
+    ("GetItem", {"TableName": "t", "Key": {"pk": {"S": "k"}}, "ConsistentRead": True}),
+    ("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "k"}}, "UpdateExpression": "SET #c = :v",
+                    "ExpressionAttributeNames": {"#c": "c"}, "ExpressionAttributeValues": {":v": {"N": "1"}}}),
+    ("Query", {"TableName": "t", "Limit": 5, "AttributesToGet": ["a"],
+               "KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "p"}]}}}),
+    ("Scan", {"TableName": "t", "Segment": 1, "TotalSegments": 2 ** 31 - 1}),
+    ("DescribeLimits", {}),
+])
+def test_a_request_left_as_parsed_is_reported_so(op, request_):
+    before = json.loads(json.dumps(request_))
+    assert shapes.check(op, request_) is True
+    assert request_ == before
+
+
+@pytest.mark.parametrize("op, request_", [
+    ("GetItem", {"TableName": "t", "ProjectionExpression": None}),          # a null dropped
+    ("GetItem", {"TableName": "t", "Junk": 1}),                             # an unknown member dropped
+    ("GetItem", {"TableName": "t", "ConsistentRead": "true"}),              # a boolean spelled
+    ("Query", {"TableName": "t", "Limit": 5.0}),                            # a float floored
+    ("Scan", {"TableName": "t", "TotalSegments": 10 ** 30}),                # an integer clamped
+    ("Query", {"KeyConditions": {"pk": {"ComparisonOperator": "EQ", "X": None}}}),     # nested: a map's structure
+    ("TransactWriteItems", {"TransactItems": [{"Put": {"TableName": "t", "X": 1}}]}),  # nested: a list's
+    ("CreateTable", {"ProvisionedThroughput": {"ReadCapacityUnits": 1.5}}),           # nested: a structure's
+    ("BatchGetItem", {"RequestItems": {"t": {"Keys": [], "ConsistentRead": "no"}}}),  # nested: a map's value
+])
+def test_a_request_the_check_changed_is_reported_so(op, request_):
+    assert shapes.check(op, request_) is False
+    assert shapes.check(op, request_) is True   # checked once, it is as the model wants it
+
+
 def test_every_implemented_operation_has_a_model():
     from shardserver.shard.executor import load_all
     assert set(load_all()) <= set(shapes.OPERATIONS)
@@ -167,6 +199,27 @@ def test_bad_shapes_get_400s_and_the_server_keeps_serving(server, ddb, fuzz_tabl
         assert status == 200, (op, reply)
     assert ddb.get_item(TableName=t, Key=keys[2])["Item"] == dict(keys[2], y={"S": "t"})   # the Put replaced it
     assert all(ddb.get_item(TableName=t, Key=k)["Item"]["x"] == {"S": "w"} for k in keys if k is not keys[2])
+
+
+def test_requests_the_check_changed_are_checked_again_on_the_owner(server, fuzz_table):
+    # The acceptor sends the raw body: on the other shard (about half of these keys),
+    # nulls must still count as absent, unknown members be ignored and booleans be read.
+    t = fuzz_table
+    for i in range(16):
+        key = {"pk": {"S": f"fwd{i}"}, "sk": {"N": str(i)}}
+        status, reply = call(server, "PutItem", {"TableName": t, "Item": dict(key, v={"S": "x"}),
+                                                 "ReturnValues": None, "ConditionExpression": None, "Junk": 1})
+        assert (status, reply) == (200, {}), reply
+        status, reply = call(server, "GetItem", {"TableName": t, "Key": key, "ConsistentRead": "true",
+                                                 "ProjectionExpression": None, "ReturnConsumedCapacity": None})
+        assert (status, reply) == (200, {"Item": dict(key, v={"S": "x"})}), reply
+        status, reply = call(server, "UpdateItem", {"TableName": t, "Key": key, "UpdateExpression": "SET v = :v",
+                                                    "ExpressionAttributeValues": {":v": {"S": "y"}},
+                                                    "ReturnValues": None, "Expected": None})
+        assert (status, reply) == (200, {}), reply
+        status, reply = call(server, "DeleteItem", {"TableName": t, "Key": key, "ReturnValues": "ALL_OLD",
+                                                    "ConditionExpression": None, "Junk": None})
+        assert (status, reply) == (200, {"Attributes": dict(key, v={"S": "y"})}), reply
 
 
 @pytest.mark.parametrize("expression", [

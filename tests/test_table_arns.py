@@ -92,3 +92,26 @@ def test_bad_and_unknown_table_arns(ddb, hash_table):
                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
     assert error_of(excinfo)[0] == "ValidationException"
+
+
+def test_values_nested_too_deep_get_the_same_error_by_arn(server, ddb, hash_table):
+    # Deeper than orjson re-encodes: the request with names for ARNs cannot be re-encoded
+    # for the owner shard, which must still refuse it as a request by name is refused.
+    from test_request_shapes import call
+    arn = arn_of(ddb, hash_table)
+    deep = S("x")
+    for _ in range(130):
+        deep = {"L": [deep]}
+    for i in range(8):
+        for op, body in (("PutItem", {"Item": {"pk": S(f"d{i}"), "d": deep}}),
+                         ("UpdateItem", {"Key": {"pk": S(f"d{i}")}, "UpdateExpression": "SET d = :d",
+                                         "ExpressionAttributeValues": {":d": deep}}),
+                         ("BatchWriteItem", {"RequestItems": {
+                             hash_table: [{"PutRequest": {"Item": {"pk": S(f"d{i}"), "d": deep}}}]}})):
+            by_name = call(server, op, dict(body, TableName=hash_table) if op != "BatchWriteItem" else body)
+            if op == "BatchWriteItem":
+                body = {"RequestItems": {arn: body["RequestItems"][hash_table]}}
+            else:
+                body = dict(body, TableName=arn)
+            assert by_name[0] == 400, (op, by_name)
+            assert call(server, op, body) == by_name, op

@@ -14,7 +14,8 @@ dropped, so no handler or re-encoding ever meets one).  It floors floats
 given for integers, clamps integers to their 32 or 64 bits, and reads
 DynamoDB's boolean spellings ("true", "yes", "1"...).  AttributeValues are
 left to ``shardserver.shard.values``, whose ValidationExceptions carry
-DynamoDB's wording for them.
+DynamoDB's wording for them.  It answers whether the request was left
+exactly as parsed, so a shard given the same body need not check it again.
 """
 
 from __future__ import annotations
@@ -27,25 +28,47 @@ from shardserver.protocol.shapes_model import OPERATIONS, SHAPES
 _NUMBER = "class com.amazon.coral.value.json.numbers.TruncatingBigNumber"
 _BOOLEAN_WORDS = {"TRUE": True, "YES": True, "1": True, "FALSE": False, "NO": False, "0": False}
 
+# Changes made to requests so far, counted where they are made: check compares
+# it before and after, with no flag to carry up through the nested checks.
+_edits = 0
 
-def check(op: str, request: dict) -> None:
-    """Raise SerializationException unless every known member has its model type."""
+
+def check(op: str, request: dict) -> bool:
+    """Raise SerializationException unless every known member has its model type.
+
+    True if the request was left exactly as parsed: nothing dropped or fixed.
+    """
     members = _OPERATION_MEMBERS.get(op)
-    if members is not None:
-        _check_structure(request, members)
+    if members is None:
+        return True
+    edits = _edits
+    _check_structure(request, members)
+    return edits == _edits
 
 
 def _check_structure(value: dict, members: dict) -> None:
+    global _edits
     dropped = None
     for name, member in value.items():
         spec = members.get(name)
-        # most members, one look each: a string, or a map whose AttributeValues
-        # shardserver.shard.values checks (Key, Item, ExpressionAttributeValues)
+        # most members, one look each: a string, a map whose AttributeValues
+        # shardserver.shard.values checks (Key, Item, ExpressionAttributeValues),
+        # a map of strings, a boolean
         if spec is _string:
             if type(member) is str:
                 continue
         elif spec is _values_map:
             if type(member) is dict:
+                continue
+        elif spec is _strings_map:
+            if type(member) is dict:
+                for element in member.values():
+                    if type(element) is not str:
+                        break
+                else:
+                    continue    # ExpressionAttributeNames: all strings, no call
+        elif spec is _boolean:
+            if type(member) is bool:
                 continue
         if spec is None or member is None:
             # absent, or unknown: never seen by a handler, never re-encoded
@@ -57,7 +80,9 @@ def _check_structure(value: dict, members: dict) -> None:
         fixed = spec(member)
         if fixed is not member:
             value[name] = fixed
+            _edits += 1
     if dropped is not None:
+        _edits += 1
         for name in dropped:
             del value[name]
 
@@ -133,12 +158,14 @@ def _any(value):
 
 
 def _check_elements(container, places, member, what: str) -> None:
+    global _edits
     for place, element in places:
         if element is None:
             raise SerializationException(f"Unexpected null {what}")
         fixed = member(element)
         if fixed is not element:
             container[place] = fixed    # replaces a present entry: iteration goes on safely
+            _edits += 1
 
 
 def _list_of(member):
@@ -188,6 +215,7 @@ _STRUCTURES: dict[str, dict] = {name: {} for name in SHAPES}
 
 
 _values_map = _map_of(_any)     # one function for every map of AttributeValues: _check_structure knows it
+_strings_map = _map_of(_string)     # ... and for every map of strings
 
 
 def _compile(spec):
@@ -195,6 +223,8 @@ def _compile(spec):
         kind, member = spec
         if spec == ("M", "v"):
             return _values_map
+        if spec == ("M", "s"):
+            return _strings_map
         return (_list_of if kind == "L" else _map_of)(_compile(member))
     if spec in _SCALARS:
         return _SCALARS[spec]

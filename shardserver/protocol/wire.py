@@ -8,6 +8,7 @@ exceptions; this module is the one place that turns them into DynamoDB's
 from __future__ import annotations
 
 import orjson
+from orjson import JSONDecodeError, loads as _loads
 
 from shardserver.errors import (DynamoDBError, InternalServerError, SerializationException,
                                 UnknownOperationException)
@@ -35,13 +36,13 @@ def operation_of(target: str | None) -> str:
 
 def parse_body(body: bytes) -> dict:
     """The request's JSON object, or SerializationException."""
-    if not body:
-        return {}
     try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        request = _loads(body)
+    except JSONDecodeError:
+        if not body:
+            return {}       # an empty body is an empty request (orjson refuses it: looked at only then)
         raise SerializationException("Start of structure or map found where not expected.") from None
-    if not isinstance(request, dict):
+    if request.__class__ is not dict:
         raise SerializationException("Start of structure or map found where not expected.")
     return request
 

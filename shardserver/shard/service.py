@@ -133,17 +133,23 @@ class ShardService:
             if operation is None:
                 raise UnknownOperationException("")
             request = wire.parse_body(body)
-            shapes.check(op, request)
+            as_checked = shapes.check(op, request)     # True: the body is the request as checked
             arns = names_for_arns(op, request)
-            if arns:
-                body = orjson.dumps(request)    # the owner, if another shard, reads names too
             if operation.route is not None:
+                if arns:
+                    try:
+                        body = orjson.dumps(request)    # the owner, if another shard, reads names too
+                        as_checked = True
+                    except orjson.JSONEncodeError:
+                        # Values nested deeper than orjson writes (and DynamoDB accepts): the raw
+                        # body, for the owner to check, rename and refuse as this shard would.
+                        as_checked = False
                 owner = operation.route(self, request)
                 if owner != self.shard_id:
                     if self.stats is not None:
                         self.stats.forwarded_out += 1
                     # submit_to, inline: a coroutine less on every forwarded request.
-                    payload = _forward_payload(op, request, body)
+                    payload = _forward_payload(op, request, body, as_checked)
                     try:
                         reply = await (self.fabric.request(owner, OP, payload)
                                        or self.fabric.submit_to(owner, OP, payload))
@@ -168,8 +174,7 @@ class ShardService:
 
     async def _execute_forwarded(self, payload: bytes) -> bytes:
         started = time.perf_counter()
-        name, _, rest = payload.partition(b"\0")
-        table_id, _, rest = rest.partition(b"\0")
+        as_checked, name, table_id, rest = payload.split(b"\0", 3)
         key_length = _KEY_LENGTH.unpack_from(rest)[0]
         key, body = rest[2:2 + key_length], rest[2 + key_length:]
         op = name.decode()
@@ -180,7 +185,9 @@ class ShardService:
             if self.refusing_forwarded:
                 raise ServiceUnavailableException(f"Shard {self.shard_id} is restarting; retry the request")
             request = wire.parse_body(body)
-            shapes.check(op, request)     # the raw body again: its nulls and unknown members
+            if not as_checked:
+                shapes.check(op, request)     # the raw body again: its nulls and unknown members
+                names_for_arns(op, request)   # ... and its table ARNs
             if key_length:
                 schema = self.catalog.tables.get(request.get("TableName"))
                 # Trust the acceptor's key checks only for the table it checked against.
@@ -357,17 +364,21 @@ class ShardService:
 _KEY_LENGTH = struct.Struct(">H")
 
 
-def _forward_payload(op: str, request: dict, body: bytes) -> bytes:
-    """OP message: name, NUL, table id, NUL, u16 key length, storage key, raw request body.
+def _forward_payload(op: str, request: dict, body: bytes, as_checked: bool = False) -> bytes:
+    """OP message: mark, NUL, name, NUL, table id, NUL, u16 key length, storage key, raw request body.
 
     The storage key the acceptor computed (after checking the key against
     the schema) travels with the raw body, so the owner need not redo it.
+    The mark is "=" when the body is also the request exactly as the
+    acceptor's shapes.check left it, so the owner need not check it again;
+    empty when the owner must.
     """
     routed = request.get(ROUTED)
     if routed is None:
-        return op.encode() + b"\0\0\0\0" + body
+        return b"".join((b"=\0" if as_checked else b"\0", op.encode(), b"\0\0\0\0", body))
     schema, key, _ = routed
-    return b"".join((op.encode(), b"\0", schema.table_id.encode(), b"\0", _KEY_LENGTH.pack(len(key)), key, body))
+    return b"".join((b"=\0" if as_checked else b"\0", op.encode(), b"\0", schema.table_id.encode(), b"\0",
+                     _KEY_LENGTH.pack(len(key)), key, body))
 
 
 _OK = _STATUS.pack(200)
