@@ -200,6 +200,25 @@ def test_a_write_to_a_cached_row_is_what_reads_see_before_and_after_flushes(tmp_
     run(go())
 
 
+def test_a_flush_runs_longer_slices_as_writers_outpace_it(tmp_path):
+    """Under the threshold a flush yields every BACKGROUND_SLICE_S; past it, its slices grow
+    with the excess, so it catches up instead of every writer waiting at twice the threshold."""
+    from shardserver.sstable.compaction import BACKGROUND_SLICE_S
+
+    async def go():
+        s = await opened(tmp_path, small_opts())
+        threshold = s.flush_threshold
+        for used, expected in ((0, BACKGROUND_SLICE_S), (threshold, BACKGROUND_SLICE_S),
+                               (threshold * 3 // 2, BACKGROUND_SLICE_S + storage_mod.MAX_EXTRA_FLUSH_SLICE_S / 2),
+                               (threshold * 2, BACKGROUND_SLICE_S + storage_mod.MAX_EXTRA_FLUSH_SLICE_S),
+                               (threshold * 5, BACKGROUND_SLICE_S + storage_mod.MAX_EXTRA_FLUSH_SLICE_S)):
+            s._memtable_bytes = used
+            assert s._flush_slice() == pytest.approx(expected)
+        s._memtable_bytes = 0
+        await s.close()
+    run(go())
+
+
 def test_stats_exact_with_blind_writes_across_restart(tmp_path):
     opts = small_opts(memtable_flush_threshold_bytes=30_000)
 

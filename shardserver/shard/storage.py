@@ -56,6 +56,10 @@ KIND_DROP_TABLE = 3
 FIRST_USER_KIND = 16
 
 FLUSH_RETRY_SECONDS = 1
+# A flush runs in slices between requests. Once memtables outgrow the flush threshold
+# (writers outpacing the flush), its slices lengthen, up to this much more at twice the
+# threshold, where writers would otherwise all wait for the flush at once.
+MAX_EXTRA_FLUSH_SLICE_S = 0.030
 
 _INC_TID = struct.Struct("<QH")      # table incarnation, table id length
 _INCARNATION = struct.Struct("<Q")
@@ -870,6 +874,16 @@ class ShardStorage:
                 t.active = m
             raise
 
+    def _flush_slice(self) -> float:
+        """Seconds a flush runs before letting requests in: BACKGROUND_SLICE_S while the
+        memtables are under the threshold, growing with how far past it they are, so that a
+        flush keeps up with the writers (its share of the loop grows until it does) instead
+        of stopping them all for a whole flush at twice the threshold."""
+        over = self._memtable_bytes - self.flush_threshold
+        if over <= 0:
+            return BACKGROUND_SLICE_S
+        return BACKGROUND_SLICE_S + MAX_EXTRA_FLUSH_SLICE_S * min(1.0, over / self.flush_threshold)
+
     async def _write_memtable(self, t: _Table, m: Memtable) -> None:
         async with t.lock:
             if t.frozen and t.frozen[0] is not m:
@@ -892,7 +906,7 @@ class ShardStorage:
                     i += 1
                     if i & 63 == 0:
                         await writer.write_pending()
-                        if loop.time() - last_yield > BACKGROUND_SLICE_S:
+                        if loop.time() - last_yield > self._flush_slice():
                             await asyncio.sleep(0)
                             last_yield = loop.time()
                             if t.dropped:
