@@ -185,7 +185,6 @@ def _prepare_query(request: dict, schema, check_unused: bool) -> Prepared:
     return prepared
 
 
-_KEY_KINDS = frozenset(("S", "N", "B"))
 _OPERATOR_TEXT = {"EQ": "=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "BETWEEN": "BETWEEN",
                   "BEGINS_WITH": "begins_with"}
 
@@ -210,17 +209,11 @@ def _bind_query_shape(shape, values: dict) -> Prepared | None:
             # A plain string, {"S": str}, needs no further check (as in values.validate_item).
             if av.__class__ is not dict or len(av) != 1 or av.get("S").__class__ is not str:
                 validate_value(av)
-        pk = values[hash_ref]
-        (kind, value), = pk.items()
-        if range_op is None and kind == key_types.get(hash_name) and kind in _KEY_KINDS and value != "":
-            # The partition key alone, of its type and not empty: all check_key_condition_parts
-            # would check, without building its parts.
-            op, operands = None, ()
-        else:
-            parts = {hash_name: ("=", [pk])}
-            if range_op is not None:
-                parts[range_name] = (range_op, [values[r] for r in range_refs])
-            pk, op, operands = ex.check_key_condition_parts(parts, hash_name, range_name, key_types)
+        # (check_key_condition_parts takes the partition key alone in one test)
+        parts = {hash_name: ("=", [values[hash_ref]])}
+        if range_op is not None:
+            parts[range_name] = (range_op, [values[r] for r in range_refs])
+        pk, op, operands = ex.check_key_condition_parts(parts, hash_name, range_name, key_types)
     except ValidationException:
         return None
     prepared = Prepared()
