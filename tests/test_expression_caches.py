@@ -20,6 +20,13 @@ def _update(name: str) -> dict:
             "ExpressionAttributeNames": {"#k": name}, "ExpressionAttributeValues": {":v": {"S": "x"}}}
 
 
+def _refusal(call, *args) -> str:
+    """The message of the ValidationException call(*args) raises."""
+    with pytest.raises(ValidationException) as raised:
+        call(*args)
+    return raised.value.message
+
+
 def _prepare(request: dict, schema, op: str):
     itemsem.check_before_table(request, op)
     return itemsem.prepare(request, schema, op)
@@ -68,9 +75,7 @@ def test_query_hit_checks_its_value_as_a_miss_does(value, message):
         with pytest.raises(ValidationException, match=message) as hit:
             itemsem.prepare(_query(value), schema, "Query")
         itemsem._query_cache.clear()
-        with pytest.raises(ValidationException) as miss:
-            itemsem.prepare(_query(value), schema, "Query")
-        assert hit.value.message == miss.value.message
+        assert _refusal(itemsem.prepare, _query(value), schema, "Query") == hit.value.message
 
 
 def test_query_of_a_recreated_table_with_a_number_key():
@@ -92,21 +97,16 @@ def test_values_checked_before_the_table_are_the_ones_bound():
 
 @pytest.mark.parametrize("value", [{"S": "a", "N": "1"}, {"N": "x"}, {"BOOL": 1}, {}, "a", None, {"S": ""}])
 def test_a_known_structure_checks_its_new_values_as_the_full_check_does(value):
-    def failure(request, op):
-        with pytest.raises(ValidationException) as raised:
-            itemsem.check_before_table(request, op)
-        return raised.value.message
-
     request = _update("a")
     itemsem.check_before_table(dict(request), "UpdateItem")        # the structure, known
     request["ExpressionAttributeValues"] = {":v": value}
     if value == {"S": ""}:
         itemsem.check_before_table(dict(request), "UpdateItem")    # a valid value, in a SET
         return
-    hit = failure(dict(request), "UpdateItem")
+    hit = _refusal(itemsem.check_before_table, dict(request), "UpdateItem")
     itemsem._structures.clear()
     itemsem._checked.clear()
-    assert failure(dict(request), "UpdateItem") == hit
+    assert _refusal(itemsem.check_before_table, dict(request), "UpdateItem") == hit
 
 
 
@@ -118,12 +118,9 @@ def test_a_filter_of_a_known_structure_tests_its_own_values():
         test = itemsem.prepare(scan, schema, "Scan").filter
         assert test({"a": {"S": text}}) and not test({"a": {"S": "z"}})
     scan["ExpressionAttributeValues"] = {":v": {"N": "x"}}
-    with pytest.raises(ValidationException) as hit:
-        itemsem.prepare(dict(scan), schema, "Scan")
+    hit = _refusal(itemsem.prepare, dict(scan), schema, "Scan")
     itemsem._structures.clear()
-    with pytest.raises(ValidationException) as miss:
-        itemsem.prepare(dict(scan), schema, "Scan")
-    assert hit.value.message == miss.value.message
+    assert _refusal(itemsem.prepare, dict(scan), schema, "Scan") == hit
 
 
 def test_names_are_checked_unless_this_very_structure_passed():
@@ -162,11 +159,8 @@ def test_an_index_query_from_the_cache_and_a_recreated_index():
             assert itemsem.prepare(_index_query(value), _indexed("email"), "Query").key_condition == (value, None, [])
     # The same index name, one table id: another key attribute, then another key type.
     for schema in (_indexed("name"), _indexed("email", "N")):
-        with pytest.raises(ValidationException) as hit:
-            itemsem.prepare(_index_query({"S": "a@x"}), schema, "Query")
+        hit = _refusal(itemsem.prepare, _index_query({"S": "a@x"}), schema, "Query")
         itemsem._query_cache.clear()
-        with pytest.raises(ValidationException) as miss:
-            itemsem.prepare(_index_query({"S": "a@x"}), schema, "Query")
-        assert hit.value.message == miss.value.message
+        assert _refusal(itemsem.prepare, _index_query({"S": "a@x"}), schema, "Query") == hit
     with pytest.raises(ValidationException, match="does not have the specified index"):
         itemsem.prepare(_index_query({"S": "a@x"}), _table("i", "pk", "sk"), "Query")

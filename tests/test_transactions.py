@@ -445,18 +445,48 @@ class _OneConnection:
         return response.status, json.loads(response.read() or b"{}"), response.getheader("x-amzn-RequestId")
 
 
-@pytest.mark.parametrize("victim", ["coordinator", "participant"])
-def test_shard_killed_between_prepare_and_commit_is_never_half_applied(slow_server, victim):
-    ddb = make_client(slow_server.endpoint, retries=1)
-    table = create_table(ddb, "crash")
-    (a,), (b,) = keys_on_each_shard("x")
+def _counter_on_each_shard(ddb, name: str, prefix: str):
+    """A new table with a counter v = 0 on each shard: (table, key on shard 0, key on shard 1)."""
+    table = create_table(ddb, name)
+    (a,), (b,) = keys_on_each_shard(prefix)
     ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
-    # The shard that accepts this kept-alive connection coordinates its transactions;
-    # the request id names it.
-    client = _OneConnection(slow_server.endpoint)
+    return table, a, b
+
+
+def _whole_server_killed_during(srv, seconds: float, table, keys, **request):
+    """Sends TransactWriteItems(**request), kills the whole server `seconds` later (the
+    client sees an error), restarts it on the same data: (the new server, a retrying
+    client), once the keys' locks are gone."""
+    thread, outcome = _in_background(lambda: make_client(srv.endpoint, retries=1).transact_write_items(
+        **request))
+    time.sleep(seconds)
+    srv.kill()
+    thread.join(15)
+    assert "error" in outcome
+    srv = ServerProcess(srv.data_dir, smp=2).start()
+    ddb = make_client(srv.endpoint, retries=10)
+    try:
+        _wait_unlocked(ddb, table, keys)
+    except BaseException:
+        srv.stop()      # the caller still holds the killed one
+        raise
+    return srv, ddb
+
+
+def _two_shard_counters(server, name: str, prefix: str):
+    """A table with a counter at 0 on each shard, and one kept-alive connection: (that
+    connection, the table, the two keys, the shard accepting the connection, which
+    coordinates its transactions; the request id names it)."""
+    table, a, b = _counter_on_each_shard(make_client(server.endpoint, retries=1), name, prefix)
+    client = _OneConnection(server.endpoint)
     status, _, request_id = client.call("DescribeTable", {"TableName": table})
     assert status == 200
-    acceptor = int(request_id[:2], 16)
+    return client, table, a, b, int(request_id[:2], 16)
+
+
+@pytest.mark.parametrize("victim", ["coordinator", "participant"])
+def test_shard_killed_between_prepare_and_commit_is_never_half_applied(slow_server, victim):
+    client, table, a, b, acceptor = _two_shard_counters(slow_server, "crash", "x")
     victim_shard = acceptor if victim == "coordinator" else 1 - acceptor
     pid = _pid_of_shard(slow_server, victim_shard)
     thread, outcome = _in_background(lambda: client.call(
@@ -483,14 +513,7 @@ def test_token_of_a_transaction_whose_coordinator_died_is_not_in_progress_for_ev
     coordinating it died, the retry reaches the other shard, which holds the token's claim. It must
     learn the transaction's fate (aborted here: no decision) and run the retry, once, instead of
     answering TransactionInProgressException for the token's whole 10-minute window."""
-    ddb = make_client(slow_server.endpoint, retries=1)
-    table = create_table(ddb, "tokcrash")
-    (a,), (b,) = keys_on_each_shard("tk")
-    ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
-    client = _OneConnection(slow_server.endpoint)
-    status, _, request_id = client.call("DescribeTable", {"TableName": table})
-    assert status == 200
-    coordinator = int(request_id[:2], 16)
+    client, table, a, b, coordinator = _two_shard_counters(slow_server, "tokcrash", "tk")
     # the token belongs to the shard that survives (shardserver's token placement: crc32 % shards)
     token = next(t for t in (f"tok-{i}" for i in range(100)) if zlib.crc32(t.encode()) % 2 != coordinator)
     request = {"TransactItems": [increment(table, a), increment(table, b)], "ClientRequestToken": token}
@@ -515,19 +538,9 @@ def test_whole_server_killed_after_prepare_recovers_with_nothing_applied(tmp_pat
     finally:
         del os.environ[DELAY_ENV]
     try:
-        ddb = make_client(srv.endpoint, retries=1)
-        table = create_table(ddb, "wholecrash")
-        (a,), (b,) = keys_on_each_shard("z")
-        ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
-        thread, outcome = _in_background(lambda: make_client(srv.endpoint, retries=1).transact_write_items(
-            TransactItems=[increment(table, a), increment(table, b)]))
-        time.sleep(0.8)
-        srv.kill()
-        thread.join(15)
-        assert "error" in outcome
-        srv = ServerProcess(srv.data_dir, smp=2).start()
-        ddb = make_client(srv.endpoint, retries=10)
-        _wait_unlocked(ddb, table, [a, b])
+        table, a, b = _counter_on_each_shard(make_client(srv.endpoint, retries=1), "wholecrash", "z")
+        srv, ddb = _whole_server_killed_during(srv, 0.8, table, [a, b], TransactItems=[
+            increment(table, a), increment(table, b)])
         assert (value(ddb, table, a), value(ddb, table, b)) == (0, 0)
         ddb.transact_write_items(TransactItems=[increment(table, a), increment(table, b)])
         assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
@@ -546,20 +559,10 @@ def test_a_token_retry_after_a_whole_server_crash_between_decision_and_done_appl
     finally:
         del os.environ["SHARDSERVER_INJECT_TX_DECIDED_DELAY_S"]
     try:
-        ddb = make_client(srv.endpoint, retries=1)
-        table = create_table(ddb, "tokwhole")
-        (a,), (b,) = keys_on_each_shard("w")
-        ddb.transact_write_items(TransactItems=[put(table, a, v=0), put(table, b, v=0)])
+        table, a, b = _counter_on_each_shard(make_client(srv.endpoint, retries=1), "tokwhole", "w")
         request = {"TransactItems": [increment(table, a), increment(table, b)], "ClientRequestToken": "tok-whole"}
-        thread, outcome = _in_background(lambda: make_client(srv.endpoint, retries=1).transact_write_items(
-            **request))
-        time.sleep(1.0)      # decided and fsynced; "done" not yet told
-        srv.kill()
-        thread.join(15)
-        assert "error" in outcome
-        srv = ServerProcess(srv.data_dir, smp=2).start()
-        ddb = make_client(srv.endpoint, retries=10)
-        _wait_unlocked(ddb, table, [a, b])
+        # killed once decided and fsynced, before the token's shard is told "done"
+        srv, ddb = _whole_server_killed_during(srv, 1.0, table, [a, b], **request)
         ddb.transact_write_items(**request)
         ddb.transact_write_items(**request)
         assert (value(ddb, table, a), value(ddb, table, b)) == (1, 1)
