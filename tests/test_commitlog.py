@@ -228,6 +228,7 @@ def test_disk_bytes_follows_the_files(tmp_path):
         assert len(log.segment_ids()) > 2
         assert log.disk_bytes() == on_disk()
         log.release(set())
+        await log.deletions_done()              # a worker thread unlinks the files
         assert log.disk_bytes() == on_disk()
         await log.close()
         log = CommitLog(d, 0, sync_mode="batch", batch_window_ms=0.0, segment_size=4096)
@@ -238,6 +239,7 @@ def test_disk_bytes_follows_the_files(tmp_path):
         await log.sync()
         assert log.disk_bytes() == on_disk()
         log.release(set())
+        await log.deletions_done()
         assert log.disk_bytes() == on_disk()
         await log.close()
 
@@ -250,6 +252,7 @@ def test_disk_bytes_follows_the_files(tmp_path):
         await log.sync()
         assert log.position() == position and on_disk() == before
         log.release(set())
+        await log.deletions_done()
         assert log.disk_bytes() == on_disk() == 0
         await log.close()
     run(go())
@@ -285,3 +288,35 @@ def test_write_pending_is_the_barrier_before_answers(tmp_path, monkeypatch):
     run(go())
     _, seen = replay_all(d)
     assert [p for _, p, _ in seen] == [b"one", b"two", b"three"]
+
+
+def test_released_segments_are_unlinked_off_the_loop_and_in_order(tmp_path, monkeypatch):
+    """Unlinking a big file can hold the loop for tens of ms: release() hands the files
+    to one worker thread, oldest first, and close() waits for it."""
+    import threading
+
+    d = str(tmp_path)
+    unlinked = []
+    real_unlink = os.unlink
+
+    def recording_unlink(path):
+        unlinked.append((os.path.basename(path), threading.current_thread() is threading.main_thread()))
+        real_unlink(path)
+
+    async def go():
+        log = CommitLog(d, 0, sync_mode="batch", batch_window_ms=0.0, segment_size=4096)
+        log.replay(lambda *a: None)
+        log.start(1)
+        for _ in range(40):
+            log.append(1, os.urandom(500))
+        await log.sync()
+        names = [os.path.basename(s.path) for s in log._segments]
+        monkeypatch.setattr(cl.os, "unlink", recording_unlink)
+        log.release(set())
+        await log.close()
+        return names
+
+    names = run(go())
+    assert [n for n, _ in unlinked] == names[:-1]
+    assert not any(on_loop for _, on_loop in unlinked)
+    assert sorted(n for n in os.listdir(d) if n.endswith(".log")) == names[-1:]

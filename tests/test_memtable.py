@@ -93,3 +93,42 @@ def test_stored_values_do_not_keep_the_serializers_buffer(tmp_path):
         await s.close()
 
     uvloop.run(go())
+
+
+def test_ordering_steps_sort_a_frozen_memtable_in_bounded_steps():
+    """A flush orders the keys a step at a time; the result is the one sort's."""
+    m = Memtable()
+    early = [random.randbytes(8) for _ in range(300)]
+    for k in early:
+        m.apply(k, b"v", None)
+    m.ordered_keys()                          # a range read ordered these already
+    late = [random.randbytes(8) for _ in range(5000)]
+    for k in late:
+        m.apply(k, b"w", None)
+    m.frozen = True
+    steps = sum(1 for _ in m.ordering_steps(run=512))
+    assert steps == 10 + 9                    # ten runs sorted, nine merges
+    assert list(m.ordered_keys()) == sorted(set(early) | set(late))
+    assert [k for k, _ in m.items()] == sorted(set(early) | set(late))
+
+
+def test_ordering_steps_stop_when_a_range_read_orders_the_keys_meanwhile():
+    m = Memtable()
+    keys = [random.randbytes(6) for _ in range(3000)]
+    for k in keys:
+        m.apply(k, b"v", None)
+    m.frozen = True
+    steps = m.ordering_steps(run=256)
+    next(steps)
+    next(steps)
+    got = m.chunk(None, True, None, True, False, 10_000)   # between two steps
+    assert [k for k, _ in got] == sorted(set(keys))
+    assert list(steps) == []                  # nothing left to do
+    assert [k for k, _ in m.items()] == sorted(set(keys))
+
+
+def test_ordering_steps_refuse_an_active_memtable():
+    m = Memtable()
+    m.apply(b"k", b"v", None)
+    with pytest.raises(RuntimeError):
+        next(m.ordering_steps())

@@ -120,6 +120,25 @@ def _find_malloc_trim():
 _malloc_trim = _find_malloc_trim()
 
 
+class _FlushSlices:
+    """A flush's pacing: once it has run for its slice, it lets requests in."""
+
+    __slots__ = ("_loop", "_slice", "_table", "_since")
+
+    def __init__(self, loop, slice_seconds, table):
+        self._loop = loop
+        self._slice = slice_seconds      # called each time: the slice follows memtable pressure
+        self._table = table
+        self._since = loop.time()
+
+    async def pause(self) -> None:
+        if self._loop.time() - self._since > self._slice():
+            await asyncio.sleep(0)
+            self._since = self._loop.time()
+            if self._table.dropped:
+                raise asyncio.CancelledError()
+
+
 def table_dir_name(table_id: str) -> str:
     """A directory name for a table id, reversible, safe on any filesystem."""
     if table_id and table_id[0] != "." and set(table_id) <= _SAFE_DIR_CHARS and len(table_id) < 200:
@@ -303,7 +322,11 @@ class ShardStorage:
         self.unknown_records_total = 0
         self.replay_applied_total = 0
         self.heap_trims_total = 0
+        self.flush_waits_total = 0            # writes held back by memtables at twice the threshold
+        self.flush_wait_seconds_total = 0.0
         self.heap_trim_seconds_total = 0.0
+        self._trimming = False
+        self._trim_again = False
 
     # ================================================================== life cycle
     async def open(self) -> None:
@@ -775,11 +798,16 @@ class ShardStorage:
 
     async def _sync(self) -> None:
         await self.commitlog.sync()
-        while (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
-               and not self._flush_task.done()):
-            fut = asyncio.get_running_loop().create_future()
-            self._flush_waiters.append(fut)
-            await fut
+        if (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
+                and not self._flush_task.done()):
+            self.flush_waits_total += 1
+            start = time.perf_counter()
+            while (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
+                   and not self._flush_task.done()):
+                fut = asyncio.get_running_loop().create_future()
+                self._flush_waiters.append(fut)
+                await fut
+            self.flush_wait_seconds_total += time.perf_counter() - start
 
     # ================================================================== flush
     def _maybe_flush(self) -> None:
@@ -897,20 +925,17 @@ class ShardStorage:
             writer = SSTableWriter(tmp, self.aio, block_size=self.block_size,
                                    bits_per_key=self.options.bloom_bits_per_key,
                                    expected_keys=len(m))
-            loop = asyncio.get_running_loop()
-            last_yield = loop.time()
+            slices = _FlushSlices(asyncio.get_running_loop(), self._flush_slice, t)
             try:
+                for _ in m.ordering_steps():
+                    await slices.pause()
                 i = 0
                 for key, value in m.items():
                     writer.add(key, value)
                     i += 1
                     if i & 63 == 0:
                         await writer.write_pending()
-                        if loop.time() - last_yield > self._flush_slice():
-                            await asyncio.sleep(0)
-                            last_yield = loop.time()
-                            if t.dropped:
-                                raise asyncio.CancelledError()
+                        await slices.pause()
                 meta = await writer.finish({"generation": generation, "table_id": t.table_id,
                                             "level": 0})
             except asyncio.CancelledError:
@@ -990,16 +1015,37 @@ class ShardStorage:
                 return
 
     def _trim_heap(self) -> None:
-        """Return the C heap's free pages to the kernel after a memtable or SSTables went."""
+        """Return the C heap's free pages to the kernel after a memtable or SSTables went.
+
+        In a worker thread (ctypes lets go of the GIL): on the loop, the trim's
+        madvise calls stopped every request for 10-20 ms.  One at a time: asked
+        for while one runs, another follows it.
+        """
         if _malloc_trim is None or not self.options.trim_heap_after_flush:
             return
+        if self._trimming:
+            self._trim_again = True
+            return
+        self._trimming = True
+        self._trim_again = False
+        loop = self._loop or asyncio.get_running_loop()
+        loop.run_in_executor(None, self._trim_heap_now).add_done_callback(self._trimmed)
+
+    def _trim_heap_now(self) -> float:
         start = time.perf_counter()
         _malloc_trim(0)
-        elapsed = time.perf_counter() - start
-        self.heap_trims_total += 1
-        self.heap_trim_seconds_total += elapsed
-        if elapsed > 0.02:
-            self.log.info("storage: malloc_trim took %.1f ms", elapsed * 1e3)
+        return time.perf_counter() - start
+
+    def _trimmed(self, fut) -> None:
+        self._trimming = False
+        if not fut.cancelled() and fut.exception() is None:
+            elapsed = fut.result()
+            self.heap_trims_total += 1
+            self.heap_trim_seconds_total += elapsed
+            if elapsed > 0.05:
+                self.log.info("storage: malloc_trim took %.1f ms", elapsed * 1e3)
+        if self._trim_again and not self._closing:
+            self._trim_heap()
 
     async def _persist_manifest(self, t: _Table) -> None:
         data = orjson.dumps(t.manifest())
@@ -1298,6 +1344,8 @@ class ShardStorage:
             "sstables_count": len(sstables),
             "sstables_bytes": sum(r.file_size for r in sstables),
             "flushes_total": self.flushes_total,
+            "flush_waits_total": self.flush_waits_total,
+            "flush_wait_seconds_total": self.flush_wait_seconds_total,
             "flush_bytes_total": self.flush_bytes_total,
             "compactions_total": self.compactions_total,
             "compaction_bytes_in_total": self.compaction_bytes_in_total,
