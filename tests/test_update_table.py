@@ -466,3 +466,32 @@ def test_index_throughput_changes_are_dated(ddb, table_name):
         assert "LastDecreaseDateTime" not in table_units and table_units["NumberOfDecreasesToday"] == 0
     finally:
         ddb.delete_table(TableName=table_name)
+
+
+def test_index_units_out_of_bounds_name_the_index(ddb, table_name):
+    # More than 10^12 units is refused for a global index too, naming it, when it is created
+    # with the table, created by UpdateTable, or updated.
+    big = 1000000000001
+    units = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    definition = dict(TableName=table_name, KeySchema=key_schema("p"), AttributeDefinitions=defs(p="S", x="S"),
+                      ProvisionedThroughput=units)
+    for read, write, refused in ((big, 1, "ReadCapacityUnits"), (1, big, "WriteCapacityUnits")):
+        index = {**gsi("gb_", "x"), "ProvisionedThroughput": {"ReadCapacityUnits": read, "WriteCapacityUnits": write}}
+        assert error_of(ddb.create_table, **definition, GlobalSecondaryIndexes=[index]) == (
+            "ValidationException", f"Given value {big} for {refused} is out of bounds for index gb_")
+    assert table_name not in ddb.list_tables()["TableNames"]
+    ddb.create_table(**definition, GlobalSecondaryIndexes=[{**gsi("gb_", "x"), "ProvisionedThroughput": units}])
+    try:
+        update = {"Update": {"IndexName": "gb_", "ProvisionedThroughput": {"ReadCapacityUnits": 1,
+                                                                           "WriteCapacityUnits": big}}}
+        assert error_of(ddb.update_table, TableName=table_name, GlobalSecondaryIndexUpdates=[update]) == (
+            "ValidationException", f"Given value {big} for WriteCapacityUnits is out of bounds for index gb_")
+        create = {"Create": {**gsi("gc_", "y"), "ProvisionedThroughput": {"ReadCapacityUnits": big,
+                                                                          "WriteCapacityUnits": 1}}}
+        assert error_of(ddb.update_table, TableName=table_name, AttributeDefinitions=defs(p="S", y="S"),
+                        GlobalSecondaryIndexUpdates=[create]) == (
+            "ValidationException", f"Given value {big} for ReadCapacityUnits is out of bounds for index gc_")
+        indexes = ddb.describe_table(TableName=table_name)["Table"]["GlobalSecondaryIndexes"]
+        assert [(i["IndexName"], i["ProvisionedThroughput"]["WriteCapacityUnits"]) for i in indexes] == [("gb_", 1)]
+    finally:
+        ddb.delete_table(TableName=table_name)

@@ -44,8 +44,8 @@ from shardserver.shard import routing, values
 from shardserver.shard.executor import capacity, fabric_verb
 from shardserver.shard.executor.query import limit_of, part_reply, read_part, select_of
 from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE
-from shardserver.shard.executor.tables import (Constraints, constraint_error, key_schema_elements, table_name_errors,
-                                               table_settings)
+from shardserver.shard.executor.tables import (Constraints, check_capacity_bounds, constraint_error,
+                                               key_schema_elements, table_name_errors, table_settings)
 from shardserver.shard.keys import EmptyKeyValue
 from shardserver.shard.pages import UNBOUNDED, read_page
 
@@ -222,7 +222,9 @@ def _throughput_of(index: dict, name: str, billing_mode: str, table_read: int, t
             raise constraint_error([f"Value '{value}' at 'globalSecondaryIndexes.member.provisionedThroughput."
                                     f"{field}' failed to satisfy constraint: Member must have value greater "
                                     "than or equal to 1"])
+    check_capacity_bounds(read, write, name)
     return {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
+
 
 
 def _undefined(keys: list[str], types: dict) -> ValidationException:

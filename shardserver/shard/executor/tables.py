@@ -21,7 +21,6 @@ from shardserver.shard.executor import operation
 
 TABLE_NAME_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 MAX_TABLES = 2500
-MAX_CAPACITY = 1_000_000_000_000     # units of read or write capacity a table or index may be given
 NO_DEFINITION = "Invalid KeySchema: Some index key attribute have no definition"
 
 
@@ -307,9 +306,18 @@ def _check_create_members(request: dict) -> None:
                 constraints.enum(element["KeyType"], f"{field}.keyType", ("HASH", "RANGE"))
     constraints.check()
     if throughput is not None:
-        for member in ("ReadCapacityUnits", "WriteCapacityUnits"):
-            if throughput[member] > MAX_CAPACITY:
-                raise ValidationException(f"Given value {throughput[member]} for {member} is out of bounds")
+        check_capacity_bounds(throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"])
+
+
+MAX_CAPACITY = 1_000_000_000_000     # units of read or write capacity a table or index may be given
+
+
+def check_capacity_bounds(read: int, write: int, index: str | None = None) -> None:
+    """DynamoDB's upper bound on provisioned units, for a table or (named) a global index."""
+    for number, member in ((read, "ReadCapacityUnits"), (write, "WriteCapacityUnits")):
+        if number > MAX_CAPACITY:
+            where = f" for index {index}" if index is not None else ""
+            raise ValidationException(f"Given value {number} for {member} is out of bounds{where}")
 
 
 def _parse_billing(request: dict) -> tuple[str, int, int]:

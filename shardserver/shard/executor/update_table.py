@@ -21,16 +21,15 @@ from shardserver.errors import LimitExceededException, ResourceNotFoundException
 from shardserver.shard import indexes, streams
 from shardserver.shard.catalog import WARM_THROUGHPUT_BASELINE, TableSchema, now
 from shardserver.shard.executor import operation
-from shardserver.shard.executor.tables import (Constraints, check_on_demand, check_table_name, constraint_error,
-                                               describe, existing_table, parse_attribute_definitions,
-                                               table_not_found, table_settings)
+from shardserver.shard.executor.tables import (Constraints, check_capacity_bounds, check_on_demand,
+                                               check_table_name, constraint_error, describe, existing_table,
+                                               parse_attribute_definitions, table_not_found, table_settings)
 
-MAX_CAPACITY = 1_000_000_000_000
 ONE_ONLINE_INDEX = "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table"
 UPDATE_ACTIONS = ("Create", "Update", "Delete")
 
 
-def _throughput(value, field: str) -> tuple[int, int]:
+def _throughput(value, field: str, index: str | None = None) -> tuple[int, int]:
     if not isinstance(value, dict):
         raise constraint_error([f"Value null at '{field}' failed to satisfy constraint: Member must not be null"])
     read, write = value.get("ReadCapacityUnits"), value.get("WriteCapacityUnits")
@@ -43,9 +42,7 @@ def _throughput(value, field: str) -> tuple[int, int]:
                           "Member must have value greater than or equal to 1")
     if errors:
         raise constraint_error(errors)
-    for number, name in ((read, "ReadCapacityUnits"), (write, "WriteCapacityUnits")):
-        if number > MAX_CAPACITY:
-            raise ValidationException(f"Given value {number} for {name} is out of bounds")
+    check_capacity_bounds(read, write, index)
     return read, write
 
 
@@ -163,7 +160,7 @@ def _gsi_updates(schema: TableSchema, request: dict, billing_mode: str, read: in
                 raise ValidationException("One or more parameter values were invalid: The only Updates for index: "
                                           f"{name} when TableThroughputMode is PAY_PER_REQUEST can be to "
                                           "OnDemandThroughput, WarmThroughput")
-            r, w = _throughput(body.get("ProvisionedThroughput"), f"{field}.provisionedThroughput")
+            r, w = _throughput(body.get("ProvisionedThroughput"), f"{field}.provisionedThroughput", name)
             current = index.get("ProvisionedThroughput") or {}
             now_read, now_write = current.get("ReadCapacityUnits", 0), current.get("WriteCapacityUnits", 0)
             if schema.billing_mode == "PROVISIONED" and (r, w) == (now_read, now_write):
