@@ -226,7 +226,6 @@ def _throughput_of(index: dict, name: str, billing_mode: str, table_read: int, t
     return {"ReadCapacityUnits": read, "WriteCapacityUnits": write}
 
 
-
 def _undefined(keys: list[str], types: dict) -> ValidationException:
     return ValidationException(
         "One or more parameter values were invalid: Some index key attributes are not defined in "
