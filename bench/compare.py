@@ -217,7 +217,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Compare DynamoDB implementations on this machine.")
     ap.add_argument("--targets", default=",".join(targets.default_target_names()),
                     help="comma-separated: null, shardserver-smp<k>, shardserver-smpN, "
-                         "shardserver-batch, dynalite, moto (default: %(default)s)")
+                         "shardserver-batch, shardserver-nice0, dynalite, moto (default: %(default)s)")
     ap.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                     help="comma-separated, of: " + ", ".join(workloads.WORKLOADS))
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per workload")

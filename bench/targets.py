@@ -1,7 +1,7 @@
 """The servers a benchmark compares: how to start, watch, measure and stop each one.
 
 Owns: the target names (``null``, ``shardserver-smp<k>``, ``shardserver-batch``,
-``moto``, ``dynalite``), their command lines on 127.0.0.1 and free ports,
+``shardserver-nice0``, ``moto``, ``dynalite``), their command lines on 127.0.0.1 and free ports,
 installing dynalite from the npm registry into a bench-local folder, readiness
 checks, and the three server-side measurements: CPU seconds of the server's
 whole process tree (psutil, user+sys), resident memory per process, and the
@@ -106,7 +106,7 @@ def default_target_names() -> list[str]:
     names = ["null", "shardserver-smp1"]
     if n > 1:
         names.append("shardserver-smp%d" % n)
-    names += ["shardserver-batch", "dynalite", "moto"]
+    names += ["shardserver-batch", "shardserver-nice0", "dynalite", "moto"]
     return names
 
 
@@ -120,6 +120,10 @@ def parse_target(name: str) -> TargetSpec:
         # Group commit changes only the write path; reads would repeat the periodic figures.
         return TargetSpec(name, "shardserver", smp=n,
                           extra_args=("--commitlog-sync", "batch"), only_workloads=("put",))
+    if name == "shardserver-nice0":
+        # The shards at the priority they inherit: what --shard-nice's default buys.
+        return TargetSpec(name, "shardserver", smp=n, extra_args=("--shard-nice", "0"),
+                          only_workloads=("get", "put"))
     m = re.fullmatch(r"shardserver-smp(\d+|N)", name)
     if m:
         smp = n if m.group(1) == "N" else int(m.group(1))
@@ -127,7 +131,7 @@ def parse_target(name: str) -> TargetSpec:
             raise ValueError("--smp must be at least 1")
         return TargetSpec("shardserver-smp%d" % smp, "shardserver", smp=smp)
     raise ValueError("unknown target %r: use null, shardserver-smp<k>, shardserver-smpN, "
-                     "shardserver-batch, dynalite, moto" % name)
+                     "shardserver-batch, shardserver-nice0, dynalite, moto" % name)
 
 
 def free_port() -> int:
@@ -242,6 +246,8 @@ class RunningTarget:
                 status, doc = loadgen.call(HOST, self.port, "ListTables", {}, timeout=5)
                 if status == 200:
                     self._remember_tree()
+                    if self.spec.kind == "shardserver":
+                        self.version += self._niceness()
                     return
                 last = "HTTP %d %s" % (status, doc)
             except OSError as exc:
@@ -259,6 +265,14 @@ class RunningTarget:
         if self.data_dir and os.path.isdir(self.data_dir):
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
+
+    def _niceness(self) -> str:
+        """The shards' CPU priority, for the report: they raise it by default (--shard-nice)."""
+        try:
+            nices = sorted({p.nice() for p in self._tree() if p.pid != self.proc.pid})
+        except psutil.Error:
+            return ""
+        return " (shards at nice %s)" % "/".join(map(str, nices)) if nices else ""
 
     def _remember_tree(self) -> None:
         for p in self._tree():

@@ -28,7 +28,9 @@ def _bool(value) -> bool:
 # name, type, default, help
 OPTIONS = [
     ("smp", int, 0, "number of shards (0 = the CPUs this process may run on)"),
-    ("overprovisioned", _bool, False, "do not pin shards to CPUs (shared machines)"),
+    ("overprovisioned", _bool, False, "do not pin shards to CPUs nor raise their priority (shared machines)"),
+    ("shard_nice", int, -5,
+     "CPU priority (nice) each pinned shard takes if started at nice 0 (0 = keep; below 0 needs root)"),
     ("developer_mode", _bool, False, "start even when system settings (aio-max-nr) are short"),
     ("data_dir", str, "./shardserver-data", "data directory"),
     ("alternator_port", int, 8000, "DynamoDB API port"),
@@ -74,6 +76,7 @@ OPTIONS = [
 class Config:
     smp: int = 0
     overprovisioned: bool = False
+    shard_nice: int = -5
     developer_mode: bool = False
     data_dir: str = "./shardserver-data"
     alternator_port: int = 8000
@@ -110,6 +113,8 @@ class Config:
     def validate(self) -> None:
         if self.smp < 0:
             raise ValueError("--smp must be positive")
+        if not -20 <= self.shard_nice <= 19:
+            raise ValueError("--shard-nice must be between -20 and 19")
         if self.commitlog_sync not in ("periodic", "batch"):
             raise ValueError("--commitlog-sync must be 'periodic' or 'batch'")
         if self.alternator_write_isolation not in ("forbid_rmw", "only_rmw_uses_lwt", "always_use_lwt",

@@ -366,3 +366,48 @@ def test_yaml_config_and_flags(tmp_path):
     result = subprocess.run([sys.executable, "-m", "shardserver", "--config", str(bad)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "no_such_option" in result.stderr
+
+
+def _may_lower_niceness() -> bool:
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return os.geteuid() == 0 or soft > 20
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], -5),                                   # a pinned shard takes a server's priority
+    (["--shard-nice", "-3"], -3),
+    (["--shard-nice", "0"], 0),                 # 0 keeps what it inherited
+    (["--overprovisioned"], 0),                 # a shared machine: no pinning, no priority
+])
+def test_shards_take_cpu_priority_unless_told_not_to(tmp_path, extra, expected):
+    srv = ServerProcess(tmp_path / "data", smp=1, extra=extra).start()
+    try:
+        nice = psutil.Process(srv.shard_pids()[0]).nice()
+        assert nice == (expected if _may_lower_niceness() else 0)
+        srv.client().list_tables()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_a_niceness_someone_chose_is_kept(tmp_path):
+    srv = ServerProcess(tmp_path / "data", smp=1)
+    os.makedirs(srv.data_dir)
+    srv.proc = subprocess.Popen([sys.executable, "-m", "shardserver", "--smp", "1", "--developer-mode",
+                                 "--data-dir", srv.data_dir, "--alternator-port", str(srv.port),
+                                 "--prometheus-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=lambda: os.nice(3))
+    srv.log_path = os.devnull
+    try:
+        srv.wait_healthy()
+        assert psutil.Process(srv.shard_pids()[0]).nice() == 3
+    finally:
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(60) == 0
+
+
+def test_shard_nice_out_of_range_is_refused(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "shardserver", "--developer-mode", "--shard-nice", "-21",
+                             "--data-dir", str(tmp_path / "d"), "--prometheus-port", "0",
+                             "--alternator-port", str(free_port())], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--shard-nice must be between -20 and 19" in result.stderr
