@@ -269,7 +269,8 @@ class RunningTarget:
     def _niceness(self) -> str:
         """The shards' CPU priority, for the report: they raise it by default (--shard-nice)."""
         try:
-            nices = sorted({p.nice() for p in self._tree() if p.pid != self.proc.pid})
+            nices = sorted({p.nice() for p in self._tree() if p.pid != self.proc.pid
+                            and "resource_tracker" not in " ".join(p.cmdline())})
         except psutil.Error:
             return ""
         return " (shards at nice %s)" % "/".join(map(str, nices)) if nices else ""
