@@ -210,6 +210,17 @@ def test_disk_full_fails_cleanly_and_recovers(tmp_path, monkeypatch):
     assert [p for _, p, _ in seen] == [b"before", b"during", b"after"]
 
 
+async def _rolled_log(d: str, records: int, size: int) -> CommitLog:
+    """A started batch-mode log with 4 KB segments, ``records`` random records synced into it."""
+    log = CommitLog(d, 0, sync_mode="batch", batch_window_ms=0.0, segment_size=4096)
+    log.replay(lambda *a: None)
+    log.start(1)
+    for _ in range(records):
+        log.append(1, os.urandom(size))
+    await log.sync()
+    return log
+
+
 def test_disk_bytes_follows_the_files(tmp_path):
     """disk_bytes() is a running total (it is checked on every write): it must match the
     segment files across rolls, replay and release."""
@@ -219,12 +230,7 @@ def test_disk_bytes_follows_the_files(tmp_path):
         return sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d) if n.endswith(".log"))
 
     async def go():
-        log = CommitLog(d, 0, sync_mode="batch", batch_window_ms=0.0, segment_size=4096)
-        log.replay(lambda *a: None)
-        log.start(1)
-        for i in range(50):
-            log.append(1, os.urandom(300))
-        await log.sync()
+        log = await _rolled_log(d, records=50, size=300)
         assert len(log.segment_ids()) > 2
         assert log.disk_bytes() == on_disk()
         log.release(set())
@@ -304,12 +310,7 @@ def test_released_segments_are_unlinked_off_the_loop_and_in_order(tmp_path, monk
         real_unlink(path)
 
     async def go():
-        log = CommitLog(d, 0, sync_mode="batch", batch_window_ms=0.0, segment_size=4096)
-        log.replay(lambda *a: None)
-        log.start(1)
-        for _ in range(40):
-            log.append(1, os.urandom(500))
-        await log.sync()
+        log = await _rolled_log(d, records=40, size=500)
         names = [os.path.basename(s.path) for s in log._segments]
         monkeypatch.setattr(cl.os, "unlink", recording_unlink)
         log.release(set())
