@@ -23,10 +23,13 @@ import resource
 import sys
 from dataclasses import dataclass
 
+from shardserver.config import Config
+
 SYSCTL_FILE = "sysctl/99-shardserver.conf"
 PROC_SYS = "/proc/sys"
 # Must match the storage engine's default per-shard AIO queue depth.
 DEFAULT_AIO_QUEUE_DEPTH = 128
+DEFAULT_SHARD_NICE = Config.shard_nice
 NOFILE_RECOMMENDED = 65536
 # Below this a shard with a few thousand clients and its SSTables runs out of
 # descriptors; between it and the recommendation the server still works.
@@ -146,6 +149,8 @@ class Host:
     allowed_cpus: tuple[int, ...] | None = None
     nofile: tuple[int, int] | None = None
     is_root: bool | None = None
+    niceness: int | None = None          # this process's, which the shards inherit
+    nice_limit: int | None = None        # RLIMIT_NICE's soft limit: may go down to 20 - it
 
     def fill(self) -> "Host":
         if self.cpu_count is None:
@@ -159,6 +164,10 @@ class Host:
             self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
         if self.is_root is None:
             self.is_root = os.geteuid() == 0
+        if self.niceness is None:
+            self.niceness = os.getpriority(os.PRIO_PROCESS, 0)
+        if self.nice_limit is None:
+            self.nice_limit = resource.getrlimit(resource.RLIMIT_NICE)[0]
         return self
 
 
@@ -205,7 +214,24 @@ def apply_settings(nshards: int, depth: int, host: Host, out) -> int:
     return failures
 
 
-def report(nshards: int, depth: int, overprovisioned: bool, host: Host, out) -> int:
+def _priority_line(overprovisioned: bool, shard_nice: int, host: Host) -> str:
+    """What CPU priority the shards will run at (informational: never a failure)."""
+    if overprovisioned:
+        return "CPU priority: left alone (--overprovisioned)"
+    if shard_nice == 0:
+        return f"CPU priority: the shards keep nice {host.niceness} (--shard-nice 0)"
+    if host.niceness != 0:
+        return f"CPU priority: the shards keep nice {host.niceness}, which this process was started at"
+    unlimited = host.nice_limit == resource.RLIM_INFINITY
+    if shard_nice > 0 or host.is_root or unlimited or 20 - host.nice_limit <= shard_nice:
+        return f"CPU priority: the shards take nice {shard_nice} (--shard-nice)"
+    return (f"CPU priority: the shards will keep nice 0: nice {shard_nice} needs root, CAP_SYS_NICE "
+            f"or RLIMIT_NICE >= {20 - shard_nice} (systemd: Nice={shard_nice} or LimitNICE=) "
+            "(recommended)")
+
+
+def report(nshards: int, depth: int, overprovisioned: bool, host: Host, out,
+           shard_nice: int = DEFAULT_SHARD_NICE) -> int:
     """Print every check; return the number of required checks that failed."""
     host.fill()
     problems = 0
@@ -249,6 +275,8 @@ def report(nshards: int, depth: int, overprovisioned: bool, host: Host, out) -> 
     else:
         pins = ", ".join(f"shard {i} -> cpu {allowed[i]}" for i in range(nshards))
         print(f"pinning: {pins}", file=out)
+
+    print(_priority_line(overprovisioned, shard_nice, host), file=out)
 
     soft, hard = host.nofile
     line = (f"open files (RLIMIT_NOFILE): soft {_fmt_limit(soft)}, hard {_fmt_limit(hard)}, "
@@ -309,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"AIO queue depth per shard (default {DEFAULT_AIO_QUEUE_DEPTH})")
     p.add_argument("--overprovisioned", action="store_true", default=None,
                    help="shards will not be pinned to CPUs")
+    p.add_argument("--shard-nice", type=int, default=None,
+                   help=f"CPU priority the shards will take (default: the config file's, else "
+                        f"{DEFAULT_SHARD_NICE})")
     p.add_argument("--config", metavar="FILE", help="shardserver YAML configuration file")
     p.add_argument("--apply", action="store_true",
                    help="as root, write the recommended values to /proc/sys first")
@@ -346,6 +377,12 @@ def main(argv: list[str] | None = None, host: Host | None = None, out=None) -> i
         return 2
     overprovisioned = bool(args.overprovisioned if args.overprovisioned is not None
                            else config.get("overprovisioned", False))
+    try:
+        shard_nice = int(args.shard_nice if args.shard_nice is not None
+                         else config.get("shard_nice", DEFAULT_SHARD_NICE))
+    except (TypeError, ValueError):
+        print("shardserver check: shard_nice in the config must be an integer", file=sys.stderr)
+        return 2
 
     apply_failed = 0
     if args.apply:
@@ -355,7 +392,7 @@ def main(argv: list[str] | None = None, host: Host | None = None, out=None) -> i
         else:
             apply_failed = apply_settings(nshards, depth, host, out)
         print("", file=out)
-    problems = report(nshards, depth, overprovisioned, host, out)
+    problems = report(nshards, depth, overprovisioned, host, out, shard_nice)
     return 1 if problems or apply_failed else 0
 
 

@@ -27,9 +27,9 @@ def fake_proc_sys(tmp_path, values):
     return str(root)
 
 
-def host(root, cpus=(0, 1, 2, 3), nofile=(1048576, 1048576), is_root=False):
+def host(root, cpus=(0, 1, 2, 3), nofile=(1048576, 1048576), is_root=False, niceness=0, nice_limit=0):
     return Host(root=root, cpu_count=len(cpus), allowed_cpus=tuple(cpus), nofile=nofile,
-                is_root=is_root)
+                is_root=is_root, niceness=niceness, nice_limit=nice_limit)
 
 
 def run(argv, h):
@@ -217,3 +217,22 @@ def test_real_host_is_only_read(monkeypatch):
     status, text = run([], Host())
     assert status in (0, 1)
     assert "fs.aio-max-nr" in text
+
+
+def test_cpu_priority_the_shards_will_take(tmp_path):
+    # Informational only: without the privilege the shards run at nice 0, and check still passes.
+    root = fake_proc_sys(tmp_path, GOOD)
+    status, text = run(["--smp", "1"], host(root))
+    assert status == 0
+    assert ("CPU priority: the shards will keep nice 0: nice -5 needs root, CAP_SYS_NICE or "
+            "RLIMIT_NICE >= 25") in text
+    as_root = run(["--smp", "1"], host(root, is_root=True))[1]
+    assert "CPU priority: the shards take nice -5 (--shard-nice)" in as_root
+    assert "take nice -5" in run(["--smp", "1"], host(root, nice_limit=25))[1]
+    assert "take nice -2" in run(["--smp", "1", "--shard-nice", "-2"], host(root, nice_limit=22))[1]
+    assert "keep nice 4, which this process was started at" in run(["--smp", "1"], host(root, niceness=4))[1]
+    assert "keep nice 0 (--shard-nice 0)" in run(["--smp", "1", "--shard-nice", "0"], host(root))[1]
+    assert "left alone (--overprovisioned)" in run(["--smp", "1", "--overprovisioned"], host(root))[1]
+    cfg = tmp_path / "shardserver.yaml"
+    cfg.write_text("shard_nice: -3\n")
+    assert "take nice -3" in run(["--smp", "1", "--config", str(cfg)], host(root, is_root=True))[1]
