@@ -61,12 +61,8 @@ def _check_structure(value: dict, members: dict) -> None:
             if type(member) is dict:
                 continue
         elif spec is _strings_map:
-            if type(member) is dict:
-                for element in member.values():
-                    if type(element) is not str:
-                        break
-                else:
-                    continue    # ExpressionAttributeNames: all strings, no call
+            if type(member) is dict and _all_strings(member):
+                continue        # ExpressionAttributeNames: all strings, no call per entry
         elif spec is _boolean:
             if type(member) is bool:
                 continue
@@ -180,18 +176,21 @@ def _list_of(member):
     return check_list
 
 
+def _all_strings(mapping: dict) -> bool:
+    for element in mapping.values():
+        if type(element) is not str:
+            return False
+    return True
+
+
 def _map_of(member):
     def check_map(value):
         if type(value) is not dict:
             if type(value) is list:
                 raise SerializationException("Start of list found where not expected")
             raise SerializationException("Expected map or null")
-        if member is _string:
-            for element in value.values():
-                if type(element) is not str:
-                    break
-            else:
-                return value    # ExpressionAttributeNames: all strings, no call per entry
+        if member is _string and _all_strings(value):
+            return value        # ExpressionAttributeNames: all strings, no call per entry
         if member is not _any:
             _check_elements(value, value.items(), member, "value in a map")
         return value

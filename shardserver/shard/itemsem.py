@@ -277,15 +277,17 @@ _CHECKED_TEXT = "\0expressions"
 _CHECKED_CONTEXT = "\0context"
 
 
-def _expression_text(request: dict, op: str) -> bytes | None:
+def _expression_text(request: dict, op: str, placeholders_only: bool = False) -> bytes | None:
     """The operation and its expression parameters present, in the request's order (another
-    order is just another cache entry), as bytes; None if they are not JSON-shaped."""
+    order is just another cache entry), as bytes; None if they are not JSON-shaped.
+    placeholders_only: of ExpressionAttributeValues (a dict), only its placeholders."""
     # One flat list (operation, then name, value, name, value...): no tuple per parameter.
     present = [op]
     for parameter, value in request.items():
         if parameter in _EXPRESSION_PARAMETERS:
             present.append(parameter)
-            present.append(value)
+            present.append(list(value) if placeholders_only and parameter == "ExpressionAttributeValues"
+                           else value)
     try:
         return orjson.dumps(present)
     except TypeError:
@@ -315,17 +317,7 @@ _structures: OrderedDict = OrderedDict()
 def _checked_context(request: dict, op: str) -> ex.ExpressionContext:
     """check_request_expressions(request, op), remembered by the request's structure."""
     values = request.get("ExpressionAttributeValues")
-    structure = None
-    if values.__class__ is dict:
-        present = [op]
-        for parameter, value in request.items():
-            if parameter in _EXPRESSION_PARAMETERS:
-                present.append(parameter)
-                present.append(list(value) if parameter == "ExpressionAttributeValues" else value)
-        try:
-            structure = orjson.dumps(present)
-        except TypeError:
-            pass
+    structure = _expression_text(request, op, placeholders_only=True) if values.__class__ is dict else None
     if structure in _structures:
         _structures.move_to_end(structure)
         return ex.ExpressionContext(request.get("ExpressionAttributeNames"), values, names_checked=True)

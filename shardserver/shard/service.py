@@ -373,11 +373,12 @@ def _forward_payload(op: str, request: dict, body: bytes, as_checked: bool = Fal
     acceptor's shapes.check left it, so the owner need not check it again;
     empty when the owner must.
     """
+    mark = b"=\0" if as_checked else b"\0"
     routed = request.get(ROUTED)
     if routed is None:
-        return b"".join((b"=\0" if as_checked else b"\0", op.encode(), b"\0\0\0\0", body))
+        return b"".join((mark, op.encode(), b"\0\0\0\0", body))
     schema, key, _ = routed
-    return b"".join((b"=\0" if as_checked else b"\0", op.encode(), b"\0", schema.table_id.encode(), b"\0",
+    return b"".join((mark, op.encode(), b"\0", schema.table_id.encode(), b"\0",
                      _KEY_LENGTH.pack(len(key)), key, body))
 
 

@@ -798,16 +798,19 @@ class ShardStorage:
 
     async def _sync(self) -> None:
         await self.commitlog.sync()
-        if (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
-                and not self._flush_task.done()):
+        if self._writers_held():
             self.flush_waits_total += 1
             start = time.perf_counter()
-            while (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
-                   and not self._flush_task.done()):
+            while self._writers_held():
                 fut = asyncio.get_running_loop().create_future()
                 self._flush_waiters.append(fut)
                 await fut
             self.flush_wait_seconds_total += time.perf_counter() - start
+
+    def _writers_held(self) -> bool:
+        """Must a write wait for the running flush (memtables past twice the threshold)?"""
+        return (self._memtable_bytes > 2 * self.flush_threshold and self._flush_task is not None
+                and not self._flush_task.done())
 
     # ================================================================== flush
     def _maybe_flush(self) -> None:
